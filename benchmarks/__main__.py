@@ -1,0 +1,20 @@
+"""python -m benchmarks [noop] [large_list] [build]: run the named benchmarks (all by default)."""
+import sys
+
+from . import build_overhead, graph_load
+
+ALL = ("noop", "large_list", "build")
+
+
+def main(argv) -> int:
+    names = tuple(argv) or ALL
+    unknown = set(names) - set(ALL)
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}", file=sys.stderr)
+        return 2
+    lines = graph_load.main(names) + build_overhead.main(names)
+    print("\n".join(lines))
+    return 0 if all(line.endswith("PASS") for line in lines) else 1
+
+
+sys.exit(main(sys.argv[1:]))

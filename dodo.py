@@ -1,0 +1,16 @@
+"""doit entry point: `doit` builds models.yaml in this directory into a signed bundle.
+
+`doit list` shows the tasks, `doit info TASK` why one would run,
+`doit clean` and `doit forget` work as usual.
+"""
+from pathlib import Path
+
+from modelmake.graph import doit_config, workspace_tasks
+
+WORKSPACE = Path(__file__).resolve().parent
+DOIT_CONFIG = doit_config(WORKSPACE)
+
+
+def task_modelmake():
+    """modelmake build graph"""
+    yield from workspace_tasks(WORKSPACE)

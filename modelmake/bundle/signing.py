@@ -1,0 +1,405 @@
+"""Sign and verify a bundle directory in the OpenSSF Model Signing (OMS) format.
+
+The signature file (``model.sig``) is what ``model_signing sign key`` would write for
+the same directory, so ``model_signing verify key`` accepts it; FORMAT.md ("Signatures
+and archives") specifies it byte by byte. In short:
+
+    manifest  = [{name, algorithm: "sha256", digest}] for every file, sorted by path
+    statement = in-toto Statement v1, predicateType https://model_signing/signature/v1.0,
+                subject = {name: <directory name>, digest: {sha256: SHA-256(d1 || d2 || ...)}}
+    envelope  = DSSE over the statement; signature = DER ECDSA P-256/SHA-256 of PAE(statement)
+    model.sig = Sigstore bundle v0.3 JSON holding the envelope and a public key hint
+
+Two choices make the file reproducible where model_signing's own signer is not: the
+ECDSA nonce is derived from the key and message (RFC 6979) instead of drawn at random,
+and every JSON document is canonical (sorted keys, no whitespace, UTF-8), including the
+ignore list that model_signing emits in set order.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from modelmake.errors import FileSetError, StepError, TamperedFileError, VerificationError, WrongKeyError
+
+SIGNATURE_NAME = "model.sig"
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+# model_signing leaves these out of every signature unless told otherwise; so must we,
+# or its verifier would report them as extra files.
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
+
+_CHUNK_SIZE = 1 << 20
+_ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+# --- hashing -------------------------------------------------------------------------
+
+def hash_file(path: Path) -> str:
+    """SHA-256 of a file as lowercase hex, read in fixed-size chunks (constant memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK_SIZE), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ignored_paths(signature_name: str = SIGNATURE_NAME) -> list[str]:
+    """The paths a signature leaves out, as recorded in it: git files and the signature."""
+    return sorted({*GIT_PATHS, signature_name})
+
+
+def hash_directory(directory: Path, *, ignore: list[str] | None = None) -> dict[str, str]:
+    """Map every covered file's POSIX path (relative to ``directory``) to its SHA-256.
+
+    Entries come in manifest order. Symbolic links and special files are refused, as
+    model_signing refuses them: a link could point anywhere, so its target is not
+    something the signature can vouch for.
+    """
+    files, refused = _walk(Path(directory), ignore if ignore is not None else ignored_paths())
+    if refused:
+        raise StepError(f"cannot sign {directory}: {'; '.join(refused)}")
+    return {name: hash_file(Path(directory, name)) for name in files}
+
+
+def _manifest_order(name: str) -> tuple[str, ...]:
+    # model_signing sorts PurePosixPath objects, which compare component by component;
+    # sorting the plain strings would put "a-c" before "a/b" and change the root digest.
+    return tuple(name.split("/"))
+
+
+def _walk(directory: Path, ignore: list[str]) -> tuple[list[str], list[str]]:
+    """(covered file names in manifest order, reasons for refusing some entries)."""
+    ignored = [tuple(PurePosixPath(p).parts) for p in ignore]
+    files: list[str] = []
+    refused: list[str] = []
+
+    def visit(folder: Path, prefix: tuple[str, ...]) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                parts = (*prefix, entry.name)
+                name = "/".join(parts)
+                if any(parts[: len(p)] == p for p in ignored):
+                    continue
+                if entry.is_symlink():
+                    refused.append(f"{name} is a symbolic link")
+                elif entry.is_dir(follow_symlinks=False):
+                    visit(Path(entry.path), parts)
+                elif not stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                    refused.append(f"{name} is not a regular file")
+                elif not _is_utf8(name):
+                    refused.append(f"{name!r} is not a UTF-8 file name")
+                else:
+                    files.append(name)
+
+    visit(directory, ())
+    files.sort(key=_manifest_order)
+    return files, refused
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates
+        return False
+    return True
+
+
+# --- serialization -------------------------------------------------------------------
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8: one byte string per value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """DSSE v1 pre-authentication encoding: the exact bytes that get signed."""
+    type_bytes = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(payload), payload)
+
+
+def public_key_hint(public_key: ec.EllipticCurvePublicKey) -> str:
+    """model_signing's key identifier: SHA-256 (hex) of the PEM SubjectPublicKeyInfo text."""
+    pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(pem).hexdigest()
+
+
+def _root_digest(manifest: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for hex_digest in manifest.values():
+        digest.update(bytes.fromhex(hex_digest))
+    return digest.hexdigest()
+
+
+def _statement(model_name: str, manifest: dict[str, str], ignore: list[str]) -> dict[str, Any]:
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": model_name, "digest": {"sha256": _root_digest(manifest)}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "serialization": {
+                "method": "files",
+                "hash_type": "sha256",
+                "allow_symlinks": False,
+                "ignore_paths": ignore,
+            },
+            "resources": [
+                {"name": name, "algorithm": "sha256", "digest": digest} for name, digest in manifest.items()
+            ],
+        },
+    }
+
+
+# --- signing -------------------------------------------------------------------------
+
+def create_signature(
+    directory: Path,
+    private_key: ec.EllipticCurvePrivateKey,
+    *,
+    signature_name: str = SIGNATURE_NAME,
+    subject_name: str | None = None,
+) -> bytes:
+    """The bytes of the signature file for ``directory``, without writing anything.
+
+    The subject name defaults to the directory's name, as model_signing records it;
+    verifiers ignore it, but it is part of the signed bytes, so a build that signs a
+    staging directory passes the final name to stay reproducible.
+    """
+    directory = Path(directory)
+    _check_signature_name(signature_name)
+    _check_p256(private_key.public_key())
+    ignore = ignored_paths(signature_name)
+    manifest = hash_directory(directory, ignore=ignore)
+    payload = canonical_json(_statement(subject_name or directory.resolve().name, manifest, ignore))
+    signature = private_key.sign(pae(payload), _ECDSA)
+    return canonical_json(
+        {
+            "mediaType": BUNDLE_MEDIA_TYPE,
+            "verificationMaterial": {
+                "publicKey": {"hint": public_key_hint(private_key.public_key())},
+                "tlogEntries": [],
+            },
+            "dsseEnvelope": {
+                "payload": base64.b64encode(payload).decode("ascii"),
+                "payloadType": PAYLOAD_TYPE,
+                "signatures": [{"sig": base64.b64encode(signature).decode("ascii"), "keyid": ""}],
+            },
+        }
+    )
+
+
+def sign_directory(
+    directory: Path,
+    private_key: ec.EllipticCurvePrivateKey,
+    signature_name: str = SIGNATURE_NAME,
+    *,
+    subject_name: str | None = None,
+) -> Path:
+    """Write ``<directory>/<signature_name>`` atomically and return its path."""
+    directory = Path(directory)
+    data = create_signature(directory, private_key, signature_name=signature_name, subject_name=subject_name)
+    target = directory / signature_name
+    # The temporary file goes beside the directory, not into it: one left behind by a
+    # killed build would otherwise be signed as part of the bundle next time.
+    with _atomic_output(target, scratch=directory.resolve().parent) as out:
+        out.write(data)
+    return target
+
+
+@contextlib.contextmanager
+def _atomic_output(dst: Path, scratch: Path) -> Iterator[Any]:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.parent.name}.{dst.name}.", suffix=".tmp", dir=scratch)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        # A signature is public; mkstemp's 0600 would only get in the packager's way.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _check_signature_name(signature_name: str) -> None:
+    # The name is recorded in the signed ignore list, so it must be a plain file name.
+    if not signature_name or "/" in signature_name or "\\" in signature_name or signature_name in (".", ".."):
+        raise ValueError(f"signature_name must be a plain file name like 'model.sig', not {signature_name!r}")
+
+
+def _check_p256(public_key: ec.EllipticCurvePublicKey) -> None:
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+        raise ValueError("modelmake signs and verifies with ECDSA P-256 keys only (see modelmake.bundle.keys)")
+
+
+# --- verification --------------------------------------------------------------------
+
+def verify_directory(
+    directory: Path, public_key: ec.EllipticCurvePublicKey, signature_name: str = SIGNATURE_NAME
+) -> list[str]:
+    """Check ``directory`` against its signature; return the verified file names.
+
+    Checks, in order: the signature file parses, it was made with ``public_key``, and
+    the files on disk are exactly the signed ones with the signed digests. Each failure
+    is a ``VerificationError`` that names the offending file.
+    """
+    directory = Path(directory)
+    _check_signature_name(signature_name)
+    _check_p256(public_key)
+    signature_path = directory / signature_name
+    payload = _read_envelope(signature_path, public_key)
+    statement = _parse_json(payload, signature_path, "the signed statement")
+    signed, signed_ignore = _signed_manifest(statement, signature_path)
+
+    ignore = sorted({*ignored_paths(signature_name), *signed_ignore})
+    names, refused = _walk(directory, ignore)
+    if refused:
+        raise VerificationError(f"{directory} does not match {signature_name}: {'; '.join(refused)}")
+    actual = {name: hash_file(directory / name) for name in names}
+
+    problems = _differences(signed, actual)
+    if problems:
+        # A changed file is the graver finding; it decides the error (and exit code) when both occur.
+        kind = TamperedFileError if any("changed:" in p for p in problems) else FileSetError
+        raise kind(f"{directory} does not match {signature_name}:\n" + "\n".join(problems))
+    return list(actual)
+
+
+def _read_envelope(signature_path: Path, public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """Check the signature file's outer layers and signature; return the signed payload."""
+    try:
+        raw = signature_path.read_bytes()
+    except FileNotFoundError:
+        raise VerificationError(
+            f"{signature_path} is missing: the bundle is unsigned or its signature was removed"
+        ) from None
+    bundle = _parse_json(raw, signature_path, "the signature file")
+    _expect(bundle.get("mediaType") == BUNDLE_MEDIA_TYPE, signature_path, f"mediaType is not {BUNDLE_MEDIA_TYPE}")
+    envelope = bundle.get("dsseEnvelope")
+    _expect(isinstance(envelope, dict), signature_path, "it has no dsseEnvelope")
+    _expect(envelope.get("payloadType") == PAYLOAD_TYPE, signature_path, f"payloadType is not {PAYLOAD_TYPE}")
+    signatures = envelope.get("signatures")
+    _expect(
+        isinstance(signatures, list) and len(signatures) == 1 and isinstance(signatures[0], dict),
+        signature_path,
+        "dsseEnvelope.signatures must hold exactly one signature",
+    )
+    payload = _base64(envelope.get("payload"), signature_path, "dsseEnvelope.payload")
+    signature = _base64(signatures[0].get("sig"), signature_path, "dsseEnvelope.signatures[0].sig")
+
+    # The hint lets us tell "wrong key" from "altered file" before trying the signature.
+    material = bundle.get("verificationMaterial")
+    key_info = material.get("publicKey") if isinstance(material, dict) else None
+    hint = key_info.get("hint") if isinstance(key_info, dict) else None
+    given = public_key_hint(public_key)
+    if hint and hint != given:
+        raise WrongKeyError(
+            f"{signature_path} was signed by a different key: check --public-key "
+            f"(the signature names key {hint[:16]}..., the given public key is {given[:16]}...)"
+        )
+    try:
+        public_key.verify(signature, pae(payload), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise WrongKeyError(
+            f"{signature_path}: the signature does not match this public key: it was signed by a "
+            f"different key (check --public-key), or {signature_path.name} was altered after signing"
+        ) from None
+    return payload
+
+
+def _signed_manifest(statement: Any, signature_path: Path) -> tuple[dict[str, str], list[str]]:
+    """(signed name -> digest, signed ignore list) from a verified in-toto statement."""
+    def field(value: Any, key: str, kind: type, where: str) -> Any:
+        item = value.get(key) if isinstance(value, dict) else None
+        _expect(isinstance(item, kind), signature_path, f"the signed statement has no valid {where}")
+        return item
+
+    _expect(field(statement, "_type", str, "_type") == STATEMENT_TYPE, signature_path, "_type is not in-toto v1")
+    _expect(
+        field(statement, "predicateType", str, "predicateType") == PREDICATE_TYPE,
+        signature_path,
+        f"predicateType is not {PREDICATE_TYPE}",
+    )
+    predicate = field(statement, "predicate", dict, "predicate")
+    serialization_args = field(predicate, "serialization", dict, "predicate.serialization")
+    _expect(
+        serialization_args.get("method") == "files" and serialization_args.get("hash_type") == "sha256",
+        signature_path,
+        "it was made with a serialization other than files/sha256, which modelmake does not verify",
+    )
+    signed_ignore = serialization_args.get("ignore_paths", [])
+    _expect(
+        isinstance(signed_ignore, list) and all(isinstance(p, str) for p in signed_ignore),
+        signature_path,
+        "predicate.serialization.ignore_paths is not a list of paths",
+    )
+
+    signed: dict[str, str] = {}
+    for resource in field(predicate, "resources", list, "predicate.resources"):
+        name = field(resource, "name", str, "resource name")
+        digest = field(resource, "digest", str, f"digest for {name}")
+        _expect(field(resource, "algorithm", str, f"algorithm for {name}") == "sha256", signature_path,
+                f"{name} is not hashed with sha256")
+        _expect(name not in signed, signature_path, f"it lists {name} twice")
+        _expect(_is_sha256_hex(digest), signature_path, f"the digest for {name} is not SHA-256 hex")
+        signed[name] = digest
+
+    subjects = field(statement, "subject", list, "subject")
+    _expect(len(subjects) == 1, signature_path, "it must have exactly one subject")
+    root = field(field(subjects[0], "digest", dict, "subject digest"), "sha256", str, "subject sha256 digest")
+    _expect(root == _root_digest(signed), signature_path, "its subject digest does not match its resources")
+    # Ignore entries that could reach outside the directory, as model_signing does.
+    safe_ignore = [p for p in signed_ignore if p and not PurePosixPath(p).is_absolute() and ".." not in p.split("/")]
+    return signed, safe_ignore
+
+
+def _differences(signed: dict[str, str], actual: dict[str, str]) -> list[str]:
+    problems = []
+    for name in sorted(signed.keys() | actual.keys(), key=_manifest_order):
+        if name not in actual:
+            problems.append(f"  missing: {name} (signed, but not in the directory)")
+        elif name not in signed:
+            problems.append(f"  extra: {name} (in the directory, but not covered by the signature)")
+        elif signed[name] != actual[name]:
+            problems.append(f"  changed: {name} (its SHA-256 differs from the signed one)")
+    return problems
+
+
+def _parse_json(raw: bytes, signature_path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise VerificationError(f"{signature_path} is not an OMS signature: {what} is not valid JSON") from None
+    _expect(isinstance(value, dict), signature_path, f"{what} is not a JSON object")
+    return value
+
+
+def _base64(value: Any, signature_path: Path, where: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (TypeError, ValueError):
+        raise VerificationError(f"{signature_path} is not an OMS signature: {where} is not base64") from None
+
+
+def _is_sha256_hex(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _expect(condition: bool, signature_path: Path, reason: str) -> None:
+    if not condition:
+        raise VerificationError(f"{signature_path} is not a valid OMS signature: {reason}")

@@ -1,0 +1,312 @@
+"""BuildPlan -> doit task dicts.
+
+Each task is a plain doit record: ``file_dep`` and ``targets`` name its files,
+``uptodate=[config_changed(...)]`` hashes its resolved config and the versions
+of the tools it runs, and its action is ``runner.run_step`` naming the step
+function, so nothing heavy is imported while the graph loads.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from . import layout
+from .errors import ModelmakeError, exit_code_for
+from .plan import Artifact, BuildPlan, Dataset, Model
+from .spec import SPEC_FILE, load_plan
+from .steps.runner import run_step
+from .versions import tool_versions
+
+STEP_TOOLS = {
+    "source": ("modelmake", "tensorflow", "keras"),
+    "data": ("modelmake", "numpy"),
+    "reference": ("modelmake", "tensorflow", "keras", "ai-edge-litert"),
+    "convert": ("modelmake", "tensorflow"),
+    "evaluate": ("modelmake", "ai-edge-litert", "numpy"),
+    "package": ("modelmake",),
+    "report": ("modelmake", "matplotlib"),
+}
+
+
+def doit_config(workspace: Path) -> dict:
+    # doit opens its state file before loading tasks; its folder must exist by then.
+    (Path(workspace) / layout.BUILD).mkdir(exist_ok=True)
+    return {
+        "default_tasks": ["package", "report"],
+        "dep_file": layout.DEP_FILE,
+        # sqlite commits atomically, so a killed build never leaves a corrupt state file
+        "backend": "sqlite3",
+        # steps already send converter noise to build/logs; what they print is the one result line
+        "verbosity": 2,
+    }
+
+
+def workspace_tasks(workspace: Path):
+    """The tasks of the workspace's models.yaml; a bad spec exits with its message, not a traceback."""
+    try:
+        plan = load_plan(workspace)
+    except ModelmakeError as error:
+        print(f"modelmake: {error}", file=sys.stderr)
+        raise SystemExit(exit_code_for(error))
+    yield from plan_tasks(plan, workspace)
+
+
+def plan_tasks(plan: BuildPlan, workspace: Path):
+    for group, doc in (
+        ("source", "Materialize each model's source (run recipes, load files) as a SavedModel."),
+        ("data", "Materialize calibration and evaluation data sets."),
+        ("reference", "Evaluate each source model: the figures artifacts are compared with."),
+        ("convert", "Convert (and quantize) one variant of a model for one target."),
+        ("evaluate", "Load, run and measure an artifact; fail when it breaks a budget."),
+        ("package", "Assemble the versioned bundle with its manifest."),
+        ("report", "Write the bundle's report: table and size/accuracy plot."),
+    ):
+        yield {"basename": group, "name": None, "doc": doc}
+    for model in plan.models:
+        yield from model_tasks(plan, model, workspace)
+    yield package_task(plan, workspace)
+    yield report_task(plan)
+
+
+def _task(kind: str, name: str, step: str, config: dict, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None):
+    """``also_hash`` joins the change detection without reaching the step (key fingerprints)."""
+    from doit.tools import config_changed
+
+    task_name = f"{kind}:{name}"
+    log = layout.log_file(task_name)
+    hashed = {"config": config, "tools": tool_versions(*STEP_TOOLS[kind]), "also": also_hash}
+    return {
+        "basename": kind,
+        "name": name,
+        "doc": doc,
+        "actions": [(run_step, [step, log, config])],
+        "file_dep": sorted(set(file_dep)),
+        "targets": list(targets),
+        "uptodate": [config_changed(hashed)],
+        "clean": [(_remove, [list(targets), list(clean_dirs)])],
+        "verbosity": 2,
+    }
+
+
+def _remove(files, dirs):
+    import shutil
+
+    for file in files:
+        Path(file).unlink(missing_ok=True)
+    for directory in dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _source_files(workspace: Path, model: Model) -> list[str]:
+    source = model.source
+    if source.kind == "saved_model":
+        root = workspace / source.path
+        return [str(p.relative_to(workspace)) for p in sorted(root.rglob("*")) if p.is_file()]
+    return [source.path, *source.depends]
+
+
+def _dataset_files(dataset: Dataset) -> list[str]:
+    return [dataset.path, *dataset.depends]
+
+
+def _data_origin(dataset: Dataset) -> str:
+    """A data set as the user declared it, so that an error about its contents names the file to fix."""
+    if dataset.from_recipe:
+        return f"{dataset.path} {dataset.function}({dataset.split!r})"
+    return dataset.path
+
+
+def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
+    source_record = layout.source_record(model.name)
+    yield _task(
+        "source",
+        model.name,
+        "source.materialize",
+        {
+            "source": asdict(model.source),
+            "out_dir": layout.source_dir(model.name),
+            "record": source_record,
+        },
+        file_dep=_source_files(workspace, model),
+        targets=[source_record],
+        clean_dirs=[layout.source_dir(model.name)],
+        doc=f"{model.name}: {model.source.kind} source {model.source.path}",
+    )
+    preprocessing = asdict(model.input)
+    for dataset in (model.calibration, model.evaluation):
+        if dataset is None:
+            continue
+        out = layout.dataset(model.name, dataset.role)
+        yield _task(
+            "data",
+            f"{model.name}.{dataset.role}",
+            "data.materialize",
+            {"dataset": asdict(dataset), "out": out},
+            file_dep=_dataset_files(dataset),
+            targets=[out],
+            doc=f"{model.name}: {dataset.role} data from {dataset.path}",
+        )
+    if model.evaluation is not None:
+        yield _task(
+            "reference",
+            model.name,
+            "reference.evaluate_source",
+            {
+                "source_record": source_record,
+                "evaluation": layout.dataset(model.name, "evaluation"),
+                "evaluation_origin": _data_origin(model.evaluation),
+                "preprocessing": preprocessing,
+                "top_k": model.output.top_k,
+                "out_metrics": layout.reference_metrics(model.name),
+                "out_outputs": layout.reference_outputs(model.name),
+            },
+            file_dep=[source_record, layout.dataset(model.name, "evaluation")],
+            targets=[layout.reference_metrics(model.name), layout.reference_outputs(model.name)],
+            doc=f"{model.name}: accuracy of the source model",
+        )
+    for artifact in model.artifacts:
+        yield convert_task(plan, model, artifact)
+        yield evaluate_task(plan, model, artifact)
+
+
+def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
+    calibration = layout.dataset(model.name, "calibration") if artifact.precision == "int8" else None
+    support = plan.targets[artifact.target].formats[artifact.format]
+    return _task(
+        "convert",
+        artifact.id,
+        f"convert_{artifact.format}.convert",
+        {
+            "source_record": layout.source_record(model.name),
+            "precision": artifact.precision,
+            "integer_io": artifact.integer_io,
+            "per_channel": artifact.per_channel,
+            "calibration": calibration,
+            "calibration_origin": _data_origin(model.calibration) if calibration else None,
+            "preprocessing": asdict(model.input),
+            "target_format": asdict(support),
+            "out": layout.artifact_file(artifact),
+            "out_record": layout.artifact_record(artifact),
+        },
+        file_dep=[layout.source_record(model.name)] + ([calibration] if calibration else []),
+        targets=[layout.artifact_file(artifact), layout.artifact_record(artifact)],
+        doc=f"{model.name} {artifact.variant} ({artifact.precision}) as {artifact.format} for {artifact.target}",
+    )
+
+
+def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
+    evaluation = layout.dataset(model.name, "evaluation") if model.evaluation else None
+    reference = layout.reference_metrics(model.name) if model.evaluation else None
+    return _task(
+        "evaluate",
+        artifact.id,
+        f"evaluate_{artifact.format}.evaluate",
+        {
+            "artifact": layout.artifact_file(artifact),
+            "artifact_id": artifact.id,
+            "evaluation": evaluation,
+            "reference": reference,
+            "preprocessing": asdict(model.input),
+            "top_k": model.output.top_k,
+            "budgets": [asdict(b) for b in artifact.budgets],
+            "out": layout.artifact_metrics(artifact),
+        },
+        file_dep=[layout.artifact_file(artifact)] + [p for p in (evaluation, reference) if p],
+        targets=[layout.artifact_metrics(artifact)],
+        doc=f"load, run and measure {artifact.id}; check its budgets",
+    )
+
+
+def _bundle_inputs(plan: BuildPlan) -> dict:
+    """What the package and report steps read, by model and artifact."""
+    models = []
+    for model in plan.models:
+        models.append(
+            {
+                "name": model.name,
+                "description": model.description,
+                "source_record": layout.source_record(model.name),
+                "reference": layout.reference_metrics(model.name) if model.evaluation else None,
+                "input": asdict(model.input),
+                "output": asdict(model.output),
+                "datasets": [layout.dataset(model.name, d.role) for d in (model.calibration, model.evaluation) if d],
+                "artifacts": [
+                    {
+                        "id": a.id,
+                        "variant": a.variant,
+                        "target": a.target,
+                        "platform": plan.targets[a.target].platform,
+                        "format": a.format,
+                        "precision": a.precision,
+                        "file": layout.artifact_file(a),
+                        "record": layout.artifact_record(a),
+                        "metrics": layout.artifact_metrics(a),
+                        "bundle_path": layout.bundle_file_path(a, encrypted=plan.bundle.encrypt),
+                        "budgets": [asdict(b) for b in a.budgets],
+                    }
+                    for a in model.artifacts
+                ],
+            }
+        )
+    return {
+        "bundle": asdict(plan.bundle),
+        "targets": {name: {"soc": t.soc, "platform": t.platform, "min_os": t.min_os} for name, t in plan.targets.items()},
+        "models": models,
+    }
+
+
+def _bundle_file_deps(inputs: dict) -> list[str]:
+    deps = []
+    for model in inputs["models"]:
+        deps.append(model["source_record"])
+        if model["reference"]:
+            deps.append(model["reference"])
+        if model["output"]["labels"]:
+            deps.append(model["output"]["labels"])
+        deps += model["datasets"]
+        for artifact in model["artifacts"]:
+            deps += [artifact["file"], artifact["record"], artifact["metrics"]]
+    return deps
+
+
+def package_task(plan: BuildPlan, workspace: Path):
+    from .bundle.keyring import build_keys
+
+    bundle = plan.bundle
+    inputs = _bundle_inputs(plan)
+    out_dir = layout.bundle_dir(bundle.name, bundle.version)
+    platforms = sorted({plan.targets[a.target].platform for a in plan.artifacts()})
+    archives = {p: layout.bundle_archive(bundle.name, bundle.version, p) for p in platforms}
+    archives["all"] = layout.bundle_archive(bundle.name, bundle.version)
+    keys = {"signing_key": bundle.signing_key, "encrypt": bundle.encrypt, "encryption_key": bundle.encryption_key}
+    fingerprints = build_keys(workspace, **keys).fingerprints()
+    targets = [f"{out_dir}/{name}" for name in ("manifest.json", "provenance.json", "model.sig")]
+    targets += [f"{out_dir}/{a['bundle_path']}" for m in inputs["models"] for a in m["artifacts"]]
+    targets += sorted(archives.values())
+    return _task(
+        "package",
+        bundle.name,
+        "package.package",
+        {"inputs": inputs, "out_dir": out_dir, "archives": archives, "spec_file": SPEC_FILE, "keys": keys},
+        file_dep=_bundle_file_deps(inputs) + [SPEC_FILE],
+        targets=targets,
+        clean_dirs=[out_dir],
+        also_hash=fingerprints,
+        doc=f"signed bundle {bundle.name} {bundle.version}, its platform slices and archives",
+    )
+
+
+def report_task(plan: BuildPlan):
+    inputs = _bundle_inputs(plan)
+    out_dir = layout.report_dir(plan.bundle.name, plan.bundle.version)
+    targets = [f"{out_dir}/report.md", f"{out_dir}/size_vs_accuracy.png"]
+    return _task(
+        "report",
+        plan.bundle.name,
+        "report.report",
+        {"inputs": inputs, "out_dir": out_dir},
+        file_dep=_bundle_file_deps(inputs),
+        targets=targets,
+        doc=f"report for {plan.bundle.name} {plan.bundle.version}",
+    )

@@ -1,0 +1,70 @@
+"""Where every output lives under build/: the one place that names build paths.
+
+Paths are relative to the workspace, which is doit's working directory.
+"""
+from __future__ import annotations
+
+from .plan import Artifact
+
+BUILD = "build"
+DEP_FILE = f"{BUILD}/.doit.db"
+
+
+def source_dir(model: str) -> str:
+    return f"{BUILD}/sources/{model}"
+
+
+def source_record(model: str) -> str:
+    """Written last by the source step; downstream tasks depend on it rather than on the model directory."""
+    return f"{source_dir(model)}/source.json"
+
+
+def dataset(model: str, role: str) -> str:
+    return f"{BUILD}/data/{model}/{role}.npz"
+
+
+def reference_metrics(model: str) -> str:
+    return f"{BUILD}/reference/{model}.json"
+
+
+def reference_outputs(model: str) -> str:
+    return f"{BUILD}/reference/{model}.npz"
+
+
+def artifact_file(artifact: Artifact) -> str:
+    return f"{BUILD}/artifacts/{artifact.target}/{artifact.name}"
+
+
+def artifact_record(artifact: Artifact) -> str:
+    return artifact_file(artifact) + ".json"
+
+
+def artifact_metrics(artifact: Artifact) -> str:
+    return f"{BUILD}/metrics/{artifact.target}/{artifact.name}.json"
+
+
+def log_file(task_name: str) -> str:
+    kind, _, name = task_name.partition(":")
+    return f"{BUILD}/logs/{kind}/{name or kind}.log"
+
+
+def bundle_dir(bundle: str, version: str) -> str:
+    return f"{BUILD}/bundles/{bundle}/{version}"
+
+
+ENCRYPTED_SUFFIX = ".enc"
+
+
+def bundle_file_path(artifact: Artifact, encrypted: bool) -> str:
+    """An artifact's path inside the bundle; encrypted files say so in their name."""
+    return f"files/{artifact.target}/{artifact.name}" + (ENCRYPTED_SUFFIX if encrypted else "")
+
+
+def bundle_archive(bundle: str, version: str, platform: str | None = None) -> str:
+    """The whole bundle as one archive, or one platform's slice of it."""
+    suffix = f"-{platform}" if platform else ""
+    return f"{BUILD}/bundles/{bundle}/{bundle}-{version}{suffix}.zip"
+
+
+def report_dir(bundle: str, version: str) -> str:
+    return f"{BUILD}/reports/{bundle}/{version}"

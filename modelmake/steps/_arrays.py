@@ -1,0 +1,52 @@
+"""Data sets on disk (x, y in an .npz) and the input preprocessing a model declares."""
+from __future__ import annotations
+
+import io
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .. import fsutil
+from ..errors import StepError
+
+
+def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
+    """Like numpy.savez, but with fixed entry timestamps so the same arrays give the same bytes."""
+    with fsutil.atomic_output(path) as handle:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name in sorted(arrays):
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
+
+
+def read_dataset(path: Path | str, *, what: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            x, y = data["x"], data["y"]
+    except KeyError as exc:
+        raise StepError(f"{what} ({path}) needs arrays named x and y; it has {exc}") from exc
+    except Exception as exc:
+        raise StepError(f"{what} ({path}) is not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    return x, y
+
+
+def ratio(text: str) -> float:
+    """'1/255' or '0.5' as a float; the spec keeps the text so manifests carry no float rounding."""
+    return float(Fraction(text))
+
+
+def preprocess(x: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """What every platform does to raw input before the model sees it: x * scale + offset."""
+    return (x.astype(np.float32) * ratio(preprocessing["scale"]) + ratio(preprocessing["offset"])).astype(np.float32)
+
+
+def check_sample_shape(x: np.ndarray, input_shape: list, *, what: str) -> None:
+    """Samples must match the model input, batch dimension aside (None matches any size)."""
+    expected = input_shape[1:]
+    actual = list(x.shape[1:])
+    if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual)):
+        shown = tuple("?" if e is None else e for e in expected)
+        raise StepError(f"{what} has samples of shape {tuple(actual)} but the model input takes {shown}: fix the data so each sample matches the model input")

@@ -1,0 +1,185 @@
+"""Step `package`: the signed, versioned bundle, its per-platform slices and their archives.
+
+Writes build/bundles/<bundle>/<version>/ (manifest.json, provenance.json,
+model.sig, files/...) and, beside it, <bundle>-<version>.zip and one
+<bundle>-<version>-<platform>.zip per platform, each slice a complete bundle
+signed on its own.  The directory is staged and swapped into place whole, so
+a killed build leaves the previous bundle or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import fsutil
+from ..bundle import manifest as bundle_manifest
+from ..bundle.archive import write_archive
+from ..bundle.keyring import build_keys
+from ..bundle.provenance import DEFAULT_BUILDER_ID, provenance_statement
+from ..bundle.signing import sign_directory
+from ..bundle.streaming_aead import associated_data_for, encrypt_file
+from ..versions import tool_versions
+
+ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
+
+
+def _decimal(value: float) -> str:
+    """Measured fractions as fixed-precision text: the manifest carries no binary floats."""
+    return f"{value:.6f}"
+
+
+def _variant(artifact: dict, stored: dict) -> dict:
+    record = fsutil.read_json(artifact["record"])
+    measured = fsutil.read_json(artifact["metrics"])
+    # Latency varies from run to run; the manifest records its budget verdict, the report the figure.
+    reproducible = {k: _decimal(v) for k, v in measured["metrics"].items() if k != "latency_ms"}
+    entry = {
+        "target": artifact["target"],
+        "platform": artifact["platform"],
+        "format": artifact["format"],
+        "variant": artifact["variant"],
+        "precision": artifact["precision"],
+        "file": artifact["bundle_path"],
+        "sha256": stored["sha256"],
+        "size": stored["size"],
+        "io": record["io"],
+        "delegates": record["delegates"],
+        "metrics": reproducible,
+        "budgets": [
+            {"metric": v["metric"], "bound": v["bound"], "limit": _decimal(v["limit"]), "passed": v["passed"]}
+            for v in measured["budgets"]
+        ],
+        "tools": record["tools"] | measured["tools"],
+    }
+    if "encryption" in stored:
+        entry["encryption"] = stored["encryption"]
+    return entry
+
+
+def _model(model: dict, stored: dict) -> dict:
+    source = fsutil.read_json(model["source_record"])
+    output = dict(model["output"])
+    labels = output.pop("labels")
+    if labels:
+        output["labels"] = Path(labels).read_text(encoding="utf-8").splitlines()
+    entry = {
+        "description": model["description"],
+        "input": {**model["input"], "name": source["signature"]["input"]["name"], "shape": source["signature"]["input"]["shape"]},
+        "output": output,
+        "provenance": {
+            "source": {"kind": source["kind"], "path": source["path"], "files": source["source_files"]},
+            "recipe": source["metadata"],
+            "tools": source["tools"],
+        },
+        "variants": {a["id"]: _variant(a, stored[a["bundle_path"]]) for a in model["artifacts"]},
+    }
+    if model["reference"]:
+        reference = fsutil.read_json(model["reference"])
+        entry["source_metrics"] = {k: _decimal(v) for k, v in reference.items() if k != "samples"} | {"samples": reference["samples"]}
+    return entry
+
+
+def _created(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_manifest(inputs: dict, stored: dict, signing: str) -> dict:
+    bundle = inputs["bundle"]
+    return {
+        "format_version": bundle_manifest.FORMAT_VERSION,
+        "bundle": bundle["name"],
+        "version": bundle["version"],
+        "created": _created(bundle["created"]),
+        "signing": signing,
+        "targets": inputs["targets"],
+        "models": {m["name"]: _model(m, stored) for m in inputs["models"]},
+        "tools": tool_versions("modelmake"),
+    }
+
+
+def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> dict:
+    """Copy (or encrypt) every artifact into the bundle; return what the manifest says of each stored file."""
+    bundle = inputs["bundle"]
+    stored = {}
+    for model in inputs["models"]:
+        for artifact in model["artifacts"]:
+            path = artifact["bundle_path"]
+            destination = staging / path
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            entry = {}
+            if data_key is None:
+                shutil.copyfile(artifact["file"], destination)
+            else:
+                encrypt_file(Path(artifact["file"]), destination, data_key, associated_data_for(bundle["name"], bundle["version"], path))
+                entry["encryption"] = {
+                    "scheme": ENCRYPTION_SCHEME,
+                    "associated_data": {"bundle": bundle["name"], "version": bundle["version"], "path": path},
+                    "plaintext_sha256": fsutil.sha256_file(artifact["file"]),
+                    "plaintext_size": Path(artifact["file"]).stat().st_size,
+                }
+            destination.chmod(0o644)
+            stored[path] = {"sha256": fsutil.sha256_file(destination), "size": destination.stat().st_size, **entry}
+    return stored
+
+
+def _dependencies(inputs: dict, spec_file: str) -> dict[str, str]:
+    """Everything the bundle was built from, by digest: the spec, source files, data sets, labels."""
+    dependencies = {spec_file: fsutil.sha256_file(spec_file)}
+    for model in inputs["models"]:
+        dependencies |= fsutil.read_json(model["source_record"])["source_files"]
+        for path in [*model["datasets"], model["output"]["labels"]]:
+            if path:
+                dependencies[path] = fsutil.sha256_file(path)
+    return dependencies
+
+
+def _finish(directory: Path, manifest: dict, dependencies: dict, signing_key, builder_id: str) -> None:
+    """Write manifest and provenance into a directory holding the model files, then sign it all."""
+    (directory / bundle_manifest.MANIFEST).write_bytes(fsutil.canonical_json(manifest))
+    subjects = {bundle_manifest.MANIFEST: fsutil.sha256_file(directory / bundle_manifest.MANIFEST)}
+    subjects |= {path: fsutil.sha256_file(directory / path) for path in bundle_manifest.files_of(manifest)}
+    statement = provenance_statement(
+        subjects=subjects,
+        dependencies=dependencies,
+        external_parameters={"bundle": manifest["bundle"], "version": manifest["version"], "slice": manifest.get("slice", "all")},
+        tools=tool_versions("modelmake", "tensorflow", "keras", "ai-edge-litert", "numpy"),
+        builder_id=builder_id,
+        started_on=manifest["created"],
+    )
+    (directory / bundle_manifest.PROVENANCE).write_bytes(fsutil.canonical_json(statement))
+    for path in (bundle_manifest.MANIFEST, bundle_manifest.PROVENANCE):
+        (directory / path).chmod(0o644)
+    subject = "-".join(filter(None, (manifest["bundle"], manifest["version"], manifest.get("slice"))))
+    sign_directory(directory, signing_key, subject_name=subject)
+
+
+def _archive_directory(directory: Path, destination: str, epoch: int) -> None:
+    files = {p.relative_to(directory).as_posix(): p for p in sorted(directory.rglob("*")) if p.is_file()}
+    write_archive(Path(destination), files, epoch)
+
+
+def package(inputs: dict, out_dir: str, archives: dict, spec_file: str, keys: dict) -> str:
+    build = build_keys(Path.cwd(), **keys)
+    epoch = inputs["bundle"]["created"]
+    builder_id = os.environ.get("MODELMAKE_BUILDER_ID", DEFAULT_BUILDER_ID)
+    dependencies = _dependencies(inputs, spec_file)
+    with fsutil.atomic_directory(out_dir) as staging:
+        stored = _store_files(staging, inputs, build.data_key)
+        manifest = build_manifest(inputs, stored, build.signing)
+        _finish(staging, manifest, dependencies, build.signing_key, builder_id)
+        for platform in bundle_manifest.platforms(manifest):
+            with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".slice-") as scratch:
+                slice_dir = Path(scratch) / f"{manifest['bundle']}-{platform}"
+                part = bundle_manifest.slice_for(manifest, platform)
+                for path in bundle_manifest.files_of(part):
+                    (slice_dir / path).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(staging / path, slice_dir / path)
+                _finish(slice_dir, part, dependencies, build.signing_key, builder_id)
+                _archive_directory(slice_dir, archives[platform], epoch)
+        _archive_directory(staging, archives["all"], epoch)
+    count = len(bundle_manifest.files_of(manifest))
+    encrypted = ", encrypted" if build.data_key else ""
+    return f"bundle {out_dir}: {count} artifacts, {build.signing} signature{encrypted}; archives for {', '.join(sorted(archives))}"

@@ -1,0 +1,136 @@
+"""Step `source`: turn a model's declared source into the SavedModel (or .tflite) the converters read.
+
+Writes ``<out_dir>/model`` (a SavedModel directory, or ``model.tflite`` for a
+tflite source) and then ``record``, a JSON file with the model's signature,
+a digest of its files, the recipe's metadata and the tool versions.
+Downstream tasks depend on the record, which is written last.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .. import fsutil
+from ..errors import StepError
+from ..recipes import call_recipe, load_recipe, recipe_metadata
+from ..versions import tool_versions
+
+
+def materialize(source: dict, out_dir: str, record: str) -> str:
+    kind, path = source["kind"], Path(source["path"])
+    out = Path(out_dir)
+    metadata: dict = {}
+    if kind == "tflite":
+        model_path = out / "model.tflite"
+        from ._tflite_runtime import load_interpreter
+
+        try:
+            load_interpreter(path, what=f"tflite source {path}")
+        except StepError as exc:
+            raise StepError(f"{exc}; replace {path} with a .tflite file written by the TFLite converter, or fix its path in models.yaml") from exc
+        with fsutil.atomic_output(model_path) as handle, open(path, "rb") as src:
+            shutil.copyfileobj(src, handle)
+        signature = _tflite_signature(model_path)
+    else:
+        model_path = out / "saved_model"
+        with fsutil.atomic_directory(model_path) as staging:
+            if kind == "saved_model":
+                shutil.copytree(path, staging, dirs_exist_ok=True)
+            elif kind == "keras":
+                _export(_load_keras(path), staging)
+            elif kind == "recipe":
+                module = load_recipe(path)
+                metadata = recipe_metadata(module)
+                _seed(metadata.get("seed", 0))
+                model = call_recipe(module, path, source["function"])
+                _export(model, staging, what=f"recipe {path.name}: {source['function']}()")
+            else:
+                raise StepError(f"{kind} sources are not built into TensorFlow models")
+        signature = _saved_model_signature(model_path, what=f"{kind} source {path}")
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files += [Path(d) for d in source["depends"]]
+    fsutil.write_json(
+        record,
+        {
+            "kind": kind,
+            "path": source["path"],
+            "model": model_path.as_posix(),
+            "model_sha256": fsutil.sha256_tree(model_path) if model_path.is_dir() else fsutil.sha256_file(model_path),
+            "source_files": {p.as_posix(): fsutil.sha256_file(p) for p in files},
+            "signature": signature,
+            "metadata": metadata,
+            "tools": tool_versions("tensorflow", "keras"),
+        },
+    )
+    return f"source {path}: input {signature['input']['shape']} -> output {signature['output']['shape']}"
+
+
+def _seed(seed: int) -> None:
+    """Make a recipe's training repeatable: same seed, deterministic kernels, fresh layer names.
+
+    Keras numbers layer and model names per process (dense, dense_1, ...); the
+    names end up in the converted files, so without a fresh session a model's
+    bytes would depend on which models the same process built before it.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def _load_keras(path: Path):
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise StepError(f"keras source {path} does not load ({type(exc).__name__}: {exc}): check that it is a .keras file saved by model.save()") from exc
+
+
+def _export(model, directory: Path, what: str = "the model") -> None:
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise StepError(f"{what} returned {type(model).__name__}, not a keras.Model: return the model object")
+    try:
+        model.export(str(directory), format="tf_saved_model", verbose=False)
+    except Exception as exc:
+        raise StepError(f"{what}: exporting to a SavedModel failed ({type(exc).__name__}: {exc})") from exc
+
+
+def _tensor(name: str, shape, dtype) -> dict:
+    return {"name": name, "shape": [None if d is None or d < 0 else int(d) for d in shape], "dtype": str(dtype)}
+
+
+def _saved_model_signature(directory: Path, what: str) -> dict:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(directory))
+        function = loaded.signatures["serving_default"]
+    except Exception as exc:
+        raise StepError(f"{what} does not load as a SavedModel with a serving_default signature ({type(exc).__name__}: {exc})") from exc
+    inputs = function.structured_input_signature[1]
+    outputs = function.structured_outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise StepError(f"{what} has {len(inputs)} inputs and {len(outputs)} outputs; modelmake builds single-input, single-output models")
+    (in_name, in_spec), = inputs.items()
+    (out_name, out_spec), = outputs.items()
+    return {
+        "input": _tensor(in_name, in_spec.shape.as_list(), in_spec.dtype.name),
+        "output": _tensor(out_name, out_spec.shape.as_list(), out_spec.dtype.name),
+    }
+
+
+def _tflite_signature(path: Path) -> dict:
+    from ._tflite_runtime import load_interpreter
+
+    interpreter = load_interpreter(path, what=f"tflite source {path}")
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    return {
+        "input": _tensor(inp["name"], inp["shape_signature"], inp["dtype"].__name__),
+        "output": _tensor(out["name"], out["shape_signature"], out["dtype"].__name__),
+    }

@@ -1,0 +1,77 @@
+"""A build reruns exactly what a change affects, and nothing when nothing changed."""
+import json
+import os
+import time
+
+from .workspaces import ALL_TASKS, BUNDLE_TASKS, DIGITS_ARTIFACTS, REPO, model_tasks
+
+PIXEL_8 = [a for a in DIGITS_ARTIFACTS if a.endswith("@pixel-8")]
+
+
+def test_second_build_runs_nothing_and_imports_no_framework(built_workspace):
+    run, imported = built_workspace.doit_in_process()
+    assert run.executed == set(), run.describe()
+    assert ALL_TASKS <= run.up_to_date, run.describe()
+    assert imported == [], f"a no-op build imported {imported}"
+
+
+def test_listing_tasks_imports_no_framework(built_workspace):
+    run, imported = built_workspace.doit_in_process("list", "--all")
+    assert "convert:digits.int8.tflite@pixel-8" in run.stdout
+    assert imported == [], f"`doit list` imported {imported}"
+
+
+def test_changing_a_variant_reruns_that_variant_on_each_of_its_targets(built_workspace):
+    built_workspace.edit_spec("int8: {quantize: int8}", "int8: {quantize: dynamic_int8}")
+    run = built_workspace.doit()
+    int8 = ["digits.int8.tflite@pixel-8", "digits.int8.tflite@android-arm64-cpu"]
+    expected = {f"{kind}:{a}" for kind in ("convert", "evaluate") for a in int8} | BUNDLE_TASKS
+    assert run.executed == expected, run.describe()
+    assert built_workspace.doit().executed == set()
+
+
+def _manifest_entries(value, target):
+    """Every mapping in the manifest that describes an artifact for ``target``."""
+    if isinstance(value, dict):
+        if value.get("target") == target and "delegates" in value:
+            yield value
+        for item in value.values():
+            yield from _manifest_entries(item, target)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _manifest_entries(item, target)
+
+
+def test_changing_a_target_profile_reruns_only_that_target(built_workspace):
+    builtin = (REPO / "modelmake" / "profiles" / "pixel-8.yaml").read_text(encoding="utf-8")
+    assert "delegates: [xnnpack, gpu, nnapi]" in builtin
+    built_workspace.write("targets/pixel-8.yaml", builtin.replace("delegates: [xnnpack, gpu, nnapi]", "delegates: [xnnpack, gpu]"))
+    run = built_workspace.doit()
+    converts = {f"convert:{a}" for a in PIXEL_8}
+    evaluates = {f"evaluate:{a}" for a in PIXEL_8}
+    assert converts | BUNDLE_TASKS <= run.executed, run.describe()
+    assert run.executed <= converts | evaluates | BUNDLE_TASKS, run.describe()
+
+    manifest = json.loads((built_workspace.build / "bundles" / "test-bundle" / "0.3.0" / "manifest.json").read_text())
+    entries = list(_manifest_entries(manifest, "pixel-8"))
+    assert len(entries) == len(PIXEL_8)
+    assert all(entry["delegates"] == ["xnnpack", "gpu"] for entry in entries)
+    assert all(entry["delegates"] == ["xnnpack"] for entry in _manifest_entries(manifest, "android-arm64-cpu"))
+
+
+def test_touching_a_recipe_without_changing_it_reruns_nothing(built_workspace):
+    later = time.time() + 60
+    for recipe in ("digits.py", "glyphs.py"):
+        os.utime(built_workspace.root / "recipes" / recipe, (later, later))
+    run = built_workspace.doit()
+    assert run.executed == set(), run.describe()
+
+
+def test_editing_a_recipe_reruns_its_models_chain_and_nothing_else(built_workspace):
+    recipe = built_workspace.root / "recipes" / "digits.py"
+    text = recipe.read_text(encoding="utf-8")
+    assert "EPOCHS = 8\n" in text
+    recipe.write_text(text.replace("EPOCHS = 8\n", "EPOCHS = 6\n"), encoding="utf-8")
+    run = built_workspace.doit()
+    assert run.executed == model_tasks("digits") | BUNDLE_TASKS, run.describe()
+    assert built_workspace.doit().executed == set()

@@ -1,0 +1,272 @@
+"""Reproducible archives, and the hardened reader refusing hostile ones before writing a byte."""
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from modelmake.bundle import archive
+from modelmake.errors import VerificationError
+
+EPOCH = 1_700_000_000  # 2023-11-14T22:13:20Z
+CONTENTS = {
+    "manifest.json": b'{"name":"acme-vision"}\n',
+    "files/digits/model.tflite": bytes(range(256)) * 64,
+    "files/labels.txt": "zéro\none\n".encode(),
+    "files/é-unicode.bin": b"\x00" * 10,
+    "files-extra": b"x",
+}
+
+
+def make_sources(root: Path, *, reverse: bool = False, mtime: int = 0, mode: int = 0o644) -> dict[str, Path]:
+    """The same contents under ``root``, written in either order with chosen mtimes and modes."""
+    files = {}
+    for index, (name, data) in enumerate(sorted(CONTENTS.items(), reverse=reverse)):
+        path = root / f"src-{index}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (mtime, mtime))
+        path.chmod(mode)
+        files[name] = path
+    return dict(sorted(files.items(), reverse=not reverse))
+
+
+# --- writing -------------------------------------------------------------------------
+
+def test_same_inputs_give_identical_bytes_across_directories_umasks_and_time_zones(tmp_path):
+    first = tmp_path / "a" / "bundle.zip"
+    first.parent.mkdir()
+    archive.write_archive(first, make_sources(tmp_path / "a" / "src"), EPOCH)
+
+    second = tmp_path / "somewhere" / "else" / "bundle.zip"
+    second.parent.mkdir(parents=True)
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from modelmake.bundle import archive\n"
+        "os.umask(0o077)\n"
+        "files = {k: Path(v) for k, v in zip(sys.argv[3::2], sys.argv[4::2])}\n"
+        "archive.write_archive(Path(sys.argv[1]), files, int(sys.argv[2]))\n"
+    )
+    sources = make_sources(tmp_path / "somewhere" / "src", reverse=True, mtime=1_000_000_000, mode=0o755)
+    argv = [str(second), str(EPOCH)] + [str(x) for pair in sources.items() for x in pair]
+    env = dict(os.environ, TZ="Pacific/Chatham", LC_ALL="C")
+    subprocess.run([sys.executable, "-c", script, *argv], env=env, check=True, timeout=60)
+
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_same_bytes_when_the_time_zone_changes_in_process(tmp_path):
+    sources = make_sources(tmp_path / "src")
+    outputs = []
+    saved = os.environ.get("TZ")
+    try:
+        for zone in ("UTC", "America/St_Johns", "Asia/Kathmandu"):
+            os.environ["TZ"] = zone
+            time.tzset()
+            out = tmp_path / f"{zone.replace('/', '-')}.zip"
+            archive.write_archive(out, sources, EPOCH)
+            outputs.append(out.read_bytes())
+    finally:
+        if saved is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_entries_are_sorted_stored_and_stamped(tmp_path):
+    out = tmp_path / "bundle.zip"
+    archive.write_archive(out, make_sources(tmp_path / "src"), EPOCH)
+    with zipfile.ZipFile(out) as zf:
+        infos = zf.infolist()
+        assert [i.filename for i in infos] == sorted(CONTENTS, key=lambda n: n.encode())
+        assert zf.comment == b""
+        for info in infos:
+            assert info.date_time == time.gmtime(EPOCH)[:6]
+            assert info.external_attr == (stat.S_IFREG | 0o644) << 16
+            assert info.create_system == 3
+            assert info.compress_type == zipfile.ZIP_STORED
+            assert info.extra == b"" and info.comment == b""
+            assert zf.read(info) == CONTENTS[info.filename]
+    assert (out.stat().st_mode & 0o777) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.zip", "src"]
+
+
+def test_epochs_before_1980_are_clamped(tmp_path):
+    out = tmp_path / "old.zip"
+    archive.write_archive(out, {"a": make_sources(tmp_path / "src")["manifest.json"]}, 0)
+    with zipfile.ZipFile(out) as zf:
+        assert zf.infolist()[0].date_time == (1980, 1, 1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("name", ["../evil", "/abs", "a\\b", "C:/x", "dir/", "a//b", "./a", ""])
+def test_the_writer_refuses_names_the_reader_would_refuse(tmp_path, name):
+    source = tmp_path / "f"
+    source.write_bytes(b"x")
+    with pytest.raises(ValueError, match="cannot archive these names"):
+        archive.write_archive(tmp_path / "out.zip", {name: source}, EPOCH)
+    assert not (tmp_path / "out.zip").exists()
+
+
+# --- reading: the happy path ---------------------------------------------------------
+
+def test_round_trip(tmp_path):
+    out = tmp_path / "bundle.zip"
+    archive.write_archive(out, make_sources(tmp_path / "src"), EPOCH)
+    dest = tmp_path / "extracted"
+    assert archive.extract_archive(out, dest) == sorted(CONTENTS)
+    for name, data in CONTENTS.items():
+        assert (dest / name).read_bytes() == data
+    # Extracting again replaces the directory as a whole.
+    (dest / "stale").write_text("left over")
+    archive.extract_archive(out, dest)
+    assert not (dest / "stale").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.zip", "extracted", "src"]
+
+
+# --- reading: hostile archives -------------------------------------------------------
+
+def craft(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]], compression=zipfile.ZIP_STORED) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicates we add on purpose
+        with zipfile.ZipFile(path, "w", compression=compression) as zf:
+            for name, data in entries:
+                zf.writestr(name, data)
+    return path
+
+
+def symlink_entry(name: str, target: bytes) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target
+
+
+def assert_rejected(tmp_path: Path, zip_path: Path, expected: str, **limits) -> None:
+    """Rejected with ``expected`` in the message, and nothing at all written beside the archive."""
+    dest = tmp_path / "out" / "dest"
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(VerificationError) as raised:
+        archive.extract_archive(zip_path, dest, **limits)
+    assert expected in str(raised.value)
+    assert not dest.exists()
+    leftovers = sorted(set(tmp_path.rglob("*")) - set(before))
+    assert leftovers in ([], [tmp_path / "out"])  # dest's parent may have been created, but stays empty
+
+
+HOSTILE_NAMES = [
+    ("../evil", "'../evil' has a '..' component"),
+    ("files/../../evil", "has a '..' component"),
+    ("/etc/evil", "'/etc/evil' is an absolute path"),
+    ("C:/Windows/evil", "'C:/Windows/evil' starts with a drive letter"),
+    ("C:evil", "starts with a drive letter"),
+    ("files\\..\\..\\evil", "contains a backslash"),
+    ("files/", "is a directory entry"),
+    ("files//evil", "has an empty or '.' component"),
+    ("./evil", "has an empty or '.' component"),
+    ("evil\0.txt", "contains a NUL byte"),  # zipfile cannot write this name; patched in below
+]
+
+
+@pytest.mark.parametrize("name, expected", HOSTILE_NAMES)
+def test_hostile_names_are_rejected(tmp_path, name, expected):
+    stand_in = name.replace("\0", "#")
+    zip_path = craft(tmp_path / "evil.zip", [("good.txt", b"fine"), (stand_in, b"payload")])
+    if stand_in != name:
+        zip_path.write_bytes(zip_path.read_bytes().replace(stand_in.encode(), name.encode()))
+    assert_rejected(tmp_path, zip_path, expected)
+
+
+def test_symlink_entry_is_rejected(tmp_path):
+    zip_path = craft(tmp_path / "evil.zip", [("a.txt", b"ok"), symlink_entry("link", b"/etc/passwd")])
+    assert_rejected(tmp_path, zip_path, "entry 'link' is a symbolic link")
+
+
+def test_other_file_types_are_rejected(tmp_path):
+    info = zipfile.ZipInfo("fifo")
+    info.create_system = 3
+    info.external_attr = (stat.S_IFIFO | 0o644) << 16
+    assert_rejected(tmp_path, craft(tmp_path / "evil.zip", [(info, b"")]), "'fifo' is not a regular file")
+
+
+def test_duplicate_entries_are_rejected(tmp_path):
+    zip_path = craft(tmp_path / "evil.zip", [("model.bin", b"first"), ("model.bin", b"second")])
+    assert_rejected(tmp_path, zip_path, "entry 'model.bin' appears twice")
+
+
+def test_names_differing_only_by_case_are_rejected(tmp_path):
+    zip_path = craft(tmp_path / "evil.zip", [("Model.bin", b"first"), ("model.bin", b"second")])
+    assert_rejected(tmp_path, zip_path, "'model.bin' differs from 'Model.bin' only by letter case")
+
+
+def test_a_file_that_is_also_a_directory_is_rejected(tmp_path):
+    zip_path = craft(tmp_path / "evil.zip", [("files", b"a file"), ("files/model.bin", b"inside")])
+    assert_rejected(tmp_path, zip_path, "'files/model.bin' needs 'files' to be a directory")
+
+
+def test_too_many_entries(tmp_path):
+    zip_path = craft(tmp_path / "many.zip", [(f"f{i}", b"") for i in range(4)])
+    assert_rejected(tmp_path, zip_path, "has 4 entries, more than the limit of 3", max_entries=3)
+
+
+def test_too_many_declared_bytes(tmp_path):
+    zip_path = craft(tmp_path / "big.zip", [("a", b"x" * 600), ("b", b"x" * 600)])
+    assert_rejected(tmp_path, zip_path, "entry 'b' takes the declared total size past the limit of 1000 bytes",
+                    max_total_bytes=1000)
+
+
+def patch_declared_size(zip_path: Path, size: int) -> None:
+    """Rewrite the uncompressed size of the first entry in its local and central headers."""
+    data = bytearray(zip_path.read_bytes())
+    assert data[:4] == b"PK\x03\x04"
+    struct.pack_into("<I", data, 22, size)  # local file header: uncompressed size
+    central = data.rfind(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 24, size)  # central directory: uncompressed size
+    zip_path.write_bytes(bytes(data))
+
+
+def test_deflated_entry_larger_than_declared_is_stopped(tmp_path):
+    zip_path = craft(tmp_path / "bomb.zip", [("bomb.bin", b"\0" * 200_000)], compression=zipfile.ZIP_DEFLATED)
+    patch_declared_size(zip_path, 100)
+    assert_rejected(tmp_path, zip_path, "entry 'bomb.bin' yields more bytes than its declared size of 100")
+
+
+def test_stored_entry_larger_than_declared_is_rejected_up_front(tmp_path):
+    zip_path = craft(tmp_path / "lie.zip", [("model.bin", b"x" * 1000)])
+    patch_declared_size(zip_path, 10)
+    assert_rejected(tmp_path, zip_path, "'model.bin' holds 1000 bytes of stored data but declares 10")
+
+
+def test_corrupt_entry_leaves_nothing_behind(tmp_path):
+    zip_path = craft(tmp_path / "rot.zip", [("a.bin", b"a" * 100), ("b.bin", b"b" * 100)])
+    data = bytearray(zip_path.read_bytes())
+    data[data.rfind(b"b" * 100)] = ord("c")  # flip a byte in the second entry: bad CRC
+    zip_path.write_bytes(bytes(data))
+    assert_rejected(tmp_path, zip_path, "entry 'b.bin' is corrupt (its CRC-32 does not match its data)")
+
+
+def test_a_failed_extraction_leaves_an_existing_destination_alone(tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("previous build")
+    zip_path = craft(tmp_path / "evil.zip", [("../evil", b"x")])
+    with pytest.raises(VerificationError):
+        archive.extract_archive(zip_path, dest)
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "evil.zip"]
+
+
+def test_not_a_zip_at_all(tmp_path):
+    (tmp_path / "bundle.zip").write_bytes(b"this is not a zip archive")
+    assert_rejected(tmp_path, tmp_path / "bundle.zip", "is not a readable zip archive")
+    assert_rejected(tmp_path, tmp_path / "missing.zip", "missing.zip does not exist")

@@ -1,0 +1,208 @@
+"""Chipset profiles: the built-ins are valid, a workspace's targets/ adds or overrides one, and a bad one is named."""
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from referencing import Registry, Resource
+
+from modelmake.spec import BUILTIN_PROFILES, SCHEMA_DIR, load_plan, load_profile, profile_files
+from modelmake.yamlfile import load_yaml
+
+from spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
+
+BUILTINS = sorted(BUILTIN_PROFILES.glob("*.yaml"))
+
+PIXEL_8_OVERRIDE = """\
+# This workspace's own idea of a Pixel 8
+name: pixel-8
+soc: Google Tensor G3
+platform: android
+formats:
+  tflite:
+    delegates: [xnnpack, gpu]
+    precisions: [fp32, int8]
+"""
+
+
+def target_schema_validator():
+    schemas = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in SCHEMA_DIR.glob("*.schema.json")}
+    registry = Registry().with_resources((name, Resource.from_contents(s)) for name, s in schemas.items())
+    schema = schemas["target.schema.json"]
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, registry=registry)
+
+
+def test_there_are_built_in_profiles():
+    assert [p.stem for p in BUILTINS] == ["android-arm64-cpu", "apple-a17", "pixel-8", "raspberry-pi-5", "snapdragon-8-gen-3"]
+
+
+@pytest.mark.parametrize("path", BUILTINS, ids=[p.stem for p in BUILTINS])
+def test_every_built_in_profile_validates_and_is_named_after_its_file(path):
+    data = load_yaml(path, f"builtin:{path.name}").data
+
+    assert list(target_schema_validator().iter_errors(data)) == []
+    assert data["name"] == path.stem
+    profile = load_profile(path, f"builtin:{path.name}")
+    assert (profile.name, profile.profile_file) == (path.stem, f"builtin:{path.name}")
+    assert profile.formats and all(support.precisions for support in profile.formats.values())
+
+
+def test_the_built_in_profiles_say_what_the_spec_rules_rely_on():
+    profiles = {p.stem: load_profile(p, f"builtin:{p.name}") for p in BUILTINS}
+
+    assert list(profiles["apple-a17"].formats) == ["coreml"]
+    assert profiles["snapdragon-8-gen-3"].formats["tflite"].integer_io
+    assert "dynamic_int8" not in profiles["snapdragon-8-gen-3"].formats["tflite"].precisions
+    assert "fp16" not in profiles["android-arm64-cpu"].formats["tflite"].precisions
+    assert profiles["pixel-8"].formats["tflite"].delegates == ("xnnpack", "gpu", "nnapi")
+    assert {p.platform for p in profiles.values()} == {"android", "ios", "linux"}
+
+
+def test_the_schemas_themselves_are_valid():
+    for path in SCHEMA_DIR.glob("*.schema.json"):
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+def test_a_workspace_profile_overrides_the_built_in(tmp_path):
+    workspace = make_workspace(tmp_path, profiles={"pixel-8": PIXEL_8_OVERRIDE})
+
+    assert profile_files(workspace)["pixel-8"] == (workspace / "targets" / "pixel-8.yaml", "targets/pixel-8.yaml")
+    assert profile_files(workspace)["apple-a17"] == (BUILTIN_PROFILES / "apple-a17.yaml", "builtin:apple-a17.yaml")
+    # The override drops fp16, which the model builds for pixel-8.
+    assert spec_problems(workspace) == [
+        "models.yaml:19:23: models -> digits -> targets -> pixel-8 -> 1: pixel-8 cannot run fp16 in tflite "
+        "(its profile targets/pixel-8.yaml lists fp32, int8): remove 'fp16' from this target or pick another precision",
+    ]
+
+
+def test_the_plan_carries_the_overriding_profile(tmp_path):
+    workspace = make_workspace(tmp_path, edit(VALID_SPEC, ("[fp32, fp16, int8]", "[fp32, int8]")), profiles={"pixel-8": PIXEL_8_OVERRIDE})
+    profile = load_plan(workspace, environ={}).targets["pixel-8"]
+
+    assert profile.profile_file == "targets/pixel-8.yaml"
+    assert profile.formats["tflite"].delegates == ("xnnpack", "gpu")
+    assert (profile.min_os, profile.description) == ("", "")
+
+
+def test_a_workspace_profile_adds_a_target(tmp_path):
+    coral = """\
+        name: coral-dev-board
+        soc: NXP i.MX 8M with Edge TPU
+        platform: linux
+        formats:
+          tflite: {delegates: [edgetpu], precisions: [int8], integer_io: true}
+    """
+    spec = edit(VALID_SPEC, ("snapdragon-8-gen-3: [int8]\n", "snapdragon-8-gen-3: [int8]\n      coral-dev-board: [int8]\n"))
+    plan = load_plan(make_workspace(tmp_path, spec, profiles={"coral-dev-board": coral}), environ={})
+
+    coral_artifacts = [a for a in plan.artifacts() if a.target == "coral-dev-board"]
+    assert [(a.id, a.integer_io) for a in coral_artifacts] == [("digits.int8.tflite@coral-dev-board", True)]
+    assert plan.targets["coral-dev-board"].profile_file == "targets/coral-dev-board.yaml"
+
+
+def test_an_unknown_target_lists_the_workspace_profiles_too(tmp_path):
+    coral = "name: coral-dev-board\nsoc: Edge TPU\nplatform: linux\nformats: {tflite: {precisions: [int8]}}\n"
+    spec = edit(VALID_SPEC, ("      pixel-8: [fp32, fp16, int8]\n", "      coral: [int8]\n"))
+
+    assert spec_problems(make_workspace(tmp_path, spec, profiles={"coral-dev-board": coral})) == [
+        "models.yaml:19:7: models -> digits -> targets -> coral: unknown target 'coral'; "
+        "known targets: android-arm64-cpu, apple-a17, coral-dev-board, pixel-8, raspberry-pi-5, snapdragon-8-gen-3 "
+        "(add targets/coral.yaml to define it)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("replacement", "expected"),
+    [
+        pytest.param(
+            ("    delegates", "    delegate"),
+            "targets/pixel-8.yaml:7:5: formats -> tflite -> delegate: unknown key 'delegate'; "
+            "did you mean 'delegates'? allowed keys: delegates, integer_io, precisions",
+            id="unknown-key",
+        ),
+        pytest.param(
+            ("name: pixel-8", "name: pixel8"),
+            "targets/pixel-8.yaml:2:7: name: name 'pixel8' does not match the file name 'pixel-8.yaml': "
+            "set name: pixel-8, or rename the file to pixel8.yaml",
+            id="name-mismatch",
+        ),
+        pytest.param(
+            ("name: pixel-8", "name: Pixel-8"),
+            "targets/pixel-8.yaml:2:7: name: 'Pixel-8' is not valid: expected the profile's name, "
+            "equal to its file name without .yaml: lower-case letters, digits, '-' and '_'",
+            id="name-pattern",
+        ),
+        pytest.param(
+            ("[xnnpack, gpu]", "[xnnpack, gpu"),
+            "targets/pixel-8.yaml:8:15: invalid YAML: expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence that starts on line 7, column 16); close the '[' opened there",
+            id="invalid-yaml",
+        ),
+        pytest.param(
+            ("soc: Google Tensor G3\n", ""),
+            "targets/pixel-8.yaml:2:1: (top level): missing required key 'soc'",
+            id="missing-key",
+        ),
+        pytest.param(
+            ("[fp32, int8]", "[fp32, float16]"),
+            "targets/pixel-8.yaml:8:24: formats -> tflite -> precisions -> 1: "
+            "'float16' is not one of: fp32, fp16, dynamic_int8, int8; did you mean 'fp16'?",
+            id="precision",
+        ),
+        pytest.param(
+            ("gpu]", "npu]"),
+            "targets/pixel-8.yaml:7:26: formats -> tflite -> delegates -> 1: "
+            "'npu' is not one of: xnnpack, gpu, nnapi, qnn, hexagon, edgetpu; did you mean 'gpu'?",
+            id="delegate",
+        ),
+        pytest.param(
+            ("platform: android", "platform: Android"),
+            "targets/pixel-8.yaml:4:11: platform: 'Android' is not one of: android, ios, linux; did you mean 'android'?",
+            id="platform",
+        ),
+    ],
+)
+def test_a_bad_workspace_profile_is_named_with_its_file_and_line(tmp_path, replacement, expected):
+    workspace = make_workspace(tmp_path, profiles={"pixel-8": edit(PIXEL_8_OVERRIDE, replacement)})
+
+    assert spec_problems(workspace) == [expected]
+
+
+def test_a_bad_profile_is_reported_once_where_models_yaml_first_uses_it(tmp_path):
+    broken = edit(PIXEL_8_OVERRIDE, ("    delegates", "    delegate"))
+    second_model = "  letters:\n    source: {recipe: recipes/digits.py}\n    variants: {fp32: {}}\n    targets: {pixel-8: [fp32]}\n"
+    spec = edit(VALID_SPEC, ("[fp32, fp16, int8]", "[fp32, fp16, int4]"), ("      pixel-8: [", "      raspberry-pi-5: [fp32]\n      pixel-8: [")) + second_model
+
+    assert spec_problems(make_workspace(tmp_path, spec, profiles={"pixel-8": broken})) == [
+        "targets/pixel-8.yaml:7:5: formats -> tflite -> delegate: unknown key 'delegate'; "
+        "did you mean 'delegates'? allowed keys: delegates, integer_io, precisions",
+        "models.yaml:20:29: models -> digits -> targets -> pixel-8 -> 2: unknown variant 'int4'; did you mean 'int8'? "
+        "variants of digits: fp32, fp16, int8 (declare it under models -> digits -> variants)",
+    ]
+
+
+def test_a_bad_profile_no_model_uses_is_not_an_error(tmp_path):
+    workspace = make_workspace(tmp_path, profiles={"unused": "name: something-else\n"})
+
+    assert [a.id for a in load_plan(workspace, environ={}).artifacts()][0] == "digits.fp32.tflite@pixel-8"
+
+
+def test_profiles_outside_targets_or_with_another_suffix_are_ignored(tmp_path):
+    workspace = make_workspace(tmp_path, files={"targets/pixel-8.yml": "not: a profile\n", "pixel-8.yaml": "not: a profile\n"})
+
+    assert profile_files(workspace)["pixel-8"][1] == "builtin:pixel-8.yaml"
+    assert set(profile_files(workspace)) == {p.stem for p in BUILTINS}
+
+
+def test_a_workspace_without_targets_uses_the_built_ins(tmp_path):
+    workspace = make_workspace(tmp_path)
+
+    assert not (workspace / "targets").exists()
+    assert {name: display for name, (_, display) in profile_files(workspace).items()} == {
+        p.stem: f"builtin:{p.name}" for p in BUILTINS
+    }
+
