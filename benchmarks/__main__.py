@@ -1,9 +1,9 @@
-"""python -m benchmarks [noop] [large_list] [build]: run the named benchmarks (all by default)."""
+"""python -m benchmarks [noop] [large_list] [build] [protect]: run the named benchmarks (all by default)."""
 import sys
 
-from . import build_overhead, graph_load
+from . import build_overhead, graph_load, protect
 
-ALL = ("noop", "large_list", "build")
+ALL = ("noop", "large_list", "build", protect.NAME)
 
 
 def main(argv) -> int:
@@ -12,9 +12,9 @@ def main(argv) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}", file=sys.stderr)
         return 2
-    lines = graph_load.main(names) + build_overhead.main(names)
+    lines = graph_load.main(names) + build_overhead.main(names) + protect.main(names)
     print("\n".join(lines))
-    return 0 if all(line.endswith("PASS") for line in lines) else 1
+    return 0 if all(line.endswith("PASS") and " FAIL" not in line for line in lines) else 1
 
 
 sys.exit(main(sys.argv[1:]))

@@ -1,16 +1,32 @@
-"""The `modelmake` command: workspace scaffolding and bundle tools. Builds themselves run through `doit`."""
+"""The `modelmake` command: workspace scaffolding and bundle tools. Builds themselves run through `doit`.
+
+Exit codes (errors.exit_code_for): 0 success, 1 other error, 2 bad command line,
+5 key problem, 6 not a verifiable bundle, 7 decryption failed, 8 unknown format
+version, 9 tampered file, 10 missing or extra file, 11 wrong key, 12 unsafe or
+corrupt archive, 13 missing or malformed signature, 70 a bug in modelmake.
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import os
+import secrets
 import shutil
 import sys
-from pathlib import Path
+import traceback
+from pathlib import Path, PurePosixPath
 
-from .errors import ModelmakeError, exit_code_for
+from .errors import DecryptionError, KeyMaterialError, ModelmakeError, VerificationError, exit_code_for
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
 SCHEMA_DIR = Path(__file__).parent / "schema"
+KEY_FILES = {"signing": "signing.pem", "public": "signing.pub.pem", "data": "data.key"}
+ENCRYPTED_SUFFIX = ".enc"  # layout.ENCRYPTED_SUFFIX; FORMAT.md fixes it for format version 1
+ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
 
+
+# --- init ----------------------------------------------------------------------------
 
 def cmd_init(args) -> int:
     target = Path(args.directory)
@@ -30,13 +46,283 @@ def cmd_init(args) -> int:
     return 0
 
 
+# --- keygen --------------------------------------------------------------------------
+
+def cmd_keygen(args) -> int:
+    from .bundle import keys
+
+    out = Path(args.out)
+    paths = {role: out / name for role, name in KEY_FILES.items()}
+    existing = [str(p) for p in paths.values() if p.exists() or p.is_symlink()]
+    if existing and not args.force:
+        raise ModelmakeError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: bundles signed or encrypted "
+            "with the old keys could not be verified or decrypted with new ones, so keygen does not replace them; "
+            "pass --force to replace them, or --out DIR to write the new keys elsewhere"
+        )
+    if out.exists() and not out.is_dir():
+        raise ModelmakeError(f"--out {out} is a file: give a directory for the key files")
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    signing_key = keys.generate_signing_key()
+    keys.write_private_key(paths["signing"], signing_key)
+    keys.write_public_key(paths["public"], signing_key)
+    keys.write_data_key(paths["data"], keys.generate_data_key())
+
+    shown = {role: path.as_posix() for role, path in paths.items()}
+    print(f"wrote {shown['signing']} (signing key, private, mode 0600)")
+    print(f"wrote {shown['public']} (public key: apps and `modelmake verify` check bundles with it)")
+    print(f"wrote {shown['data']} (data key, private, mode 0600)")
+    print("use them in models.yaml (relative paths are relative to the workspace):")
+    print("  bundle:")
+    print(f"    signing: {{key: file:{shown['signing']}}}")
+    print(f"    encryption: {{key: file:{shown['data']}}}")
+    print(f"verify bundles with: modelmake verify BUNDLE --public-key {shown['public']}")
+    print(
+        "keep signing.pem and data.key out of version control; in CI, store their contents as secrets "
+        "and use env:VARIABLE references instead of file: paths"
+    )
+    return 0
+
+
+# --- verify and inspect --------------------------------------------------------------
+
+def _public_key(path: str):
+    from .bundle import keys
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise KeyMaterialError(
+            f"--public-key {path} does not exist: give the signing.pub.pem that `modelmake keygen` wrote"
+        ) from None
+    except IsADirectoryError:
+        raise KeyMaterialError(f"--public-key {path} is a directory: give the signing.pub.pem file inside it") from None
+    except PermissionError:
+        raise KeyMaterialError(f"--public-key {path} cannot be read by this user: fix its permissions") from None
+    return keys.load_public_key(data, source=f"--public-key {path}")
+
+
+def _slice_name(manifest: dict) -> str:
+    return manifest.get("slice", "all")
+
+
+def cmd_verify(args) -> int:
+    from .bundle.manifest import files_of
+    from .bundle.verify import verify_bundle
+
+    manifest, count = verify_bundle(Path(args.bundle), _public_key(args.public_key))
+    noun = "file" if count == 1 else "files"
+    print(
+        f"verified {manifest['bundle']} {manifest['version']} ({_slice_name(manifest)}): "
+        f"{count} {noun}, signing: {manifest.get('signing', 'unknown')}"
+    )
+    if args.verbose:
+        for path in files_of(manifest):
+            print(f"  {path}")
+    return 0
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _key_metrics(metrics: dict) -> str:
+    """The figures an app engineer decides on; the manifest holds the rest."""
+    chosen = [name for name in ("top1", "accuracy_drop") if name in metrics]
+    chosen = chosen or sorted(m for m in metrics if m != "size_kb")[:2]
+    short = {"accuracy_drop": "drop"}
+    return " ".join(f"{short.get(name, name)} {metrics[name]}" for name in chosen) or "-"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def cmd_inspect(args) -> int:
+    from .bundle.manifest import read_manifest
+    from .bundle.signing import public_key_hint
+    from .bundle.verify import opened_bundle, verify_bundle_directory
+
+    with opened_bundle(Path(args.bundle)) as directory:
+        if args.public_key:
+            public_key = _public_key(args.public_key)
+            manifest = verify_bundle_directory(directory, public_key)
+            checked = f"verified with --public-key {args.public_key} (key {public_key_hint(public_key)[:16]}...)"
+        else:
+            manifest = read_manifest(directory)
+            checked = "not verified: pass --public-key to check the signature"
+    variants = [(name, vid, v) for name, model in sorted(manifest["models"].items()) for vid, v in sorted(model["variants"].items())]
+    total = sum(v["size"] for _, _, v in variants)
+    encrypted = sum(1 for _, _, v in variants if "encryption" in v)
+    scope = f"slice {manifest['slice']}" if "slice" in manifest else "all platforms"
+    print(f"bundle    {manifest['bundle']} {manifest['version']} ({scope})")
+    print(f"format    version {manifest['format_version']}, created {manifest.get('created', '?')}")
+    print(f"signing   {manifest.get('signing', 'unknown')}, {checked}")
+    print(f"files     {len(variants)} model files, {_size(total)}, {encrypted} encrypted")
+    for name, target in sorted(manifest.get("targets", {}).items()):
+        print(f"target    {name}: {target.get('platform', '?')}, {target.get('soc', '?')}, {target.get('min_os', '?')}")
+    print()
+    rows = [["MODEL", "VARIANT", "TARGET", "PLATFORM", "FORMAT", "PRECISION", "SIZE", "METRICS", "ENCRYPTION", "FILE"]]
+    for name, _, v in variants:
+        encryption = v.get("encryption", {}).get("scheme", "?") if "encryption" in v else "-"
+        rows.append([
+            name, v.get("variant", "?"), v["target"], v["platform"], v["format"], v["precision"],
+            _size(v["size"]), _key_metrics(v.get("metrics", {})), encryption, v["file"],
+        ])
+    print("\n".join(_table(rows)))
+    return 0
+
+
+# --- decrypt -------------------------------------------------------------------------
+
+def _encrypted_files(manifest: dict) -> dict[str, dict]:
+    return {
+        v["file"]: v
+        for model in manifest["models"].values()
+        for v in model["variants"].values()
+        if "encryption" in v
+    }
+
+
+def _plaintext_path(path: str) -> str:
+    return path[: -len(ENCRYPTED_SUFFIX)] if path.endswith(ENCRYPTED_SUFFIX) else path
+
+
+def _safe_relative(path: str) -> PurePosixPath:
+    # Without --public-key the manifest is unauthenticated: a name must not steer a write outside --out.
+    parts = path.split("/")
+    if not path or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise VerificationError(f"manifest.json names the file {path!r}, which is not a safe bundle-relative path")
+    return PurePosixPath(path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _decrypt_one(directory: Path, manifest: dict, variant: dict, data_key: bytes, destination: Path) -> None:
+    """Decrypt one bundle file into ``destination`` (a temporary name) and check it against the manifest."""
+    from .bundle.streaming_aead import associated_data_for, decrypt_file
+
+    path = variant["file"]
+    encryption = variant["encryption"]
+    if encryption.get("scheme") != ENCRYPTION_SCHEME:
+        raise VerificationError(
+            f"manifest.json: {path} is encrypted with {encryption.get('scheme')!r}; "
+            f"format version 1 defines only {ENCRYPTION_SCHEME}"
+        )
+    source = directory / path
+    if not source.is_file():
+        raise VerificationError(f"{path} is listed in manifest.json but is not in the bundle")
+    associated_data = associated_data_for(manifest["bundle"], manifest["version"], path)
+    try:
+        decrypt_file(source, destination, data_key, associated_data)
+    except DecryptionError as error:
+        raise DecryptionError(
+            f"{path}: {error}. Nothing was written. Check --key (it must be the bundle's data key), "
+            "and verify the bundle with `modelmake verify` to find a changed file"
+        ) from None
+    expected = encryption.get("plaintext_sha256")
+    actual = _sha256(destination)
+    if actual != expected or destination.stat().st_size != encryption.get("plaintext_size"):
+        raise DecryptionError(
+            f"{path} decrypted, but the plaintext does not match manifest.json (SHA-256 {actual}, "
+            f"the manifest says {expected}): the manifest and the file are from different builds. Nothing was written"
+        )
+
+
+def cmd_decrypt(args) -> int:
+    from .bundle import keys
+    from .bundle.manifest import read_manifest
+    from .bundle.verify import opened_bundle, verify_bundle_directory
+
+    raw = keys.resolve_key_reference(args.key, Path.cwd(), setting="--key")
+    data_key = keys.load_data_key(raw, source=f"--key ({args.key})")
+    public_key = _public_key(args.public_key) if args.public_key else None
+    with opened_bundle(Path(args.bundle)) as directory:
+        manifest = verify_bundle_directory(directory, public_key) if public_key else read_manifest(directory)
+        encrypted = _encrypted_files(manifest)
+        if not encrypted:
+            raise ModelmakeError(f"{args.bundle} has no encrypted files: its model files are stored in the clear")
+        if args.file:
+            wanted = [p for p in encrypted if args.file in (p, _plaintext_path(p))]
+            if not wanted:
+                raise ModelmakeError(
+                    f"--file {args.file} is not an encrypted file of this bundle; it has: {', '.join(sorted(encrypted))}"
+                )
+        else:
+            wanted = sorted(encrypted)
+        slice_part = f"-{manifest['slice']}" if "slice" in manifest else ""
+        out = Path(args.out) if args.out else Path(f"{manifest['bundle']}-{manifest['version']}{slice_part}-decrypted")
+        targets = {path: out.joinpath(*_safe_relative(_plaintext_path(path)).parts) for path in wanted}
+        # Everything is decrypted and checked under temporary names first, so a failure leaves no plaintext.
+        pending: list[tuple[Path, Path]] = []
+        try:
+            for path in wanted:
+                target = targets[path]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
+                pending.append((temporary, target))
+                _decrypt_one(directory, manifest, encrypted[path], data_key, temporary)
+            for temporary, target in pending:
+                os.replace(temporary, target)
+        finally:
+            for temporary, _ in pending:
+                with contextlib.suppress(FileNotFoundError):
+                    temporary.unlink()
+    noun = "file" if len(wanted) == 1 else "files"
+    print(f"decrypted {len(wanted)} {noun} of {manifest['bundle']} {manifest['version']} into {out} (plaintext SHA-256 matches manifest.json)")
+    for path in wanted:
+        print(f"  {targets[path]}")
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelmake", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="modelmake", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+
     init = commands.add_parser("init", help="scaffold a workspace (dodo.py, models.yaml, recipes/) that builds as it stands")
     init.add_argument("directory")
     init.add_argument("--force", action="store_true", help="write into a non-empty directory")
     init.set_defaults(handler=cmd_init)
+
+    keygen = commands.add_parser("keygen", help="create a signing key pair and a data key for release builds")
+    keygen.add_argument("--out", default="keys", metavar="DIR", help="directory for signing.pem, signing.pub.pem and data.key (default: keys)")
+    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    verify = commands.add_parser("verify", help="check a bundle's signature, files and format version")
+    verify.add_argument("bundle", help="a bundle directory or a .zip bundle (whole or a platform slice)")
+    verify.add_argument("--public-key", required=True, metavar="PEM", help="the signer's public key (signing.pub.pem)")
+    verify.add_argument("-v", "--verbose", action="store_true", help="list the verified model files")
+    verify.set_defaults(handler=cmd_verify)
+
+    inspect = commands.add_parser("inspect", help="show a bundle's models, variants, targets, metrics and protection")
+    inspect.add_argument("bundle", help="a bundle directory or a .zip bundle")
+    inspect.add_argument("--public-key", metavar="PEM", help="also verify the signature with this public key")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    decrypt = commands.add_parser("decrypt", help="decrypt a bundle's encrypted model files")
+    decrypt.add_argument("bundle", help="a bundle directory or a .zip bundle")
+    decrypt.add_argument("--key", required=True, metavar="REF", help="the data key: env:VAR, file:PATH or PATH (64 hex characters)")
+    decrypt.add_argument("--out", metavar="DIR", help="where to write the plaintext files (default: <bundle>-<version>-decrypted)")
+    decrypt.add_argument("--file", metavar="PATH", help="decrypt only this file (its path in the bundle)")
+    decrypt.add_argument("--public-key", metavar="PEM", help="verify the bundle with this public key before decrypting")
+    decrypt.set_defaults(handler=cmd_decrypt)
     return parser
 
 
@@ -46,6 +332,9 @@ def main(argv=None) -> int:
         return args.handler(args)
     except ModelmakeError as error:
         print(f"modelmake {args.command}: {error}", file=sys.stderr)
+        return exit_code_for(error)
+    except Exception as error:  # a bug: keep the traceback, but exit with the code reserved for bugs
+        traceback.print_exc()
         return exit_code_for(error)
 
 

@@ -67,6 +67,18 @@ class WrongKeyError(VerificationError):
     exit_code = 11
 
 
+class UnsafeArchiveError(VerificationError):
+    """An archive was refused before anything was extracted: a hostile or corrupt entry, or a limit exceeded."""
+
+    exit_code = 12
+
+
+class SignatureFormatError(VerificationError):
+    """model.sig is missing or is not a well-formed OMS signature."""
+
+    exit_code = 13
+
+
 class DecryptionError(ModelmakeError):
     """Ciphertext failed authentication: wrong key, tampered, truncated or reordered."""
 

@@ -19,13 +19,22 @@ from .steps.runner import run_step
 from .versions import tool_versions
 
 STEP_TOOLS = {
-    "source": ("modelmake", "tensorflow", "keras"),
+    "source": ("modelmake", "tensorflow", "keras", "onnx"),
     "data": ("modelmake", "numpy"),
-    "reference": ("modelmake", "tensorflow", "keras", "ai-edge-litert"),
-    "convert": ("modelmake", "tensorflow"),
-    "evaluate": ("modelmake", "ai-edge-litert", "numpy"),
-    "package": ("modelmake",),
+    "reference": ("modelmake", "tensorflow", "keras", "ai-edge-litert", "onnxruntime"),
+    "package": ("modelmake", "cryptography"),
     "report": ("modelmake", "matplotlib"),
+}
+# Per format, so that upgrading one format's tools rebuilds only that format's artifacts.
+CONVERT_TOOLS = {
+    "tflite": ("modelmake", "tensorflow"),
+    "onnx": ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime"),
+    "coreml": ("modelmake", "tensorflow", "coremltools"),
+}
+EVALUATE_TOOLS = {
+    "tflite": ("modelmake", "ai-edge-litert", "tensorflow", "numpy"),
+    "onnx": ("modelmake", "onnxruntime", "numpy"),
+    "coreml": ("modelmake", "coremltools", "numpy"),
 }
 
 
@@ -69,13 +78,13 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
     yield report_task(plan)
 
 
-def _task(kind: str, name: str, step: str, config: dict, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None):
+def _task(kind: str, name: str, step: str, config: dict, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None):
     """``also_hash`` joins the change detection without reaching the step (key fingerprints)."""
     from doit.tools import config_changed
 
     task_name = f"{kind}:{name}"
     log = layout.log_file(task_name)
-    hashed = {"config": config, "tools": tool_versions(*STEP_TOOLS[kind]), "also": also_hash}
+    hashed = {"config": config, "tools": tool_versions(*(tools or STEP_TOOLS[kind])), "also": also_hash}
     return {
         "basename": kind,
         "name": name,
@@ -188,9 +197,11 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
             "target_format": asdict(support),
             "out": layout.artifact_file(artifact),
             "out_record": layout.artifact_record(artifact),
-        },
+        }
+        | ({"palettize_bits": artifact.palettize} if artifact.format == "coreml" else {}),
         file_dep=[layout.source_record(model.name)] + ([calibration] if calibration else []),
         targets=[layout.artifact_file(artifact), layout.artifact_record(artifact)],
+        tools=CONVERT_TOOLS[artifact.format],
         doc=f"{model.name} {artifact.variant} ({artifact.precision}) as {artifact.format} for {artifact.target}",
     )
 
@@ -198,22 +209,34 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
 def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
     evaluation = layout.dataset(model.name, "evaluation") if model.evaluation else None
     reference = layout.reference_metrics(model.name) if model.evaluation else None
+    reference_outputs = layout.reference_outputs(model.name) if model.evaluation else None
+    support = plan.targets[artifact.target].formats[artifact.format]
     return _task(
         "evaluate",
         artifact.id,
-        f"evaluate_{artifact.format}.evaluate",
+        "evaluate.evaluate",
         {
+            "format": artifact.format,
             "artifact": layout.artifact_file(artifact),
             "artifact_id": artifact.id,
+            "record": layout.artifact_record(artifact),
+            "source_record": layout.source_record(model.name),
             "evaluation": evaluation,
             "reference": reference,
+            "reference_outputs": reference_outputs,
             "preprocessing": asdict(model.input),
             "top_k": model.output.top_k,
+            "conditions": [list(c) for c in model.evaluation.conditions] if model.evaluation else [],
             "budgets": [asdict(b) for b in artifact.budgets],
+            "target_format": asdict(support),
+            # A target that selects among variants drops one over budget instead of failing the build.
+            "enforce_budgets": artifact.selection is None,
             "out": layout.artifact_metrics(artifact),
         },
-        file_dep=[layout.artifact_file(artifact)] + [p for p in (evaluation, reference) if p],
+        file_dep=[layout.artifact_file(artifact), layout.artifact_record(artifact), layout.source_record(model.name)]
+        + [p for p in (evaluation, reference, reference_outputs) if p],
         targets=[layout.artifact_metrics(artifact)],
+        tools=EVALUATE_TOOLS[artifact.format],
         doc=f"load, run and measure {artifact.id}; check its budgets",
     )
 
@@ -231,6 +254,7 @@ def _bundle_inputs(plan: BuildPlan) -> dict:
                 "input": asdict(model.input),
                 "output": asdict(model.output),
                 "datasets": [layout.dataset(model.name, d.role) for d in (model.calibration, model.evaluation) if d],
+                "conditions": [c for c, _ in model.evaluation.conditions] if model.evaluation else [],
                 "artifacts": [
                     {
                         "id": a.id,
@@ -243,6 +267,8 @@ def _bundle_inputs(plan: BuildPlan) -> dict:
                         "record": layout.artifact_record(a),
                         "metrics": layout.artifact_metrics(a),
                         "bundle_path": layout.bundle_file_path(a, encrypted=plan.bundle.encrypt),
+                        "selection": a.selection,
+                        "preference": a.preference,
                         "budgets": [asdict(b) for b in a.budgets],
                     }
                     for a in model.artifacts
@@ -282,7 +308,8 @@ def package_task(plan: BuildPlan, workspace: Path):
     keys = {"signing_key": bundle.signing_key, "encrypt": bundle.encrypt, "encryption_key": bundle.encryption_key}
     fingerprints = build_keys(workspace, **keys).fingerprints()
     targets = [f"{out_dir}/{name}" for name in ("manifest.json", "provenance.json", "model.sig")]
-    targets += [f"{out_dir}/{a['bundle_path']}" for m in inputs["models"] for a in m["artifacts"]]
+    # Which of a selecting target's variants ships is known only after evaluation, so only the others are declared.
+    targets += [f"{out_dir}/{a['bundle_path']}" for m in inputs["models"] for a in m["artifacts"] if a["selection"] is None]
     targets += sorted(archives.values())
     return _task(
         "package",
@@ -300,7 +327,7 @@ def package_task(plan: BuildPlan, workspace: Path):
 def report_task(plan: BuildPlan):
     inputs = _bundle_inputs(plan)
     out_dir = layout.report_dir(plan.bundle.name, plan.bundle.version)
-    targets = [f"{out_dir}/report.md", f"{out_dir}/size_vs_accuracy.png"]
+    targets = [f"{out_dir}/report.md", f"{out_dir}/size_vs_accuracy.png", f"{out_dir}/per_target.png"]
     return _task(
         "report",
         plan.bundle.name,

@@ -31,8 +31,16 @@ def reference_outputs(model: str) -> str:
     return f"{BUILD}/reference/{model}.npz"
 
 
+# What each format's artifact file is called; a Core ML package is a directory, shipped as a reproducible zip.
+FILE_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage.zip"}
+
+
+def artifact_file_name(artifact: Artifact) -> str:
+    return f"{artifact.model}.{artifact.variant}{FILE_SUFFIX[artifact.format]}"
+
+
 def artifact_file(artifact: Artifact) -> str:
-    return f"{BUILD}/artifacts/{artifact.target}/{artifact.name}"
+    return f"{BUILD}/artifacts/{artifact.target}/{artifact_file_name(artifact)}"
 
 
 def artifact_record(artifact: Artifact) -> str:
@@ -57,7 +65,7 @@ ENCRYPTED_SUFFIX = ".enc"
 
 def bundle_file_path(artifact: Artifact, encrypted: bool) -> str:
     """An artifact's path inside the bundle; encrypted files say so in their name."""
-    return f"files/{artifact.target}/{artifact.name}" + (ENCRYPTED_SUFFIX if encrypted else "")
+    return f"files/{artifact.target}/{artifact_file_name(artifact)}" + (ENCRYPTED_SUFFIX if encrypted else "")
 
 
 def bundle_archive(bundle: str, version: str, platform: str | None = None) -> str:

@@ -4,18 +4,44 @@ from __future__ import annotations
 SIZE_KB = "size_kb"  # kibibytes (1024 bytes) of the artifact file
 LATENCY_MS = "latency_ms"  # median single-sample latency on the build host
 ACCURACY_DROP = "accuracy_drop"  # source model's top-1 minus the artifact's, as a fraction
+# Parity with the source model's outputs on the evaluation inputs
+MAX_ABS_ERROR = "max_abs_error"
+COSINE_SIMILARITY = "cosine_similarity"  # mean over samples
+TOP1_AGREEMENT = "top1_agreement"  # fraction of samples whose top-1 class matches the source's
+ACCELERATOR_COVERAGE = "accelerator_coverage"  # fraction of ops the target's accelerator runs
+
+# The conditions phones meet, each applied to the raw evaluation inputs at a stated strength.
+CONDITIONS = ("dim", "blur", "noise")
+
+# Parity tolerances each precision gets unless the spec sets its own.
+DEFAULT_TOLERANCES = {
+    "fp32": {f"min_{COSINE_SIMILARITY}": 0.9999, f"min_{TOP1_AGREEMENT}": 0.99},
+    "fp16": {f"min_{COSINE_SIMILARITY}": 0.999, f"min_{TOP1_AGREEMENT}": 0.98},
+    "dynamic_int8": {f"min_{COSINE_SIMILARITY}": 0.99, f"min_{TOP1_AGREEMENT}": 0.95},
+    "int8": {f"min_{COSINE_SIMILARITY}": 0.98, f"min_{TOP1_AGREEMENT}": 0.95},
+}
 
 
 def top_k_metric(k: int) -> str:
     return f"top{k}"
 
 
-def available_metrics(*, has_evaluation_data: bool, top_k: int) -> list[str]:
-    """Names of the metrics an artifact of this model will have, in report order."""
+def condition_metric(condition: str) -> str:
+    return f"top1_{condition}"
+
+
+def available_metrics(*, has_evaluation_data: bool, top_k: int, conditions=()) -> list[str]:
+    """Names of the metrics an artifact of this model can have, in report order.
+
+    Accelerator coverage is measured only on targets whose profile names an accelerator;
+    elsewhere, like accuracy on a host that cannot run the format, it is "not measured".
+    """
     names = [SIZE_KB, LATENCY_MS]
     if has_evaluation_data:
         names += [top_k_metric(1)]
         if top_k > 1:
             names.append(top_k_metric(top_k))
-        names.append(ACCURACY_DROP)
+        names += [ACCURACY_DROP, MAX_ABS_ERROR, COSINE_SIMILARITY, TOP1_AGREEMENT]
+        names += [condition_metric(c) for c in conditions]
+    names.append(ACCELERATOR_COVERAGE)
     return names

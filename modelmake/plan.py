@@ -11,12 +11,24 @@ from typing import Mapping
 
 @dataclass(frozen=True)
 class FormatSupport:
-    """What a chipset runs in one format (tflite, onnx, coreml), read from its profile."""
+    """What a chipset runs in one format (tflite, onnx, coreml), read from its profile.
+
+    Each field applies to the formats its comment names; the target schema
+    allows each key only in those formats' sections.
+    """
 
     format: str
     precisions: tuple[str, ...]
-    delegates: tuple[str, ...] = ()
-    integer_io: bool = False
+    delegates: tuple[str, ...] = ()  # tflite
+    integer_io: bool = False  # tflite: full-int8 artifacts take and return int8 tensors
+    execution_providers: tuple[str, ...] = ()  # onnx
+    opset: int = 17  # onnx
+    quantization: str = "cpu"  # onnx: whose static-int8 settings apply, "cpu" or "qnn" (steps/onnx_chips.py)
+    activation_type: str = "uint8"  # onnx static int8: uint8 or uint16 activations
+    compute_units: str = "ALL"  # coreml
+    minimum_deployment_target: str = "iOS17"  # coreml
+    accelerator: str | None = None  # whose op coverage to report: gpu, npu or qnn
+    require_full_coverage: bool = False  # fail an artifact any of whose ops fall back to the CPU
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Dataset:
     split: str = ""
     samples: int | None = None
     depends: tuple[str, ...] = ()
+    conditions: tuple[tuple[str, float], ...] = ()  # (condition, strength), evaluation only
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,11 @@ class Budget:
     bound: str  # max | min
     limit: float
 
+    @classmethod
+    def parse(cls, key: str, limit: float) -> "Budget":
+        bound, metric = key.split("_", 1)
+        return cls(key=key, metric=metric, bound=bound, limit=float(limit))
+
     def holds_for(self, value: float) -> bool:
         return value <= self.limit if self.bound == "max" else value >= self.limit
 
@@ -85,6 +103,9 @@ class Artifact:
     integer_io: bool
     budgets: tuple[Budget, ...]
     per_channel: bool = True
+    palettize: int | None = None  # Core ML weight palettization bits
+    selection: str | None = None  # set when the target ships one of several variants ("first_passing")
+    preference: int = 0  # position in the target's list; lower is preferred
 
     @property
     def name(self) -> str:

@@ -38,7 +38,11 @@ SCHEMA_DIR = Path(__file__).parent / "schema"
 
 SOURCE_KINDS = ("keras", "saved_model", "tflite", "onnx", "recipe")
 # The formats this engine builds, and the source kinds each can be made from.
-BUILDABLE_FORMATS = {"tflite": ("keras", "saved_model", "recipe", "tflite")}
+BUILDABLE_FORMATS = {
+    "tflite": ("keras", "saved_model", "recipe", "tflite"),
+    "onnx": ("keras", "saved_model", "recipe", "tflite", "onnx"),
+    "coreml": ("keras", "saved_model", "recipe"),
+}
 DEFAULT_MODEL_FUNCTION = "build_model"
 DEFAULT_DATA_FUNCTION = "load_data"
 # The earliest time a zip archive can record; used when neither SOURCE_DATE_EPOCH nor bundle.created is set.
@@ -153,9 +157,25 @@ def _describe(error):
         yield path, f"lists {', '.join(map(repr, repeated))} more than once: remove the repeats", False
         return
     if kind == "oneOf" and schema.get("description"):
+        branch = _container_branch(error)
+        if branch:
+            # A list or mapping where the one alternative of that shape is allowed: say what is wrong inside it.
+            for sub in branch:
+                yield from _describe(sub)
+            return
         yield path, f"{instance!r} is not valid: expected {_expected(schema['description'])}", False
         return
     yield path, error.message, False
+
+
+def _container_branch(error) -> list:
+    """The errors of the one oneOf alternative that takes a list (or a mapping) when the value is one; else []."""
+    shape = {list: "array", dict: "object"}.get(type(error.instance))
+    alternatives = error.schema.get("oneOf", []) if isinstance(error.schema, dict) else []
+    matching = [i for i, alt in enumerate(alternatives) if isinstance(alt, dict) and alt.get("type") == shape]
+    if shape is None or len(matching) != 1:
+        return []
+    return [sub for sub in error.context if sub.relative_schema_path and sub.relative_schema_path[0] == matching[0]]
 
 
 def _expected(description) -> str:
@@ -219,15 +239,10 @@ def load_profile(path: Path, display_name: str) -> TargetProfile:
             f"name '{data['name']}' does not match the file name '{path.name}': "
             f"set name: {path.stem}, or rename the file to {data['name']}.yaml",
         )])
-    formats = {
-        fmt: FormatSupport(
-            format=fmt,
-            precisions=tuple(conf["precisions"]),
-            delegates=tuple(conf.get("delegates", conf.get("execution_providers", ()))),
-            integer_io=bool(conf.get("integer_io", False)),
-        )
-        for fmt, conf in data["formats"].items()
-    }
+    formats = {}
+    for fmt, conf in data["formats"].items():
+        fields = {key: tuple(value) if isinstance(value, list) else value for key, value in conf.items()}
+        formats[fmt] = FormatSupport(format=fmt, **fields)
     return TargetProfile(
         name=data["name"],
         soc=data["soc"],
@@ -336,6 +351,8 @@ class _Compiler:
             for key in ("function", "split", "depends"):
                 if key in conf:
                     self.fail(path + (key,), f"'{key}' applies only to recipe data sets: remove it", of_key=True)
+        if "conditions" in conf and role != "evaluation":
+            self.fail(path + ("conditions",), "conditions apply to evaluation data only: move them to data -> evaluation", of_key=True)
         source_key = "recipe" if has_recipe else "file"
         self.existing_file(path + (source_key,), conf[source_key], f"{role} data")
         depends = tuple(self.existing_file(path + ("depends", i), d, "dependency") for i, d in enumerate(conf.get("depends", ())))
@@ -347,6 +364,7 @@ class _Compiler:
             split=conf.get("split", ""),
             samples=None if conf.get("samples") is None else int(conf["samples"]),
             depends=depends,
+            conditions=tuple((c, float(conf["conditions"][c])) for c in metrics.CONDITIONS if c in conf.get("conditions", {})),
         )
 
     def profile(self, yaml_path, name) -> TargetProfile | None:
@@ -396,7 +414,11 @@ class _Compiler:
         output_spec = OutputSpec(labels=labels, top_k=int(output_conf.get("top_k", 1)))
 
         # A declared but invalid data set is reported on its own; judge the rest as if it were valid.
-        known_metrics = metrics.available_metrics(has_evaluation_data="evaluation" in data, top_k=output_spec.top_k)
+        has_evaluation = "evaluation" in data
+        conditions = [c for c in metrics.CONDITIONS if c in data.get("evaluation", {}).get("conditions", {})]
+        if input_spec.layout == "NC" and "blur" in conditions:
+            self.fail(base + ("data", "evaluation", "conditions", "blur"), "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout", of_key=True)
+        known_metrics = metrics.available_metrics(has_evaluation_data=has_evaluation, top_k=output_spec.top_k, conditions=conditions)
         budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
         overrides = conf.get("budget_overrides", {})
         for target in overrides:
@@ -407,43 +429,56 @@ class _Compiler:
                     f"add it to models -> {name} -> targets or remove this override",
                     of_key=True,
                 )
+        variants = conf["variants"]
+        variant_budgets = {v: self.budgets(base + ("variants", v, "budgets"), vconf.get("budgets", {}), known_metrics) for v, vconf in variants.items()}
 
         artifacts = []
-        variants = conf["variants"]
-        for target_name, variant_names in conf["targets"].items():
+        for target_name, entry in conf["targets"].items():
             target_path = base + ("targets", target_name)
+            variant_names, selection = (entry, None) if isinstance(entry, list) else (entry["prefer"], entry.get("select", "first_passing"))
+            list_path = target_path if isinstance(entry, list) else target_path + ("prefer",)
             profile = self.profile(target_path, target_name)
             override = self.budgets(base + ("budget_overrides", target_name), overrides.get(target_name, {}), known_metrics)
-            merged = {b.key: b for b in budgets} | {b.key: b for b in override}
             formats = self.formats_for(target_path, profile, source) if profile else []
             for index, variant in enumerate(variant_names):
                 if variant not in variants:
                     hint = difflib.get_close_matches(variant, variants, n=1)
                     advice = f"did you mean '{hint[0]}'? " if hint else ""
                     self.fail(
-                        target_path + (index,),
+                        list_path + (index,),
                         f"unknown variant '{variant}'; {advice}variants of {name}: {', '.join(variants)} "
                         f"(declare it under models -> {name} -> variants)",
                     )
                     continue
-                precision = variants[variant].get("quantize", "fp32")
-                per_channel = variants[variant].get("per_channel", True)
+                vconf = variants[variant]
+                precision = vconf.get("quantize", "fp32")
+                per_channel = vconf.get("per_channel", True)
+                palettize = vconf.get("palettize")
                 if (name, variant) not in self.checked_variants:
                     self.checked_variants.add((name, variant))
-                    self.check_precision(base, name, variant, precision, source, "calibration" in data)
-                    if not per_channel and precision != "int8":
-                        self.fail(
-                            base + ("variants", variant, "per_channel"),
-                            f"per_channel applies to int8 variants only ('{variant}' is {precision}): remove it",
-                        )
+                    self.check_variant(base, name, variant, precision, source, "calibration" in data, per_channel)
                 for support in formats:
                     if precision not in support.precisions:
                         self.fail(
-                            target_path + (index,),
+                            list_path + (index,),
                             f"{target_name} cannot run {precision} in {support.format} (its profile {profile.profile_file} lists "
                             f"{', '.join(support.precisions)}): remove '{variant}' from this target or pick another precision",
                         )
                         continue
+                    if palettize and support.format != "coreml":
+                        self.fail(
+                            list_path + (index,),
+                            f"'{variant}' palettizes weights, which only Core ML does, but {target_name} builds {support.format}: "
+                            "list this variant only for Core ML targets",
+                        )
+                        continue
+                    merged = {}
+                    if has_evaluation:
+                        merged |= {k: Budget.parse(k, v) for k, v in metrics.DEFAULT_TOLERANCES[precision].items()}
+                    if support.require_full_coverage and support.accelerator:
+                        merged[f"min_{metrics.ACCELERATOR_COVERAGE}"] = Budget.parse(f"min_{metrics.ACCELERATOR_COVERAGE}", 1.0)
+                    for chosen in (budgets, variant_budgets[variant], override):
+                        merged |= {b.key: b for b in chosen}
                     artifacts.append(
                         Artifact(
                             model=name,
@@ -454,6 +489,9 @@ class _Compiler:
                             integer_io=support.integer_io and precision == "int8",
                             budgets=tuple(merged.values()),
                             per_channel=per_channel,
+                            palettize=palettize,
+                            selection=selection,
+                            preference=index,
                         )
                     )
         return Model(
@@ -467,7 +505,9 @@ class _Compiler:
             description=conf.get("description", ""),
         )
 
-    def check_precision(self, base, model, variant, precision, source, has_calibration: bool):
+    def check_variant(self, base, model, variant, precision, source, has_calibration: bool, per_channel: bool):
+        if not per_channel and precision != "int8":
+            self.fail(base + ("variants", variant, "per_channel"), f"per_channel applies to int8 variants only ('{variant}' is {precision}): remove it")
         variant_path = base + ("variants", variant, "quantize")
         if precision == "int8" and not has_calibration:
             self.fail(variant_path, f"full int8 quantization needs calibration data: add models -> {model} -> data -> calibration")
@@ -498,18 +538,24 @@ class _Compiler:
         for key, limit in conf.items():
             bound, metric = key.split("_", 1)
             if metric not in known_metrics:
-                self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics), of_key=True)
+                self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics, key), of_key=True)
                 continue
-            out.append(Budget(key=key, metric=metric, bound=bound, limit=float(limit)))
+            out.append(Budget.parse(key, limit))
         return out
 
-    def unknown_metric(self, model, metric, known_metrics) -> str:
+    def unknown_metric(self, model, metric, known_metrics, key="") -> str:
         message = f"no metric '{metric}' to budget; this model measures: {', '.join(known_metrics)}"
         top = re.fullmatch(r"top([0-9]+)", metric)
-        needs_evaluation = metric == metrics.ACCURACY_DROP or top is not None
+        condition = next((c for c in metrics.CONDITIONS if metric == metrics.condition_metric(c)), None)
+        compared = (metrics.ACCURACY_DROP, metrics.MAX_ABS_ERROR, metrics.COSINE_SIMILARITY, metrics.TOP1_AGREEMENT)
+        needs_evaluation = metric in compared or top is not None or condition is not None
         if needs_evaluation and metrics.top_k_metric(1) not in known_metrics:
             return f"{message}; {metric} is measured on evaluation data: add models -> {model} -> data -> evaluation"
         if top is not None and int(top.group(1)) > 1:
             return f"{message}; to measure {metric} set models -> {model} -> io -> output -> top_k: {int(top.group(1))}"
+        if condition is not None:
+            return f"{message}; to measure {metric} add {condition} to models -> {model} -> data -> evaluation -> conditions"
+        if key in known_metrics:
+            return f"{message}; '{key}' is itself a metric: write max_{key} or min_{key}"
         hint = difflib.get_close_matches(metric, known_metrics, n=1)
         return f"{message}; did you mean '{hint[0]}'?" if hint else message

@@ -28,7 +28,7 @@ import zlib
 from pathlib import Path
 from typing import Mapping
 
-from modelmake.errors import VerificationError
+from modelmake.errors import UnsafeArchiveError, VerificationError
 
 FILE_MODE = 0o644
 ZIP_EPOCH_MIN = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip entry can hold
@@ -113,15 +113,15 @@ def _open_zip(archive: Path) -> zipfile.ZipFile:
     except FileNotFoundError:
         raise VerificationError(f"{archive} does not exist") from None
     except zipfile.BadZipFile as error:
-        raise VerificationError(f"{archive} is not a readable zip archive: {error}") from None
+        raise UnsafeArchiveError(f"{archive} is not a readable zip archive: {error}") from None
 
 
 def _validate(archive: Path, entries: list[zipfile.ZipInfo], max_entries: int, max_total_bytes: int) -> None:
-    def reject(name: str, reason: str) -> VerificationError:
-        return VerificationError(f"{archive}: entry {name!r} {reason}; nothing was extracted")
+    def reject(name: str, reason: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"{archive}: entry {name!r} {reason}; nothing was extracted")
 
     if len(entries) > max_entries:
-        raise VerificationError(
+        raise UnsafeArchiveError(
             f"{archive} has {len(entries)} entries, more than the limit of {max_entries}; nothing was extracted"
         )
     # orig_filename is the name as stored: zipfile cuts .filename at a NUL byte and, on
@@ -201,7 +201,7 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, ar
     target = staging.joinpath(*info.filename.split("/"))
     # Belt and braces: the names were validated, and staging holds only what we created.
     if os.path.commonpath([staging, target]) != str(staging):
-        raise VerificationError(f"{archive}: entry {info.filename!r} would land outside the destination")
+        raise UnsafeArchiveError(f"{archive}: entry {info.filename!r} would land outside the destination")
     target.parent.mkdir(parents=True, exist_ok=True)
     # zipfile stops reading at the declared size and then checks the CRC, so a longer
     # entry shows up only as a CRC error. Let it read one byte further instead: if that
@@ -227,8 +227,8 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, ar
         raise _entry_error(archive, info, "is corrupt (its CRC-32 does not match its data)")
 
 
-def _entry_error(archive: Path, info: zipfile.ZipInfo, reason: str) -> VerificationError:
-    return VerificationError(f"{archive}: entry {info.orig_filename!r} {reason}; nothing was extracted")
+def _entry_error(archive: Path, info: zipfile.ZipInfo, reason: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"{archive}: entry {info.orig_filename!r} {reason}; nothing was extracted")
 
 
 def _fresh_directory_beside(dest: Path) -> Path:

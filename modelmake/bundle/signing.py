@@ -31,7 +31,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelmake.errors import FileSetError, StepError, TamperedFileError, VerificationError, WrongKeyError
+from modelmake.errors import (
+    FileSetError,
+    SignatureFormatError,
+    StepError,
+    TamperedFileError,
+    VerificationError,
+    WrongKeyError,
+)
 
 SIGNATURE_NAME = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -285,7 +292,7 @@ def _read_envelope(signature_path: Path, public_key: ec.EllipticCurvePublicKey) 
     try:
         raw = signature_path.read_bytes()
     except FileNotFoundError:
-        raise VerificationError(
+        raise SignatureFormatError(
             f"{signature_path} is missing: the bundle is unsigned or its signature was removed"
         ) from None
     bundle = _parse_json(raw, signature_path, "the signature file")
@@ -384,7 +391,7 @@ def _parse_json(raw: bytes, signature_path: Path, what: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
-        raise VerificationError(f"{signature_path} is not an OMS signature: {what} is not valid JSON") from None
+        raise SignatureFormatError(f"{signature_path} is not an OMS signature: {what} is not valid JSON") from None
     _expect(isinstance(value, dict), signature_path, f"{what} is not a JSON object")
     return value
 
@@ -393,7 +400,7 @@ def _base64(value: Any, signature_path: Path, where: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (TypeError, ValueError):
-        raise VerificationError(f"{signature_path} is not an OMS signature: {where} is not base64") from None
+        raise SignatureFormatError(f"{signature_path} is not an OMS signature: {where} is not base64") from None
 
 
 def _is_sha256_hex(value: str) -> bool:
@@ -402,4 +409,4 @@ def _is_sha256_hex(value: str) -> bool:
 
 def _expect(condition: bool, signature_path: Path, reason: str) -> None:
     if not condition:
-        raise VerificationError(f"{signature_path} is not a valid OMS signature: {reason}")
+        raise SignatureFormatError(f"{signature_path} is not a valid OMS signature: {reason}")

@@ -84,3 +84,70 @@ def io_details(path: Path | str, *, what: str) -> dict:
         return entry
 
     return {"input": describe(interpreter.get_input_details()[0]), "output": describe(interpreter.get_output_details()[0])}
+
+
+INTEGER_TYPES = (np.int8, np.uint8, np.int16, np.int32, np.int64, np.bool_)
+
+
+def accelerator_coverage(path: Path | str, target_format: dict) -> dict | None:
+    """Which ops the target's accelerator would run, and which would fall back to the CPU.
+
+    gpu: what TFLite's model analyzer reports for GPU delegate compatibility.
+    npu: integer-only NPU/DSP delegates take an op only when all its tensors are integer.
+    """
+    accelerator = target_format.get("accelerator")
+    if accelerator == "gpu":
+        ops, fallback = _gpu_incompatible_ops(path)
+    elif accelerator == "npu":
+        ops, fallback = _float_ops(path)
+    else:
+        return None
+    counts: dict[str, int] = {}
+    for name in fallback:
+        counts[name] = counts.get(name, 0) + 1
+    return {"accelerator": accelerator, "ops": ops, "on_accelerator": ops - len(fallback), "fallback": dict(sorted(counts.items()))}
+
+
+def _ops(path) -> list[dict]:
+    """The model's ops as written in the file: no delegate has replaced any of them yet."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    return interpreter._get_ops_details()  # the only API that lists a model's ops with their types
+
+
+def _float_ops(path) -> tuple[int, list[str]]:
+    ops = _ops(path)
+    fallback = [
+        op["op_name"]
+        for op in ops
+        if not all(issubclass(t, INTEGER_TYPES) for t in [*op["operand_types"], *op["result_types"]])
+    ]
+    return len(ops), fallback
+
+
+def _gpu_incompatible_ops(path) -> tuple[int, list[str]]:
+    """Ops outside the GPU delegate's table, plus any the model analyzer flags."""
+    import contextlib
+    import io
+    import re
+
+    import tensorflow as tf
+
+    from ._tflite_gpu_ops import GPU_DELEGATE_OPS
+
+    ops = _ops(path)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        tf.lite.experimental.Analyzer.analyze(model_path=str(path), gpu_compatibility=True)
+    flagged, current = set(), None
+    for line in text.getvalue().splitlines():
+        match = re.match(r"\s+Op#(\d+) (\w+)\(", line)
+        if match:
+            current = int(match.group(1))
+        elif "GPU COMPATIBILITY WARNING" in line and current is not None:
+            flagged.add(current)
+    fallback = [op["op_name"] for op in ops if op["op_name"] not in GPU_DELEGATE_OPS or op["index"] in flagged]
+    return len(ops), fallback

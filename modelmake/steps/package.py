@@ -22,6 +22,7 @@ from ..bundle.provenance import DEFAULT_BUILDER_ID, provenance_statement
 from ..bundle.signing import sign_directory
 from ..bundle.streaming_aead import associated_data_for, encrypt_file
 from ..versions import tool_versions
+from ._selection import choose
 
 ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
 
@@ -74,7 +75,7 @@ def _model(model: dict, stored: dict) -> dict:
             "recipe": source["metadata"],
             "tools": source["tools"],
         },
-        "variants": {a["id"]: _variant(a, stored[a["bundle_path"]]) for a in model["artifacts"]},
+        "variants": {a["id"]: _variant(a, stored[a["bundle_path"]]) for a in model["artifacts"] if a["bundle_path"] in stored},
     }
     if model["reference"]:
         reference = fsutil.read_json(model["reference"])
@@ -105,7 +106,10 @@ def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> dict:
     bundle = inputs["bundle"]
     stored = {}
     for model in inputs["models"]:
+        shipped, _ = choose(model)
         for artifact in model["artifacts"]:
+            if artifact["id"] not in shipped:
+                continue
             path = artifact["bundle_path"]
             destination = staging / path
             destination.parent.mkdir(parents=True, exist_ok=True)

@@ -1,100 +1,158 @@
-"""Step `report`: a Markdown table of every artifact's figures and budgets, and a size/accuracy plot."""
+"""Step `report`: a Markdown table of every artifact's figures, budgets and selection, with two plots."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .. import fsutil, metrics
+from ._selection import broken_budgets, choose
 
 PLOT = "size_vs_accuracy.png"
+TARGET_PLOT = "per_target.png"
 
 
-def _rows(inputs: dict):
-    for model in inputs["models"]:
-        source = fsutil.read_json(model["reference"]) if model["reference"] else {}
-        for artifact in model["artifacts"]:
-            measured = fsutil.read_json(artifact["metrics"])
-            yield model, artifact, measured, source
-
-
-def _fmt(value, spec=".4f"):
-    return "n/a" if value is None else format(value, spec)
+def _fmt(value, spec=".4f", missing="n/a"):
+    return missing if value is None else format(value, spec)
 
 
 def _budget_cell(measured: dict) -> str:
     if not measured["budgets"]:
         return "none set"
-    broken = [v["key"] for v in measured["budgets"] if not v["passed"]]
-    return "FAILED: " + ", ".join(broken) if broken else f"ok ({len(measured['budgets'])})"
+    problems = broken_budgets(measured)
+    unchecked = [v["key"] for v in measured["budgets"] if v["passed"] is None]
+    cell = "FAILED: " + "; ".join(problems) if problems else f"ok ({len(measured['budgets']) - len(unchecked)})"
+    return cell + (f", not checked: {', '.join(unchecked)}" if unchecked else "")
+
+
+def _coverage_cell(measured: dict) -> str:
+    coverage = measured.get("coverage")
+    if not coverage:
+        return "—"
+    cell = f"{coverage['on_accelerator']}/{coverage['ops']} on {coverage['accelerator']}"
+    if coverage["fallback"]:
+        cell += " (CPU: " + ", ".join(f"{op} x{n}" for op, n in coverage["fallback"].items()) + ")"
+    return cell
+
+
+def _rows(inputs: dict):
+    for model in inputs["models"]:
+        shipped, dropped = choose(model)
+        for artifact in model["artifacts"]:
+            measured = fsutil.read_json(artifact["metrics"])
+            status = "shipped" if artifact["id"] in shipped else f"dropped: {dropped[artifact['id']]}"
+            yield model, artifact, measured, status
 
 
 def report(inputs: dict, out_dir: str) -> str:
     out = Path(out_dir)
     bundle = inputs["bundle"]
+    conditions = sorted({c for m in inputs["models"] for c in m.get("conditions", [])})
     lines = [
         f"# {bundle['name']} {bundle['version']}",
         "",
-        "Accuracy is measured on each model's evaluation data; the drop is the source model's top-1 minus the artifact's. "
-        "Latency is the median of 50 single-sample runs in LiteRT on the build host's CPU with one thread: "
-        "compare variants with it, not devices.",
+        "Accuracy is measured on each model's evaluation data; the drop is the source model's top-1 minus the artifact's, "
+        "in percentage points; parity compares each artifact's outputs with the source model's on the same inputs. "
+        "Latency is the median of 50 single-sample runs on the build host's CPU with one thread: compare variants with it, "
+        "not devices. Core ML runs on macOS and iOS only: on other hosts its packages are checked structurally "
+        "(they load in coremltools, inputs and outputs match the source, weights carry the requested precision) "
+        "and their accuracy and latency are marked not measured.",
         "",
-        "| model | target | variant | precision | size (KiB) | top-1 | top-k | drop (points) | latency (ms) | budgets |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| model | target | format | variant | precision | size (KiB) | top-1 | top-k | drop (points) | cosine | top-1 agreement | "
+        + "".join(f"top-1 {c} | " for c in conditions)
+        + "latency (ms) | accelerator coverage | budgets | bundle |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(conditions) + "---:|---|---|---|",
     ]
-    points = []
-    for model, artifact, measured, source in _rows(inputs):
+    points, notes = [], set()
+    for model, artifact, measured, status in _rows(inputs):
+        notes.update(measured.get("not_measured", {}).values())
         m = measured["metrics"]
+        not_measured = "not measured" if measured.get("not_measured") else "n/a"
         top_k = model["output"]["top_k"]
-        top_k_value = m.get(metrics.top_k_metric(top_k)) if top_k > 1 else None
         drop = m.get(metrics.ACCURACY_DROP)
-        lines.append(
-            f"| {model['name']} | {artifact['target']} | {artifact['variant']} | {artifact['precision']} | "
-            f"{m[metrics.SIZE_KB]:.1f} | {_fmt(m.get('top1'))} | {_fmt(top_k_value)} | "
-            f"{_fmt(None if drop is None else drop * 100, '+.2f')} | {m[metrics.LATENCY_MS]:.3f} | {_budget_cell(measured)} |"
-        )
-        if "top1" in m:
-            points.append((model["name"], artifact["variant"], artifact["target"], m[metrics.SIZE_KB], m["top1"]))
+        cells = [
+            model["name"], artifact["target"], artifact["format"], artifact["variant"], artifact["precision"],
+            f"{m[metrics.SIZE_KB]:.1f}",
+            _fmt(m.get("top1"), missing=not_measured),
+            _fmt(m.get(metrics.top_k_metric(top_k)) if top_k > 1 else None, missing=not_measured),
+            _fmt(None if drop is None else drop * 100, "+.2f", missing=not_measured),
+            _fmt(m.get(metrics.COSINE_SIMILARITY), ".5f", missing=not_measured),
+            _fmt(m.get(metrics.TOP1_AGREEMENT), missing=not_measured),
+            *[_fmt(m.get(metrics.condition_metric(c)), missing=not_measured) for c in conditions],
+            _fmt(m.get(metrics.LATENCY_MS), ".3f", missing=not_measured),
+            _coverage_cell(measured),
+            _budget_cell(measured),
+            status,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        points.append((model["name"], artifact, m))
+    if notes:
+        lines += ["", "Not measured on this host: " + "; ".join(sorted(notes)) + "."]
     sources = [(m["name"], fsutil.read_json(m["reference"])) for m in inputs["models"] if m["reference"]]
     if sources:
         lines += ["", "## Source models", "", "| model | top-1 on evaluation data | samples |", "|---|---:|---:|"]
         lines += [f"| {name} | {ref['top1']:.4f} | {ref['samples']} |" for name, ref in sources]
-    lines += ["", f"![size against accuracy]({PLOT})", ""]
+    lines += ["", f"![size against accuracy]({PLOT})", "", f"![per target]({TARGET_PLOT})", ""]
     out.mkdir(parents=True, exist_ok=True)
-    _plot(points, out / PLOT)
+    _plot_size_accuracy(points, out / PLOT)
+    _plot_per_target(points, out / TARGET_PLOT)
     fsutil.write_bytes(out / "report.md", "\n".join(lines).encode("utf-8"))
     return f"report {out / 'report.md'}"
 
 
-def _plot(points, path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    with fsutil.atomic_output(path) as handle:
+        figure.savefig(handle, format="png", metadata={"Software": None})
+
+
+def _plot_size_accuracy(points, path: Path) -> None:
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
-    markers = "osD^v<>p*h"
-    models = sorted({p[0] for p in points})
-    variants = sorted({p[1] for p in points})
-    for model_index, model in enumerate(models):
-        for variant_index, variant in enumerate(variants):
-            chosen = [p for p in points if p[0] == model and p[1] == variant]
+    markers = {"tflite": "o", "onnx": "s", "coreml": "D"}
+    measured = [(name, a, m) for name, a, m in points if "top1" in m]
+    keys = sorted({(name, a["variant"]) for name, a, _ in measured})
+    for index, (name, variant) in enumerate(keys):
+        for fmt, marker in markers.items():
+            chosen = [m for n, a, m in measured if (n, a["variant"]) == (name, variant) and a["format"] == fmt]
             if chosen:
-                axes.scatter(
-                    [p[3] for p in chosen],
-                    [p[4] * 100 for p in chosen],
-                    marker=markers[model_index % len(markers)],
-                    color=f"C{variant_index % 10}",
-                    label=f"{model} {variant}",
-                    s=50,
-                    alpha=0.8,
-                )
+                axes.scatter([m[metrics.SIZE_KB] for m in chosen], [m["top1"] * 100 for m in chosen], marker=marker,
+                             color=f"C{index % 10}", label=f"{name} {variant} ({fmt})", s=50, alpha=0.8)
     axes.set_xscale("log")
     axes.set_xlabel("artifact size (KiB, log scale)")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.set_title("Size against accuracy per variant")
     axes.grid(True, which="both", alpha=0.3)
-    if points:
-        axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    with fsutil.atomic_output(path) as handle:
-        figure.savefig(handle, format="png", metadata={"Software": None})
+    if measured:
+        axes.legend(fontsize=7, loc="lower right")
+    _save(figure, path)
+    plt.close(figure)
+
+
+def _plot_per_target(points, path: Path) -> None:
+    """One panel per target: every artifact's size, labelled with its top-1 where measured."""
+    plt = _pyplot()
+    targets = sorted({a["target"] for _, a, _ in points})
+    figure, axes = plt.subplots(len(targets) or 1, 1, figsize=(9, 2.2 * max(len(targets), 1)), dpi=100, squeeze=False)
+    for row, target in enumerate(targets):
+        ax = axes[row][0]
+        chosen = [(name, a, m) for name, a, m in points if a["target"] == target]
+        labels = [f"{name} {a['variant']} {a['format']}" for name, a, _ in chosen]
+        sizes = [m[metrics.SIZE_KB] for _, _, m in chosen]
+        bars = ax.barh(labels, sizes, color=[f"C{['tflite', 'onnx', 'coreml'].index(a['format'])}" for _, a, _ in chosen])
+        for bar, (_, _, m) in zip(bars, chosen):
+            text = f"top-1 {m['top1'] * 100:.1f}%" if "top1" in m else "accuracy not measured"
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {text}", va="center", fontsize=7)
+        ax.set_xscale("log")
+        ax.set_title(target, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[-1][0].set_xlabel("artifact size (KiB, log scale)")
+    _save(figure, path)
     plt.close(figure)

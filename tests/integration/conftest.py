@@ -16,6 +16,7 @@ from .workspaces import (
     GLYPHS_RECIPE,
     MODELS_YAML,
     REPO,
+    TARGET_PROFILES,
     BuiltWorkspace,
     Workspace,
     copy_workspace,
@@ -25,7 +26,7 @@ from .workspaces import (
 
 @pytest.fixture(scope="session")
 def template(tmp_path_factory) -> Path:
-    """An unbuilt workspace: dodo.py, models.yaml, two recipes, labels and one signing key shared by every copy."""
+    """An unbuilt workspace: dodo.py, models.yaml, two recipes, labels, two target profiles and one signing key shared by every copy."""
     root = tmp_path_factory.mktemp("template") / "workspace"
     root.mkdir()
     shutil.copyfile(REPO / "dodo.py", root / "dodo.py")
@@ -34,6 +35,9 @@ def template(tmp_path_factory) -> Path:
     (root / "recipes" / "digits.py").write_text(DIGITS_RECIPE, encoding="utf-8")
     (root / "recipes" / "glyphs.py").write_text(GLYPHS_RECIPE, encoding="utf-8")
     (root / "recipes" / "labels.txt").write_text("".join(f"{d}\n" for d in range(10)), encoding="utf-8")
+    for name, profile in TARGET_PROFILES.items():
+        (root / "targets").mkdir(exist_ok=True)
+        (root / "targets" / f"{name}.yaml").write_text(profile, encoding="utf-8")
     write_signing_key(root / "keys" / "signing.pem")
     return root
 

@@ -1,5 +1,4 @@
 """fsutil.atomic_output / atomic_directory: a failed or killed write never leaves a partial file under the final name."""
-import os
 import signal
 import subprocess
 import sys

@@ -1,15 +1,5 @@
 """Quiet by default: the console shows doit's progress and one result line per artifact; the noise goes to logs."""
-import re
-
-from .workspaces import ALL_TASKS, ARTIFACTS, TASK_LINE
-
-NOISE = [
-    re.compile(r"WARNING: All log messages before absl"),
-    re.compile(r"^[IWEF]\d{4} ", re.M),  # absl / glog prefixes such as I0000 and W0000
-    re.compile(r"\b(oneDNN|cpu_feature_guard|TF_ENABLE_ONEDNN_OPTS|XNNPACK delegate|tensorflow/)"),
-    re.compile(r"\d+%\|"),  # tqdm bars
-    re.compile(r"\d+/\d+ \[[=>.]+\]"),  # Keras progress bars
-]
+from .workspaces import ALL_TASKS, ARTIFACTS, NOISE, TASK_LINE
 
 
 def test_console_has_no_framework_noise(built):

@@ -1,5 +1,5 @@
 """`doit clean`, `doit forget` and `doit -n N` behave as doit users expect."""
-from .workspaces import ALL_TASKS, BUNDLE_TASKS
+from .workspaces import ALL_TASKS, BUNDLE_TASKS, NOISE
 
 
 def test_clean_removes_outputs_and_a_parallel_rebuild_gives_the_same_bundle(built, built_workspace):
@@ -10,6 +10,8 @@ def test_clean_removes_outputs_and_a_parallel_rebuild_gives_the_same_bundle(buil
 
     run = built_workspace.doit("-n", "2")
     assert run.executed == ALL_TASKS, run.describe()
+    noisy = [pattern.pattern for pattern in NOISE if pattern.search(run.output)]
+    assert noisy == [], f"framework noise on the console of a parallel build: {noisy}\n{run.output}"
     assert built_workspace.bundle_bytes() == built.bundle
     assert built_workspace.doit().executed == set()
 

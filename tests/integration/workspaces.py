@@ -81,6 +81,33 @@ models:
       android-arm64-cpu: [fp32]
 """
 
+# The workspace's own chipset profiles (targets/ overrides the built-in ones): they pin
+# the formats built here to TFLite, whatever formats the built-in profiles add.
+TARGET_PROFILES = {
+    "pixel-8": """\
+name: pixel-8
+description: Google Pixel 8, TFLite only
+soc: Google Tensor G3
+platform: android
+min_os: Android 14 (API 34)
+formats:
+  tflite:
+    delegates: [xnnpack, gpu, nnapi]
+    precisions: [fp32, fp16, dynamic_int8, int8]
+""",
+    "android-arm64-cpu": """\
+name: android-arm64-cpu
+description: Any arm64-v8a Android phone, CPU only, TFLite only
+soc: generic arm64-v8a
+platform: android
+min_os: Android 8.1 (API 27)
+formats:
+  tflite:
+    delegates: [xnnpack]
+    precisions: [fp32, dynamic_int8, int8]
+""",
+}
+
 DIGITS_RECIPE = '''\
 """A small dense network for scikit-learn's 8x8 digits, trained from a fixed seed."""
 import numpy as np
@@ -158,6 +185,15 @@ DOIT_IN_PROCESS = textwrap.dedent(
     sys.exit(code)
     """
 )
+
+# What TensorFlow, absl, Keras and tqdm print; none of it belongs on the console.
+NOISE = [
+    re.compile(r"WARNING: All log messages before absl"),
+    re.compile(r"^[IWEF]\d{4} ", re.M),  # absl / glog prefixes such as I0000 and W0000
+    re.compile(r"\b(oneDNN|cpu_feature_guard|TF_ENABLE_ONEDNN_OPTS|XNNPACK delegate|tensorflow/)"),
+    re.compile(r"\d+%\|"),  # tqdm bars
+    re.compile(r"\d+/\d+ \[[=>.]+\]"),  # Keras progress bars
+]
 
 TASK_LINE = re.compile(r"^(\.  |-- )(\S+)$")  # doit: `.  name` ran, `-- name` up to date
 

@@ -7,12 +7,15 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
+from modelmake.plan import FormatSupport
 from modelmake.spec import BUILTIN_PROFILES, SCHEMA_DIR, load_plan, load_profile, profile_files
 from modelmake.yamlfile import load_yaml
 
 from spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
 
 BUILTINS = sorted(BUILTIN_PROFILES.glob("*.yaml"))
+TFLITE_KEYS = "accelerator, delegates, integer_io, precisions, require_full_coverage"
+ONNX_KEYS = "accelerator, activation_type, execution_providers, opset, precisions, quantization, require_full_coverage"
 
 PIXEL_8_OVERRIDE = """\
 # This workspace's own idea of a Pixel 8
@@ -59,6 +62,93 @@ def test_the_built_in_profiles_say_what_the_spec_rules_rely_on():
     assert "fp16" not in profiles["android-arm64-cpu"].formats["tflite"].precisions
     assert profiles["pixel-8"].formats["tflite"].delegates == ("xnnpack", "gpu", "nnapi")
     assert {p.platform for p in profiles.values()} == {"android", "ios", "linux"}
+    # These build one artifact per format for each variant.
+    assert {name for name, p in profiles.items() if list(p.formats) == ["tflite", "onnx"]} == {
+        "android-arm64-cpu", "raspberry-pi-5", "snapdragon-8-gen-3"
+    }
+    assert list(profiles["pixel-8"].formats) == ["tflite"]
+    assert "fp16" not in profiles["android-arm64-cpu"].formats["onnx"].precisions
+    assert "dynamic_int8" not in profiles["snapdragon-8-gen-3"].formats["onnx"].precisions
+
+
+def test_the_built_in_profiles_carry_their_onnx_coreml_and_accelerator_settings():
+    profiles = {p.stem: load_profile(p, f"builtin:{p.name}") for p in BUILTINS}
+    snapdragon = profiles["snapdragon-8-gen-3"].formats
+
+    assert snapdragon["onnx"] == FormatSupport(
+        format="onnx",
+        precisions=("fp32", "fp16", "int8"),
+        execution_providers=("QNNExecutionProvider", "CPUExecutionProvider"),
+        opset=17,
+        quantization="qnn",
+        activation_type="uint16",
+        accelerator="qnn",
+    )
+    assert (snapdragon["tflite"].accelerator, snapdragon["tflite"].require_full_coverage) == ("npu", False)
+    assert profiles["pixel-8"].formats["tflite"].accelerator == "gpu"
+    assert profiles["android-arm64-cpu"].formats["onnx"].execution_providers == ("XnnpackExecutionProvider", "CPUExecutionProvider")
+    assert profiles["raspberry-pi-5"].formats["onnx"].accelerator is None
+    assert profiles["apple-a17"].formats["coreml"] == FormatSupport(
+        format="coreml", precisions=("fp32", "fp16", "int8"), compute_units="ALL", minimum_deployment_target="iOS17"
+    )
+
+
+def test_format_settings_a_profile_leaves_out_take_their_defaults(tmp_path):
+    minimal = """\
+        name: phone
+        soc: Some SoC
+        platform: android
+        formats:
+          tflite: {precisions: [fp32]}
+          onnx: {precisions: [fp32]}
+          coreml: {precisions: [fp16]}
+    """
+    workspace = make_workspace(tmp_path, profiles={"phone": minimal})
+    formats = load_profile(workspace / "targets" / "phone.yaml", "targets/phone.yaml").formats
+
+    assert formats["tflite"] == FormatSupport(format="tflite", precisions=("fp32",))
+    assert (formats["tflite"].delegates, formats["tflite"].integer_io, formats["tflite"].accelerator) == ((), False, None)
+    assert (formats["onnx"].execution_providers, formats["onnx"].opset) == ((), 17)
+    assert (formats["onnx"].quantization, formats["onnx"].activation_type, formats["onnx"].require_full_coverage) == ("cpu", "uint8", False)
+    assert (formats["coreml"].compute_units, formats["coreml"].minimum_deployment_target) == ("ALL", "iOS17")
+
+
+def test_a_profile_may_set_every_format_setting(tmp_path):
+    full = """\
+        name: phone
+        soc: Some SoC
+        platform: android
+        formats:
+          tflite: {precisions: [int8], delegates: [nnapi], integer_io: true, accelerator: npu, require_full_coverage: true}
+          onnx:
+            precisions: [fp32, int8]
+            execution_providers: [NnapiExecutionProvider]
+            opset: 21
+            quantization: qnn
+            activation_type: uint16
+            accelerator: qnn
+            require_full_coverage: false
+          coreml: {precisions: [fp16], compute_units: CPU_AND_NE, minimum_deployment_target: macOS14}
+    """
+    workspace = make_workspace(tmp_path, profiles={"phone": full})
+    formats = load_profile(workspace / "targets" / "phone.yaml", "targets/phone.yaml").formats
+
+    assert dict(formats) == {
+        "tflite": FormatSupport(
+            format="tflite", precisions=("int8",), delegates=("nnapi",), integer_io=True, accelerator="npu", require_full_coverage=True
+        ),
+        "onnx": FormatSupport(
+            format="onnx",
+            precisions=("fp32", "int8"),
+            execution_providers=("NnapiExecutionProvider",),
+            opset=21,
+            quantization="qnn",
+            activation_type="uint16",
+            accelerator="qnn",
+            require_full_coverage=False,
+        ),
+        "coreml": FormatSupport(format="coreml", precisions=("fp16",), compute_units="CPU_AND_NE", minimum_deployment_target="macOS14"),
+    }
 
 
 def test_the_schemas_themselves_are_valid():
@@ -121,7 +211,7 @@ def test_an_unknown_target_lists_the_workspace_profiles_too(tmp_path):
         pytest.param(
             ("    delegates", "    delegate"),
             "targets/pixel-8.yaml:7:5: formats -> tflite -> delegate: unknown key 'delegate'; "
-            "did you mean 'delegates'? allowed keys: delegates, integer_io, precisions",
+            f"did you mean 'delegates'? allowed keys: {TFLITE_KEYS}",
             id="unknown-key",
         ),
         pytest.param(
@@ -164,6 +254,67 @@ def test_an_unknown_target_lists_the_workspace_profiles_too(tmp_path):
             "targets/pixel-8.yaml:4:11: platform: 'Android' is not one of: android, ios, linux; did you mean 'android'?",
             id="platform",
         ),
+        pytest.param(
+            ("    precisions: [fp32, int8]\n", "    precisions: [fp32, int8]\n    execution_providers: [CPUExecutionProvider]\n"),
+            "targets/pixel-8.yaml:9:5: formats -> tflite -> execution_providers: unknown key 'execution_providers'; "
+            f"allowed keys: {TFLITE_KEYS}",
+            id="onnx-key-in-tflite",
+        ),
+        pytest.param(
+            ("    precisions: [fp32, int8]\n", "    precisions: [fp32, int8]\n    accelerator: tpu\n"),
+            "targets/pixel-8.yaml:9:18: formats -> tflite -> accelerator: 'tpu' is not one of: gpu, npu, qnn; did you mean 'npu'?",
+            id="accelerator",
+        ),
+        pytest.param(
+            ("    precisions: [fp32, int8]\n", "    precisions: [fp32, int8]\n    require_full_coverage: 1\n"),
+            "targets/pixel-8.yaml:9:28: formats -> tflite -> require_full_coverage: expected a boolean, got an integer 1 "
+            "(fail an artifact when any of its ops would fall back to the CPU)",
+            id="require-full-coverage",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  onnx: {precisions: [fp32], delegates: [qnn]}\n"),
+            f"targets/pixel-8.yaml:6:30: formats -> onnx -> delegates: unknown key 'delegates'; allowed keys: {ONNX_KEYS}",
+            id="tflite-key-in-onnx",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  onnx: {precisions: [fp32], quantization: qnnn}\n"),
+            "targets/pixel-8.yaml:6:44: formats -> onnx -> quantization: 'qnnn' is not one of: cpu, qnn; did you mean 'qnn'?",
+            id="onnx-quantization",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  onnx: {precisions: [int8], activation_type: int16}\n"),
+            "targets/pixel-8.yaml:6:47: formats -> onnx -> activation_type: "
+            "'int16' is not one of: uint8, uint16; did you mean 'uint16'?",
+            id="onnx-activation-type",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  onnx: {precisions: [fp32], opset: 12}\n"),
+            "targets/pixel-8.yaml:6:37: formats -> onnx -> opset: 12 is less than the minimum of 13",
+            id="onnx-opset",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  coreml: {precisions: [fp16], accelerator: npu}\n"),
+            "targets/pixel-8.yaml:6:32: formats -> coreml -> accelerator: unknown key 'accelerator'; "
+            "allowed keys: compute_units, minimum_deployment_target, precisions",
+            id="accelerator-in-coreml",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  coreml: {precisions: [fp16], compute_units: NE}\n"),
+            "targets/pixel-8.yaml:6:47: formats -> coreml -> compute_units: "
+            "'NE' is not one of: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE",
+            id="coreml-compute-units",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  coreml: {precisions: [fp16], minimum_deployment_target: ios17}\n"),
+            "targets/pixel-8.yaml:6:59: formats -> coreml -> minimum_deployment_target: "
+            "'ios17' is not one of: iOS15, iOS16, iOS17, iOS18, macOS12, macOS13, macOS14, macOS15; did you mean 'iOS17'?",
+            id="coreml-deployment-target",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  openvino: {precisions: [fp32]}\n"),
+            "targets/pixel-8.yaml:6:3: formats -> openvino: unknown key 'openvino'; allowed keys: coreml, onnx, tflite",
+            id="unknown-format",
+        ),
     ],
 )
 def test_a_bad_workspace_profile_is_named_with_its_file_and_line(tmp_path, replacement, expected):
@@ -179,7 +330,7 @@ def test_a_bad_profile_is_reported_once_where_models_yaml_first_uses_it(tmp_path
 
     assert spec_problems(make_workspace(tmp_path, spec, profiles={"pixel-8": broken})) == [
         "targets/pixel-8.yaml:7:5: formats -> tflite -> delegate: unknown key 'delegate'; "
-        "did you mean 'delegates'? allowed keys: delegates, integer_io, precisions",
+        f"did you mean 'delegates'? allowed keys: {TFLITE_KEYS}",
         "models.yaml:20:29: models -> digits -> targets -> pixel-8 -> 2: unknown variant 'int4'; did you mean 'int8'? "
         "variants of digits: fp32, fp16, int8 (declare it under models -> digits -> variants)",
     ]

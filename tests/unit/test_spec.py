@@ -24,7 +24,22 @@ NAME_RULE = (
     "it appears in task names and file names"
 )
 KNOWN_TARGETS = "android-arm64-cpu, apple-a17, pixel-8, raspberry-pi-5, snapdragon-8-gen-3"
-MEASURED = "size_kb, latency_ms, top1, top3, accuracy_drop"
+MEASURED = (
+    "size_kb, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, accelerator_coverage"
+)
+BUILDS = (
+    "tflite from keras/saved_model/recipe/tflite sources; onnx from keras/saved_model/recipe/tflite/onnx sources; "
+    "coreml from keras/saved_model/recipe sources"
+)
+# The parity tolerances each precision gets by default when the model has evaluation data.
+FP32_PARITY = (
+    Budget(key="min_cosine_similarity", metric="cosine_similarity", bound="min", limit=0.9999),
+    Budget(key="min_top1_agreement", metric="top1_agreement", bound="min", limit=0.99),
+)
+INT8_PARITY = (
+    Budget(key="min_cosine_similarity", metric="cosine_similarity", bound="min", limit=0.98),
+    Budget(key="min_top1_agreement", metric="top1_agreement", bound="min", limit=0.95),
+)
 
 
 def problems_for(tmp_path, *replacements, files=None, environ=None):
@@ -42,10 +57,15 @@ def test_valid_spec_compiles_to_one_artifact_per_variant_and_target(tmp_path):
         "digits.fp16.tflite@pixel-8",
         "digits.int8.tflite@pixel-8",
         "digits.int8.tflite@snapdragon-8-gen-3",
+        # snapdragon-8-gen-3's profile lists tflite and onnx: one artifact per format.
+        "digits.int8.onnx@snapdragon-8-gen-3",
     ]
     int8 = next(a for a in plan.artifacts() if a.id == "digits.int8.tflite@pixel-8")
     assert (int8.model, int8.variant, int8.format, int8.target, int8.precision) == ("digits", "int8", "tflite", "pixel-8", "int8")
     assert int8.name == "digits.int8.tflite"
+    onnx = next(a for a in plan.artifacts() if a.format == "onnx")
+    assert (onnx.name, onnx.target, onnx.precision, onnx.integer_io) == ("digits.int8.onnx", "snapdragon-8-gen-3", "int8", False)
+    assert (int8.per_channel, int8.palettize, int8.selection, int8.preference) == (True, None, None, 2)
     assert list(plan.targets) == ["pixel-8", "snapdragon-8-gen-3"]
     assert plan.targets["pixel-8"].profile_file == "builtin:pixel-8.yaml"
     assert plan.spec_file == "models.yaml"
@@ -68,17 +88,20 @@ def test_budgets_are_merged_with_the_per_target_overrides(tmp_path):
     plan = load_plan(make_workspace(tmp_path), environ={})
     budgets = {a.id: a.budgets for a in plan.artifacts()}
 
-    assert budgets["digits.int8.tflite@pixel-8"] == (
+    # The precision's parity tolerances come first, then the model's budgets.
+    assert budgets["digits.int8.tflite@pixel-8"] == INT8_PARITY + (
         Budget(key="max_size_kb", metric="size_kb", bound="max", limit=200.0),
         Budget(key="max_accuracy_drop", metric="accuracy_drop", bound="max", limit=0.005),
         Budget(key="max_latency_ms", metric="latency_ms", bound="max", limit=33.0),
     )
+    assert budgets["digits.fp32.tflite@pixel-8"][:2] == FP32_PARITY
     # The override replaces the model's latency budget for this target only, and keeps the others.
-    assert budgets["digits.int8.tflite@snapdragon-8-gen-3"] == (
+    assert budgets["digits.int8.tflite@snapdragon-8-gen-3"] == INT8_PARITY + (
         Budget(key="max_size_kb", metric="size_kb", bound="max", limit=200.0),
         Budget(key="max_accuracy_drop", metric="accuracy_drop", bound="max", limit=0.005),
         Budget(key="max_latency_ms", metric="latency_ms", bound="max", limit=10.0),
     )
+    assert budgets["digits.int8.onnx@snapdragon-8-gen-3"] == budgets["digits.int8.tflite@snapdragon-8-gen-3"]
 
 
 def test_an_override_may_add_a_budget_the_model_does_not_set(tmp_path):
@@ -109,7 +132,9 @@ def test_integer_io_is_set_for_int8_only_on_a_profile_that_asks_for_it(tmp_path)
         "digits.fp16.tflite@pixel-8": False,
         "digits.int8.tflite@pixel-8": False,  # pixel-8's profile has no integer_io
         "digits.fp16.tflite@snapdragon-8-gen-3": False,  # integer_io applies to full int8 only
+        "digits.fp16.onnx@snapdragon-8-gen-3": False,
         "digits.int8.tflite@snapdragon-8-gen-3": True,
+        "digits.int8.onnx@snapdragon-8-gen-3": False,  # the profile sets integer_io for tflite only
     }
 
 
@@ -174,7 +199,15 @@ def test_the_repository_models_yaml_compiles():
     assert artifacts["digits.int8.tflite@snapdragon-8-gen-3"].integer_io
     assert {b.key: b.limit for b in artifacts["digits.fp32.tflite@raspberry-pi-5"].budgets}["max_latency_ms"] == 10.0
     assert {b.key: b.limit for b in artifacts["digits.fp32.tflite@pixel-8"].budgets}["max_latency_ms"] == 5.0
-    assert all(a.format == "tflite" for a in artifacts.values())
+    assert {a.format for a in artifacts.values()} == {"tflite", "onnx", "coreml"}
+    assert {a.format for a in artifacts.values() if a.target == "apple-a17"} == {"coreml"}
+    assert artifacts["digits.palette4.coreml@apple-a17"].palettize == 4
+    assert not artifacts["mobilenet.int8.tflite@snapdragon-8-gen-3"].per_channel
+    mobilenet_on_pixel_8 = [a for a in artifacts.values() if a.model == "mobilenet" and a.target == "pixel-8"]
+    assert [(a.variant, a.selection, a.preference) for a in mobilenet_on_pixel_8] == [
+        ("fp32", "first_passing", 0), ("fp16", "first_passing", 1), ("int8", "first_passing", 2),
+    ]
+    assert [c for c, _ in plan.models[0].evaluation.conditions] == ["dim", "blur", "noise"]
 
 
 def test_a_spec_error_exits_with_code_2(tmp_path):
@@ -191,7 +224,7 @@ def test_a_spec_error_exits_with_code_2(tmp_path):
 def test_an_unknown_key_names_its_line_and_column_and_suggests_the_right_one(tmp_path):
     assert problems_for(tmp_path, ("int8: {quantize: int8}", "int8: {quantise: int8}")) == [
         "models.yaml:17:14: models -> digits -> variants -> int8 -> quantise: "
-        "unknown key 'quantise'; did you mean 'quantize'? allowed keys: per_channel, quantize",
+        "unknown key 'quantise'; did you mean 'quantize'? allowed keys: budgets, palettize, per_channel, quantize",
     ]
 
 
@@ -220,7 +253,7 @@ def test_all_schema_errors_are_reported_at_once_in_file_order(tmp_path):
         "models.yaml:5:18: bundle -> signing -> key: 'MODELMAKE_KEY' is not valid: "
         "expected env:VARIABLE or file:path/relative/to/workspace",
         "models.yaml:18:14: models -> digits -> variants -> int8 -> quantise: "
-        "unknown key 'quantise'; did you mean 'quantize'? allowed keys: per_channel, quantize",
+        "unknown key 'quantise'; did you mean 'quantize'? allowed keys: budgets, palettize, per_channel, quantize",
         "models.yaml:22:28: models -> digits -> budgets -> max_size_kb: expected a number, got a string 'big'",
     ]
 
@@ -353,7 +386,7 @@ def test_an_empty_models_yaml_lists_what_it_needs(tmp_path):
         pytest.param(
             ("snapdragon-8-gen-3: [int8]", "snapdragon-8-gen-3: []"),
             "models.yaml:20:27: models -> digits -> targets -> snapdragon-8-gen-3: "
-            "must not be empty: expected the variants to build for this target",
+            "must not be empty: expected the variants to build for this target; each must pass its budgets",
             id="empty-target",
         ),
         pytest.param(
@@ -442,12 +475,16 @@ def test_a_precision_the_target_profile_does_not_list(tmp_path):
     )
 
     assert problems == [
-        "models.yaml:21:34: models -> digits -> targets -> snapdragon-8-gen-3 -> 1: snapdragon-8-gen-3 cannot run "
-        "dynamic_int8 in tflite (its profile builtin:snapdragon-8-gen-3.yaml lists fp32, fp16, int8): "
-        "remove 'dynamic' from this target or pick another precision",
-        "models.yaml:22:27: models -> digits -> targets -> android-arm64-cpu -> 0: android-arm64-cpu cannot run "
-        "fp16 in tflite (its profile builtin:android-arm64-cpu.yaml lists fp32, dynamic_int8, int8): "
-        "remove 'fp16' from this target or pick another precision",
+        # Each format the target builds is judged on its own list.
+        f"models.yaml:21:34: models -> digits -> targets -> snapdragon-8-gen-3 -> 1: snapdragon-8-gen-3 cannot run "
+        f"dynamic_int8 in {fmt} (its profile builtin:snapdragon-8-gen-3.yaml lists fp32, fp16, int8): "
+        "remove 'dynamic' from this target or pick another precision"
+        for fmt in ("tflite", "onnx")
+    ] + [
+        f"models.yaml:22:27: models -> digits -> targets -> android-arm64-cpu -> 0: android-arm64-cpu cannot run "
+        f"fp16 in {fmt} (its profile builtin:android-arm64-cpu.yaml lists fp32, dynamic_int8, int8): "
+        "remove 'fp16' from this target or pick another precision"
+        for fmt in ("tflite", "onnx")
     ]
 
 
@@ -461,7 +498,7 @@ def test_a_budget_on_a_top_k_the_model_does_not_report(tmp_path):
 def test_an_accuracy_budget_without_evaluation_data(tmp_path):
     assert problems_for(tmp_path, ("      evaluation: {recipe: recipes/digits.py, split: test}\n", "")) == [
         "models.yaml:20:33: models -> digits -> budgets -> max_accuracy_drop: no metric 'accuracy_drop' to budget; "
-        "this model measures: size_kb, latency_ms; "
+        "this model measures: size_kb, latency_ms, accelerator_coverage; "
         "accuracy_drop is measured on evaluation data: add models -> digits -> data -> evaluation",
     ]
 
@@ -556,7 +593,12 @@ def test_a_tflite_source_with_fp32_variants_compiles(tmp_path):
     )
     plan = load_plan(make_workspace(tmp_path, spec, files=files), environ={})
 
-    assert [a.id for a in plan.artifacts()] == ["digits.fp32.tflite@pixel-8", "digits.fp32.tflite@snapdragon-8-gen-3"]
+    # ONNX is converted from a tflite source too; Core ML is not.
+    assert [a.id for a in plan.artifacts()] == [
+        "digits.fp32.tflite@pixel-8",
+        "digits.fp32.tflite@snapdragon-8-gen-3",
+        "digits.fp32.onnx@snapdragon-8-gen-3",
+    ]
     assert plan.models[0].source.function == ""
 
 
@@ -568,25 +610,40 @@ def test_a_recipe_only_key_on_another_source(tmp_path):
     ]
 
 
-def test_a_target_whose_formats_this_engine_cannot_build(tmp_path):
-    added = "snapdragon-8-gen-3: [int8]\n      apple-a17: [fp16, int8]"
-    assert problems_for(tmp_path, ("snapdragon-8-gen-3: [int8]", added)) == [
-        "models.yaml:21:7: models -> digits -> targets -> apple-a17: modelmake cannot build any format apple-a17 runs "
-        "(coreml) from this model's recipe source; it builds tflite from keras/saved_model/recipe/tflite sources: "
-        "remove apple-a17 from this model's targets",
+def test_a_target_whose_formats_this_engine_cannot_build_from_the_source(tmp_path):
+    files = {**DEFAULT_FILES, "models/digits.tflite": ""}
+    spec = edit(
+        VALID_SPEC,
+        ("source: {recipe: recipes/digits.py}", "source: {tflite: models/digits.tflite}"),
+        ("      fp16: {quantize: fp16}\n      int8: {quantize: int8}\n", ""),
+        ("      pixel-8: [fp32, fp16, int8]\n      snapdragon-8-gen-3: [int8]\n", "      apple-a17: [fp32]\n"),
+        ("    budget_overrides:\n      snapdragon-8-gen-3: {max_latency_ms: 10}\n", ""),
+    )
+
+    assert spec_problems(make_workspace(tmp_path, spec, files=files)) == [
+        "models.yaml:17:7: models -> digits -> targets -> apple-a17: modelmake cannot build any format apple-a17 runs "
+        f"(coreml) from this model's tflite source; it builds {BUILDS}: remove apple-a17 from this model's targets",
     ]
 
 
-def test_a_source_kind_that_no_format_is_built_from(tmp_path):
+def test_an_onnx_source_builds_onnx_only(tmp_path):
+    # pixel-8 runs tflite only and apple-a17 coreml only: neither is made from ONNX; snapdragon-8-gen-3 also runs onnx.
     files = {**DEFAULT_FILES, "models/digits.onnx": ""}
-    problems = problems_for(tmp_path, ("source: {recipe: recipes/digits.py}", "source: {onnx: models/digits.onnx}"), files=files)
+    spec = edit(
+        VALID_SPEC,
+        ("source: {recipe: recipes/digits.py}", "source: {onnx: models/digits.onnx}"),
+        ("snapdragon-8-gen-3: [int8]\n", "snapdragon-8-gen-3: [int8]\n      apple-a17: [fp32]\n"),
+    )
+    workspace = make_workspace(tmp_path, spec, files=files)
 
-    assert problems == [
+    assert spec_problems(workspace) == [
         f"models.yaml:{line}:7: models -> digits -> targets -> {target}: modelmake cannot build any format {target} runs "
-        "(tflite) from this model's onnx source; it builds tflite from keras/saved_model/recipe/tflite sources: "
-        f"remove {target} from this model's targets"
-        for line, target in [(19, "pixel-8"), (20, "snapdragon-8-gen-3")]
+        f"({fmt}) from this model's onnx source; it builds {BUILDS}: remove {target} from this model's targets"
+        for line, target, fmt in [(19, "pixel-8", "tflite"), (21, "apple-a17", "coreml")]
     ]
+    spec = edit(spec, ("      pixel-8: [fp32, fp16, int8]\n", ""), ("      apple-a17: [fp32]\n", ""))
+    plan = load_plan(make_workspace(tmp_path, spec, files=files), environ={})
+    assert [a.id for a in plan.artifacts()] == ["digits.int8.onnx@snapdragon-8-gen-3"]
 
 
 @pytest.mark.parametrize(
@@ -680,3 +737,572 @@ def test_problems_in_two_models_are_reported_together(tmp_path):
         "models.yaml:27:15: models -> letters -> targets -> pixel-9: unknown target 'pixel-9'; did you mean 'pixel-8'? "
         f"known targets: {KNOWN_TARGETS} (add targets/pixel-9.yaml to define it)",
     ]
+
+
+# ------------------------------------------------------------------ formats
+
+
+def test_apple_a17_builds_core_ml_from_a_recipe(tmp_path):
+    spec = edit(VALID_SPEC, ("snapdragon-8-gen-3: [int8]\n", "snapdragon-8-gen-3: [int8]\n      apple-a17: [fp16, int8]\n"))
+    plan = load_plan(make_workspace(tmp_path, spec), environ={})
+    apple = [a for a in plan.artifacts() if a.target == "apple-a17"]
+
+    assert [(a.id, a.precision, a.integer_io) for a in apple] == [
+        ("digits.fp16.coreml@apple-a17", "fp16", False),
+        ("digits.int8.coreml@apple-a17", "int8", False),
+    ]
+    assert plan.targets["apple-a17"].formats["coreml"].compute_units == "ALL"
+
+
+def test_a_target_that_runs_tflite_and_onnx_gets_each_variant_in_both(tmp_path):
+    spec = edit(VALID_SPEC, ("snapdragon-8-gen-3: [int8]\n", "snapdragon-8-gen-3: [int8]\n      raspberry-pi-5: [fp32, int8]\n"))
+    plan = load_plan(make_workspace(tmp_path, spec), environ={})
+
+    assert [(a.id, a.preference) for a in plan.artifacts() if a.target == "raspberry-pi-5"] == [
+        ("digits.fp32.tflite@raspberry-pi-5", 0),
+        ("digits.fp32.onnx@raspberry-pi-5", 0),
+        ("digits.int8.tflite@raspberry-pi-5", 1),
+        ("digits.int8.onnx@raspberry-pi-5", 1),
+    ]
+    assert len({a.id for a in plan.artifacts()}) == len(list(plan.artifacts()))
+
+
+# ------------------------------------------------------------------ budgets and parity tolerances
+
+
+def test_budgets_merge_defaults_then_model_then_variant_then_target(tmp_path):
+    spec = edit(
+        VALID_SPEC,
+        ("int8: {quantize: int8}", "int8: {quantize: int8, budgets: {min_top1_agreement: 0.9, max_size_kb: 100, max_max_abs_error: 0.5}}"),
+        ("max_size_kb: 200,", "max_size_kb: 200, min_cosine_similarity: 0.97,"),
+        ("{max_latency_ms: 10}", "{max_latency_ms: 10, max_size_kb: 50}"),
+    )
+    budgets = {a.id: a.budgets for a in load_plan(make_workspace(tmp_path, spec), environ={}).artifacts()}
+
+    def budget(key, limit):
+        return Budget.parse(key, limit)
+
+    # A replaced budget keeps the place of the first one of its name.
+    assert budgets["digits.int8.tflite@pixel-8"] == (
+        budget("min_cosine_similarity", 0.97),  # int8 default 0.98, replaced by the model's
+        budget("min_top1_agreement", 0.9),  # int8 default 0.95, replaced by the variant's
+        budget("max_size_kb", 100),  # the model's 200, replaced by the variant's
+        budget("max_accuracy_drop", 0.005),
+        budget("max_latency_ms", 33),
+        budget("max_max_abs_error", 0.5),  # the variant's own
+    )
+    assert budgets["digits.int8.tflite@snapdragon-8-gen-3"] == (
+        budget("min_cosine_similarity", 0.97),
+        budget("min_top1_agreement", 0.9),
+        budget("max_size_kb", 50),  # the target's override wins over the variant's
+        budget("max_accuracy_drop", 0.005),
+        budget("max_latency_ms", 10),
+        budget("max_max_abs_error", 0.5),
+    )
+    # Another variant has neither the variant's budgets nor int8's tolerances.
+    assert budgets["digits.fp16.tflite@pixel-8"] == (
+        budget("min_cosine_similarity", 0.97),
+        budget("min_top1_agreement", 0.98),
+        budget("max_size_kb", 200),
+        budget("max_accuracy_drop", 0.005),
+        budget("max_latency_ms", 33),
+    )
+
+
+def test_without_evaluation_data_no_parity_tolerances_are_added(tmp_path):
+    spec = edit(VALID_SPEC, ("      evaluation: {recipe: recipes/digits.py, split: test}\n", ""), ("max_accuracy_drop: 0.005, ", ""))
+    plan = load_plan(make_workspace(tmp_path, spec), environ={})
+
+    assert {a.id: [b.key for b in a.budgets] for a in plan.artifacts()} == {
+        "digits.fp32.tflite@pixel-8": ["max_size_kb", "max_latency_ms"],
+        "digits.fp16.tflite@pixel-8": ["max_size_kb", "max_latency_ms"],
+        "digits.int8.tflite@pixel-8": ["max_size_kb", "max_latency_ms"],
+        "digits.int8.tflite@snapdragon-8-gen-3": ["max_size_kb", "max_latency_ms"],
+        "digits.int8.onnx@snapdragon-8-gen-3": ["max_size_kb", "max_latency_ms"],
+    }
+
+
+def test_require_full_coverage_adds_a_full_coverage_budget_for_that_format(tmp_path):
+    npu_phone = """\
+        name: npu-phone
+        soc: Some SoC with an NPU
+        platform: android
+        formats:
+          tflite: {precisions: [fp32, int8], accelerator: npu, require_full_coverage: true}
+          onnx: {precisions: [int8], accelerator: qnn}
+    """
+    spec = edit(VALID_SPEC, ("snapdragon-8-gen-3: [int8]\n", "snapdragon-8-gen-3: [int8]\n      npu-phone: [int8]\n"))
+    plan = load_plan(make_workspace(tmp_path, spec, profiles={"npu-phone": npu_phone}), environ={})
+    budgets = {a.id: a.budgets for a in plan.artifacts() if a.target == "npu-phone"}
+
+    assert budgets["digits.int8.tflite@npu-phone"] == INT8_PARITY + (
+        Budget(key="min_accelerator_coverage", metric="accelerator_coverage", bound="min", limit=1.0),
+        Budget(key="max_size_kb", metric="size_kb", bound="max", limit=200.0),
+        Budget(key="max_accuracy_drop", metric="accuracy_drop", bound="max", limit=0.005),
+        Budget(key="max_latency_ms", metric="latency_ms", bound="max", limit=33.0),
+    )
+    # The onnx section names an accelerator but does not require full coverage.
+    assert "min_accelerator_coverage" not in {b.key for b in budgets["digits.int8.onnx@npu-phone"]}
+
+
+def test_parity_and_coverage_metrics_may_be_budgeted(tmp_path):
+    spec = edit(
+        VALID_SPEC,
+        ("max_size_kb: 200,", "max_size_kb: 200, max_max_abs_error: 0.1, min_top1_agreement: 0.97, min_accelerator_coverage: 0.5,"),
+    )
+    plan = load_plan(make_workspace(tmp_path, spec), environ={})
+    budget = {b.key: b for b in next(plan.artifacts()).budgets}
+
+    assert (budget["max_max_abs_error"].metric, budget["max_max_abs_error"].bound) == ("max_abs_error", "max")
+    assert budget["min_top1_agreement"].limit == 0.97
+    assert budget["min_accelerator_coverage"].metric == "accelerator_coverage"
+
+
+def test_a_parity_budget_without_evaluation_data(tmp_path):
+    problems = problems_for(
+        tmp_path,
+        ("      evaluation: {recipe: recipes/digits.py, split: test}\n", ""),
+        ("max_accuracy_drop: 0.005, ", "min_cosine_similarity: 0.99, "),
+    )
+
+    assert problems == [
+        "models.yaml:20:33: models -> digits -> budgets -> min_cosine_similarity: no metric 'cosine_similarity' to budget; "
+        "this model measures: size_kb, latency_ms, accelerator_coverage; "
+        "cosine_similarity is measured on evaluation data: add models -> digits -> data -> evaluation",
+    ]
+
+
+def test_an_unknown_metric_in_a_variant_budget(tmp_path):
+    assert problems_for(tmp_path, ("int8: {quantize: int8}", "int8: {quantize: int8, budgets: {min_cosine_similarty: 0.99}}")) == [
+        "models.yaml:17:40: models -> digits -> variants -> int8 -> budgets -> min_cosine_similarty: "
+        f"no metric 'cosine_similarty' to budget; this model measures: {MEASURED}; did you mean 'cosine_similarity'?",
+    ]
+
+
+def test_a_budget_named_like_a_metric_says_to_add_the_bound(tmp_path):
+    # The metric max_abs_error is bounded as max_max_abs_error; max_abs_error alone reads as max_ of abs_error.
+    assert problems_for(tmp_path, ("max_size_kb: 200,", "max_size_kb: 200, max_abs_error: 0.1,")) == [
+        "models.yaml:21:33: models -> digits -> budgets -> max_abs_error: no metric 'abs_error' to budget; "
+        f"this model measures: {MEASURED}; 'max_abs_error' is itself a metric: write max_max_abs_error or min_max_abs_error",
+    ]
+
+
+def test_a_variant_budget_name_must_start_with_max_or_min(tmp_path):
+    assert problems_for(tmp_path, ("int8: {quantize: int8}", "int8: {quantize: int8, budgets: {cosine_similarity: 0.99}}")) == [
+        "models.yaml:17:40: models -> digits -> variants -> int8 -> budgets -> cosine_similarity: "
+        "invalid name 'cosine_similarity': expected max_<metric> or min_<metric>, e.g. max_size_kb or min_top1",
+    ]
+
+
+# ------------------------------------------------------------------ variants: per_channel and palettize
+
+
+def test_per_channel_false_is_carried_on_the_int8_artifacts(tmp_path):
+    spec = edit(VALID_SPEC, ("int8: {quantize: int8}", "int8: {quantize: int8, per_channel: false}"))
+    plan = load_plan(make_workspace(tmp_path, spec), environ={})
+
+    assert {a.id: a.per_channel for a in plan.artifacts()} == {
+        "digits.fp32.tflite@pixel-8": True,
+        "digits.fp16.tflite@pixel-8": True,
+        "digits.int8.tflite@pixel-8": False,
+        "digits.int8.tflite@snapdragon-8-gen-3": False,
+        "digits.int8.onnx@snapdragon-8-gen-3": False,
+    }
+
+
+def test_per_channel_on_a_variant_that_is_not_int8(tmp_path):
+    # Reported once, at the variant, though fp16 is built for one target and fp32 for one.
+    problems = problems_for(
+        tmp_path,
+        ("fp16: {quantize: fp16}", "fp16: {quantize: fp16, per_channel: false}"),
+        ("fp32: {}", "fp32: {per_channel: false}"),
+    )
+
+    assert problems == [
+        "models.yaml:15:27: models -> digits -> variants -> fp32 -> per_channel: "
+        "per_channel applies to int8 variants only ('fp32' is fp32): remove it",
+        "models.yaml:16:43: models -> digits -> variants -> fp16 -> per_channel: "
+        "per_channel applies to int8 variants only ('fp16' is fp16): remove it",
+    ]
+
+
+def test_per_channel_true_is_the_default_and_allowed_anywhere(tmp_path):
+    spec = edit(VALID_SPEC, ("fp16: {quantize: fp16}", "fp16: {quantize: fp16, per_channel: true}"))
+
+    assert all(a.per_channel for a in load_plan(make_workspace(tmp_path, spec), environ={}).artifacts())
+
+
+def test_a_palettized_variant_for_a_core_ml_target(tmp_path):
+    spec = edit(
+        VALID_SPEC,
+        ("      int8: {quantize: int8}\n", "      int8: {quantize: int8}\n      palette4: {quantize: fp16, palettize: 4}\n"),
+        ("snapdragon-8-gen-3: [int8]\n", "snapdragon-8-gen-3: [int8]\n      apple-a17: [fp16, palette4]\n"),
+    )
+    plan = load_plan(make_workspace(tmp_path, spec), environ={})
+
+    assert [(a.id, a.precision, a.palettize) for a in plan.artifacts() if a.target == "apple-a17"] == [
+        ("digits.fp16.coreml@apple-a17", "fp16", None),
+        ("digits.palette4.coreml@apple-a17", "fp16", 4),
+    ]
+
+
+def test_a_palettized_variant_for_a_target_that_builds_tflite_or_onnx(tmp_path):
+    problems = problems_for(
+        tmp_path,
+        ("      int8: {quantize: int8}\n", "      int8: {quantize: int8}\n      palette4: {quantize: fp16, palettize: 4}\n"),
+        ("[fp32, fp16, int8]", "[fp32, palette4]"),
+        ("snapdragon-8-gen-3: [int8]", "snapdragon-8-gen-3: [palette4]"),
+    )
+
+    assert problems == [
+        "models.yaml:20:23: models -> digits -> targets -> pixel-8 -> 1: 'palette4' palettizes weights, which only Core ML does, "
+        "but pixel-8 builds tflite: list this variant only for Core ML targets",
+    ] + [
+        "models.yaml:21:28: models -> digits -> targets -> snapdragon-8-gen-3 -> 0: 'palette4' palettizes weights, "
+        f"which only Core ML does, but snapdragon-8-gen-3 builds {fmt}: list this variant only for Core ML targets"
+        for fmt in ("tflite", "onnx")
+    ]
+
+
+def test_palettize_takes_2_4_6_or_8_bits(tmp_path):
+    assert problems_for(tmp_path, ("fp16: {quantize: fp16}", "fp16: {quantize: fp16, palettize: 3}")) == [
+        "models.yaml:16:41: models -> digits -> variants -> fp16 -> palettize: 3 is not one of: 2, 4, 6, 8",
+    ]
+
+
+# ------------------------------------------------------------------ targets that ship one of several variants
+
+
+def test_a_prefer_entry_marks_its_artifacts_for_selection_in_order(tmp_path):
+    spec = edit(VALID_SPEC, ("pixel-8: [fp32, fp16, int8]", "pixel-8: {prefer: [int8, fp16, fp32], select: first_passing}"))
+    plan = load_plan(make_workspace(tmp_path, spec), environ={})
+
+    assert [(a.id, a.selection, a.preference) for a in plan.artifacts()] == [
+        ("digits.int8.tflite@pixel-8", "first_passing", 0),
+        ("digits.fp16.tflite@pixel-8", "first_passing", 1),
+        ("digits.fp32.tflite@pixel-8", "first_passing", 2),
+        # A plain list builds and ships every variant.
+        ("digits.int8.tflite@snapdragon-8-gen-3", None, 0),
+        ("digits.int8.onnx@snapdragon-8-gen-3", None, 0),
+    ]
+
+
+def test_select_defaults_to_first_passing(tmp_path):
+    spec = edit(VALID_SPEC, ("snapdragon-8-gen-3: [int8]", "snapdragon-8-gen-3: {prefer: [int8, fp16]}"))
+    plan = load_plan(make_workspace(tmp_path, spec), environ={})
+
+    assert [(a.id, a.selection, a.preference) for a in plan.artifacts() if a.target == "snapdragon-8-gen-3"] == [
+        ("digits.int8.tflite@snapdragon-8-gen-3", "first_passing", 0),
+        ("digits.int8.onnx@snapdragon-8-gen-3", "first_passing", 0),
+        ("digits.fp16.tflite@snapdragon-8-gen-3", "first_passing", 1),
+        ("digits.fp16.onnx@snapdragon-8-gen-3", "first_passing", 1),
+    ]
+
+
+def test_an_unknown_variant_in_prefer_is_reported_in_the_prefer_list(tmp_path):
+    assert problems_for(tmp_path, ("pixel-8: [fp32, fp16, int8]", "pixel-8: {prefer: [fp32, fp16, int4]}")) == [
+        "models.yaml:19:38: models -> digits -> targets -> pixel-8 -> prefer -> 2: unknown variant 'int4'; "
+        "did you mean 'int8'? variants of digits: fp32, fp16, int8 (declare it under models -> digits -> variants)",
+    ]
+
+
+def test_a_precision_the_target_cannot_run_in_a_prefer_list(tmp_path):
+    problems = problems_for(
+        tmp_path,
+        ("      int8: {quantize: int8}\n", "      int8: {quantize: int8}\n      dynamic: {quantize: dynamic_int8}\n"),
+        ("snapdragon-8-gen-3: [int8]", "snapdragon-8-gen-3: {prefer: [dynamic, int8]}"),
+    )
+
+    assert problems == [
+        "models.yaml:21:37: models -> digits -> targets -> snapdragon-8-gen-3 -> prefer -> 0: snapdragon-8-gen-3 cannot run "
+        f"dynamic_int8 in {fmt} (its profile builtin:snapdragon-8-gen-3.yaml lists fp32, fp16, int8): "
+        "remove 'dynamic' from this target or pick another precision"
+        for fmt in ("tflite", "onnx")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        pytest.param(
+            "{prefer: []}",
+            ["models.yaml:20:36: models -> digits -> targets -> snapdragon-8-gen-3 -> prefer: "
+             "must not be empty: expected variants in order of preference"],
+            id="empty-prefer",
+        ),
+        pytest.param(
+            "{prefer: [int8, fp16, int8]}",
+            ["models.yaml:20:36: models -> digits -> targets -> snapdragon-8-gen-3 -> prefer: "
+             "lists 'int8' more than once: remove the repeats"],
+            id="repeated-prefer",
+        ),
+        pytest.param(
+            "{prefer: [int8], select: best}",
+            ["models.yaml:20:52: models -> digits -> targets -> snapdragon-8-gen-3 -> select: 'best' is not one of: first_passing"],
+            id="select",
+        ),
+        pytest.param(
+            "{prefers: [int8]}",
+            [
+                "models.yaml:20:7: models -> digits -> targets -> snapdragon-8-gen-3: missing required key 'prefer'",
+                "models.yaml:20:28: models -> digits -> targets -> snapdragon-8-gen-3 -> prefers: "
+                "unknown key 'prefers'; did you mean 'prefer'? allowed keys: prefer, select",
+            ],
+            id="misspelt-prefer",
+        ),
+        pytest.param(
+            "int8",
+            ["models.yaml:20:27: models -> digits -> targets -> snapdragon-8-gen-3: 'int8' is not valid: "
+             "expected a list of variants to build, or {prefer: [variants...], select: first_passing} to ship one"],
+            id="not-a-list",
+        ),
+        pytest.param(
+            "[Int8]",
+            [f"models.yaml:20:28: models -> digits -> targets -> snapdragon-8-gen-3 -> 0: 'Int8' is not valid: {NAME_RULE}"],
+            id="variant-name",
+        ),
+    ],
+)
+def test_a_bad_target_entry_is_reported_inside_it(tmp_path, entry, expected):
+    assert problems_for(tmp_path, ("snapdragon-8-gen-3: [int8]", f"snapdragon-8-gen-3: {entry}")) == expected
+
+
+# ------------------------------------------------------------------ evaluation conditions
+
+CONDITIONS = "split: test, conditions: {dim: 0.6, blur: 0.8, noise: 0.08}}"
+
+
+def test_evaluation_conditions_add_metrics_that_budgets_may_use(tmp_path):
+    spec = edit(
+        VALID_SPEC,
+        ("split: test}", CONDITIONS.replace("dim: 0.6, blur: 0.8, noise: 0.08", "noise: 0.08, dim: 0.6")),
+        ("max_size_kb: 200,", "max_size_kb: 200, min_top1_dim: 0.9,"),
+        ("{max_latency_ms: 10}", "{max_latency_ms: 10, min_top1_noise: 0.85}"),
+    )
+    (model,) = load_plan(make_workspace(tmp_path, spec), environ={}).models
+    budgets = {a.id: {b.key: (b.metric, b.limit) for b in a.budgets} for a in model.artifacts}
+
+    # Kept in a fixed order whatever the order in the spec.
+    assert model.evaluation.conditions == (("dim", 0.6), ("noise", 0.08))
+    assert model.calibration.conditions == ()
+    assert budgets["digits.int8.tflite@pixel-8"]["min_top1_dim"] == ("top1_dim", 0.9)
+    assert "min_top1_noise" not in budgets["digits.int8.tflite@pixel-8"]
+    assert budgets["digits.int8.onnx@snapdragon-8-gen-3"]["min_top1_noise"] == ("top1_noise", 0.85)
+
+
+def test_a_budget_on_a_condition_the_evaluation_data_does_not_declare(tmp_path):
+    problems = problems_for(
+        tmp_path,
+        ("split: test}", "split: test, conditions: {dim: 0.6}}"),
+        ("max_size_kb: 200,", "max_size_kb: 200, min_top1_blur: 0.9,"),
+    )
+
+    assert problems == [
+        "models.yaml:21:33: models -> digits -> budgets -> min_top1_blur: no metric 'top1_blur' to budget; "
+        f"this model measures: size_kb, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, "
+        "top1_dim, accelerator_coverage; to measure top1_blur add blur to models -> digits -> data -> evaluation -> conditions",
+    ]
+
+
+def test_a_condition_budget_without_evaluation_data(tmp_path):
+    problems = problems_for(
+        tmp_path,
+        ("      evaluation: {recipe: recipes/digits.py, split: test}\n", ""),
+        ("max_accuracy_drop: 0.005, ", "min_top1_noise: 0.9, "),
+    )
+
+    assert problems == [
+        "models.yaml:20:33: models -> digits -> budgets -> min_top1_noise: no metric 'top1_noise' to budget; "
+        "this model measures: size_kb, latency_ms, accelerator_coverage; "
+        "top1_noise is measured on evaluation data: add models -> digits -> data -> evaluation",
+    ]
+
+
+def test_conditions_on_calibration_data(tmp_path):
+    assert problems_for(tmp_path, ("samples: 200}", "samples: 200, conditions: {dim: 0.5}}")) == [
+        "models.yaml:9:82: models -> digits -> data -> calibration -> conditions: "
+        "conditions apply to evaluation data only: move them to data -> evaluation",
+    ]
+
+
+def test_blur_needs_inputs_with_spatial_axes(tmp_path):
+    assert problems_for(tmp_path, ("split: test}", CONDITIONS), ("layout: NHWC", "layout: NC")) == [
+        "models.yaml:10:83: models -> digits -> data -> evaluation -> conditions -> blur: "
+        "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout",
+    ]
+
+
+def test_dim_and_noise_apply_to_any_layout(tmp_path):
+    spec = edit(VALID_SPEC, ("split: test}", "split: test, conditions: {dim: 0.6, noise: 0.08}}"), ("layout: NHWC", "layout: NC"))
+
+    assert load_plan(make_workspace(tmp_path, spec), environ={}).models[0].evaluation.conditions == (("dim", 0.6), ("noise", 0.08))
+
+
+def test_a_condition_budget_is_judged_even_when_the_evaluation_set_is_invalid(tmp_path):
+    # The data set is reported on its own; the budget on its condition is not reported as unknown too.
+    problems = problems_for(
+        tmp_path,
+        ("evaluation: {recipe: recipes/digits.py, split: test}", "evaluation: {split: test, conditions: {dim: 0.6}}"),
+        ("max_size_kb: 200,", "max_size_kb: 200, min_top1_dim: 0.9,"),
+    )
+
+    assert problems == [
+        "models.yaml:10:19: models -> digits -> data -> evaluation: a data set needs exactly one of 'recipe' "
+        "(with 'split') or 'file' (an .npz with arrays x and y): add one",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        pytest.param(
+            "{fog: 0.5}",
+            "models.yaml:10:73: models -> digits -> data -> evaluation -> conditions -> fog: "
+            "unknown key 'fog'; allowed keys: blur, dim, noise",
+            id="unknown-condition",
+        ),
+        pytest.param(
+            "{dim: 1.5}",
+            "models.yaml:10:78: models -> digits -> data -> evaluation -> conditions -> dim: "
+            "1.5 is greater than or equal to the maximum of 1",
+            id="dim-out-of-range",
+        ),
+        pytest.param(
+            "{noise: high}",
+            "models.yaml:10:80: models -> digits -> data -> evaluation -> conditions -> noise: expected a number, got a string 'high'",
+            id="noise-not-a-number",
+        ),
+    ],
+)
+def test_a_bad_condition_is_reported_at_it(tmp_path, conditions, expected):
+    assert problems_for(tmp_path, ("split: test}", f"split: test, conditions: {conditions}}}")) == [expected]
+
+
+# ------------------------------------------------------------------ signing, encryption and release builds
+
+SIGNING_KEY = '  version: "1.4.0"\n  signing: {key: env:MODELMAKE_SIGNING_KEY}\n'
+RELEASE_NEEDS_SIGNING_KEY = (
+    "a release build needs bundle.signing.key (env:VAR or file:path): development keys are refused; "
+    "run `modelmake keygen` to make a key pair"
+)
+RELEASE_NEEDS_DATA_KEY = (
+    "a release build needs bundle.encryption.key (env:VAR or file:path): the development data key is refused"
+)
+
+
+def bundle_with(tmp_path, lines: str, environ=None):
+    spec = edit(VALID_SPEC, ('  version: "1.4.0"\n', '  version: "1.4.0"\n' + lines))
+    return load_plan(make_workspace(tmp_path, spec), environ={} if environ is None else environ).bundle
+
+
+def test_keys_and_encryption_are_carried_into_the_plan(tmp_path):
+    keys = "  signing: {key: env:MODELMAKE_SIGNING_KEY}\n  encryption: {key: file:keys/data.key}\n"
+
+    bundle = bundle_with(tmp_path / "keys", keys)
+    assert (bundle.signing_key, bundle.encrypt, bundle.encryption_key, bundle.release) == (
+        "env:MODELMAKE_SIGNING_KEY", True, "file:keys/data.key", False
+    )
+    # encryption: {} encrypts with the workspace's development data key.
+    dev = bundle_with(tmp_path / "dev", "  encryption: {}\n")
+    assert (dev.encrypt, dev.encryption_key, dev.signing_key, dev.release) == (True, None, None, False)
+    assert not bundle_with(tmp_path / "clear", "").encrypt
+
+
+@pytest.mark.parametrize(
+    ("lines", "environ", "release"),
+    [
+        ("  signing: {key: env:K}\n", {}, False),
+        ("  signing: {key: env:K}\n", {"MODELMAKE_RELEASE": "1"}, True),
+        ("  signing: {key: env:K}\n", {"MODELMAKE_RELEASE": "0"}, False),
+        ("  signing: {key: env:K}\n", {"MODELMAKE_RELEASE": ""}, False),
+        ("  signing: {key: env:K, release: true}\n", {}, True),
+        ("  signing: {key: env:K, release: false}\n", {"MODELMAKE_RELEASE": "1"}, True),
+    ],
+    ids=["default", "environment", "environment-0", "environment-empty", "spec", "environment-wins"],
+)
+def test_a_release_build_is_asked_for_in_the_spec_or_the_environment(tmp_path, lines, environ, release):
+    assert bundle_with(tmp_path, lines, environ).release is release
+
+
+def test_a_release_build_with_both_keys_compiles(tmp_path):
+    keys = "  signing: {key: file:keys/release.pem}\n  encryption: {key: env:MODELMAKE_DATA_KEY}\n"
+    bundle = bundle_with(tmp_path, keys, {"MODELMAKE_RELEASE": "1"})
+
+    assert (bundle.release, bundle.signing_key, bundle.encrypt, bundle.encryption_key) == (
+        True, "file:keys/release.pem", True, "env:MODELMAKE_DATA_KEY"
+    )
+
+
+def test_a_release_build_from_the_environment_without_a_signing_key(tmp_path):
+    # With no signing section, the problem is placed on the bundle.
+    assert spec_problems(make_workspace(tmp_path), {"MODELMAKE_RELEASE": "1"}) == [
+        f"models.yaml:3:3: bundle -> signing: {RELEASE_NEEDS_SIGNING_KEY}",
+    ]
+
+
+def test_a_release_build_from_the_spec_without_a_signing_key(tmp_path):
+    assert problems_for(tmp_path, ('  version: "1.4.0"\n', '  version: "1.4.0"\n  signing: {release: true}\n')) == [
+        f"models.yaml:5:12: bundle -> signing: {RELEASE_NEEDS_SIGNING_KEY}",
+    ]
+
+
+def test_a_release_build_with_the_development_data_key(tmp_path):
+    problems = problems_for(tmp_path, ('  version: "1.4.0"\n', SIGNING_KEY + "  encryption: {}\n"), environ={"MODELMAKE_RELEASE": "1"})
+
+    assert problems == [f"models.yaml:6:15: bundle -> encryption: {RELEASE_NEEDS_DATA_KEY}"]
+
+
+def test_a_release_build_without_any_key_reports_both_with_the_other_problems(tmp_path):
+    problems = problems_for(
+        tmp_path,
+        ('  version: "1.4.0"\n', '  version: "1.4.0"\n  encryption: {}\n'),
+        ("[fp32, fp16, int8]", "[fp32, fp16, int4]"),
+        environ={"MODELMAKE_RELEASE": "1"},
+    )
+
+    assert problems == [
+        f"models.yaml:3:3: bundle -> signing: {RELEASE_NEEDS_SIGNING_KEY}",
+        f"models.yaml:5:15: bundle -> encryption: {RELEASE_NEEDS_DATA_KEY}",
+        "models.yaml:20:29: models -> digits -> targets -> pixel-8 -> 2: unknown variant 'int4'; did you mean 'int8'? "
+        "variants of digits: fp32, fp16, int8 (declare it under models -> digits -> variants)",
+    ]
+
+
+def test_load_plan_reads_modelmake_release_from_os_environ_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELMAKE_RELEASE", "1")
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+
+    with pytest.raises(SpecError) as caught:
+        load_plan(make_workspace(tmp_path))
+    assert caught.value.problems == [f"models.yaml:3:3: bundle -> signing: {RELEASE_NEEDS_SIGNING_KEY}"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        pytest.param(
+            "  signing: {key: env:K, release: yes}\n",
+            "models.yaml:5:34: bundle -> signing -> release: expected a boolean, got a string 'yes' "
+            "(a release build: refuse development keys (MODELMAKE_RELEASE=1 does the same))",
+            id="release-not-a-boolean",
+        ),
+        pytest.param(
+            "  signing: {keys: env:K}\n",
+            "models.yaml:5:13: bundle -> signing -> keys: unknown key 'keys'; did you mean 'key'? allowed keys: key, release",
+            id="signing-key-misspelt",
+        ),
+        pytest.param(
+            "  encryption: {key: env:K, cipher: aes}\n",
+            "models.yaml:5:28: bundle -> encryption -> cipher: unknown key 'cipher'; allowed keys: key",
+            id="encryption-unknown-key",
+        ),
+        pytest.param(
+            "  encryption: true\n",
+            "models.yaml:5:15: bundle -> encryption: expected a mapping, got a boolean True "
+            "(encrypt every model file; without a key, the workspace's development data key is used)",
+            id="encryption-not-a-mapping",
+        ),
+    ],
+)
+def test_a_bad_signing_or_encryption_section(tmp_path, lines, expected):
+    assert problems_for(tmp_path, ('  version: "1.4.0"\n', '  version: "1.4.0"\n' + lines)) == [expected]

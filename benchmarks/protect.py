@@ -1,0 +1,116 @@
+"""(d) protect + sign + package of a 1 GiB model file against the raw cryptography it needs.
+
+The baseline is the least any implementation must do: one streamed pass that
+hashes the plaintext (SHA-256), encrypts it (AES-256-GCM) and hashes the
+ciphertext (SHA-256), 1 MiB at a time, writing nothing. Our path is what the
+package step does to a model file: streaming_aead.encrypt_file,
+signing.sign_directory over a bundle directory holding the result, and
+archive.write_archive of that directory. Both run in their own process, so
+each wall time includes interpreter start-up, and the peak RSS is that of our
+process alone (os.wait4). Targets: <= 1.5x the baseline, < 150 MB peak RSS.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from ._timing import REPOSITORY, report
+
+NAME = "protect"
+SIZE = 1 << 30
+CHUNK = 1 << 20
+TARGET_RATIO = 1.5
+TARGET_RSS_MB = 150
+REPEAT = 2  # best of two: the figures are seconds long, and the first run may still meet a cold page cache
+
+RAW = textwrap.dedent(
+    """
+    import hashlib, struct, sys
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    aes = AESGCM(bytes(range(32)))
+    plain, cipher = hashlib.sha256(), hashlib.sha256()
+    with open(sys.argv[1], "rb") as f:
+        for index, chunk in enumerate(iter(lambda: f.read(1 << 20), b"")):
+            plain.update(chunk)
+            cipher.update(aes.encrypt(bytes(8) + struct.pack(">I", index), chunk, None))
+    print(plain.hexdigest(), cipher.hexdigest())
+    """
+)
+
+OURS = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from modelmake.bundle import keys
+    from modelmake.bundle.archive import write_archive
+    from modelmake.bundle.signing import sign_directory
+    from modelmake.bundle.streaming_aead import associated_data_for, encrypt_file
+
+    source, work = Path(sys.argv[1]), Path(sys.argv[2])
+    bundle = work / "bench" / "1.0.0"
+    path = "files/bench-target/model.tflite.enc"
+    (bundle / path).parent.mkdir(parents=True)
+    encrypt_file(source, bundle / path, bytes(range(32)), associated_data_for("bench", "1.0.0", path))
+    manifest = {"bundle": "bench", "format_version": 1, "version": "1.0.0", "files": [path]}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, sort_keys=True) + "\\n")
+    sign_directory(bundle, keys.generate_signing_key(), subject_name="bench-1.0.0")
+    files = {p.relative_to(bundle).as_posix(): p for p in sorted(bundle.rglob("*")) if p.is_file()}
+    write_archive(work / "bench" / "bench-1.0.0.zip", files, 315532800)
+    """
+)
+
+
+def generate(path: Path, size: int) -> None:
+    """Deterministic pseudo-random bytes at memory speed: AES-CTR keystream under a fixed key."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    stream = Cipher(algorithms.AES(b"modelmake bench!" * 2), modes.CTR(bytes(16))).encryptor()
+    zeros = bytes(CHUNK)
+    with open(path, "wb") as out:
+        for _ in range(size // CHUNK):
+            out.write(stream.update(zeros))
+        out.write(stream.update(bytes(size % CHUNK)))
+
+
+def timed(command: list[str], cwd: Path) -> tuple[float, int]:
+    """(wall seconds, peak RSS in bytes) of one child process; a failure stops the benchmark."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # wait4 gives this child's own peak RSS; RUSAGE_CHILDREN would mix in every child waited for so far.
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read().decode(errors="replace")
+    process.stderr.close()
+    if process.returncode != 0:
+        raise SystemExit(f"benchmark command failed ({process.returncode}): {' '.join(command)}\n{stderr[-3000:]}")
+    return elapsed, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def main(names) -> list[str]:
+    if NAME not in names:
+        return []
+    with tempfile.TemporaryDirectory(prefix="modelmake-bench-protect-") as scratch:
+        scratch = Path(scratch)
+        model = scratch / "model.tflite"
+        generate(model, SIZE)
+        raw_times, our_times, our_rss = [], [], []
+        for attempt in range(REPEAT):
+            raw_times.append(timed([sys.executable, "-c", RAW, str(model)], REPOSITORY)[0])
+            work = scratch / f"ours-{attempt}"
+            work.mkdir()
+            elapsed, rss = timed([sys.executable, "-c", OURS, str(model), str(work)], REPOSITORY)
+            our_times.append(elapsed)
+            our_rss.append(rss)
+            # Free the disk (and page cache) before the next round: 2 GiB per run otherwise accumulates.
+            for path in sorted(work.rglob("*"), reverse=True):
+                path.rmdir() if path.is_dir() else path.unlink()
+    ours, raw, peak = min(our_times), min(raw_times), max(our_rss) / 1e6
+    line = report("protect+sign+package 1 GiB", ours, raw, "raw", f"target <= {TARGET_RATIO}x", ours <= TARGET_RATIO * raw)
+    verdict = "PASS" if peak < TARGET_RSS_MB else "FAIL"
+    return [f"{line}; peak RSS {peak:.0f} MB (target < {TARGET_RSS_MB} MB) {verdict}"]

@@ -1,0 +1,44 @@
+"""Which variant a target ships when the spec lets it choose (select: first_passing)."""
+from __future__ import annotations
+
+from .. import fsutil
+from ..errors import BudgetExceeded
+
+
+def broken_budgets(measured: dict) -> list[str]:
+    return [f"{v['metric']} {v['value']:.4g} breaks {v['key']} {v['limit']:g}" for v in measured["budgets"] if v["passed"] is False]
+
+
+def choose(model: dict) -> tuple[set[str], dict[str, str]]:
+    """(ids of the artifacts to ship, {dropped id: why}) for one model's artifacts.
+
+    Artifacts of targets without a selection rule always ship (their budgets
+    were enforced when they were evaluated).  For a target with a rule, the
+    first variant in preference order that passes every budget ships; the
+    others are dropped with the reason.  No passing variant is a failure.
+    """
+    shipped: set[str] = set()
+    dropped: dict[str, str] = {}
+    groups: dict[str, list[dict]] = {}
+    for artifact in model["artifacts"]:
+        if artifact["selection"] is None:
+            shipped.add(artifact["id"])
+        else:
+            groups.setdefault(f"{artifact['target']}/{artifact['format']}", []).append(artifact)
+    for candidates in groups.values():
+        winner = None
+        for artifact in sorted(candidates, key=lambda a: a["preference"]):
+            problems = broken_budgets(fsutil.read_json(artifact["metrics"]))
+            if winner is None and not problems:
+                winner = artifact
+                shipped.add(artifact["id"])
+            elif winner is None:
+                dropped[artifact["id"]] = "over budget: " + "; ".join(problems)
+            else:
+                dropped[artifact["id"]] = f"not needed: {winner['variant']} is preferred and passes"
+        if winner is None:
+            raise BudgetExceeded(
+                f"no variant of {model['name']} for {candidates[0]['target']} passes its budgets: "
+                + " | ".join(f"{a['variant']}: {dropped[a['id']]}" for a in candidates)
+            )
+    return shipped, dropped
