@@ -29,7 +29,7 @@ STEP_TOOLS = {
 CONVERT_TOOLS = {
     "tflite": ("modelmake", "tensorflow"),
     "onnx": ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime"),
-    "coreml": ("modelmake", "tensorflow", "coremltools"),
+    "coreml": ("modelmake", "tensorflow", "coremltools", "scikit-learn"),  # scikit-learn: palettization's k-means
 }
 EVALUATE_TOOLS = {
     "tflite": ("modelmake", "ai-edge-litert", "tensorflow", "numpy"),

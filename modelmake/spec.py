@@ -211,6 +211,19 @@ def _article(word) -> str:
     return names.get(word, str(word))
 
 
+def _coreml_compression_problem(support: FormatSupport, precision: str, palettize) -> str | None:
+    """Core ML's compressed weights need newer OS releases than a profile may target."""
+    if support.format != "coreml" or not (palettize or precision in ("int8", "dynamic_int8")):
+        return None
+    target = support.minimum_deployment_target
+    version = int(re.sub(r"\D", "", target))
+    needed = 18 if palettize and precision in ("int8", "dynamic_int8") else 16
+    if target.startswith("iOS") and version < needed:
+        what = "int8 palettes" if needed == 18 else "compressed weights"
+        return f"Core ML {what} need iOS{needed}, but the profile targets {target}: raise minimum_deployment_target or drop the compression"
+    return None
+
+
 def _buildable_summary() -> str:
     return "; ".join(f"{fmt} from {'/'.join(kinds)} sources" for fmt, kinds in BUILDABLE_FORMATS.items())
 
@@ -464,6 +477,10 @@ class _Compiler:
                             f"{target_name} cannot run {precision} in {support.format} (its profile {profile.profile_file} lists "
                             f"{', '.join(support.precisions)}): remove '{variant}' from this target or pick another precision",
                         )
+                        continue
+                    problem = _coreml_compression_problem(support, precision, palettize)
+                    if problem:
+                        self.fail(list_path + (index,), f"'{variant}' cannot be built for {target_name}: {problem}")
                         continue
                     if palettize and support.format != "coreml":
                         self.fail(

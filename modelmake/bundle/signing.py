@@ -25,7 +25,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -69,17 +69,22 @@ def ignored_paths(signature_name: str = SIGNATURE_NAME) -> list[str]:
     return sorted({*GIT_PATHS, signature_name})
 
 
-def hash_directory(directory: Path, *, ignore: list[str] | None = None) -> dict[str, str]:
+def hash_directory(
+    directory: Path, *, ignore: list[str] | None = None, known: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Map every covered file's POSIX path (relative to ``directory``) to its SHA-256.
 
     Entries come in manifest order. Symbolic links and special files are refused, as
     model_signing refuses them: a link could point anywhere, so its target is not
-    something the signature can vouch for.
+    something the signature can vouch for. ``known`` holds digests the caller took while
+    writing files (name -> hex); those files are not read again. The file set always
+    comes from the directory itself.
     """
     files, refused = _walk(Path(directory), ignore if ignore is not None else ignored_paths())
     if refused:
         raise StepError(f"cannot sign {directory}: {'; '.join(refused)}")
-    return {name: hash_file(Path(directory, name)) for name in files}
+    known = known or {}
+    return {name: known.get(name) or hash_file(Path(directory, name)) for name in files}
 
 
 def _manifest_order(name: str) -> tuple[str, ...]:
@@ -178,18 +183,22 @@ def create_signature(
     *,
     signature_name: str = SIGNATURE_NAME,
     subject_name: str | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> bytes:
     """The bytes of the signature file for ``directory``, without writing anything.
 
     The subject name defaults to the directory's name, as model_signing records it;
     verifiers ignore it, but it is part of the signed bytes, so a build that signs a
-    staging directory passes the final name to stay reproducible.
+    staging directory passes the final name to stay reproducible. ``digests`` are
+    SHA-256 digests the caller took while writing some of the files (name -> hex), so
+    that large files are not read once more: a wrong one gives a signature that fails
+    verification, never one that passes for other bytes.
     """
     directory = Path(directory)
     _check_signature_name(signature_name)
     _check_p256(private_key.public_key())
     ignore = ignored_paths(signature_name)
-    manifest = hash_directory(directory, ignore=ignore)
+    manifest = hash_directory(directory, ignore=ignore, known=digests)
     payload = canonical_json(_statement(subject_name or directory.resolve().name, manifest, ignore))
     signature = private_key.sign(pae(payload), _ECDSA)
     return canonical_json(
@@ -214,10 +223,13 @@ def sign_directory(
     signature_name: str = SIGNATURE_NAME,
     *,
     subject_name: str | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``<directory>/<signature_name>`` atomically and return its path."""
+    """Write ``<directory>/<signature_name>`` atomically and return its path (see create_signature)."""
     directory = Path(directory)
-    data = create_signature(directory, private_key, signature_name=signature_name, subject_name=subject_name)
+    data = create_signature(
+        directory, private_key, signature_name=signature_name, subject_name=subject_name, digests=digests
+    )
     target = directory / signature_name
     # The temporary file goes beside the directory, not into it: one left behind by a
     # killed build would otherwise be signed as part of the bundle next time.

@@ -37,9 +37,10 @@ so that rebuilding the same file gives the same bytes. This is safe because:
   of the data key and of every ``file_key``), so the header reveals nothing about the
   plaintext and nobody without the key can test a guess of the model against it, as they
   could with an unkeyed hash.
-* ``encrypt_file`` re-hashes the plaintext while encrypting and discards the output if the
-  file changed between the two passes, so a salt is never used for a plaintext other than
-  the one it was derived from.
+* ``encrypt_file`` re-hashes the plaintext while encrypting and discards the output if it
+  differs from the digest the salt was derived from (its own first pass, or the digest the
+  caller recorded when it built the file), so a salt is never used for a plaintext other
+  than the one it was derived from.
 """
 from __future__ import annotations
 
@@ -47,8 +48,11 @@ import contextlib
 import hashlib
 import io
 import os
+import queue
 import struct
 import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -98,23 +102,124 @@ def associated_data_for(bundle_name: str, version: str, path: str) -> bytes:
     return bytes(out)
 
 
-def encrypt_file(src: Path, dst: Path, key: bytes, associated_data: bytes) -> None:
-    """Encrypt ``src`` into ``dst``; the same inputs always give the same bytes."""
+@dataclass(frozen=True)
+class EncryptedFile:
+    """What ``encrypt_file`` measured on the way, so that callers need not read either file again."""
+
+    plaintext_sha256: str
+    plaintext_size: int
+    sha256: str  # of the encrypted file
+    size: int
+
+
+def encrypt_file(
+    src: Path,
+    dst: Path,
+    key: bytes,
+    associated_data: bytes,
+    *,
+    plaintext_sha256: str | None = None,
+    durable: bool = True,
+) -> EncryptedFile:
+    """Encrypt ``src`` into ``dst``; the same inputs always give the same bytes.
+
+    ``plaintext_sha256`` (hex) is the digest of ``src`` when the caller already has it (a
+    build records one for every artifact it makes); it spares a first pass over ``src``
+    and is checked against the plaintext actually encrypted. ``durable=False`` skips the
+    fsync, for a caller that stages a whole directory and settles its durability itself.
+    """
     _check_key(key)
     src, dst = Path(src), Path(dst)
-    digest = hashlib.sha256()
-    with open(src, "rb") as f:
-        for chunk in iter(lambda: f.read(CIPHERTEXT_SEGMENT_SIZE), b""):
-            digest.update(chunk)
-    salt, prefix = _derive_header(key, digest.digest(), associated_data)
+    if plaintext_sha256 is None:
+        digest = hashlib.sha256()
+        with open(src, "rb") as f:
+            for chunk in iter(lambda: f.read(CIPHERTEXT_SEGMENT_SIZE), b""):
+                digest.update(chunk)
+        expected = digest.digest()
+    else:
+        expected = _digest_bytes(plaintext_sha256)
+    salt, prefix = _derive_header(key, expected, associated_data)
     # The ciphertext is not secret, so it gets ordinary permissions, not mkstemp's 0600.
-    with _atomic_output(dst, mode=0o644) as out, open(src, "rb") as f:
-        rehash = _encrypt_stream(f, out, key, associated_data, salt, prefix, str(src))
-        if rehash != digest.digest():
+    with _atomic_output(dst, mode=0o644, durable=durable) as out, open(src, "rb") as f, _BackgroundWriter(out) as writer:
+        measured = _MeasuringWriter(writer)
+        rehash = _encrypt_stream(f, measured, key, associated_data, salt, prefix, str(src))
+        if rehash != expected:
+            if plaintext_sha256 is None:
+                raise StepError(
+                    f"{src} changed while it was being encrypted, so nothing was written to {dst}; "
+                    "run the build again once whatever is writing that file has finished"
+                )
             raise StepError(
-                f"{src} changed while it was being encrypted, so nothing was written to {dst}; "
-                "run the build again once whatever is writing that file has finished"
+                f"{src} is not the file whose SHA-256 was recorded ({plaintext_sha256}): it changed after it was "
+                f"built or while it was being encrypted, so nothing was written to {dst}; rebuild it and run the build again"
             )
+    return EncryptedFile(rehash.hex(), plaintext_size(measured.size), measured.digest.hexdigest(), measured.size)
+
+
+def plaintext_size(ciphertext_size: int) -> int:
+    """The plaintext size of an encrypted file of ``ciphertext_size`` bytes (FORMAT.md)."""
+    segments = -(-(ciphertext_size) // CIPHERTEXT_SEGMENT_SIZE)
+    return ciphertext_size - HEADER_SIZE - TAG_SIZE * segments
+
+
+class _MeasuringWriter:
+    """Hashes and counts what passes through, so the ciphertext is never read back to be hashed."""
+
+    def __init__(self, out: BinaryIO):
+        self.out, self.digest, self.size = out, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+
+class _BackgroundWriter:
+    """Writes from a second thread, so the disk is busy while the next segment is hashed and encrypted.
+
+    Encrypting is bound by hashing (the plaintext and the ciphertext) and by writing; the two
+    overlap well, which makes a large file markedly faster. At most ``depth`` segments wait.
+    """
+
+    def __init__(self, out: BinaryIO, depth: int = 1):
+        self._out = out
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="encrypt-writer", daemon=True)
+
+    def __enter__(self) -> "_BackgroundWriter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and kind is None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, keep draining so that the producer never blocks
+                try:
+                    self._out.write(data)
+                except BaseException as error:
+                    self._error = error
+
+    def write(self, data: bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+        return len(data)
+
+
+def _digest_bytes(hex_digest: str) -> bytes:
+    try:
+        digest = bytes.fromhex(hex_digest)
+    except (TypeError, ValueError):
+        digest = b""
+    if len(digest) != hashlib.sha256().digest_size:
+        raise ValueError(f"plaintext_sha256 must be a SHA-256 digest in hex, not {hex_digest!r}")
+    return digest
 
 
 def decrypt_file(src: Path, dst: Path, key: bytes, associated_data: bytes) -> None:
@@ -235,14 +340,15 @@ def _decrypt_stream(src: BinaryIO, out: BinaryIO, key: bytes, associated_data: b
 
 
 @contextlib.contextmanager
-def _atomic_output(dst: Path, mode: int) -> Iterator[BinaryIO]:
+def _atomic_output(dst: Path, mode: int, durable: bool = True) -> Iterator[BinaryIO]:
     """A temporary file next to ``dst``, renamed onto it only if the block succeeds."""
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, dst)
     except BaseException:

@@ -128,7 +128,7 @@ def evaluate(
             "source": fsutil.read_json(reference) if reference else None,
             "budgets": verdicts,
             "tools": tool_versions(*RUNTIME_TOOLS[format]),
-            "latency_host": "build host CPU, 1 thread, median of 50 runs",
+            "latency_host": "build host CPU, 1 thread, median of 50 runs" if metrics.LATENCY_MS in figures else None,
         },
     )
     broken = [v for v in verdicts if v["passed"] is False]

@@ -8,6 +8,7 @@ a killed build leaves the previous bundle or the new one, never a mix.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -113,19 +114,33 @@ def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> dict:
             path = artifact["bundle_path"]
             destination = staging / path
             destination.parent.mkdir(parents=True, exist_ok=True)
-            entry = {}
             if data_key is None:
                 shutil.copyfile(artifact["file"], destination)
-            else:
-                encrypt_file(Path(artifact["file"]), destination, data_key, associated_data_for(bundle["name"], bundle["version"], path))
-                entry["encryption"] = {
+                destination.chmod(0o644)
+                stored[path] = {"sha256": fsutil.sha256_file(destination), "size": destination.stat().st_size}
+                continue
+            # The convert step recorded the artifact's digest; encrypt_file checks it against the bytes it
+            # encrypts and measures the ciphertext as it writes, so neither file is read again here.
+            # No fsync per file: the staged directory as a whole is what a killed build keeps or drops.
+            encrypted = encrypt_file(
+                Path(artifact["file"]),
+                destination,
+                data_key,
+                associated_data_for(bundle["name"], bundle["version"], path),
+                plaintext_sha256=fsutil.read_json(artifact["record"]).get("sha256"),
+                durable=False,
+            )
+            destination.chmod(0o644)
+            stored[path] = {
+                "sha256": encrypted.sha256,
+                "size": encrypted.size,
+                "encryption": {
                     "scheme": ENCRYPTION_SCHEME,
                     "associated_data": {"bundle": bundle["name"], "version": bundle["version"], "path": path},
-                    "plaintext_sha256": fsutil.sha256_file(artifact["file"]),
-                    "plaintext_size": Path(artifact["file"]).stat().st_size,
-                }
-            destination.chmod(0o644)
-            stored[path] = {"sha256": fsutil.sha256_file(destination), "size": destination.stat().st_size, **entry}
+                    "plaintext_sha256": encrypted.plaintext_sha256,
+                    "plaintext_size": encrypted.plaintext_size,
+                },
+            }
     return stored
 
 
@@ -142,9 +157,11 @@ def _dependencies(inputs: dict, spec_file: str) -> dict[str, str]:
 
 def _finish(directory: Path, manifest: dict, dependencies: dict, signing_key, builder_id: str) -> None:
     """Write manifest and provenance into a directory holding the model files, then sign it all."""
-    (directory / bundle_manifest.MANIFEST).write_bytes(fsutil.canonical_json(manifest))
-    subjects = {bundle_manifest.MANIFEST: fsutil.sha256_file(directory / bundle_manifest.MANIFEST)}
-    subjects |= {path: fsutil.sha256_file(directory / path) for path in bundle_manifest.files_of(manifest)}
+    manifest_bytes = fsutil.canonical_json(manifest)
+    (directory / bundle_manifest.MANIFEST).write_bytes(manifest_bytes)
+    # The model files' digests were taken as they were written (and are in the manifest): not read again.
+    subjects = {bundle_manifest.MANIFEST: hashlib.sha256(manifest_bytes).hexdigest()}
+    subjects |= {v["file"]: v["sha256"] for m in manifest["models"].values() for v in m["variants"].values()}
     statement = provenance_statement(
         subjects=subjects,
         dependencies=dependencies,
@@ -157,7 +174,15 @@ def _finish(directory: Path, manifest: dict, dependencies: dict, signing_key, bu
     for path in (bundle_manifest.MANIFEST, bundle_manifest.PROVENANCE):
         (directory / path).chmod(0o644)
     subject = "-".join(filter(None, (manifest["bundle"], manifest["version"], manifest.get("slice"))))
-    sign_directory(directory, signing_key, subject_name=subject)
+    sign_directory(directory, signing_key, subject_name=subject, digests=subjects)
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    """A slice holds the very bytes of the bundle's files: a hard link saves writing large models again."""
+    try:
+        os.link(source, destination)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, destination)
 
 
 def _archive_directory(directory: Path, destination: str, epoch: int) -> None:
@@ -180,7 +205,7 @@ def package(inputs: dict, out_dir: str, archives: dict, spec_file: str, keys: di
                 part = bundle_manifest.slice_for(manifest, platform)
                 for path in bundle_manifest.files_of(part):
                     (slice_dir / path).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(staging / path, slice_dir / path)
+                    _link_or_copy(staging / path, slice_dir / path)
                 _finish(slice_dir, part, dependencies, build.signing_key, builder_id)
                 _archive_directory(slice_dir, archives[platform], epoch)
         _archive_directory(staging, archives["all"], epoch)

@@ -1,6 +1,7 @@
 """Step `reference`: the source model's own figures on the evaluation data, which every artifact is compared with."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,11 @@ def evaluate_source(
     x, y = read_dataset(evaluation, what="evaluation data")
     check_sample_shape(x, record["signature"]["input"]["shape"], what=f"evaluation data from {evaluation_origin or evaluation}")
     x = preprocess(x, preprocessing)
-    if record["kind"] == "tflite":
-        from ._tflite_runtime import predict
-
-        outputs = predict(record["model"], x, what=f"source {record['path']}")
+    # A source that is already a converted file runs in its own format's runtime.
+    runtimes = {"tflite": "_tflite_runtime", "onnx": "_onnx_runtime"}
+    if record["kind"] in runtimes:
+        runtime = importlib.import_module(f"modelmake.steps.{runtimes[record['kind']]}")
+        outputs = runtime.predict(record["model"], x, what=f"source {record['path']}")
     else:
         outputs = _predict_saved_model(Path(record["model"]), x)
     figures = accuracy_figures(outputs, y, top_k)

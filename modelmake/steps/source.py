@@ -1,8 +1,9 @@
-"""Step `source`: turn a model's declared source into the SavedModel (or .tflite) the converters read.
+"""Step `source`: turn a model's declared source into the SavedModel (or .tflite, .onnx) the converters read.
 
-Writes ``<out_dir>/model`` (a SavedModel directory, or ``model.tflite`` for a
-tflite source) and then ``record``, a JSON file with the model's signature,
-a digest of its files, the recipe's metadata and the tool versions.
+Writes ``<out_dir>/model`` (a SavedModel directory, ``model.tflite`` for a
+tflite source or ``model.onnx`` for an onnx source) and then ``record``, a
+JSON file with the model's signature, a digest of its files, the recipe's
+metadata and the tool versions.
 Downstream tasks depend on the record, which is written last.
 """
 from __future__ import annotations
@@ -31,6 +32,11 @@ def materialize(source: dict, out_dir: str, record: str) -> str:
         with fsutil.atomic_output(model_path) as handle, open(path, "rb") as src:
             shutil.copyfileobj(src, handle)
         signature = _tflite_signature(model_path)
+    elif kind == "onnx":
+        model_path = out / "model.onnx"
+        signature = _onnx_signature(path)
+        with fsutil.atomic_output(model_path) as handle, open(path, "rb") as src:
+            shutil.copyfileobj(src, handle)
     else:
         model_path = out / "saved_model"
         with fsutil.atomic_directory(model_path) as staging:
@@ -123,6 +129,34 @@ def _saved_model_signature(directory: Path, what: str) -> dict:
         "input": _tensor(in_name, in_spec.shape.as_list(), in_spec.dtype.name),
         "output": _tensor(out_name, out_spec.shape.as_list(), out_spec.dtype.name),
     }
+
+
+def _onnx_signature(path: Path) -> dict:
+    """The single input and output of an ONNX file that passes the checker and strict shape inference."""
+    import onnx
+    import onnx.helper
+
+    what = f"onnx source {path}"
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise StepError(
+            f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): "
+            "re-export it from its framework, or fix its path in models.yaml"
+        ) from exc
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise StepError(f"{what} has {len(inputs)} inputs and {len(model.graph.output)} outputs; modelmake builds single-input, single-output models")
+
+    def tensor(value) -> dict:
+        tensor_type = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
+        return _tensor(value.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name)
+
+    return {"input": tensor(inputs[0]), "output": tensor(model.graph.output[0])}
 
 
 def _tflite_signature(path: Path) -> dict:

@@ -1,0 +1,334 @@
+"""Running .onnx files with ONNX Runtime: load, feed float inputs, time, report accelerator coverage."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StepError
+
+# Samples per run when the batch dimension is dynamic: large enough that the
+# evaluation set runs in a few calls, small enough that the activations of a
+# large evaluation set do not have to fit in memory at once.
+BATCH = 256
+
+
+def _session_options(**settings):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One thread and sequential execution give repeatable outputs and latency figures.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.use_deterministic_compute = True
+    options.log_severity_level = 3
+    for name, value in settings.items():
+        setattr(options, name, value)
+    return options
+
+
+def load_session(path: Path | str, *, what: str, **settings):
+    """A ready ONNX Runtime session on the CPU provider; failing to load is the artifact's fault."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), sess_options=_session_options(**settings), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise StepError(f"{what} does not load in ONNX Runtime ({type(exc).__name__}: {exc}): the file is corrupt or not an ONNX model") from exc
+    if len(session.get_inputs()) != 1 or len(session.get_outputs()) != 1:
+        raise StepError(f"{what} must have exactly one input and one output")
+    return session
+
+
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int16)": np.int16,
+    "tensor(uint16)": np.uint16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _numpy_type(arg, what: str):
+    dtype = _NUMPY_TYPES.get(arg.type)
+    if dtype is None:
+        raise StepError(f"{what}: tensor {arg.name} has type {arg.type}, which modelmake does not feed or read")
+    return np.dtype(dtype)
+
+
+def _as_input(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype)
+    if dtype == np.bool_:
+        return x != 0
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+
+
+def _static_batch(shape) -> int | None:
+    return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+
+def predict(path: Path | str, x: np.ndarray, *, what: str) -> np.ndarray:
+    """Float outputs for float inputs ``x`` (already preprocessed).
+
+    A model with a dynamic batch dimension takes the samples in large batches;
+    one with a fixed batch (usually 1, for static-shape accelerators) takes
+    them a batch at a time, the last batch padded and its padding dropped.
+    """
+    session = load_session(path, what=what)
+    inp = session.get_inputs()[0]
+    expected = inp.shape[1:]
+    if len(expected) != x.ndim - 1 or any(isinstance(e, int) and e != a for e, a in zip(expected, x.shape[1:])):
+        shown = tuple(e if isinstance(e, int) else "?" for e in expected)
+        raise StepError(f"{what} takes samples of shape {shown} but the evaluation data has {tuple(x.shape[1:])}")
+    dtype = _numpy_type(inp, what)
+    batch = _static_batch(inp.shape)
+    step = batch or BATCH
+    outputs = []
+    try:
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            used = len(chunk)
+            if batch and used < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - used, *chunk.shape[1:]), chunk.dtype)])
+            (result,) = session.run(None, {inp.name: _as_input(chunk, dtype)})
+            outputs.append(np.asarray(result)[:used])
+    except Exception as exc:
+        raise StepError(f"{what} fails to run in ONNX Runtime ({type(exc).__name__}: {exc})") from exc
+    if not outputs:
+        return np.zeros((0,), np.float32)
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def median_latency_ms(path: Path | str, *, what: str, sample: np.ndarray | None = None, warmup: int = 5, runs: int = 50) -> float:
+    """Median wall time of one single-sample inference on this host, one thread."""
+    session = load_session(path, what=what)
+    inp = session.get_inputs()[0]
+    if sample is None:
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        x = np.zeros(shape, np.float32)
+    else:
+        x = sample[np.newaxis]
+        batch = _static_batch(inp.shape)
+        if batch and batch > 1:
+            x = np.repeat(x, batch, axis=0)
+    feed = {inp.name: _as_input(x, _numpy_type(inp, what))}
+    timings = []
+    try:
+        for run in range(warmup + runs):
+            start = time.perf_counter()
+            session.run(None, feed)
+            if run >= warmup:
+                timings.append(time.perf_counter() - start)
+    except Exception as exc:
+        raise StepError(f"{what} fails to run in ONNX Runtime ({type(exc).__name__}: {exc})") from exc
+    return float(np.median(timings) * 1000.0)
+
+
+def io_details(path: Path | str, *, what: str) -> dict:
+    """The name, dtype and shape of the input and output tensors (-1 for a dynamic dimension), as an app needs them.
+
+    An integer tensor carries the scale and zero point of the DequantizeLinear
+    that reads it (input) or the QuantizeLinear that writes it (output), when
+    there is one.
+    """
+    import onnx
+
+    model = _load_model(path, what)
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+
+    def quantization(name: str, op_type: str, as_input: bool) -> dict | None:
+        for node in graph.node:
+            if node.op_type != op_type:
+                continue
+            if (as_input and node.input[0] == name) or (not as_input and name in node.output):
+                scale = initializers.get(node.input[1])
+                zero_point = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+                if scale is None:
+                    return None
+                scale_value = onnx.numpy_helper.to_array(scale)
+                zero_value = onnx.numpy_helper.to_array(zero_point) if zero_point is not None else np.zeros((), np.int64)
+                if scale_value.size != 1 or zero_value.size != 1:
+                    return None
+                return {"scale": repr(float(scale_value.reshape(()))), "zero_point": int(zero_value.reshape(()))}
+        return None
+
+    def describe(value, as_input: bool) -> dict:
+        tensor_type = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+        entry = {"name": value.name, "dtype": np.dtype(dtype).name, "shape": shape}
+        if not np.issubdtype(dtype, np.floating):
+            found = quantization(value.name, "DequantizeLinear" if as_input else "QuantizeLinear", as_input)
+            if found:
+                entry["quantization"] = found
+        return entry
+
+    inputs = [v for v in graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise StepError(f"{what} must have exactly one input and one output")
+    return {"input": describe(inputs[0], True), "output": describe(graph.output[0], False)}
+
+
+def _load_model(path, what: str):
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise StepError(f"{what} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
+
+
+def accelerator_coverage(path: Path | str, target_format: dict) -> dict | None:
+    """Which nodes the target's accelerator would run, and which would fall back to the CPU.
+
+    qnn: the graph ONNX Runtime hands to its execution providers (after the
+    basic optimizations, which run before partitioning and fold shape
+    arithmetic away once shapes are fixed) is checked node by node against the
+    ops the QNN provider documents (_onnx_ops.py).  In a quantized (QDQ)
+    model, a node that reads or writes float tensors outside
+    DequantizeLinear/QuantizeLinear pairs is counted as a fallback too, as
+    "<op> (float)": the HTP runs quantized node groups, and a float island
+    splits the graph between the NPU and the CPU.  A model with a dynamic
+    input dimension falls back whole, as "<op> (dynamic shape)": the provider
+    requires static shapes.
+    """
+    accelerator = target_format.get("accelerator")
+    if accelerator != "qnn":
+        return None
+    model = _as_partitioned(path)
+    ops, fallback = _qnn_fallback(model)
+    counts: dict[str, int] = {}
+    for name in fallback:
+        counts[name] = counts.get(name, 0) + 1
+    return {"accelerator": accelerator, "ops": ops, "on_accelerator": ops - len(fallback), "fallback": dict(sorted(counts.items()))}
+
+
+def _as_partitioned(path):
+    """The model after ONNX Runtime's basic graph optimizations, as its providers are offered it."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="modelmake-onnx-") as scratch:
+        optimized = Path(scratch) / "optimized.onnx"
+        load_session(
+            path,
+            what=f"artifact {Path(path).name}",
+            graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            optimized_model_filepath=str(optimized),
+        )
+        return onnx.load(str(optimized))
+
+
+FLOAT_TYPES = frozenset({1, 10, 11, 16})  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def _tensor_types(model) -> dict[str, int]:
+    """Element type of every tensor the graph names, where it can be known."""
+    import onnx
+
+    graph = model.graph
+    types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
+    # Q/DQ of the com.microsoft domain (16-bit) have no ONNX schema, so shape
+    # inference cannot type their outputs; their types follow from their inputs.
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in types:
+            types[node.output[0]] = types[node.input[2]]
+        elif node.op_type == "DequantizeLinear" and node.input[1] in types:
+            types[node.output[0]] = types[node.input[1]]
+    seeded = onnx.ModelProto()
+    seeded.CopyFrom(model)
+    skip = {v.name for v in seeded.graph.value_info} | {t.name for t in graph.initializer}
+    for name, elem_type in types.items():
+        if name not in skip:
+            seeded.graph.value_info.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(seeded)
+    except Exception:
+        inferred = seeded
+    for value in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]:
+        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
+            types.setdefault(value.name, value.type.tensor_type.elem_type)
+    return types
+
+
+def _qnn_fallback(model) -> tuple[int, list[str]]:
+    from ._onnx_ops import QDQ_OPS, QNN_DYNAMIC_QUANT_OPS, QNN_HTP_OPS
+
+    graph = model.graph
+    nodes = list(graph.node)
+    producers = {output: node for node in nodes for output in node.output}
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {v.name for v in graph.output}
+    initializers = {t.name: t for t in graph.initializer}
+    # Constants (a Resize's scales, a Pad's value) are parameters the op builders read, not float data flowing through.
+    constants = set(initializers) | {n.output[0] for n in nodes if n.op_type == "Constant"}
+
+    if _has_dynamic_input(graph, initializers):
+        # The provider's documented model requirement: no dynamic shapes, so it takes no node at all.
+        return len(nodes), [f"{node.op_type} (dynamic shape)" for node in nodes]
+
+    def fused_dynamic_quantization(node) -> bool:
+        """ConvInteger/MatMulInteger fed by DynamicQuantizeLinear, on constant 8-bit weights, dequantized by Cast -> Mul."""
+        weights = initializers.get(node.input[1]) if len(node.input) > 1 else None
+        if getattr(producers.get(node.input[0]), "op_type", None) != "DynamicQuantizeLinear" or weights is None:
+            return False
+        if weights.data_type not in (2, 3) or (node.op_type == "MatMulInteger" and len(weights.dims) != 2):  # UINT8, INT8
+            return False
+        casts = consumers.get(node.output[0], [])
+        muls = consumers.get(casts[0].output[0], []) if len(casts) == 1 and casts[0].op_type == "Cast" else []
+        return bool(muls) and all(m.op_type == "Mul" for m in muls)
+
+    def supported(node) -> bool:
+        if node.op_type in QNN_DYNAMIC_QUANT_OPS:
+            return fused_dynamic_quantization(node)
+        if node.op_type == "DynamicQuantizeLinear":
+            users = consumers.get(node.output[0], [])
+            return bool(users) and all(u.op_type in QNN_DYNAMIC_QUANT_OPS and fused_dynamic_quantization(u) for u in users)
+        return node.op_type in QNN_HTP_OPS.get(node.domain, ())
+
+    quantized = any(node.op_type in QDQ_OPS for node in nodes)
+    types = _tensor_types(model) if quantized else {}
+
+    def is_float(name: str) -> bool:
+        # An untyped tensor is taken to be float: better a false alarm than a missed CPU fallback.
+        return bool(name) and name not in constants and types.get(name, 1) in FLOAT_TYPES
+
+    def outside_qdq(node) -> bool:
+        for name in node.input:
+            if is_float(name) and getattr(producers.get(name), "op_type", None) != "DequantizeLinear":
+                return True
+        for name in node.output:
+            if is_float(name) and (name in graph_outputs or any(c.op_type != "QuantizeLinear" for c in consumers.get(name, []))):
+                return True
+        return False
+
+    fallback = []
+    for node in nodes:
+        if not supported(node):
+            fallback.append(node.op_type)
+        elif quantized and node.op_type not in QDQ_OPS and outside_qdq(node):
+            fallback.append(f"{node.op_type} (float)")
+    return len(nodes), fallback
+
+
+def _has_dynamic_input(graph, initializers) -> bool:
+    for value in graph.input:
+        if value.name in initializers or not value.type.HasField("tensor_type"):
+            continue
+        if any(not (d.HasField("dim_value") and d.dim_value > 0) for d in value.type.tensor_type.shape.dim):
+            return True
+    return False

@@ -1,0 +1,584 @@
+"""Step `convert` for ONNX: a SavedModel, .tflite or .onnx source -> .onnx at the variant's precision.
+
+A SavedModel or .tflite source goes through tf2onnx at the profile's opset;
+an ONNX source is used as it is.  fp32 stops there; fp16 stores float16
+weights and computes in float16 behind float32 inputs and outputs;
+dynamic_int8 stores int8 weights and quantizes activations at run time; int8
+is static QDQ calibrated on the calibration data, with the settings of the
+profile's quantization scheme (onnx_chips.py).  For execution providers that
+need static shapes, a dynamic batch dimension becomes 1.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import fsutil
+from ..errors import StepError
+from ..versions import tool_versions
+from . import onnx_chips
+from ._arrays import check_sample_shape, preprocess, read_dataset
+from ._onnx_runtime import io_details
+
+PRECISIONS = ("fp32", "fp16", "dynamic_int8", "int8")
+# Samples per calibration run when the batch dimension is dynamic; MinMax
+# calibration gives the same ranges however the samples are grouped.
+CALIBRATION_BATCH = 32
+# A serialized protobuf cannot exceed 2 GiB; larger models need ONNX external data, which a phone bundle does not carry.
+MAX_MODEL_BYTES = 2**31 - 1
+
+
+def convert(
+    source_record: str,
+    precision: str,
+    integer_io: bool,
+    per_channel: bool,
+    calibration: str | None,
+    preprocessing: dict,
+    target_format: dict,
+    out: str,
+    out_record: str,
+    calibration_origin: str | None = None,
+) -> None:
+    record = fsutil.read_json(source_record)
+    if precision not in PRECISIONS:
+        raise StepError(f"ONNX artifacts are built at {', '.join(PRECISIONS)}, not {precision!r}: pick one of those for this variant")
+    if integer_io:
+        raise StepError("ONNX artifacts keep float inputs and outputs (the QDQ format quantizes inside the graph): remove integer_io for ONNX targets")
+    samples = None
+    if precision == "int8":
+        x, _ = read_dataset(calibration, what="calibration data")
+        check_sample_shape(x, record["signature"]["input"]["shape"], what=f"calibration data from {calibration_origin or calibration}")
+        samples = preprocess(x, preprocessing)
+
+    static_batch = onnx_chips.needs_static_batch(target_format)
+    if record["kind"] == "onnx" and precision == "fp32" and not static_batch:
+        model = _load_onnx_source(Path(record["model"]), target_format["opset"], what=f"onnx source {record['path']}")
+        _finish(model)  # the checks only: the file ships byte for byte as it came
+        with fsutil.atomic_output(out) as handle, open(record["model"], "rb") as src:
+            shutil.copyfileobj(src, handle)
+    else:
+        model = _float_model(record, target_format["opset"])
+        if static_batch:
+            model = _fix_batch(model)
+        with tempfile.TemporaryDirectory(prefix="modelmake-onnx-") as scratch:
+            if precision == "fp16":
+                model = _float16(model)
+            elif precision == "dynamic_int8":
+                model = _dynamic_int8(model, per_channel, Path(scratch))
+            elif precision == "int8":
+                model = _static_int8(model, samples, target_format, per_channel, Path(scratch))
+        fsutil.write_bytes(out, _finish(model))
+
+    details = io_details(out, what=f"converted {Path(out).name}")
+    fsutil.write_json(
+        out_record,
+        {
+            "precision": precision,
+            "integer_io": integer_io,
+            "per_channel": per_channel,
+            "delegates": list(target_format["execution_providers"]),
+            "io": details,
+            "sha256": fsutil.sha256_file(out),
+            "size": Path(out).stat().st_size,
+            "tools": tool_versions("tf2onnx", "onnx", "onnxruntime"),
+        },
+    )
+    return None
+
+
+# ---------------------------------------------------------------- float model
+
+
+def _float_model(record: dict, opset: int):
+    kind, path = record["kind"], Path(record["model"])
+    if kind == "onnx":
+        return _load_onnx_source(path, opset, what=f"onnx source {record['path']}")
+    _check_opset_for_tf2onnx(opset)
+    if kind == "tflite":
+        model = _run_tf2onnx(lambda tf2onnx: tf2onnx.convert.from_tflite(str(path), opset=opset), what=f"tflite source {record['path']}")
+    else:
+        model = _run_tf2onnx(lambda tf2onnx: _saved_model_to_onnx(tf2onnx, path, opset), what=f"{kind} source {record['path']}")
+    _check_expressible(model, opset)
+    _canonicalize(model)
+    return model
+
+
+def _check_opset_for_tf2onnx(opset: int) -> None:
+    import tf2onnx
+
+    newest = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+    if opset > newest:
+        raise StepError(
+            f"tf2onnx {tf2onnx.__version__} produces ONNX opsets up to {newest}, but the target profile asks for opset {opset}: "
+            f"set opset to {newest} or lower in the profile's onnx section, or give the model an onnx source exported at opset {opset}"
+        )
+
+
+def _saved_model_to_onnx(tf2onnx, directory: Path, opset: int):
+    """The serving_default signature (the one Keras' model.export writes), as the tf2onnx command line converts it."""
+    from tf2onnx import tf_loader
+
+    graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+        str(directory), None, None, tag=["serve"], signatures=["serving_default"], return_tensors_to_rename=True
+    )
+    # The name ends up in the graph's doc_string: a fixed one keeps the build directory out of the file.
+    return tf2onnx.convert.from_graph_def(graph_def, name="model", input_names=inputs, output_names=outputs, opset=opset, tensors_to_rename=renames)
+
+
+def _run_tf2onnx(call, *, what: str):
+    import tf2onnx
+
+    try:
+        model, _ = call(tf2onnx)
+    except StepError:
+        raise
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise StepError(f"tf2onnx {tf2onnx.__version__} could not convert the {what}: {detail[-1] if detail else type(exc).__name__}") from exc
+    return model
+
+
+def _check_expressible(model, opset: int) -> None:
+    """tf2onnx keeps a TensorFlow op it cannot convert as a node of the same name; such a node has no ONNX schema."""
+    import onnx
+    import tf2onnx
+
+    missing: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        try:
+            onnx.defs.get_schema(node.op_type, max_inclusive_version=opset if node.domain in ("", "ai.onnx") else 2**31 - 1, domain=node.domain)
+        except onnx.defs.SchemaError:
+            missing.setdefault(node.op_type, []).append(node.name)
+    if not missing:
+        return
+    needed = _opsets_with_a_conversion()
+    problems = []
+    for op, names in sorted(missing.items()):
+        where = f"node {', '.join(names[:3])}"
+        if op not in needed:
+            problems.append(f"{op} ({where}; tf2onnx has no conversion for it)")
+        elif needed[op] > opset:
+            problems.append(f"{op} ({where}; tf2onnx converts it from opset {needed[op]}: set opset: {needed[op]} in the target profile's onnx section)")
+        else:
+            problems.append(f"{op} ({where}; its conversion failed at this opset, see the task's log)")
+    raise StepError(
+        f"tf2onnx {tf2onnx.__version__} cannot express these TensorFlow ops in ONNX opset {opset}: {'; '.join(problems)}. "
+        "Where no opset helps, replace the layers that use them with ops ONNX has, or drop the onnx format for this model"
+    )
+
+
+def _opsets_with_a_conversion() -> dict[str, int]:
+    """For each TensorFlow op tf2onnx converts to standard ONNX, the lowest opset its conversion needs."""
+    import tf2onnx.onnx_opset  # noqa: F401  (registers the handlers)
+    from tf2onnx.handler import tf_op
+
+    first: dict[str, int] = {}
+    for version, handlers in enumerate(tf_op.get_opsets().get("", [])):
+        for op in handlers:
+            first.setdefault(op, version)
+    return first
+
+
+def _load_onnx_source(path: Path, opset: int, *, what: str):
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise StepError(f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): re-export it, or fix the graph it names") from exc
+    used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if used is not None and used > opset:
+        raise StepError(
+            f"{what} uses ONNX opset {used}, newer than the opset {opset} the target profile runs: "
+            f"re-export it at opset {opset} or lower, or raise the profile's onnx opset"
+        )
+    return model
+
+
+def _canonicalize(model) -> None:
+    """Give a tf2onnx graph one node order and one set of names, whatever tf2onnx's internal state was.
+
+    tf2onnx does not repeat itself within a process (and doit runs every task
+    in one): it names what it creates from a process-wide counter, sorts nodes
+    by those names, and its optimizers walk sets of node objects, so the node
+    order, the numbers in names and which of two equal constants survives
+    change from one conversion to the next, while the graph they describe
+    stays the same.  Ordering the nodes by what they compute and naming them
+    by position gives every conversion of that graph the same bytes.  Input
+    and output names, which apps use, are kept.
+    """
+    graph = model.graph
+    kept = {v.name for v in graph.input} | {v.name for v in graph.output}
+    digests: dict[str, bytes] = {"": _digest(b"absent")}
+    for value in graph.input:
+        digests[value.name] = _digest(b"input", value.name.encode())
+    for tensor in graph.initializer:
+        digests[tensor.name] = _digest(b"tensor", *_tensor_bytes(tensor))
+    node_digests = []
+    for node in graph.node:
+        inputs = [digests.get(name) or _digest(b"outer", name.encode()) for name in node.input]
+        digest = _digest(node.domain.encode(), node.op_type.encode(), *inputs, *(_attribute_bytes(a) for a in node.attribute))
+        node_digests.append(digest)
+        for index, name in enumerate(node.output):
+            digests[name] = _digest(digest, str(index).encode())
+    _sort_topologically(graph, priority=lambda index: (node_digests[index], index))
+
+    renames: dict[str, str] = {}
+    taken = set(kept)
+
+    def rename(old: str, new: str) -> None:
+        while new in taken:  # only an input or output already named like a generated name
+            new = "_" + new
+        renames[old] = new
+        taken.add(new)
+
+    initializers = {t.name for t in graph.initializer}
+    per_op: dict[str, int] = {}
+    for node in graph.node:
+        number = per_op.get(node.op_type, 0)
+        per_op[node.op_type] = number + 1
+        node.name = f"{node.op_type}_{number}"
+        node.doc_string = ""
+        formal = _formal_inputs(node)
+        for index, name in enumerate(node.input):
+            if name in initializers and name not in renames and name not in kept:
+                rename(name, f"{node.name}/{formal[index] if index < len(formal) else f'input{index}'}")
+        for name in sorted(_captured_names(node)):
+            if name in initializers and name not in renames and name not in kept:
+                rename(name, f"{node.name}/captured{len(renames)}")
+        for index, name in enumerate(node.output):
+            if name and name not in kept:
+                rename(name, f"{node.name}:{index}")
+    unused = sorted((t for t in graph.initializer if t.name not in renames and t.name not in kept), key=lambda t: digests[t.name])
+    for number, tensor in enumerate(unused):
+        rename(tensor.name, f"unused_{number}")
+
+    def apply(g) -> None:
+        for node in g.node:
+            node.input[:] = [renames.get(name, name) for name in node.input]
+            node.output[:] = [renames.get(name, name) for name in node.output]
+            for attribute in node.attribute:
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    apply(sub)
+
+    apply(graph)
+    position = {name: index for index, name in enumerate(renames)}
+    ordered = sorted(graph.initializer, key=lambda t: position.get(t.name, -1))
+    for tensor in ordered:
+        tensor.name = renames.get(tensor.name, tensor.name)
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+    # Shapes of intermediate tensors are optional, and tf2onnx's use its numbered symbolic dimensions.
+    del graph.value_info[:]
+    dimensions: dict[str, str] = {}
+    for value in [*graph.input, *graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_param = dimensions.setdefault(dim.dim_param, f"dim_{len(dimensions)}")
+
+
+def _digest(*parts: bytes) -> bytes:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.digest()
+
+
+def _tensor_bytes(tensor) -> tuple[bytes, ...]:
+    from onnx import numpy_helper
+
+    array = numpy_helper.to_array(tensor)
+    return array.dtype.str.encode(), repr(array.shape).encode(), np.ascontiguousarray(array).tobytes()
+
+
+def _attribute_bytes(attribute) -> bytes:
+    """An attribute's content without the names tf2onnx gives its tensors."""
+    import onnx
+
+    copy = onnx.AttributeProto()
+    copy.CopyFrom(attribute)
+    if copy.HasField("t"):
+        copy.t.name = ""
+    for tensor in copy.tensors:
+        tensor.name = ""
+    return copy.SerializeToString(deterministic=True)
+
+
+def _formal_inputs(node) -> list[str]:
+    """The schema's names for a node's inputs (W, B, shape...), numbered where the schema repeats one."""
+    import onnx
+
+    try:
+        schema = onnx.defs.get_schema(node.op_type, domain=node.domain)
+    except onnx.defs.SchemaError:
+        return []
+    names = []
+    for index in range(len(node.input)):
+        formal = schema.inputs[min(index, len(schema.inputs) - 1)] if schema.inputs else None
+        if formal is None:
+            names.append(f"input{index}")
+        elif index >= len(schema.inputs) - 1 and formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
+            names.append(f"{formal.name}{index - len(schema.inputs) + 1}")
+        else:
+            names.append(formal.name)
+    return names
+
+
+def _fix_batch(model):
+    """Give a dynamic batch dimension the size 1, and the outputs the static shapes that follow from it."""
+    import onnx
+    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
+
+    initializers = {t.name for t in model.graph.initializer}
+    (value,) = [v for v in model.graph.input if v.name not in initializers]
+    dims = value.type.tensor_type.shape.dim
+    if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+        return model
+    if dims[0].HasField("dim_param"):
+        make_dim_param_fixed(model.graph, dims[0].dim_param, 1)
+    else:
+        dims[0].dim_value = 1
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return model
+    for output, known in zip(model.graph.output, inferred.graph.output):
+        shape = known.type.tensor_type.shape
+        if shape.dim and all(d.HasField("dim_value") for d in shape.dim):
+            output.type.tensor_type.shape.CopyFrom(shape)
+    return model
+
+
+# ---------------------------------------------------------------- precisions
+
+
+def _float16(model):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        # keep_io_types: the app keeps feeding and reading float32, as for every other precision.
+        converted = convert_float_to_float16(model, keep_io_types=True)
+    except Exception as exc:
+        raise StepError(f"float16 conversion failed ({type(exc).__name__}: {exc}): try the fp32 variant for this target") from exc
+    # The converter appends its input and output Casts at the end of the node
+    # list; ONNX Runtime sorts on load, but the ONNX checker (and other runtimes) want the order sorted.
+    _sort_topologically(converted.graph)
+    return converted
+
+
+def _sort_topologically(graph, priority=None) -> None:
+    """Order the nodes so that each comes after the producers of its inputs.
+
+    Among the nodes ready at each point, the one with the lowest ``priority``
+    (by default, the earliest in the current order) comes first.
+    """
+    import heapq
+
+    priority = priority or (lambda index: index)
+
+    nodes = list(graph.node)
+    available = {""} | {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    produced_here = {name for node in nodes for name in node.output}
+    needs = []
+    for node in nodes:
+        wanted = set(node.input) | _captured_names(node)
+        needs.append({name for name in wanted if name in produced_here and name not in available})
+    waiting_on: dict[str, list[int]] = {}
+    for index, wanted in enumerate(needs):
+        for name in wanted:
+            waiting_on.setdefault(name, []).append(index)
+    missing = [len(wanted) for wanted in needs]
+    ready = [(priority(index), index) for index, count in enumerate(missing) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, index = heapq.heappop(ready)
+        order.append(index)
+        for name in nodes[index].output:
+            for waiter in waiting_on.pop(name, []):
+                missing[waiter] -= 1
+                if missing[waiter] == 0:
+                    heapq.heappush(ready, (priority(waiter), waiter))
+    if len(order) != len(nodes):
+        return  # a cycle: leave the order alone and let the checker name the node
+    del graph.node[:]
+    graph.node.extend(nodes[index] for index in order)
+
+
+def _captured_names(node) -> set[str]:
+    """Names a node's subgraphs read from the enclosing graph."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+            defined = {v.name for v in sub.input} | {t.name for t in sub.initializer} | {o for n in sub.node for o in n.output}
+            for inner in sub.node:
+                names |= {name for name in inner.input if name not in defined}
+                names |= _captured_names(inner) - defined
+    return names
+
+
+def _preprocessed(model, scratch: Path) -> Path:
+    """The model after ONNX Runtime's quantization pre-processing, saved for the quantizer.
+
+    Symbolic shape inference gives the quantizer the tensor types and shapes
+    it needs, and the basic optimizations fold the shape arithmetic tf2onnx
+    emits, so fewer tensors are quantized for nothing.  A model the
+    pre-processing cannot handle is quantized as it is.
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = scratch / "float.onnx"
+    onnx.save(model, str(source))
+    target = scratch / "preprocessed.onnx"
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=skip_symbolic)
+            return target
+        except Exception:
+            continue
+    return source
+
+
+def _dynamic_int8(model, per_channel: bool, scratch: Path):
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = _preprocessed(model, scratch)
+    target = scratch / "dynamic_int8.onnx"
+    try:
+        quantize_dynamic(str(source), str(target), per_channel=per_channel, weight_type=QuantType.QInt8)
+    except Exception as exc:
+        raise StepError(f"dynamic int8 quantization failed ({type(exc).__name__}: {exc}): try the int8 or fp32 variant for this target") from exc
+    return onnx.load(str(target))
+
+
+def _static_int8(model, samples: np.ndarray, target_format: dict, per_channel: bool, scratch: Path):
+    import onnx
+    from onnxruntime.quantization import quantize
+
+    settings = onnx_chips.static_quantization_settings(target_format, per_channel)
+    source = _preprocessed(model, scratch)
+    target = scratch / "int8.onnx"
+    try:
+        if settings.preprocess is not None and settings.preprocess(source, scratch / "prepared.onnx"):
+            source = scratch / "prepared.onnx"
+        reader = _calibration_reader(onnx.load(str(source)), samples)
+        quantize(str(source), str(target), settings.make_config(source, reader))
+    except StepError:
+        raise
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise StepError(
+            f"static int8 quantization ({settings.scheme} settings, {settings.activation_type} activations) failed: "
+            f"{detail[-1] if detail else type(exc).__name__}; check the calibration data, or try another precision for this target"
+        ) from exc
+    return _keep_opset(onnx.load(str(target)), max(target_format["opset"], _default_opset(model)), settings.activation_type)
+
+
+def _default_opset(model) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _keep_opset(model, opset: int, activation_type: str):
+    """Bring a quantized model back to the target profile's opset (or its source's, if newer).
+
+    ORT's quantizer raises a model to opset 21 whenever it uses 16-bit types,
+    even when (as for QNN below opset 21) it writes the 16-bit Q/DQ nodes in
+    the com.microsoft domain, which every opset takes.  The target profile's
+    opset is what the device's runtime loads, so the bump is undone.
+    """
+    import onnx
+
+    if _default_opset(model) <= opset:
+        return model
+    try:
+        lowered = onnx.version_converter.convert_version(model, opset)
+        onnx.checker.check_model(lowered, full_check=True)
+    except Exception as exc:
+        raise StepError(
+            f"the quantizer wrote ONNX opset {_default_opset(model)} and the model cannot be brought back to opset {opset} "
+            f"({type(exc).__name__}: {exc}); with {activation_type} activations, raise the profile's onnx opset to 21 or use uint8 activations"
+        ) from exc
+    return lowered
+
+
+def _calibration_reader(model, samples: np.ndarray):
+    """Feeds the calibration samples in batches the model's input takes.
+
+    A fixed batch size is filled by cycling through the samples, so the
+    padding adds no value calibration has not seen.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
+
+    initializers = {t.name for t in model.graph.initializer}
+    (value,) = [v for v in model.graph.input if v.name not in initializers]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    dims = value.type.tensor_type.shape.dim
+    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    step = fixed or CALIBRATION_BATCH
+    if len(samples) == 0:
+        raise StepError("the calibration data has no samples: int8 quantization needs at least one")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.start = 0
+
+        def get_next(self):
+            if self.start >= len(samples):
+                return None
+            indices = np.arange(self.start, self.start + step)
+            if fixed is None:
+                indices = indices[indices < len(samples)]
+            self.start += step
+            return {value.name: samples[indices % len(samples)].astype(dtype)}
+
+        def rewind(self):
+            self.start = 0
+
+    return Reader()
+
+
+# ---------------------------------------------------------------- output
+
+
+def _finish(model) -> bytes:
+    """Drop unused opset imports, prove the model passes the ONNX checker, and serialize it."""
+    import onnx
+
+    used = {node.domain for node in _all_nodes(model)}
+    kept = [o for o in model.opset_import if o.domain in ("", "ai.onnx") or o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    if model.ByteSize() > MAX_MODEL_BYTES:
+        raise StepError(f"the converted model is {model.ByteSize()} bytes, over the 2 GiB a single .onnx file holds: ship a smaller model")
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise StepError(f"the converted model fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): try another precision or opset for this target") from exc
+    return model.SerializeToString()
+
+
+def _all_nodes(model):
+    def walk(graph):
+        for node in graph.node:
+            yield node
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    yield from walk(attribute.g)
+                for sub in attribute.graphs:
+                    yield from walk(sub)
+
+    yield from walk(model.graph)
+    for function in model.functions:
+        yield from function.node

@@ -1,0 +1,555 @@
+"""The ONNX convert step, its runtime module and its per-chip quantization settings.
+
+The models are built in code: a tiny Keras recipe materialized through the
+source step (so the convert step reads exactly what a build gives it), a
+few hand-written ONNX graphs, and a SavedModel with an op ONNX lacks.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import textwrap
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelmake import fsutil
+from modelmake.errors import StepError
+from modelmake.plan import FormatSupport
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from modelmake.steps import _onnx_runtime, convert_onnx, onnx_chips, source  # noqa: E402
+from modelmake.steps._arrays import preprocess, write_npz  # noqa: E402
+
+PREPROCESSING = {"layout": "NHWC", "scale": "1/16", "offset": "0"}
+RECORD_KEYS = {"precision", "integer_io", "per_channel", "delegates", "io", "sha256", "size", "tools"}
+
+CPU = asdict(
+    FormatSupport(format="onnx", precisions=("fp32", "fp16", "dynamic_int8", "int8"), execution_providers=("CPUExecutionProvider",), quantization="cpu")
+)
+QNN = asdict(
+    FormatSupport(
+        format="onnx",
+        precisions=("fp32", "fp16", "int8"),
+        execution_providers=("QNNExecutionProvider", "CPUExecutionProvider"),
+        quantization="qnn",
+        activation_type="uint16",
+        accelerator="qnn",
+    )
+)
+TARGETS = {"cpu": CPU, "qnn": QNN}
+
+TINY_RECIPE = textwrap.dedent(
+    '''
+    METADATA = {"seed": 11}
+
+
+    def build_model():
+        import keras
+
+        # Wide initial weights spread the class scores apart, so top-1 is stable without training.
+        init = keras.initializers.RandomNormal(stddev=0.6, seed=11)
+        inputs = keras.Input((8, 8, 1), name="image")
+        h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", kernel_initializer=init)(inputs)
+        h = keras.layers.MaxPooling2D()(h)
+        h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", kernel_initializer=init)(h)
+        h = keras.layers.Flatten()(h)
+        outputs = keras.layers.Dense(5, activation="softmax", kernel_initializer=init, name="probabilities")(h)
+        return keras.Model(inputs, outputs, name="tiny")
+    '''
+)
+
+# About 240k parameters (~0.95 MB of float32 weights), nearly all in 3x3 convolutions.
+MEDIUM_RECIPE = textwrap.dedent(
+    '''
+    METADATA = {"seed": 5}
+
+
+    def build_model():
+        import keras
+
+        inputs = keras.Input((16, 16, 3), name="image")
+        h = inputs
+        for filters in (32, 64, 128, 128):
+            h = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(h)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        outputs = keras.layers.Dense(10, activation="softmax")(h)
+        return keras.Model(inputs, outputs, name="medium")
+    '''
+)
+
+
+def _materialize(directory: Path, recipe: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "recipe.py").write_text(recipe, encoding="utf-8")
+    record = directory / "source.json"
+    source.materialize(
+        {"kind": "recipe", "path": str(directory / "recipe.py"), "function": "build_model", "depends": []}, str(directory / "out"), str(record)
+    )
+    return record
+
+
+def _saved_model_outputs(directory: Path, x: np.ndarray) -> np.ndarray:
+    from modelmake.steps.reference import _predict_saved_model
+
+    return _predict_saved_model(Path(directory), x)
+
+
+class Tiny:
+    """The tiny recipe's source record, calibration data and the SavedModel's own outputs on it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.record = _materialize(root / "tiny", TINY_RECIPE)
+        rng = np.random.default_rng(3)
+        self.raw = rng.integers(0, 17, size=(48, 8, 8, 1)).astype(np.float32)
+        self.calibration = root / "calibration.npz"
+        write_npz(self.calibration, x=self.raw, y=np.zeros(len(self.raw), np.int64))
+        self.x = preprocess(self.raw, PREPROCESSING)
+        self.reference = _saved_model_outputs(Path(fsutil.read_json(self.record)["model"]), self.x)
+
+    def convert(self, precision: str, target: dict, out: Path, per_channel: bool = True, record: Path | None = None) -> Path:
+        convert_onnx.convert(
+            str(record or self.record),
+            precision,
+            False,
+            per_channel,
+            str(self.calibration) if precision == "int8" else None,
+            PREPROCESSING,
+            target,
+            str(out),
+            str(out) + ".json",
+        )
+        return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Tiny:
+    return Tiny(tmp_path_factory.mktemp("onnx-tiny"))
+
+
+@pytest.fixture(scope="module")
+def converted(tiny) -> dict:
+    """Every variant for both quantization schemes, converted once for the tests that only read them."""
+    out = tiny.root / "converted"
+    return {
+        (scheme, precision): tiny.convert(precision, target, out / f"tiny.{precision}.{scheme}.onnx")
+        for scheme, target in TARGETS.items()
+        for precision in ("fp32", "fp16", "dynamic_int8", "int8")
+        if precision in target["precisions"]
+    }
+
+
+def _model(path: Path):
+    return onnx.load(str(path))
+
+
+def _initializers(model) -> dict:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+# ---------------------------------------------------------------- conversion
+
+
+@pytest.mark.parametrize(
+    "scheme, precision, tolerance",
+    [("cpu", "fp32", 1e-5), ("cpu", "fp16", 1e-2), ("qnn", "fp32", 1e-5), ("qnn", "fp16", 1e-2)],
+)
+def test_float_variants_match_the_keras_model(tiny, converted, scheme, precision, tolerance):
+    path = converted[(scheme, precision)]
+    onnx.checker.check_model(str(path), full_check=True)
+    outputs = _onnx_runtime.predict(path, tiny.x, what=path.name)
+    assert outputs.dtype == np.float32 and outputs.shape == tiny.reference.shape
+    np.testing.assert_allclose(outputs, tiny.reference, atol=tolerance)
+
+
+@pytest.mark.parametrize("scheme, precision", [("cpu", "int8"), ("qnn", "int8"), ("cpu", "dynamic_int8")])
+def test_int8_variants_keep_top1(tiny, converted, scheme, precision):
+    path = converted[(scheme, precision)]
+    onnx.checker.check_model(str(path), full_check=True)
+    outputs = _onnx_runtime.predict(path, tiny.x, what=path.name)
+    agreement = np.mean(outputs.argmax(axis=1) == tiny.reference.argmax(axis=1))
+    assert agreement >= 0.9, agreement
+    assert np.abs(outputs - tiny.reference).mean() < 0.02
+
+
+def test_fp16_stores_half_weights_behind_float32_io(converted):
+    model = _model(converted[("cpu", "fp16")])
+    weights = [t for t in model.graph.initializer if len(t.dims) == 4]
+    assert weights and all(t.data_type == TensorProto.FLOAT16 for t in weights)
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+def test_record_describes_the_artifact(tiny, converted):
+    path = converted[("cpu", "int8")]
+    record = fsutil.read_json(str(path) + ".json")
+    assert set(record) == RECORD_KEYS
+    assert record["precision"] == "int8" and record["integer_io"] is False and record["per_channel"] is True
+    assert record["delegates"] == ["CPUExecutionProvider"]
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["size"] == path.stat().st_size
+    assert set(record["tools"]) == {"tf2onnx", "onnx", "onnxruntime"}
+    assert "not installed" not in record["tools"].values()
+    signature = fsutil.read_json(tiny.record)["signature"]
+    assert record["io"] == {
+        "input": {"name": signature["input"]["name"], "dtype": "float32", "shape": [-1, 8, 8, 1]},
+        "output": {"name": signature["output"]["name"], "dtype": "float32", "shape": [-1, 5]},
+    }
+
+
+def test_static_shape_providers_get_a_batch_of_one(tiny, converted):
+    path = converted[("qnn", "fp32")]
+    assert fsutil.read_json(str(path) + ".json")["io"]["input"]["shape"] == [1, 8, 8, 1]
+    assert fsutil.read_json(str(path) + ".json")["io"]["output"]["shape"] == [1, 5]
+    # A fixed batch of one runs the samples one at a time: same figures as the batched CPU artifact.
+    np.testing.assert_allclose(_onnx_runtime.predict(path, tiny.x[:7], what=path.name), tiny.reference[:7], atol=1e-5)
+
+
+# ---------------------------------------------------------------- static int8 settings
+
+
+def _qdq_summary(model) -> dict:
+    """Activation zero-point types, and (dtype, per-channel axis, scale count) of each convolution's weights."""
+    initializers = _initializers(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    activations = Counter()
+    conv_weights = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            activations[initializers[node.input[2]].dtype.name] += 1
+        if node.op_type == "Conv":
+            dq = producers[node.input[1]]
+            assert dq.op_type == "DequantizeLinear"
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), None)
+            conv_weights.append((initializers[dq.input[0]].dtype.name, axis, initializers[dq.input[1]].size, int(np.abs(initializers[dq.input[2]]).max())))
+    return {"activations": dict(activations), "conv_weights": conv_weights}
+
+
+def test_qnn_int8_is_qdq_with_uint16_activations_and_per_channel_int8_weights(converted):
+    model = _model(converted[("qnn", "int8")])
+    ops = Counter(n.op_type for n in model.graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    summary = _qdq_summary(model)
+    assert set(summary["activations"]) == {"uint16"}
+    # Conv weights: int8, one scale per output channel (axis 0), symmetric (zero point 0).
+    assert summary["conv_weights"] == [("int8", 0, 8, 0), ("int8", 0, 16, 0)]
+    # 16-bit Q/DQ below opset 21 live in the com.microsoft domain; the profile's opset is kept.
+    assert {n.domain for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")} == {"com.microsoft"}
+    assert next(o.version for o in model.opset_import if o.domain == "") == QNN["opset"]
+
+
+def test_cpu_int8_is_qdq_with_uint8_activations_and_per_channel_int8_weights(converted):
+    model = _model(converted[("cpu", "int8")])
+    summary = _qdq_summary(model)
+    assert set(summary["activations"]) == {"uint8"}
+    assert summary["conv_weights"] == [("int8", 0, 8, 0), ("int8", 0, 16, 0)]
+    assert {n.domain for n in model.graph.node} == {""}
+
+
+def test_per_channel_off_gives_per_tensor_weights(tiny):
+    path = tiny.convert("int8", CPU, tiny.root / "per-tensor" / "tiny.int8.onnx", per_channel=False)
+    assert [(dtype, scales) for dtype, _, scales, _ in _qdq_summary(_model(path))["conv_weights"]] == [("int8", 1), ("int8", 1)]
+    assert fsutil.read_json(str(path) + ".json")["per_channel"] is False
+
+
+def test_chip_settings():
+    qnn = onnx_chips.static_quantization_settings(QNN, per_channel=True)
+    assert (qnn.scheme, qnn.activation_type, qnn.weight_type, qnn.per_channel) == ("qnn", "uint16", "int8", True)
+    assert qnn.preprocess is not None
+    cpu = onnx_chips.static_quantization_settings(CPU, per_channel=False)
+    assert (cpu.scheme, cpu.activation_type, cpu.weight_type, cpu.per_channel) == ("cpu", "uint8", "int8", False)
+    assert onnx_chips.needs_static_batch(QNN) and not onnx_chips.needs_static_batch(CPU)
+    with pytest.raises(StepError, match="quantization 'hexagon'"):
+        onnx_chips.static_quantization_settings({**CPU, "quantization": "hexagon"}, per_channel=True)
+
+
+def test_static_int8_of_a_medium_model_is_at_least_3_5x_smaller(tmp_path):
+    record = _materialize(tmp_path / "medium", MEDIUM_RECIPE)
+    calibration = tmp_path / "calibration.npz"
+    raw = np.random.default_rng(0).integers(0, 17, size=(16, 16, 16, 3)).astype(np.float32)
+    write_npz(calibration, x=raw, y=np.zeros(len(raw), np.int64))
+    sizes = {}
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"medium.{precision}.onnx"
+        convert_onnx.convert(str(record), precision, False, True, str(calibration) if precision == "int8" else None, PREPROCESSING, CPU, str(out), str(out) + ".json")
+        sizes[precision] = out.stat().st_size
+    assert sizes["fp32"] > 900_000
+    assert sizes["fp32"] / sizes["int8"] >= 3.5, sizes
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+@pytest.mark.parametrize("scheme, precision", [("cpu", "fp32"), ("qnn", "int8"), ("cpu", "int8"), ("cpu", "fp16")])
+def test_converting_again_gives_the_same_bytes(tiny, converted, tmp_path, scheme, precision):
+    """Same process (tf2onnx's name counters have moved on), another build directory: same file."""
+    moved = tmp_path / "elsewhere" / "saved_model"
+    record = fsutil.read_json(tiny.record)
+    shutil.copytree(record["model"], moved)
+    moved_record = tmp_path / "source.json"
+    fsutil.write_json(moved_record, {**record, "model": moved.as_posix()})
+    first = converted[(scheme, precision)]
+    # tf2onnx's own choices vary from run to run within a process, so one repeat could pass by luck.
+    for attempt in range(3):
+        again = tiny.convert(precision, TARGETS[scheme], tmp_path / f"again{attempt}.onnx", record=moved_record)
+        assert again.read_bytes() == first.read_bytes()
+        assert fsutil.read_json(str(again) + ".json") == fsutil.read_json(str(first) + ".json")
+
+
+# ---------------------------------------------------------------- other sources
+
+
+def _tiny_onnx(path: Path, *, broken: bool = False, extra_op: str | None = None, opset: int = 17, batch: int | str = "batch") -> Path:
+    """x (N, 4) -> MatMul -> [extra op] -> Softmax -> y (N, 3), written with onnx.helper."""
+    weights = numpy_helper.from_array(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="matmul")]
+    last = "h"
+    if extra_op:
+        nodes.append(helper.make_node(extra_op, ["h"], ["h2"], name=extra_op.lower()))
+        last = "h2"
+    nodes.append(helper.make_node("Softmax", ["missing" if broken else last], ["y"], name="softmax", axis=-1))
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="test")
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _onnx_record(tmp_path: Path, model_file: Path) -> Path:
+    record = tmp_path / "source" / "source.json"
+    source.materialize({"kind": "onnx", "path": str(model_file), "function": "", "depends": []}, str(tmp_path / "source"), str(record))
+    return record
+
+
+def test_onnx_source_is_materialized_and_shipped_as_is(tmp_path):
+    original = _tiny_onnx(tmp_path / "given" / "classifier.onnx")
+    record_path = _onnx_record(tmp_path, original)
+    record = fsutil.read_json(record_path)
+    assert record["kind"] == "onnx" and Path(record["model"]).name == "model.onnx"
+    assert record["signature"] == {
+        "input": {"name": "x", "shape": [None, 4], "dtype": "float32"},
+        "output": {"name": "y", "shape": [None, 3], "dtype": "float32"},
+    }
+    out = tmp_path / "classifier.fp32.onnx"
+    convert_onnx.convert(str(record_path), "fp32", False, True, None, PREPROCESSING, CPU, str(out), str(out) + ".json")
+    assert out.read_bytes() == original.read_bytes()
+
+
+def test_onnx_source_can_be_quantized(tmp_path):
+    record_path = _onnx_record(tmp_path, _tiny_onnx(tmp_path / "given" / "classifier.onnx"))
+    calibration = tmp_path / "calibration.npz"
+    raw = np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32) * 16
+    write_npz(calibration, x=raw, y=np.zeros(len(raw), np.int64))
+    out = tmp_path / "classifier.int8.onnx"
+    convert_onnx.convert(str(record_path), "int8", False, True, str(calibration), PREPROCESSING, QNN, str(out), str(out) + ".json")
+    ops = Counter(n.op_type for n in _model(out).graph.node)
+    assert ops["QuantizeLinear"] and ops["DequantizeLinear"] and ops["MatMul"] == 1
+
+
+def test_onnx_source_with_a_broken_graph_fails_clearly(tmp_path):
+    broken = _tiny_onnx(tmp_path / "given" / "broken.onnx", broken=True)
+    with pytest.raises(StepError) as caught:
+        _onnx_record(tmp_path, broken)
+    message = str(caught.value)
+    assert str(broken) in message and "fails the ONNX checker" in message and "missing" in message
+    # The convert step checks again, should a record point at a broken file.
+    record = tmp_path / "record.json"
+    fsutil.write_json(record, {"kind": "onnx", "path": str(broken), "model": str(broken), "signature": {}})
+    with pytest.raises(StepError, match="fails the ONNX checker"):
+        convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, CPU, str(tmp_path / "out.onnx"), str(tmp_path / "out.json"))
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_onnx_source_newer_than_the_profile_opset_fails(tmp_path):
+    record_path = _onnx_record(tmp_path, _tiny_onnx(tmp_path / "given" / "new.onnx", opset=19))
+    with pytest.raises(StepError, match="opset 19, newer than the opset 17"):
+        convert_onnx.convert(str(record_path), "fp32", False, True, None, PREPROCESSING, CPU, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+
+
+def test_tflite_source_converts_through_tf2onnx(tiny, tmp_path):
+    import tensorflow as tf
+
+    saved_model = fsutil.read_json(tiny.record)["model"]
+    tflite_file = tmp_path / "given" / "tiny.tflite"
+    tflite_file.parent.mkdir(parents=True)
+    tflite_file.write_bytes(tf.lite.TFLiteConverter.from_saved_model(saved_model).convert())
+    record = tmp_path / "source" / "source.json"
+    source.materialize({"kind": "tflite", "path": str(tflite_file), "function": "", "depends": []}, str(tmp_path / "source"), str(record))
+    out = tmp_path / "tiny.fp32.onnx"
+    convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, CPU, str(out), str(out) + ".json")
+    np.testing.assert_allclose(_onnx_runtime.predict(out, tiny.x, what=out.name), tiny.reference, atol=1e-5)
+
+
+# ---------------------------------------------------------------- conversion errors
+
+
+def test_an_opset_tf2onnx_cannot_write_is_a_step_error(tiny, tmp_path):
+    with pytest.raises(StepError, match=r"produces ONNX opsets up to 18, but the target profile asks for opset 21"):
+        tiny.convert("fp32", {**CPU, "opset": 21}, tmp_path / "o.onnx")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def _tf_function_source(tmp_path: Path, function, shape) -> Path:
+    """A SavedModel whose serving_default signature is ``function`` of one float input ``x``."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.serve = tf.function(lambda x: {"y": function(x)}, input_signature=[tf.TensorSpec(shape, tf.float32, name="x")])
+    tf.saved_model.save(module, str(tmp_path / "saved_model"), signatures={"serving_default": module.serve})
+    record = tmp_path / "source.json"
+    signature = {"input": {"name": "x", "shape": list(shape), "dtype": "float32"}, "output": {"name": "y", "shape": list(shape), "dtype": "float32"}}
+    fsutil.write_json(record, {"kind": "saved_model", "path": "function.py", "model": str(tmp_path / "saved_model"), "signature": signature})
+    return record
+
+
+def test_a_tensorflow_op_onnx_lacks_is_named(tmp_path):
+    import tensorflow as tf
+
+    record = _tf_function_source(tmp_path, tf.math.lgamma, [None, 4])
+    with pytest.raises(StepError, match=r"cannot express these TensorFlow ops in ONNX opset 17: Lgamma \(node [^;]*; tf2onnx has no conversion for it\)"):
+        convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, CPU, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_an_op_that_needs_a_newer_opset_names_it(tmp_path):
+    import tensorflow as tf
+
+    record = _tf_function_source(tmp_path, lambda x: tf.tensor_scatter_nd_max(x, [[0]], x[:1]), [4, 3])
+    target = {**CPU, "opset": 15}
+    with pytest.raises(StepError, match=r"TensorScatterMax \(node [^;]*; tf2onnx converts it from opset 16: set opset: 16"):
+        convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, target, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+    convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, {**CPU, "opset": 16}, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+
+
+def test_integer_io_and_unknown_precisions_are_refused(tiny, tmp_path):
+    with pytest.raises(StepError, match="keep float inputs and outputs"):
+        convert_onnx.convert(str(tiny.record), "int8", True, True, str(tiny.calibration), PREPROCESSING, CPU, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+    with pytest.raises(StepError, match="not 'int4'"):
+        tiny.convert("int4", CPU, tmp_path / "o.onnx")
+
+
+def test_calibration_samples_of_the_wrong_shape_are_refused(tiny, tmp_path):
+    calibration = tmp_path / "wrong.npz"
+    write_npz(calibration, x=np.zeros((4, 7, 7, 1), np.float32), y=np.zeros(4, np.int64))
+    with pytest.raises(StepError, match=r"shape \(7, 7, 1\)"):
+        convert_onnx.convert(str(tiny.record), "int8", False, True, str(calibration), PREPROCESSING, CPU, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+
+
+# ---------------------------------------------------------------- runtime module
+
+
+def test_runtime_io_latency_and_errors(tiny, converted, tmp_path):
+    path = converted[("cpu", "fp32")]
+    details = _onnx_runtime.io_details(path, what="tiny")
+    assert details["input"]["shape"] == [-1, 8, 8, 1] and "quantization" not in details["input"]
+    assert _onnx_runtime.median_latency_ms(path, what="tiny", runs=5) > 0
+    assert _onnx_runtime.median_latency_ms(converted[("qnn", "int8")], what="tiny", sample=tiny.x[0], runs=5) > 0
+    with pytest.raises(StepError, match=r"takes samples of shape \(8, 8, 1\)"):
+        _onnx_runtime.predict(path, np.zeros((2, 4, 4, 1), np.float32), what="tiny")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(StepError, match="does not load in ONNX Runtime"):
+        _onnx_runtime.load_session(garbage, what="garbage")
+
+
+def test_io_details_reports_quantization_of_integer_io(tmp_path):
+    """An integer input read by a DequantizeLinear carries that node's scale and zero point."""
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x", "scale", "zero"], ["xf"], name="dq"),
+        helper.make_node("Relu", ["xf"], ["y"], name="relu"),
+    ]
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "scale"), numpy_helper.from_array(np.array(3, np.uint8), "zero")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits
+    )
+    path = tmp_path / "integer.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    details = _onnx_runtime.io_details(path, what="integer")
+    assert details["input"] == {"name": "x", "dtype": "uint8", "shape": [1, 4], "quantization": {"scale": "0.5", "zero_point": 3}}
+    np.testing.assert_allclose(_onnx_runtime.predict(path, np.array([[3, 5, 1, 4]], np.float32), what="integer"), [[0, 1, 0, 0.5]])
+
+
+# ---------------------------------------------------------------- accelerator coverage
+
+
+def test_coverage_is_reported_only_for_the_qnn_accelerator(converted):
+    assert _onnx_runtime.accelerator_coverage(converted[("cpu", "fp32")], CPU) is None
+    coverage = _onnx_runtime.accelerator_coverage(converted[("qnn", "int8")], QNN)
+    assert coverage["accelerator"] == "qnn"
+    assert coverage == {"accelerator": "qnn", "ops": coverage["ops"], "on_accelerator": coverage["ops"], "fallback": {}}
+    assert coverage["ops"] > 10
+
+
+def test_an_op_qnn_lacks_falls_back_by_name(tmp_path):
+    path = _tiny_onnx(tmp_path / "erf.onnx", extra_op="Erf", batch=1)
+    coverage = _onnx_runtime.accelerator_coverage(path, QNN)
+    assert coverage == {"accelerator": "qnn", "ops": 3, "on_accelerator": 2, "fallback": {"Erf": 1}}
+
+
+def test_a_dynamic_shape_keeps_the_whole_model_off_qnn(converted):
+    coverage = _onnx_runtime.accelerator_coverage(converted[("cpu", "fp32")], QNN)
+    assert coverage["on_accelerator"] == 0 and coverage["ops"] > 0
+    assert all(name.endswith(" (dynamic shape)") for name in coverage["fallback"])
+    assert sum(coverage["fallback"].values()) == coverage["ops"]
+
+
+def test_float_ops_outside_qdq_fall_back_in_a_quantized_model(tmp_path):
+    """x -> Q -> DQ -> MatMul(DQ weights) -> Q -> DQ -> Softmax -> y: the Softmax runs in float."""
+    weights = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    inits = [
+        numpy_helper.from_array(np.round(weights / 0.01).astype(np.int8), "w_q"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "a_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zero"], ["x_q"], name="q_in"),
+        helper.make_node("DequantizeLinear", ["x_q", "a_scale", "a_zero"], ["x_dq"], name="dq_in"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="dq_w"),
+        helper.make_node("MatMul", ["x_dq", "w"], ["h"], name="matmul"),
+        helper.make_node("QuantizeLinear", ["h", "a_scale", "a_zero"], ["h_q"], name="q_h"),
+        helper.make_node("DequantizeLinear", ["h_q", "a_scale", "a_zero"], ["h_dq"], name="dq_h"),
+        helper.make_node("Softmax", ["h_dq"], ["y"], name="softmax", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits
+    )
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    coverage = _onnx_runtime.accelerator_coverage(path, QNN)
+    assert coverage == {"accelerator": "qnn", "ops": 7, "on_accelerator": 6, "fallback": {"Softmax (float)": 1}}
+
+
+def test_dynamic_int8_runs_on_qnn_as_the_fused_pattern_only(tiny, tmp_path):
+    path = tiny.convert("dynamic_int8", {**QNN, "precisions": ("dynamic_int8",)}, tmp_path / "tiny.dynamic_int8.onnx")
+    ops = Counter(n.op_type for n in _model(path).graph.node)
+    assert ops["DynamicQuantizeLinear"] and ops["ConvInteger"] and ops["MatMulInteger"]
+    coverage = _onnx_runtime.accelerator_coverage(path, QNN)
+    assert coverage["fallback"] == {} and coverage["on_accelerator"] == coverage["ops"]
+    # Without the Cast -> Mul that dequantizes its result, a ConvInteger has no QNN builder.
+    model = _model(path)
+    cast = next(n for n in model.graph.node if n.op_type == "Cast" and n.input[0].endswith("_output_quantized"))
+    for node in model.graph.node:
+        if cast.output[0] in node.input and node.op_type == "Mul":
+            node.op_type = "Sub"
+            break
+    broken = tmp_path / "unfused.onnx"
+    onnx.save(model, str(broken))
+    assert _onnx_runtime.accelerator_coverage(broken, QNN)["fallback"] == {"ConvInteger": 1, "DynamicQuantizeLinear": 1}
