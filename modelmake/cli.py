@@ -1,6 +1,6 @@
 """The `modelmake` command: workspace scaffolding and bundle tools. Builds themselves run through `doit`.
 
-Exit codes (errors.exit_code_for): 0 success, 1 other error, 2 bad command line,
+Exit codes: 0 success, 1 other error, 2 bad command line,
 5 key problem, 6 not a verifiable bundle, 7 decryption failed, 8 unknown format
 version, 9 tampered file, 10 missing or extra file, 11 wrong key, 12 unsafe or
 corrupt archive, 13 missing or malformed signature, 70 a bug in modelmake.

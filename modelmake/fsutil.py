@@ -31,18 +31,26 @@ def _remove_leftovers(path: Path) -> None:
 
 
 @contextmanager
-def atomic_output(path: Path | str, mode: str = "wb"):
-    """Yield a file open on a temporary name beside ``path``; rename it into place only on success."""
+def atomic_output(path: Path | str, mode: str = "wb", *, permissions: int = 0o644, durable: bool = True, scratch: Path | None = None):
+    """Yield a file open on a temporary name; rename it onto ``path`` only on success.
+
+    The temporary lives beside ``path`` unless ``scratch`` names another folder
+    on the same file system (a signature must not leave a stray file inside the
+    directory it signs).  ``durable=False`` skips the fsync, for a caller that
+    stages a whole directory and settles its durability itself.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    folder = Path(scratch) if scratch is not None else path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+            if durable:
+                os.fsync(handle.fileno())
+        os.chmod(tmp, permissions)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -54,11 +54,10 @@ def doit_config(workspace: Path) -> dict:
 def workspace_tasks(workspace: Path):
     """The tasks of the workspace's models.yaml; a bad spec exits with its message, not a traceback."""
     try:
-        plan = load_plan(workspace)
+        yield from plan_tasks(load_plan(workspace), workspace)
     except ModelmakeError as error:
         print(f"modelmake: {error}", file=sys.stderr)
         raise SystemExit(exit_code_for(error))
-    yield from plan_tasks(plan, workspace)
 
 
 def plan_tasks(plan: BuildPlan, workspace: Path):
@@ -194,7 +193,8 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
             "calibration": calibration,
             "calibration_origin": _data_origin(model.calibration) if calibration else None,
             "preprocessing": asdict(model.input),
-            "target_format": asdict(support),
+            # Which accelerator is reported on, and whether it must take every op, is the evaluation's business.
+            "target_format": {k: v for k, v in asdict(support).items() if k not in ("accelerator", "require_full_coverage")},
             "out": layout.artifact_file(artifact),
             "out_record": layout.artifact_record(artifact),
         }

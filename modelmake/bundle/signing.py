@@ -18,19 +18,18 @@ ignore list that model_signing emits in set order.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelmake.fsutil import atomic_output, sha256_file
 from modelmake.errors import (
     FileSetError,
     SignatureFormatError,
@@ -49,19 +48,13 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 # or its verifier would report them as extra files.
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 
-_CHUNK_SIZE = 1 << 20
 _ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
 
 # --- hashing -------------------------------------------------------------------------
 
-def hash_file(path: Path) -> str:
-    """SHA-256 of a file as lowercase hex, read in fixed-size chunks (constant memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK_SIZE), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# SHA-256 of a file as lowercase hex, read in fixed-size chunks (constant memory).
+hash_file = sha256_file
 
 
 def ignored_paths(signature_name: str = SIGNATURE_NAME) -> list[str]:
@@ -233,26 +226,9 @@ def sign_directory(
     target = directory / signature_name
     # The temporary file goes beside the directory, not into it: one left behind by a
     # killed build would otherwise be signed as part of the bundle next time.
-    with _atomic_output(target, scratch=directory.resolve().parent) as out:
+    with atomic_output(target, scratch=directory.resolve().parent) as out:
         out.write(data)
     return target
-
-
-@contextlib.contextmanager
-def _atomic_output(dst: Path, scratch: Path) -> Iterator[Any]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.parent.name}.{dst.name}.", suffix=".tmp", dir=scratch)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        # A signature is public; mkstemp's 0600 would only get in the packager's way.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _check_signature_name(signature_name: str) -> None:

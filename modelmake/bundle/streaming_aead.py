@@ -44,23 +44,21 @@ so that rebuilding the same file gives the same bytes. This is safe because:
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
 import queue
 import struct
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
+from modelmake.fsutil import atomic_output
 from modelmake.errors import DecryptionError, KeyMaterialError, StepError
 
 KEY_SIZE = 32
@@ -140,7 +138,7 @@ def encrypt_file(
         expected = _digest_bytes(plaintext_sha256)
     salt, prefix = _derive_header(key, expected, associated_data)
     # The ciphertext is not secret, so it gets ordinary permissions, not mkstemp's 0600.
-    with _atomic_output(dst, mode=0o644, durable=durable) as out, open(src, "rb") as f, _BackgroundWriter(out) as writer:
+    with atomic_output(dst, permissions=0o644, durable=durable) as out, open(src, "rb") as f, _BackgroundWriter(out) as writer:
         measured = _MeasuringWriter(writer)
         rehash = _encrypt_stream(f, measured, key, associated_data, salt, prefix, str(src))
         if rehash != expected:
@@ -226,7 +224,7 @@ def decrypt_file(src: Path, dst: Path, key: bytes, associated_data: bytes) -> No
     """Decrypt ``src`` into ``dst``; ``dst`` appears only if every segment authenticated."""
     _check_key(key)
     src, dst = Path(src), Path(dst)
-    with open(src, "rb") as f, _atomic_output(dst, mode=0o600) as out:
+    with open(src, "rb") as f, atomic_output(dst, permissions=0o600) as out:
         _decrypt_stream(f, out, key, associated_data, str(src))
 
 
@@ -337,21 +335,3 @@ def _decrypt_stream(src: BinaryIO, out: BinaryIO, key: bytes, associated_data: b
         if last:
             return
         segment, want, index = following, CIPHERTEXT_SEGMENT_SIZE, index + 1
-
-
-@contextlib.contextmanager
-def _atomic_output(dst: Path, mode: int, durable: bool = True) -> Iterator[BinaryIO]:
-    """A temporary file next to ``dst``, renamed onto it only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            if durable:
-                os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

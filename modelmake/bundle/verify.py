@@ -33,11 +33,14 @@ def verify_bundle_directory(directory: Path, public_key: ec.EllipticCurvePublicK
     """Return the manifest of a bundle whose signature, files and format version all check out."""
     verify_directory(directory, public_key)
     manifest = read_manifest(directory)
-    for model in manifest["models"].values():
-        for variant_id, variant in model["variants"].items():
-            file = Path(directory) / variant["file"]
-            if not file.is_file() or fsutil.sha256_file(file) != variant["sha256"] or file.stat().st_size != variant["size"]:
-                raise TamperedFileError(f"{variant['file']} does not match its entry in the manifest ({variant_id}): the bundle was built wrongly")
+    try:
+        variants = [(vid, v["file"], v["sha256"], v["size"]) for m in manifest["models"].values() for vid, v in m["variants"].items()]
+    except (AttributeError, KeyError, TypeError) as error:
+        raise VerificationError(f"{directory}/manifest.json is signed but malformed ({type(error).__name__}: {error}): it was not written by modelmake") from None
+    for variant_id, path, digest, size in variants:
+        file = Path(directory) / path
+        if not file.is_file() or fsutil.sha256_file(file) != digest or file.stat().st_size != size:
+            raise TamperedFileError(f"{path} does not match its entry in the manifest ({variant_id}): the bundle was built wrongly")
     return manifest
 
 

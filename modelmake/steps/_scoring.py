@@ -1,4 +1,4 @@
-"""Accuracy figures shared by the source reference and every artifact's evaluation."""
+"""Figures and their wording shared by the reference, evaluate, selection and report steps."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,3 +13,8 @@ def accuracy_figures(outputs: np.ndarray, labels: np.ndarray, top_k: int) -> dic
     if top_k > 1:
         figures[metrics.top_k_metric(top_k)] = float(np.mean(np.any(ranked[:, :top_k] == labels[:, None], axis=1)))
     return figures
+
+
+def fallback_ops(coverage: dict) -> str:
+    """The ops an accelerator leaves to the CPU, e.g. 'Erf x1, TOPK_V2 x2'."""
+    return ", ".join(f"{op} x{count}" for op, count in coverage["fallback"].items())

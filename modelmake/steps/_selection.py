@@ -1,12 +1,20 @@
 """Which variant a target ships when the spec lets it choose (select: first_passing)."""
 from __future__ import annotations
 
-from .. import fsutil
+from .. import fsutil, metrics
 from ..errors import BudgetExceeded
+from ._scoring import fallback_ops
 
 
 def broken_budgets(measured: dict) -> list[str]:
-    return [f"{v['metric']} {v['value']:.4g} breaks {v['key']} {v['limit']:g}" for v in measured["budgets"] if v["passed"] is False]
+    problems = []
+    for verdict in (v for v in measured["budgets"] if v["passed"] is False):
+        text = f"{verdict['metric']} {verdict['value']:.4g} breaks {verdict['key']} {verdict['limit']:g}"
+        coverage = measured.get("coverage")
+        if verdict["metric"] == metrics.ACCELERATOR_COVERAGE and coverage and coverage["fallback"]:
+            text += f" (on the CPU: {fallback_ops(coverage)})"
+        problems.append(text)
+    return problems
 
 
 def choose(model: dict) -> tuple[set[str], dict[str, str]]:

@@ -19,7 +19,7 @@ from ..versions import tool_versions
 from . import _conditions
 from ._arrays import preprocess, read_dataset
 from ._runtime import NotMeasurable
-from ._scoring import accuracy_figures
+from ._scoring import accuracy_figures, fallback_ops
 
 RUNTIMES = {"tflite": "_tflite_runtime", "onnx": "_onnx_runtime", "coreml": "_coreml_runtime"}
 RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "onnx": ("onnxruntime",), "coreml": ("coremltools",)}
@@ -69,8 +69,7 @@ def _reason(verdict: dict, coverage: dict | None) -> str:
     side = "over" if verdict["bound"] == "max" else "under"
     text = f"{verdict['metric']} is {verdict['value']:.4g}, {side} its {verdict['key']} of {verdict['limit']:g}"
     if verdict["metric"] == metrics.ACCELERATOR_COVERAGE and coverage:
-        ops = ", ".join(f"{name} x{count}" for name, count in coverage["fallback"].items())
-        text += f" (ops the {coverage['accelerator']} accelerator does not take: {ops}; replace them or drop the coverage requirement)"
+        text += f" (ops the {coverage['accelerator']} accelerator does not take: {fallback_ops(coverage)}; replace them or drop the coverage requirement)"
     return text
 
 

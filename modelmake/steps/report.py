@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import fsutil, metrics
+from ._scoring import fallback_ops
 from ._selection import broken_budgets, choose
 
 PLOT = "size_vs_accuracy.png"
@@ -29,7 +30,7 @@ def _coverage_cell(measured: dict) -> str:
         return "—"
     cell = f"{coverage['on_accelerator']}/{coverage['ops']} on {coverage['accelerator']}"
     if coverage["fallback"]:
-        cell += " (CPU: " + ", ".join(f"{op} x{n}" for op, n in coverage["fallback"].items()) + ")"
+        cell += f" (CPU: {fallback_ops(coverage)})"
     return cell
 
 

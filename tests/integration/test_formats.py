@@ -210,7 +210,6 @@ def test_conditions_are_measured_reported_and_budgeted(fresh_workspace):
     assert run.executed == {f"evaluate:{MODEL}.fp32.onnx@cpu-board"}, run.describe()
 
 
-@pytest.mark.slow
 def test_selection_among_tflite_variants_of_a_trained_model(built_workspace):
     """The same rule on a recipe-trained model's TFLite artifacts: a limit between fp32 and int8 ships int8."""
     workspace = built_workspace
@@ -225,6 +224,7 @@ def test_selection_among_tflite_variants_of_a_trained_model(built_workspace):
     run = workspace.doit()
     # Only measuring and packaging run again: the artifacts themselves did not change.
     assert not {t for t in run.executed if t.startswith(("convert:", "source:", "data:"))}, run.describe()
+    assert {"evaluate:digits.fp32.tflite@pixel-8", "evaluate:digits.int8.tflite@pixel-8"} <= run.executed, run.describe()
 
     bundle, version = "test-bundle", "0.3.0"
     files = bundle_files(workspace, bundle, version)

@@ -329,7 +329,7 @@ def test_vector_is_reproduced_byte_for_byte(tink_aead):
 
 
 def test_vector_readme_values_and_plain_aes_gcm_decryption():
-    """Decrypt the vector the way FORMAT-encryption.md tells a non-Tink platform to."""
+    """Decrypt the vector the way FORMAT.md ("Encrypted model files") tells a non-Tink platform to."""
     key = bytes.fromhex((VECTOR / "key.hex").read_text())
     ad = bytes.fromhex((VECTOR / "associated_data.hex").read_text())
     ciphertext = (VECTOR / "ciphertext.bin").read_bytes()
