@@ -12,8 +12,11 @@ def main(argv) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}", file=sys.stderr)
         return 2
-    lines = graph_load.main(names) + build_overhead.main(names) + protect.main(names)
-    print("\n".join(lines))
+    lines = []
+    for module in (graph_load, build_overhead, protect):
+        for line in module.main(names):
+            print(line, flush=True)  # each figure as soon as it is measured: the whole run takes many minutes
+            lines.append(line)
     return 0 if all(line.endswith("PASS") and " FAIL" not in line for line in lines) else 1
 
 

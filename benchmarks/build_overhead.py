@@ -78,7 +78,8 @@ RAW_CALLS = textwrap.dedent(
         calib = (getattr(recipe, model.calibration.function)(model.calibration.split)[0][: model.calibration.samples] * scale + offset).astype(np.float32)
         x, y = getattr(recipe, model.evaluation.function)(model.evaluation.split)
         inputs = [(x * scale + offset).astype(np.float32)] * (1 + len(model.evaluation.conditions))
-        function = tf.saved_model.load(saved).signatures["serving_default"]
+        loaded = tf.saved_model.load(saved)  # kept: the signature needs the object's variables alive
+        function = loaded.signatures["serving_default"]
         (input_name, input_spec), = function.structured_input_signature[1].items()
         function(**{input_name: tf.constant(inputs[0])})
         for artifact in model.artifacts:
@@ -96,7 +97,8 @@ RAW_CALLS = textwrap.dedent(
                     run_tflite(content, batch)
             elif artifact.format == "onnx":
                 spec_ = [tf.TensorSpec([None, *input_spec.shape[1:]], tf.float32, name=input_name)]
-                proto, _ = tf2onnx.convert.from_function(function, input_signature=spec_, opset=17)
+                wrapped = tf.function(lambda x: function(**{input_name: x}))
+                proto, _ = tf2onnx.convert.from_function(wrapped, input_signature=spec_, opset=17)
                 path = os.path.join(scratch, artifact.id + ".onnx")
                 onnx.save(proto, path)
                 if artifact.precision == "fp16":

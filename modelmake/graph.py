@@ -11,12 +11,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from . import layout
+from typing import TYPE_CHECKING
+
+from . import layout, taskcache
+from .layout import SPEC_FILE, WORKSPACE_PROFILES
 from .errors import ModelmakeError, exit_code_for
-from .plan import Artifact, BuildPlan, Dataset, Model
-from .spec import SPEC_FILE, load_plan
 from .steps.runner import run_step
 from .versions import tool_versions
+
+if TYPE_CHECKING:
+    from .plan import Artifact, BuildPlan, Dataset, Model
 
 STEP_TOOLS = {
     "source": ("modelmake", "tensorflow", "keras", "onnx"),
@@ -44,7 +48,8 @@ def doit_config(workspace: Path) -> dict:
     return {
         "default_tasks": ["package", "report"],
         "dep_file": layout.DEP_FILE,
-        # sqlite commits atomically, so a killed build never leaves a corrupt state file
+        # sqlite never leaves a corrupt state file when a build is killed; doit records results
+        # when a run ends, so a killed run repeats its tasks (with the same bytes as outputs)
         "backend": "sqlite3",
         # steps already send converter noise to build/logs; what they print is the one result line
         "verbosity": 2,
@@ -53,11 +58,42 @@ def doit_config(workspace: Path) -> dict:
 
 def workspace_tasks(workspace: Path):
     """The tasks of the workspace's models.yaml; a bad spec exits with its message, not a traceback."""
+    workspace = Path(workspace)
     try:
-        yield from plan_tasks(load_plan(workspace), workspace)
+        tasks = taskcache.load(workspace)
+        if tasks is None:
+            from .spec import load_plan
+
+            plan = load_plan(workspace)
+            tasks = list(plan_tasks(plan, workspace))
+            taskcache.store(workspace, tasks, *_plan_inputs(plan, workspace))
     except ModelmakeError as error:
         print(f"modelmake: {error}", file=sys.stderr)
         raise SystemExit(exit_code_for(error))
+    yield from tasks
+
+
+def _plan_inputs(plan: BuildPlan, workspace: Path) -> tuple[list[str], list[str]]:
+    """The files (relative to the workspace) and environment variables the plan and its tasks were made from."""
+    paths = [SPEC_FILE, WORKSPACE_PROFILES, layout.DEVELOPMENT_KEYS]
+    profiles = workspace / WORKSPACE_PROFILES
+    if profiles.is_dir():
+        paths += [f"{WORKSPACE_PROFILES}/{p.name}" for p in profiles.glob("*.yaml")]
+    paths += [f"{layout.DEVELOPMENT_KEYS}/{p.name}" for p in (workspace / layout.DEVELOPMENT_KEYS).glob("*")]
+    variables = []
+    for model in plan.models:
+        paths += _source_files(workspace, model) + [model.source.path]
+        for dataset in (model.calibration, model.evaluation):
+            if dataset:
+                paths += _dataset_files(dataset)
+        if model.output.labels:
+            paths.append(model.output.labels)
+    for reference in (plan.bundle.signing_key, plan.bundle.encryption_key):
+        if reference and reference.startswith("env:"):
+            variables.append(reference[len("env:"):])
+        elif reference:
+            paths.append(reference.removeprefix("file:"))
+    return paths, variables
 
 
 def plan_tasks(plan: BuildPlan, workspace: Path):
@@ -67,8 +103,8 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
         ("reference", "Evaluate each source model: the figures artifacts are compared with."),
         ("convert", "Convert (and quantize) one variant of a model for one target."),
         ("evaluate", "Load, run and measure an artifact; fail when it breaks a budget."),
-        ("package", "Assemble the versioned bundle with its manifest."),
-        ("report", "Write the bundle's report: table and size/accuracy plot."),
+        ("package", "Assemble the signed bundle, its per-platform slices and archives."),
+        ("report", "Write the bundle's report: the table of figures and its plots."),
     ):
         yield {"basename": group, "name": None, "doc": doc}
     for model in plan.models:

@@ -1,13 +1,20 @@
-"""Where every output lives under build/: the one place that names build paths.
+"""The workspace's file names and where every output lives under build/.
 
 Paths are relative to the workspace, which is doit's working directory.
 """
 from __future__ import annotations
 
-from .plan import Artifact
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from .plan import Artifact
+
+SPEC_FILE = "models.yaml"
+WORKSPACE_PROFILES = "targets"  # a workspace's own chipset profiles
 BUILD = "build"
 DEP_FILE = f"{BUILD}/.doit.db"
+# The workspace's development keys: outside build/, so nothing under build/ is ever secret.
+DEVELOPMENT_KEYS = "keys/dev"
 
 
 def source_dir(model: str) -> str:

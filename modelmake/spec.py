@@ -31,8 +31,7 @@ from .plan import (
 )
 from .yamlfile import YamlDocument, load_yaml
 
-SPEC_FILE = "models.yaml"
-WORKSPACE_PROFILES = "targets"
+from .layout import SPEC_FILE, WORKSPACE_PROFILES
 BUILTIN_PROFILES = Path(__file__).parent / "profiles"
 SCHEMA_DIR = Path(__file__).parent / "schema"
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import metadata
 
 # A tool may be installed under more than one distribution name; the first one found is reported.
 DISTRIBUTIONS = {
@@ -18,6 +17,8 @@ DISTRIBUTIONS = {
 
 @lru_cache(maxsize=None)
 def version_of(tool: str) -> str:
+    from importlib import metadata  # only when a graph is built: a cached one needs no versions
+
     for distribution in DISTRIBUTIONS.get(tool, (tool,)):
         try:
             return metadata.version(distribution)

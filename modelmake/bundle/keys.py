@@ -23,10 +23,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelmake.layout import DEVELOPMENT_KEYS
 from modelmake.errors import KeyMaterialError
 
 DATA_KEY_SIZE = 32
-DEVELOPMENT_KEY_DIR = Path("keys", "dev")
+DEVELOPMENT_KEY_DIR = Path(DEVELOPMENT_KEYS)
 _KEYGEN_HINT = "run `modelmake keygen` to create one"
 _UNKNOWN_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # two letters or more: "C:" is a drive
 
