@@ -296,7 +296,8 @@ class Workspace:
         found = {}
         for path in sorted(self.build.rglob("*")):
             relative = path.relative_to(self.build).as_posix()
-            if not path.is_file() or relative.startswith(".doit.db"):
+            # doit's state and modelmake's task-graph cache record the build; they are not its outputs.
+            if not path.is_file() or relative.startswith((".doit.db", ".modelmake/")):
                 continue
             if relative.startswith("logs/") and not logs:
                 continue
