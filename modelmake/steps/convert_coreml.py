@@ -24,6 +24,7 @@ from .. import fsutil
 from ..bundle import archive
 from ..errors import StepError
 from ..versions import tool_versions
+from ._record import write_record
 from ._coreml_runtime import io_details
 
 # Entry timestamps of the packed package: the earliest a zip can hold, so the bytes
@@ -87,23 +88,12 @@ def convert(
 
     details = io_details(out_path, what=f"converted {out_path.name}")
     tools = ("tensorflow", "coremltools") + (("scikit-learn",) if palettize_bits else ())
-    fsutil.write_json(
-        out_record,
-        {
-            "precision": precision,
-            "integer_io": False,
-            "per_channel": per_channel,
-            "palettize": palettize_bits,
-            "compression": compression,
-            # Core ML picks the compute units when an app loads the model; the package does not
-            # store them, so they are recorded here for the app to pass to MLModelConfiguration.
-            "delegates": [target_format["compute_units"]],
-            "minimum_deployment_target": deployment,
-            "io": details,
-            "sha256": fsutil.sha256_file(out_path),
-            "size": out_path.stat().st_size,
-            "tools": tool_versions(*tools),
-        },
+    # Core ML picks the compute units when an app loads the model; the package does not
+    # store them, so they are recorded as its "delegates" for the app to pass to MLModelConfiguration.
+    write_record(
+        out_path, out_record, precision=precision, integer_io=False, per_channel=per_channel,
+        delegates=[target_format["compute_units"]], io=details, tools=tool_versions(*tools),
+        palettize=palettize_bits, compression=compression, minimum_deployment_target=deployment,
     )
     return None
 

@@ -20,6 +20,7 @@ import numpy as np
 from .. import fsutil
 from ..errors import StepError
 from ..versions import tool_versions
+from ._record import write_record
 from . import onnx_chips
 from ._arrays import check_sample_shape, preprocess, read_dataset
 from ._onnx_runtime import io_details
@@ -75,18 +76,9 @@ def convert(
         fsutil.write_bytes(out, _finish(model))
 
     details = io_details(out, what=f"converted {Path(out).name}")
-    fsutil.write_json(
-        out_record,
-        {
-            "precision": precision,
-            "integer_io": integer_io,
-            "per_channel": per_channel,
-            "delegates": list(target_format["execution_providers"]),
-            "io": details,
-            "sha256": fsutil.sha256_file(out),
-            "size": Path(out).stat().st_size,
-            "tools": tool_versions("tf2onnx", "onnx", "onnxruntime"),
-        },
+    write_record(
+        out, out_record, precision=precision, integer_io=integer_io, per_channel=per_channel,
+        delegates=target_format["execution_providers"], io=details, tools=tool_versions("tf2onnx", "onnx", "onnxruntime"),
     )
     return None
 

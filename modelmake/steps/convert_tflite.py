@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import fsutil
 from ..errors import StepError
 from ..versions import tool_versions
+from ._record import write_record
 from ._arrays import check_sample_shape, preprocess, read_dataset
 from ._tflite_runtime import io_details
 
@@ -42,18 +43,9 @@ def convert(
             samples = preprocess(x, preprocessing)
         fsutil.write_bytes(out, _convert_saved_model(Path(record["model"]), precision, integer_io, per_channel, samples))
     details = io_details(out, what=f"converted {Path(out).name}")
-    fsutil.write_json(
-        out_record,
-        {
-            "precision": precision,
-            "integer_io": integer_io,
-            "per_channel": per_channel,
-            "delegates": target_format["delegates"],
-            "io": details,
-            "sha256": fsutil.sha256_file(out),
-            "size": Path(out).stat().st_size,
-            "tools": tool_versions("tensorflow"),
-        },
+    write_record(
+        out, out_record, precision=precision, integer_io=integer_io, per_channel=per_channel,
+        delegates=target_format["delegates"], io=details, tools=tool_versions("tensorflow"),
     )
     return None
 
