@@ -91,6 +91,12 @@ class FormatVersionError(ModelmakeError):
     exit_code = 8
 
 
+class PublishError(ModelmakeError):
+    """A bundle cannot be published: a channel names a version the repository lacks, or a release would change."""
+
+    exit_code = 14
+
+
 def exit_code_for(error: BaseException) -> int:
     """Map an exception to the process exit code; bugs get 70 (EX_SOFTWARE)."""
     if isinstance(error, ModelmakeError):

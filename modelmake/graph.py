@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ STEP_TOOLS = {
     "data": ("modelmake", "numpy"),
     "reference": ("modelmake", "tensorflow", "keras", "ai-edge-litert", "onnxruntime"),
     "package": ("modelmake", "cryptography"),
+    "publish": ("modelmake", "cryptography"),
     "report": ("modelmake", "matplotlib"),
 }
 # Per format, so that upgrading one format's tools rebuilds only that format's artifacts.
@@ -45,8 +47,9 @@ EVALUATE_TOOLS = {
 def doit_config(workspace: Path) -> dict:
     # doit opens its state file before loading tasks; its folder must exist by then.
     (Path(workspace) / layout.BUILD).mkdir(exist_ok=True)
+    publishes = any(task.get("meta", {}).get("on_build") for task in _workspace_task_list(workspace))
     return {
-        "default_tasks": ["package", "report"],
+        "default_tasks": ["package", "report"] + (["publish"] if publishes else []),
         "dep_file": layout.DEP_FILE,
         # sqlite never leaves a corrupt state file when a build is killed; doit records results
         # when a run ends, so a killed run repeats its tasks (with the same bytes as outputs)
@@ -58,6 +61,12 @@ def doit_config(workspace: Path) -> dict:
 
 def workspace_tasks(workspace: Path):
     """The tasks of the workspace's models.yaml; a bad spec exits with its message, not a traceback."""
+    yield from _workspace_task_list(workspace)
+
+
+@lru_cache(maxsize=None)
+def _workspace_task_list(workspace: Path) -> list[dict]:
+    """Loaded once per process: doit_config needs to know whether the default build publishes."""
     workspace = Path(workspace)
     try:
         tasks = taskcache.load(workspace)
@@ -70,7 +79,7 @@ def workspace_tasks(workspace: Path):
     except ModelmakeError as error:
         print(f"modelmake: {error}", file=sys.stderr)
         raise SystemExit(exit_code_for(error))
-    yield from tasks
+    return tasks
 
 
 def _plan_inputs(plan: BuildPlan, workspace: Path) -> tuple[list[str], list[str]]:
@@ -105,15 +114,17 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
         ("evaluate", "Load, run and measure an artifact; fail when it breaks a budget."),
         ("package", "Assemble the signed bundle, its per-platform slices and archives."),
         ("report", "Write the bundle's report: the table of figures and its plots."),
+        ("publish", "Publish the bundle into the over-the-air download repository and sign its index."),
     ):
         yield {"basename": group, "name": None, "doc": doc}
     for model in plan.models:
         yield from model_tasks(plan, model, workspace)
     yield package_task(plan, workspace)
     yield report_task(plan)
+    yield publish_task(plan, workspace)
 
 
-def _task(kind: str, name: str, step: str, config: dict, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None):
+def _task(kind: str, name: str, step: str, config: dict, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, meta=None):
     """``also_hash`` joins the change detection without reaching the step (key fingerprints)."""
     from doit.tools import config_changed
 
@@ -130,6 +141,7 @@ def _task(kind: str, name: str, step: str, config: dict, *, file_dep, targets, d
         "uptodate": [config_changed(hashed)],
         "clean": [(_remove, [list(targets), list(clean_dirs)])],
         "verbosity": 2,
+        "meta": meta or {},
     }
 
 
@@ -332,17 +344,30 @@ def _bundle_file_deps(inputs: dict) -> list[str]:
     return deps
 
 
-def package_task(plan: BuildPlan, workspace: Path):
-    from .bundle.keyring import build_keys
-
+def _archives(plan: BuildPlan) -> dict[str, str]:
+    """The bundle's archives: "all" and one per platform."""
     bundle = plan.bundle
-    inputs = _bundle_inputs(plan)
-    out_dir = layout.bundle_dir(bundle.name, bundle.version)
     platforms = sorted({plan.targets[a.target].platform for a in plan.artifacts()})
     archives = {p: layout.bundle_archive(bundle.name, bundle.version, p) for p in platforms}
     archives["all"] = layout.bundle_archive(bundle.name, bundle.version)
+    return archives
+
+
+def _keys(plan: BuildPlan, workspace: Path) -> tuple[dict, dict]:
+    """The spec's key references, and fingerprints of the keys they resolve to, for change detection."""
+    from .bundle.keyring import build_keys
+
+    bundle = plan.bundle
     keys = {"signing_key": bundle.signing_key, "encrypt": bundle.encrypt, "encryption_key": bundle.encryption_key}
-    fingerprints = build_keys(workspace, **keys).fingerprints()
+    return keys, build_keys(workspace, **keys).fingerprints()
+
+
+def package_task(plan: BuildPlan, workspace: Path):
+    bundle = plan.bundle
+    inputs = _bundle_inputs(plan)
+    out_dir = layout.bundle_dir(bundle.name, bundle.version)
+    archives = _archives(plan)
+    keys, fingerprints = _keys(plan, workspace)
     targets = [f"{out_dir}/{name}" for name in ("manifest.json", "provenance.json", "model.sig")]
     # Which of a selecting target's variants ships is known only after evaluation, so only the others are declared.
     targets += [f"{out_dir}/{a['bundle_path']}" for m in inputs["models"] for a in m["artifacts"] if a["selection"] is None]
@@ -373,3 +398,38 @@ def report_task(plan: BuildPlan):
         targets=targets,
         doc=f"report for {plan.bundle.name} {plan.bundle.version}",
     )
+
+
+def publish_task(plan: BuildPlan, workspace: Path):
+    bundle, publish = plan.bundle, plan.publish
+    out_dir = layout.bundle_dir(bundle.name, bundle.version)
+    archives = _archives(plan)
+    keys, fingerprints = _keys(plan, workspace)
+    index = f"{publish.repository}/index.json"
+    config = {
+        "bundle_dir": out_dir,
+        "archives": archives,
+        "repository": publish.repository,
+        "preferences": {a.id: a.preference for a in plan.artifacts()},
+        "targets": {
+            name: {"platform": t.platform, "chipsets": list(t.chipsets), "min_os_version": t.min_os_version}
+            for name, t in plan.targets.items()
+        },
+        "channels": {c: {m: offer.document() for m, offer in models.items()} for c, models in publish.channels.items()},
+        "expires_after_days": publish.expires_after_days,
+        "keys": keys,
+    }
+    task = _task(
+        "publish",
+        bundle.name,
+        "publish.publish",
+        config,
+        file_dep=[f"{out_dir}/manifest.json", f"{out_dir}/model.sig", *archives.values()],
+        targets=[index],
+        also_hash=fingerprints,
+        meta={"on_build": publish.on_build},
+        doc=f"publish {bundle.name} {bundle.version} into {publish.repository} and sign its index",
+    )
+    # The repository is release history that clients have seen: `doit clean` must never remove it.
+    task["clean"] = []
+    return task

@@ -81,5 +81,9 @@ def bundle_archive(bundle: str, version: str, platform: str | None = None) -> st
     return f"{BUILD}/bundles/{bundle}/{bundle}-{version}{suffix}.zip"
 
 
+# The download repository `doit publish` writes unless publish.repository names another directory.
+DEFAULT_REPOSITORY = f"{BUILD}/repository"
+
+
 def report_dir(bundle: str, version: str) -> str:
     return f"{BUILD}/reports/{bundle}/{version}"

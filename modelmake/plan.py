@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from .repository.offer import ModelChannel
+
+
 @dataclass(frozen=True)
 class FormatSupport:
     """What a chipset runs in one format (tflite, onnx, coreml), read from its profile.
@@ -40,6 +43,8 @@ class TargetProfile:
     formats: Mapping[str, FormatSupport]
     min_os: str = ""
     description: str = ""
+    chipsets: tuple[str, ...] = ()  # what devices with this chip report; empty: any device of the platform
+    min_os_version: str | None = None  # min_os as a device reports it (API level, iOS version)
 
 
 @dataclass(frozen=True)
@@ -142,11 +147,22 @@ class BundleSpec:
 
 
 @dataclass(frozen=True)
+class PublishSpec:
+    """Where ``doit publish`` puts the download repository and what its channels offer (OTA.md)."""
+
+    repository: str
+    on_build: bool
+    expires_after_days: int
+    channels: Mapping[str, Mapping[str, ModelChannel]]  # channel -> model -> offer
+
+
+@dataclass(frozen=True)
 class BuildPlan:
     spec_file: str
     bundle: BundleSpec
     models: tuple[Model, ...]
     targets: Mapping[str, TargetProfile]
+    publish: PublishSpec
 
     def artifacts(self):
         for model in self.models:

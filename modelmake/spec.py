@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 
-from . import metrics
+from . import layout, metrics
 from .errors import SpecError
 from .plan import (
     Artifact,
@@ -26,12 +26,14 @@ from .plan import (
     InputSpec,
     Model,
     OutputSpec,
+    PublishSpec,
     Source,
     TargetProfile,
 )
+from .repository.offer import BASIS_POINTS, Arm, ModelChannel
 from .yamlfile import YamlDocument, load_yaml
-
 from .layout import SPEC_FILE, WORKSPACE_PROFILES
+
 BUILTIN_PROFILES = Path(__file__).parent / "profiles"
 SCHEMA_DIR = Path(__file__).parent / "schema"
 
@@ -46,6 +48,11 @@ DEFAULT_MODEL_FUNCTION = "build_model"
 DEFAULT_DATA_FUNCTION = "load_data"
 # The earliest time a zip archive can record; used when neither SOURCE_DATE_EPOCH nor bundle.created is set.
 DEFAULT_CREATED = 315532800
+DEFAULT_INDEX_LIFETIME_DAYS = 30
+
+
+def _basis_points(percent) -> int:
+    return round(percent * 100)
 
 
 def load_plan(workspace: Path, environ=None) -> BuildPlan:
@@ -263,6 +270,8 @@ def load_profile(path: Path, display_name: str) -> TargetProfile:
         formats=MappingProxyType(formats),
         min_os=data.get("min_os", ""),
         description=data.get("description", ""),
+        chipsets=tuple(data.get("chipsets", ())),
+        min_os_version=data.get("min_os_version"),
     )
 
 
@@ -292,11 +301,58 @@ class _Compiler:
     def compile(self) -> BuildPlan:
         data = self.doc.data
         models = tuple(self.model(name, conf) for name, conf in data["models"].items())
+        bundle = self.bundle(data["bundle"])
         return BuildPlan(
             spec_file=SPEC_FILE,
-            bundle=self.bundle(data["bundle"]),
+            bundle=bundle,
             models=models,
             targets=MappingProxyType(dict(sorted(self.profiles.items()))),
+            publish=self.publish(data.get("publish", {}), bundle.version, [m.name for m in models]),
+        )
+
+    def publish(self, conf, version: str, models: list[str]) -> PublishSpec:
+        channels = {}
+        for channel, settings in (conf.get("channels") or {"stable": {}}).items():
+            overrides = settings.get("models", {})
+            for model in overrides:
+                if model not in models:
+                    self.fail(("publish", "channels", channel, "models", model), f"there is no model '{model}' in models: offer one of {', '.join(models)}", of_key=True)
+            shared = {k: v for k, v in settings.items() if k != "models"}
+            channel_path = ("publish", "channels", channel)
+            offers = {}
+            for model in models:
+                override = overrides.get(model, {})
+
+                def where(key, override=override, model=model):
+                    """A setting's place in models.yaml: the model's override, or the channel's shared value."""
+                    return (*channel_path, "models", model, key) if key in override else (*channel_path, key)
+
+                offers[model] = self.offer(where, shared | override, version)
+            channels[channel] = MappingProxyType(offers)
+        return PublishSpec(
+            repository=conf.get("repository", layout.DEFAULT_REPOSITORY),
+            on_build=conf.get("on_build", False),
+            expires_after_days=conf.get("expires_after_days", DEFAULT_INDEX_LIFETIME_DAYS),
+            channels=MappingProxyType(channels),
+        )
+
+    def offer(self, where, settings, bundle_version: str) -> ModelChannel:
+        version = settings.get("version", bundle_version)
+        arms = tuple(
+            Arm(name, _basis_points(arm["weight"]), arm.get("version", version)) for name, arm in settings.get("arms", {}).items()
+        )
+        if arms and sum(a.basis_points for a in arms) != BASIS_POINTS:
+            total = sum(a.basis_points for a in arms) / 100
+            self.fail(where("arms"), f"the arms' weights add up to {total:g}, not 100: adjust them so that every device falls in one arm")
+        previous = settings.get("previous")
+        if previous == version:
+            self.fail(where("previous"), f"previous is the offered version {version} itself: name the version devices outside the rollout get, or remove previous")
+        return ModelChannel(
+            version=version,
+            rollout_basis_points=_basis_points(settings.get("rollout", 100)),
+            previous=previous,
+            arms=arms,
+            min_app_version=settings.get("min_app_version"),
         )
 
     def bundle(self, conf) -> BundleSpec:

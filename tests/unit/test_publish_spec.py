@@ -1,0 +1,75 @@
+"""The spec's publish section: defaults, per-model overrides, and bad settings named at their line."""
+from __future__ import annotations
+
+from modelmake.repository.offer import Arm, ModelChannel
+from modelmake.spec import load_plan
+
+from spec_workspace import VALID_SPEC, make_workspace, spec_problems
+
+PUBLISH = """\
+publish:
+  repository: out/repo
+  expires_after_days: 7
+  channels:
+    stable:
+      rollout: 12.5
+      previous: 1.3.0
+      models:
+        digits: {version: 1.2.0, min_app_version: "5.1"}
+    beta:
+      arms:
+        control: {weight: 30, version: 1.3.0}
+        candidate: {weight: 70}
+"""
+
+
+def plan_with(tmp_path, publish: str):
+    return load_plan(make_workspace(tmp_path, VALID_SPEC + publish), environ={})
+
+
+def test_without_a_publish_section_every_model_goes_to_every_device_on_stable(tmp_path):
+    publish = plan_with(tmp_path, "").publish
+    assert publish.repository == "build/repository"
+    assert not publish.on_build and publish.expires_after_days == 30
+    assert dict(publish.channels) == {"stable": {"digits": ModelChannel(version="1.4.0")}}
+
+
+def test_channel_settings_apply_to_every_model_and_models_override_them(tmp_path):
+    publish = plan_with(tmp_path, PUBLISH).publish
+    assert publish.repository == "out/repo" and publish.expires_after_days == 7
+    assert publish.channels["stable"]["digits"] == ModelChannel(
+        version="1.2.0", rollout_basis_points=1250, previous="1.3.0", min_app_version="5.1"
+    )
+    assert publish.channels["beta"]["digits"] == ModelChannel(
+        version="1.4.0", arms=(Arm("control", 3000, "1.3.0"), Arm("candidate", 7000, "1.4.0"))
+    )
+
+
+def test_arms_that_do_not_add_up_to_100_are_reported_at_the_arms(tmp_path):
+    spec = VALID_SPEC + PUBLISH.replace("weight: 70", "weight: 60")
+    assert spec_problems(make_workspace(tmp_path, spec)) == [
+        "models.yaml:35:9: publish -> channels -> beta -> arms: "
+        "the arms' weights add up to 90, not 100: adjust them so that every device falls in one arm"
+    ]
+
+
+def test_an_override_for_an_unknown_model_names_the_known_ones(tmp_path):
+    spec = VALID_SPEC + PUBLISH.replace("digits: {version", "digit: {version")
+    assert spec_problems(make_workspace(tmp_path, spec)) == [
+        "models.yaml:32:9: publish -> channels -> stable -> models -> digit: there is no model 'digit' in models: offer one of digits"
+    ]
+
+
+def test_previous_equal_to_the_offered_version_is_refused(tmp_path):
+    spec = VALID_SPEC + PUBLISH.replace("previous: 1.3.0", "previous: 1.2.0")
+    assert spec_problems(make_workspace(tmp_path, spec)) == [
+        "models.yaml:30:17: publish -> channels -> stable -> previous: previous is the offered version 1.2.0 itself: "
+        "name the version devices outside the rollout get, or remove previous"
+    ]
+
+
+def test_a_rollout_over_100_percent_is_a_schema_error(tmp_path):
+    spec = VALID_SPEC + PUBLISH.replace("rollout: 12.5", "rollout: 150")
+    [problem] = spec_problems(make_workspace(tmp_path, spec))
+    assert problem.startswith("models.yaml:29:16: publish -> channels -> stable -> rollout: ")
+    assert "150" in problem and "100" in problem
