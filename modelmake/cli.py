@@ -23,7 +23,6 @@ SCAFFOLD = Path(__file__).parent / "scaffold"
 SCHEMA_DIR = Path(__file__).parent / "schema"
 KEY_FILES = {"signing": "signing.pem", "public": "signing.pub.pem", "data": "data.key"}
 ENCRYPTED_SUFFIX = ".enc"  # layout.ENCRYPTED_SUFFIX; FORMAT.md fixes it for format version 1
-ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
 
 
 # --- init ----------------------------------------------------------------------------
@@ -211,6 +210,7 @@ def _sha256(path: Path) -> str:
 
 def _decrypt_one(directory: Path, manifest: dict, variant: dict, data_key: bytes, destination: Path) -> None:
     """Decrypt one bundle file into ``destination`` (a temporary name) and check it against the manifest."""
+    from .bundle.manifest import ENCRYPTION_SCHEME
     from .bundle.streaming_aead import associated_data_for, decrypt_file
 
     path = variant["file"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .repository.offer import ModelChannel
+from .repository.offer import Offer
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class PublishSpec:
     repository: str
     on_build: bool
     expires_after_days: int
-    channels: Mapping[str, Mapping[str, ModelChannel]]  # channel -> model -> offer
+    channels: Mapping[str, Mapping[str, Offer]]  # channel -> model -> offer
 
 
 @dataclass(frozen=True)

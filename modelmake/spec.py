@@ -30,7 +30,7 @@ from .plan import (
     Source,
     TargetProfile,
 )
-from .repository.offer import BASIS_POINTS, Arm, ModelChannel
+from .repository.offer import BASIS_POINTS, Arm, Offer
 from .yamlfile import YamlDocument, load_yaml
 from .layout import SPEC_FILE, WORKSPACE_PROFILES
 
@@ -336,7 +336,7 @@ class _Compiler:
             channels=MappingProxyType(channels),
         )
 
-    def offer(self, where, settings, bundle_version: str) -> ModelChannel:
+    def offer(self, where, settings, bundle_version: str) -> Offer:
         version = settings.get("version", bundle_version)
         arms = tuple(
             Arm(name, _basis_points(arm["weight"]), arm.get("version", version)) for name, arm in settings.get("arms", {}).items()
@@ -347,7 +347,7 @@ class _Compiler:
         previous = settings.get("previous")
         if previous == version:
             self.fail(where("previous"), f"previous is the offered version {version} itself: name the version devices outside the rollout get, or remove previous")
-        return ModelChannel(
+        return Offer(
             version=version,
             rollout_basis_points=_basis_points(settings.get("rollout", 100)),
             previous=previous,

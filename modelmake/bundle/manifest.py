@@ -11,6 +11,8 @@ FORMAT_VERSION = 1
 READABLE_FORMAT_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 PROVENANCE = "provenance.json"
+# The one encryption scheme of format version 1 (FORMAT.md, "Encrypted model files").
+ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
 
 
 def read_manifest(directory: Path) -> dict:

@@ -49,9 +49,10 @@ import io
 import queue
 import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -108,6 +109,7 @@ class EncryptedFile:
     plaintext_size: int
     sha256: str  # of the encrypted file
     size: int
+    crc32: int  # of the encrypted file, as a zip archive records it
 
 
 def encrypt_file(
@@ -137,10 +139,18 @@ def encrypt_file(
     else:
         expected = _digest_bytes(plaintext_sha256)
     salt, prefix = _derive_header(key, expected, associated_data)
+    plaintext_digest = hashlib.sha256()
     # The ciphertext is not secret, so it gets ordinary permissions, not mkstemp's 0600.
-    with atomic_output(dst, permissions=0o644, durable=durable) as out, open(src, "rb") as f, _BackgroundWriter(out) as writer:
-        measured = _MeasuringWriter(writer)
-        rehash = _encrypt_stream(f, measured, key, associated_data, salt, prefix, str(src))
+    with atomic_output(dst, permissions=0o644, durable=durable) as out, open(src, "rb") as f:
+        measured = _MeasuringWriter(out)
+        # A pipeline of three threads: this one reads and encrypts, one hashes the plaintext, one
+        # measures and writes the ciphertext. Hashing, CRC-32 and writing release the GIL, so the
+        # stages run in parallel and a large file takes about as long as its slowest stage.
+        hash_plaintext = _Stage("encrypt-hash-plaintext", plaintext_digest.update)
+        write_ciphertext = _Stage("encrypt-write", measured.write)
+        with hash_plaintext, write_ciphertext:
+            _encrypt_stream(f, write_ciphertext.put, hash_plaintext.put, key, associated_data, salt, prefix, str(src))
+        rehash = plaintext_digest.digest()
         if rehash != expected:
             if plaintext_sha256 is None:
                 raise StepError(
@@ -151,7 +161,9 @@ def encrypt_file(
                 f"{src} is not the file whose SHA-256 was recorded ({plaintext_sha256}): it changed after it was "
                 f"built or while it was being encrypted, so nothing was written to {dst}; rebuild it and run the build again"
             )
-    return EncryptedFile(rehash.hex(), plaintext_size(measured.size), measured.digest.hexdigest(), measured.size)
+    return EncryptedFile(
+        rehash.hex(), plaintext_size(measured.size), measured.digest.hexdigest(), measured.size, measured.crc32
+    )
 
 
 def plaintext_size(ciphertext_size: int) -> int:
@@ -161,31 +173,34 @@ def plaintext_size(ciphertext_size: int) -> int:
 
 
 class _MeasuringWriter:
-    """Hashes and counts what passes through, so the ciphertext is never read back to be hashed."""
+    """Hashes, checksums and counts what passes through, so the ciphertext is never read back."""
 
     def __init__(self, out: BinaryIO):
-        self.out, self.digest, self.size = out, hashlib.sha256(), 0
+        self.out, self.digest, self.crc32, self.size = out, hashlib.sha256(), 0, 0
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
         self.size += len(data)
         return self.out.write(data)
 
 
-class _BackgroundWriter:
-    """Writes from a second thread, so the disk is busy while the next segment is hashed and encrypted.
+class _Stage:
+    """Calls ``consume`` on a thread of its own with each item ``put``, in order.
 
-    Encrypting is bound by hashing (the plaintext and the ciphertext) and by writing; the two
-    overlap well, which makes a large file markedly faster. At most ``depth`` segments wait.
+    At most ``depth`` items wait, so memory stays bounded whatever the file size. An error
+    in ``consume`` is raised in the producer at its next ``put`` or when the ``with`` block
+    ends; the thread always runs until then (taking and dropping items after a failure),
+    so the producer never blocks on a full queue and the thread never outlives the block.
     """
 
-    def __init__(self, out: BinaryIO, depth: int = 1):
-        self._out = out
+    def __init__(self, name: str, consume: Callable[[bytes], object], depth: int = 2):
+        self._consume = consume
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="encrypt-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> "_BackgroundWriter":
+    def __enter__(self) -> "_Stage":
         self._thread.start()
         return self
 
@@ -196,18 +211,17 @@ class _BackgroundWriter:
             raise self._error
 
     def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is None:  # after a failure, keep draining so that the producer never blocks
                 try:
-                    self._out.write(data)
+                    self._consume(item)
                 except BaseException as error:
                     self._error = error
 
-    def write(self, data: bytes) -> int:
+    def put(self, item: bytes) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put(data)
-        return len(data)
+        self._queue.put(item)
 
 
 def _digest_bytes(hex_digest: str) -> bytes:
@@ -233,7 +247,10 @@ def encrypt_bytes(plaintext: bytes, key: bytes, associated_data: bytes) -> bytes
     _check_key(key)
     salt, prefix = _derive_header(key, hashlib.sha256(plaintext).digest(), associated_data)
     out = io.BytesIO()
-    _encrypt_stream(io.BytesIO(plaintext), out, key, associated_data, salt, prefix, "the plaintext")
+    # Nothing to re-hash: the plaintext in memory is the one just hashed and cannot change.
+    _encrypt_stream(
+        io.BytesIO(plaintext), out.write, lambda chunk: None, key, associated_data, salt, prefix, "the plaintext"
+    )
     return out.getvalue()
 
 
@@ -278,26 +295,32 @@ def _read_full(f: BinaryIO, size: int) -> bytes:
 
 
 def _encrypt_stream(
-    src: BinaryIO, out: BinaryIO, key: bytes, associated_data: bytes, salt: bytes, prefix: bytes, name: str
-) -> bytes:
-    """Write header and segments; return the SHA-256 of the plaintext actually read."""
+    src: BinaryIO,
+    write_ciphertext: Callable[[bytes], object],
+    see_plaintext: Callable[[bytes], object],
+    key: bytes,
+    associated_data: bytes,
+    salt: bytes,
+    prefix: bytes,
+    name: str,
+) -> None:
+    """Pass the header and then each segment to ``write_ciphertext``, each plaintext chunk read to ``see_plaintext``."""
     aes = _segment_cipher(key, salt, associated_data)
-    digest = hashlib.sha256()
-    out.write(bytes([HEADER_SIZE]) + salt + prefix)
+    write_ciphertext(bytes([HEADER_SIZE]) + salt + prefix)
     want = FIRST_PLAINTEXT_SEGMENT_SIZE
     chunk = _read_full(src, want)
     index = 0
     while True:
-        digest.update(chunk)
+        see_plaintext(chunk)
         # A segment is the last one when nothing follows it, so a plaintext that ends on a
         # segment boundary ends with a full segment flagged last, as Tink writes it.
         following = _read_full(src, PLAINTEXT_SEGMENT_SIZE) if len(chunk) == want else b""
         last = not following
         if index >= MAX_SEGMENTS:
             raise StepError(f"{name} is too large to encrypt: the format allows at most 2^32 segments (about 4 PiB)")
-        out.write(aes.encrypt(_nonce(prefix, index, last), chunk, None))
+        write_ciphertext(aes.encrypt(_nonce(prefix, index, last), chunk, None))
         if last:
-            return digest.digest()
+            return
         chunk, want, index = following, PLAINTEXT_SEGMENT_SIZE, index + 1
 
 

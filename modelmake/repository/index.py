@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..bundle.signing import canonical_json, pae, public_key_hint
-from .offer import BASIS_POINTS, Arm, ModelChannel  # noqa: F401  (what an index offers)
 
 INDEX_FORMAT_VERSION = 1
 INDEX_PAYLOAD_TYPE = "application/vnd.modelmake.index.v1+json"

@@ -16,7 +16,7 @@ class Arm:
 
 
 @dataclass(frozen=True)
-class ModelChannel:
+class Offer:
     """What one channel offers of one model (OTA.md, "index.json": an offer)."""
 
     version: str
@@ -39,5 +39,5 @@ class ModelChannel:
         }
 
     @classmethod
-    def from_document(cls, document: dict) -> "ModelChannel":
+    def from_document(cls, document: dict) -> "Offer":
         return cls(**{**document, "arms": tuple(Arm(**arm) for arm in document["arms"])})

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .. import fsutil
 from ..bundle.manifest import read_manifest
 from ..errors import PublishError
-from .offer import ModelChannel
+from .offer import Offer
 from .index import INDEX_FILE, INDEX_FORMAT_VERSION, parse_timestamp, read_unverified, sign_index, timestamp
 
 BLOB_DIR = "blobs/sha256"
@@ -52,7 +52,7 @@ def publish(
     archives: Mapping[str, Path],
     preferences: Mapping[str, int],
     targets: Mapping[str, dict],
-    channels: Mapping[str, Mapping[str, ModelChannel]],
+    channels: Mapping[str, Mapping[str, Offer]],
     signing_key: ec.EllipticCurvePrivateKey,
     now: int,
     expires_after: int,
@@ -178,7 +178,7 @@ def _store_immutable(destination: Path, content: Path | bytes, version: str) -> 
                 shutil.copyfileobj(src, out, 1 << 20)
 
 
-def _offered_releases(repository: Path, bundle: str, channels: Mapping[str, Mapping[str, ModelChannel]]) -> dict:
+def _offered_releases(repository: Path, bundle: str, channels: Mapping[str, Mapping[str, Offer]]) -> dict:
     """The release entries the channels name, read back from the repository, so a rollback can name any published version."""
     releases: dict[str, dict] = {}
     for channel, models in sorted(channels.items()):

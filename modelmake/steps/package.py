@@ -25,7 +25,6 @@ from ..bundle.streaming_aead import associated_data_for, encrypt_file
 from ..versions import tool_versions
 from ._selection import choose
 
-ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
 
 
 def _decimal(value: float) -> str:
@@ -102,10 +101,14 @@ def build_manifest(inputs: dict, stored: dict, signing: str) -> dict:
     }
 
 
-def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> dict:
-    """Copy (or encrypt) every artifact into the bundle; return what the manifest says of each stored file."""
+def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> tuple[dict, dict[str, int]]:
+    """Copy (or encrypt) every artifact into the bundle.
+
+    Returns what the manifest says of each stored file, and the CRC-32 of each encrypted
+    one (measured while writing it, so the archives need not read it to compute it).
+    """
     bundle = inputs["bundle"]
-    stored = {}
+    stored, crc32 = {}, {}
     for model in inputs["models"]:
         shipped, _ = choose(model)
         for artifact in model["artifacts"]:
@@ -131,17 +134,18 @@ def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> dict:
                 durable=False,
             )
             destination.chmod(0o644)
+            crc32[path] = encrypted.crc32
             stored[path] = {
                 "sha256": encrypted.sha256,
                 "size": encrypted.size,
                 "encryption": {
-                    "scheme": ENCRYPTION_SCHEME,
+                    "scheme": bundle_manifest.ENCRYPTION_SCHEME,
                     "associated_data": {"bundle": bundle["name"], "version": bundle["version"], "path": path},
                     "plaintext_sha256": encrypted.plaintext_sha256,
                     "plaintext_size": encrypted.plaintext_size,
                 },
             }
-    return stored
+    return stored, crc32
 
 
 def _dependencies(inputs: dict, spec_file: str) -> dict[str, str]:
@@ -185,9 +189,10 @@ def _link_or_copy(source: Path, destination: Path) -> None:
         shutil.copyfile(source, destination)
 
 
-def _archive_directory(directory: Path, destination: str, epoch: int) -> None:
+def _archive_directory(directory: Path, destination: str, epoch: int, crc32: dict[str, int]) -> None:
+    """Archive ``directory``; ``crc32`` may name files it lacks (a slice holds some of the bundle's)."""
     files = {p.relative_to(directory).as_posix(): p for p in sorted(directory.rglob("*")) if p.is_file()}
-    write_archive(Path(destination), files, epoch)
+    write_archive(Path(destination), files, epoch, crc32={name: crc32[name] for name in files if name in crc32})
 
 
 def package(inputs: dict, out_dir: str, archives: dict, spec_file: str, keys: dict) -> str:
@@ -196,7 +201,7 @@ def package(inputs: dict, out_dir: str, archives: dict, spec_file: str, keys: di
     builder_id = os.environ.get("MODELMAKE_BUILDER_ID", DEFAULT_BUILDER_ID)
     dependencies = _dependencies(inputs, spec_file)
     with fsutil.atomic_directory(out_dir) as staging:
-        stored = _store_files(staging, inputs, build.data_key)
+        stored, crc32 = _store_files(staging, inputs, build.data_key)
         manifest = build_manifest(inputs, stored, build.signing)
         _finish(staging, manifest, dependencies, build.signing_key, builder_id)
         for platform in bundle_manifest.platforms(manifest):
@@ -207,8 +212,8 @@ def package(inputs: dict, out_dir: str, archives: dict, spec_file: str, keys: di
                     (slice_dir / path).parent.mkdir(parents=True, exist_ok=True)
                     _link_or_copy(staging / path, slice_dir / path)
                 _finish(slice_dir, part, dependencies, build.signing_key, builder_id)
-                _archive_directory(slice_dir, archives[platform], epoch)
-        _archive_directory(staging, archives["all"], epoch)
+                _archive_directory(slice_dir, archives[platform], epoch, crc32)
+        _archive_directory(staging, archives["all"], epoch, crc32)
     count = len(bundle_manifest.files_of(manifest))
     encrypted = ", encrypted" if build.data_key else ""
     return f"bundle {out_dir}: {count} artifacts, {build.signing} signature{encrypted}; archives for {', '.join(sorted(archives))}"

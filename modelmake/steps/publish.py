@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..bundle.keyring import build_keys
 from ..errors import PublishError
-from ..repository.offer import ModelChannel
+from ..repository.offer import Offer
 from ..repository.publish import publish as publish_bundle
 
 SECONDS_PER_DAY = 86_400
@@ -39,7 +39,7 @@ def publish(
         archives={key: Path(path) for key, path in archives.items()},
         preferences=preferences,
         targets=targets,
-        channels={c: {m: ModelChannel.from_document(offer) for m, offer in models.items()} for c, models in channels.items()},
+        channels={c: {m: Offer.from_document(offer) for m, offer in models.items()} for c, models in channels.items()},
         signing_key=build_keys(Path.cwd(), **keys).signing_key,
         now=_signing_time(),
         expires_after=expires_after_days * SECONDS_PER_DAY,

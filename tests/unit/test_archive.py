@@ -1,6 +1,7 @@
 """Reproducible archives, and the hardened reader refusing hostile ones before writing a byte."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -9,6 +10,7 @@ import sys
 import time
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,121 @@ def test_the_writer_refuses_names_the_reader_would_refuse(tmp_path, name):
     with pytest.raises(ValueError, match="cannot archive these names"):
         archive.write_archive(tmp_path / "out.zip", {name: source}, EPOCH)
     assert not (tmp_path / "out.zip").exists()
+
+
+# --- writing: the same bytes zipfile writes ------------------------------------------
+
+def write_with_zipfile(dst: Path, files: dict[str, Path], epoch: int) -> None:
+    """The writer modelmake used before it wrote zip headers itself: every entry through zipfile."""
+    date_time = time.gmtime(epoch)[:6]
+    with zipfile.ZipFile(dst, "x", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name in sorted(files, key=lambda n: n.encode()):
+            info = zipfile.ZipInfo(name, date_time)
+            info.create_system = 3
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.file_size = files[name].stat().st_size
+            with open(files[name], "rb") as src, zf.open(info, "w") as out:
+                out.write(src.read())
+
+
+def test_the_writer_writes_what_zipfile_writes(tmp_path):
+    sources = make_sources(tmp_path / "src")
+    (tmp_path / "empty").write_bytes(b"")
+    sources["files/empty.bin"] = tmp_path / "empty"
+    assert any(not name.isascii() for name in sources)
+    write_with_zipfile(tmp_path / "zipfile.zip", sources, EPOCH)
+
+    archive.write_archive(tmp_path / "computed.zip", sources, EPOCH)
+    crcs = {name: zlib.crc32(path.read_bytes()) for name, path in sources.items() if name.startswith("files/")}
+    archive.write_archive(tmp_path / "given.zip", sources, EPOCH, crc32=crcs)
+
+    expected = (tmp_path / "zipfile.zip").read_bytes()
+    assert (tmp_path / "computed.zip").read_bytes() == expected
+    assert (tmp_path / "given.zip").read_bytes() == expected
+
+
+def test_more_than_65535_entries_get_zipfiles_zip64_end_records(tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    sources = {f"f{i:05}": tmp_path / "empty" for i in range(archive.ZIP64_COUNT_LIMIT + 1)}
+    write_with_zipfile(tmp_path / "zipfile.zip", sources, EPOCH)
+    archive.write_archive(tmp_path / "ours.zip", sources, EPOCH)
+    ours = (tmp_path / "ours.zip").read_bytes()
+    assert b"PK\x06\x06" in ours[-100:]  # the zip64 end record
+    assert ours == (tmp_path / "zipfile.zip").read_bytes()
+
+
+@pytest.mark.parametrize("copy_file_range", ["fails with EXDEV", "missing"])
+def test_without_copy_file_range_the_bytes_are_the_same(tmp_path, monkeypatch, copy_file_range):
+    sources = make_sources(tmp_path / "src")
+    archive.write_archive(tmp_path / "kernel.zip", sources, EPOCH)
+    if copy_file_range == "missing":
+        monkeypatch.delattr(os, "copy_file_range")
+    else:
+        def cross_device(*args):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", cross_device)
+    archive.write_archive(tmp_path / "python.zip", sources, EPOCH)
+    assert (tmp_path / "python.zip").read_bytes() == (tmp_path / "kernel.zip").read_bytes()
+
+
+def zipfile_header(name: str, size: int, crc: int, zip64: bool) -> bytes:
+    info = zipfile.ZipInfo(name, time.gmtime(EPOCH)[:6])
+    info.file_size = info.compress_size = size
+    info.CRC = crc
+    return info.FileHeader(zip64=zip64)
+
+
+@pytest.mark.parametrize("size", [0, 1000, archive.ZIP64_LIMIT, archive.ZIP64_LIMIT + 1, 5 << 30])
+@pytest.mark.parametrize("name", ["files/model.bin", "files/modèle.bin"])
+def test_local_headers_match_zipfiles_and_use_zip64_exactly_when_the_size_needs_it(name, size):
+    dos_time = archive._dos_time(time.gmtime(EPOCH))
+    ours = archive._local_header(archive._Entry(name, size, 0x12345678, 0, dos_time))
+    assert ours == zipfile_header(name, size, 0x12345678, zip64=size > (1 << 31) - 1)
+
+
+def test_zip64_sizes_and_offsets_are_read_back_by_zipfile(tmp_path):
+    """Lay out a 5 GiB archive in a sparse file (the entries' data are holes) and let zipfile read it."""
+    dos_time = archive._dos_time(time.gmtime(EPOCH))
+    big, small = 5 << 30, 10
+    first = archive._Entry("big.bin", big, 0x12345678, 0, dos_time)
+    second_offset = len(archive._local_header(first)) + big
+    second = archive._Entry("after-big.bin", small, zlib.crc32(bytes(small)), second_offset, dos_time)
+    start = second_offset + len(archive._local_header(second)) + small
+    directory = archive._central_header(first) + archive._central_header(second)
+    with open(tmp_path / "sparse.zip", "wb") as f:
+        for entry in (first, second):
+            f.seek(entry.offset)
+            f.write(archive._local_header(entry))
+        f.seek(start)
+        f.write(directory + archive._end_records(2, start, len(directory)))
+
+    with zipfile.ZipFile(tmp_path / "sparse.zip") as zf:
+        big_info, small_info = zf.infolist()
+        assert (big_info.filename, big_info.file_size, big_info.compress_size) == ("big.bin", big, big)
+        assert (big_info.header_offset, big_info.CRC) == (0, 0x12345678)
+        assert (small_info.filename, small_info.file_size, small_info.header_offset) == ("after-big.bin", small, second_offset)
+        assert big_info.create_version == big_info.extract_version == 45
+        assert small_info.create_version == small_info.extract_version == 45  # its offset needs zip64
+        assert zf.read("after-big.bin") == bytes(small)  # found through its zip64 offset, CRC checked
+
+
+def test_a_given_crc_is_used_as_given(tmp_path):
+    sources = make_sources(tmp_path / "src")
+    wrong = zlib.crc32(CONTENTS["files/labels.txt"]) ^ 1
+    out = tmp_path / "bundle.zip"
+    archive.write_archive(out, sources, EPOCH, crc32={"files/labels.txt": wrong})
+    with zipfile.ZipFile(out) as zf:
+        assert zf.getinfo("files/labels.txt").CRC == wrong
+        assert zf.testzip() == "files/labels.txt"
+    with pytest.raises(VerificationError, match="'files/labels.txt' is corrupt"):
+        archive.extract_archive(out, tmp_path / "extracted")
+
+
+def test_a_crc_for_a_name_not_archived_is_refused(tmp_path):
+    sources = make_sources(tmp_path / "src")
+    with pytest.raises(ValueError, match="'files/other.bin': has a CRC-32 but is not among the files"):
+        archive.write_archive(tmp_path / "bundle.zip", sources, EPOCH, crc32={"files/other.bin": 0})
+    assert not (tmp_path / "bundle.zip").exists()
 
 
 # --- reading: the happy path ---------------------------------------------------------

@@ -1,7 +1,7 @@
 """The spec's publish section: defaults, per-model overrides, and bad settings named at their line."""
 from __future__ import annotations
 
-from modelmake.repository.offer import Arm, ModelChannel
+from modelmake.repository.offer import Arm, Offer
 from modelmake.spec import load_plan
 
 from spec_workspace import VALID_SPEC, make_workspace, spec_problems
@@ -31,16 +31,16 @@ def test_without_a_publish_section_every_model_goes_to_every_device_on_stable(tm
     publish = plan_with(tmp_path, "").publish
     assert publish.repository == "build/repository"
     assert not publish.on_build and publish.expires_after_days == 30
-    assert dict(publish.channels) == {"stable": {"digits": ModelChannel(version="1.4.0")}}
+    assert dict(publish.channels) == {"stable": {"digits": Offer(version="1.4.0")}}
 
 
 def test_channel_settings_apply_to_every_model_and_models_override_them(tmp_path):
     publish = plan_with(tmp_path, PUBLISH).publish
     assert publish.repository == "out/repo" and publish.expires_after_days == 7
-    assert publish.channels["stable"]["digits"] == ModelChannel(
+    assert publish.channels["stable"]["digits"] == Offer(
         version="1.2.0", rollout_basis_points=1250, previous="1.3.0", min_app_version="5.1"
     )
-    assert publish.channels["beta"]["digits"] == ModelChannel(
+    assert publish.channels["beta"]["digits"] == Offer(
         version="1.4.0", arms=(Arm("control", 3000, "1.3.0"), Arm("candidate", 7000, "1.4.0"))
     )
 

@@ -15,7 +15,7 @@ from modelmake.bundle import keys
 from modelmake.bundle.signing import pae, public_key_hint
 from modelmake.errors import PublishError
 from modelmake.repository.index import INDEX_PAYLOAD_TYPE
-from modelmake.repository.offer import ModelChannel
+from modelmake.repository.offer import Offer
 from modelmake.repository.publish import publish
 
 NOW = int(time.time())
@@ -57,7 +57,7 @@ def publish_version(repository: Path, bundle_dir: Path, archives, channels: dict
         archives=archives,
         preferences={},
         targets=TARGETS,
-        channels=channels or {"stable": {m: ModelChannel(version=version) for m in models}},
+        channels=channels or {"stable": {m: Offer(version=version) for m in models}},
         signing_key=SIGNING_KEY,
         now=now,
         expires_after=30 * DAY,
@@ -127,7 +127,7 @@ def test_a_rollback_offers_the_older_release_under_a_higher_index_version(tmp_pa
     publish_version(repo, old, old_archives)
     publish_version(repo, new, new_archives)
     assert index_document(repo)["channels"]["stable"]["models"]["digits"]["version"] == "1.1.0"
-    result = publish_version(repo, new, new_archives, channels={"stable": {"digits": ModelChannel(version="1.0.0")}})
+    result = publish_version(repo, new, new_archives, channels={"stable": {"digits": Offer(version="1.0.0")}})
     document = index_document(repo)
     assert result.index_version == 3
     assert document["channels"]["stable"]["models"]["digits"]["version"] == "1.0.0"
@@ -141,7 +141,7 @@ def test_a_staged_rollout_quotes_both_releases(tmp_path):
     old, old_archives = make_bundle(tmp_path, "1.0.0", {"digits": b"model one"})
     new, new_archives = make_bundle(tmp_path, "1.1.0", {"digits": b"model two"})
     publish_version(repo, old, old_archives)
-    offer = ModelChannel(version="1.1.0", rollout_basis_points=1000, previous="1.0.0")
+    offer = Offer(version="1.1.0", rollout_basis_points=1000, previous="1.0.0")
     publish_version(repo, new, new_archives, channels={"stable": {"digits": offer}})
     document = index_document(repo)
     assert document["channels"]["stable"]["models"]["digits"] == offer.document()
@@ -165,7 +165,7 @@ def test_a_channel_naming_an_unpublished_version_says_which_exist_and_writes_no_
     repo = tmp_path / "repo"
     bundle, archives = make_bundle(tmp_path, "1.1.0", {"digits": b"model two"})
     with pytest.raises(PublishError, match=r"names version 1.0.0, which was never published .* name one of: 1.1.0"):
-        publish_version(repo, bundle, archives, channels={"stable": {"digits": ModelChannel(version="1.0.0")}})
+        publish_version(repo, bundle, archives, channels={"stable": {"digits": Offer(version="1.0.0")}})
     assert not (repo / "index.json").exists()
 
 

@@ -1,11 +1,15 @@
 """Streaming encryption: Tink compatibility, tamper detection, determinism, atomic outputs."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import random
+import threading
+import time
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -37,7 +41,7 @@ def expected_ciphertext_size(n: int) -> int:
 
 
 def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith((".tmp", ".partial")))
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +162,91 @@ def _peak_round_trip(tmp_path, mebibytes: int) -> int:
 
 
 def test_memory_stays_constant_for_large_files(tmp_path):
-    # A few segments in flight (read, encrypted, queued for the writer thread), never the file.
+    # A few segments in flight, never the file: the segment being encrypted and the one read
+    # ahead, and in each of the two pipeline stages the one being worked on and two waiting.
     small, large = _peak_round_trip(tmp_path, 12), _peak_round_trip(tmp_path, 36)
-    assert large < 8 * 2**20, f"peak {large} bytes for a 36 MiB file"
+    assert large < 12 * 2**20, f"peak {large} bytes for a 36 MiB file"
     assert large < small + 2**20, f"peak grew from {small} to {large} bytes with the file size"
+
+
+@pytest.mark.parametrize("size", [0, FIRST + 2 * SEG + 1000])
+def test_encrypt_file_reports_what_it_wrote(tmp_path, size):
+    plaintext = data(size, seed=size)
+    (tmp_path / "model.tflite").write_bytes(plaintext)
+    result = sa.encrypt_file(tmp_path / "model.tflite", tmp_path / "model.tflite.enc", KEY, AD)
+    written = (tmp_path / "model.tflite.enc").read_bytes()
+    assert written == sa.encrypt_bytes(plaintext, KEY, AD)
+    assert result == sa.EncryptedFile(
+        plaintext_sha256=hashlib.sha256(plaintext).hexdigest(),
+        plaintext_size=size,
+        sha256=hashlib.sha256(written).hexdigest(),
+        size=len(written),
+        crc32=zlib.crc32(written),
+    )
+
+
+def pipeline_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("encrypt-")]
+
+
+def encrypt_in_time(src: Path, dst: Path) -> BaseException | None:
+    """encrypt_file's exception, if any; a pipeline that blocks fails the test rather than hanging it."""
+    outcome: list[BaseException | None] = []
+
+    def run():
+        try:
+            sa.encrypt_file(src, dst, KEY, AD)
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    caller.join(timeout=60)
+    assert outcome, "encrypt_file blocked"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("failing_write", [2, 9], ids=["early, while segments keep coming", "the last one"])
+def test_a_failed_write_surfaces_and_leaves_no_file_and_no_thread(tmp_path, monkeypatch, failing_write):
+    src = tmp_path / "model.tflite"
+    src.write_bytes(data(FIRST + 7 * SEG))  # a header and eight segments: nine writes
+    writes = []
+    real_write = sa._MeasuringWriter.write
+
+    def write_until_the_disk_fills(self, chunk):
+        writes.append(len(chunk))
+        if len(writes) == failing_write:
+            # Let the producer fill the queue and block on it first: a stage that stopped
+            # taking items after its failure would leave it blocked for ever.
+            time.sleep(0.5)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, chunk)
+
+    monkeypatch.setattr(sa._MeasuringWriter, "write", write_until_the_disk_fills)
+    error = encrypt_in_time(src, tmp_path / "model.tflite.enc")
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+    assert pipeline_threads() == []
+
+
+def test_a_failed_read_stops_the_pipeline(tmp_path, monkeypatch):
+    src = tmp_path / "model.tflite"
+    src.write_bytes(data(FIRST + 2 * SEG + 1000))
+    reads = []
+    real_read = sa._read_full
+
+    def read_until_the_disk_fails(f, size):
+        reads.append(size)
+        if len(reads) == 3:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(f, size)
+
+    monkeypatch.setattr(sa, "_read_full", read_until_the_disk_fails)
+    error = encrypt_in_time(src, tmp_path / "model.tflite.enc")
+    assert isinstance(error, OSError) and error.errno == errno.EIO
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+    assert pipeline_threads() == []
 
 
 # -- tampering -------------------------------------------------------------------------
