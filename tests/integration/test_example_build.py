@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -503,3 +504,37 @@ def test_a_second_build_runs_nothing(example):
     assert run.executed == set(), run.describe()
     assert run.up_to_date, run.describe()
     print(f"second doit: {len(run.up_to_date)} tasks up to date, none ran")
+
+
+def test_publishing_the_example_twice_gives_the_same_repository_and_a_phone_installs_from_it(example, evaluation, tmp_path):
+    """Two publishes of the example at one time are byte-identical; a Pixel 8 then gets its variant over HTTP."""
+    from modelmake.bundle.keyring import build_keys
+    from modelmake.bundle.keys import public_key_pem
+    from modelmake.client import Client, DeviceProfile, UpdateStatus
+
+    from .ota_server import RepositoryServer
+
+    repositories = []
+    env = subprocess_env() | {"SOURCE_DATE_EPOCH": str(int(time.time()))}
+    for name in ("first", "second"):
+        copy = Workspace(shutil.copytree(example.root, tmp_path / name, symlinks=True))
+        subprocess.run([sys.executable, "-m", "doit", "publish"], cwd=copy.root, env=env, check=True, capture_output=True, timeout=900)
+        root = copy.build / "repository"
+        repositories.append({p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()})
+    assert repositories[0] == repositories[1]
+
+    public_key = public_key_pem(build_keys(example.root, None, False, None).signing_key)
+    with RepositoryServer(tmp_path / "first" / "build" / "repository") as server:
+        client = Client(base_url=server.url, cache_dir=tmp_path / "phone", repository=BUNDLE, trusted_keys=[public_key])
+        # The example's stable channel rolls 1.4.0 out to 10% of devices: find one inside it.
+        for number in range(1000):
+            pixel = DeviceProfile("android", "Tensor G3", "34", "1.0", f"device-{number}", {"tflite"})
+            if client.update(pixel, "mobilenet").status is UpdateStatus.INSTALLED:
+                break
+        installed = client.installed("mobilenet")
+    assert installed is not None and installed.variant_id == "mobilenet.int8.tflite@pixel-8"
+    shipped = example.build / "artifacts" / "pixel-8" / "mobilenet.int8.tflite"
+    assert installed.path.read_bytes() == shipped.read_bytes()
+    x, _ = evaluation["mobilenet"]
+    assert np.array_equal(_run_tflite(installed.path, x[:8]), _run_tflite(shipped, x[:8]))
+    print(f"OTA: {pixel.device_id} installed {installed.variant_id} ({installed.size} bytes)")

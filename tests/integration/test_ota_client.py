@@ -31,10 +31,10 @@ from modelmake.client import (
     UpdateStatus,
     bucket,
 )
-from modelmake.client.index import Arm, Offer, verify_index
+from modelmake.client.index import verify_index
 from modelmake.client.offer import choose_release, choose_variant
 from modelmake.repository.index import read_unverified, sign_index
-from modelmake.repository.offer import Offer
+from modelmake.repository.offer import Arm, Offer
 from modelmake.repository.publish import publish
 
 from .ota_server import (
