@@ -68,7 +68,7 @@ def publish(
     release = _release_entry(manifest, archives, preferences, targets)
     new_blobs = sum(_store_blob(repository, bundle_dir / v["path"], v["sha256"]) for m in release["models"].values() for v in m["variants"].values())
     folder = repository / release_dir(manifest["version"])
-    for name, archive in sorted(archives.items()):
+    for archive in sorted(archives.values()):
         _store_immutable(folder / Path(archive).name, Path(archive), manifest["version"])
     _store_immutable(folder / RELEASE_FILE, fsutil.canonical_json(release) + b"\n", manifest["version"])
 
