@@ -119,9 +119,10 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
         yield {"basename": group, "name": None, "doc": doc}
     for model in plan.models:
         yield from model_tasks(plan, model, workspace)
-    yield package_task(plan, workspace)
+    keys = _keys(plan, workspace)
+    yield package_task(plan, keys)
     yield report_task(plan)
-    yield publish_task(plan, workspace)
+    yield publish_task(plan, keys)
 
 
 def _task(kind: str, name: str, step: str, config: dict, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, meta=None):
@@ -362,12 +363,12 @@ def _keys(plan: BuildPlan, workspace: Path) -> tuple[dict, dict]:
     return keys, build_keys(workspace, **keys).fingerprints()
 
 
-def package_task(plan: BuildPlan, workspace: Path):
+def package_task(plan: BuildPlan, keys_and_fingerprints: tuple[dict, dict]):
     bundle = plan.bundle
     inputs = _bundle_inputs(plan)
     out_dir = layout.bundle_dir(bundle.name, bundle.version)
     archives = _archives(plan)
-    keys, fingerprints = _keys(plan, workspace)
+    keys, fingerprints = keys_and_fingerprints
     targets = [f"{out_dir}/{name}" for name in ("manifest.json", "provenance.json", "model.sig")]
     # Which of a selecting target's variants ships is known only after evaluation, so only the others are declared.
     targets += [f"{out_dir}/{a['bundle_path']}" for m in inputs["models"] for a in m["artifacts"] if a["selection"] is None]
@@ -400,11 +401,11 @@ def report_task(plan: BuildPlan):
     )
 
 
-def publish_task(plan: BuildPlan, workspace: Path):
+def publish_task(plan: BuildPlan, keys_and_fingerprints: tuple[dict, dict]):
     bundle, publish = plan.bundle, plan.publish
     out_dir = layout.bundle_dir(bundle.name, bundle.version)
     archives = _archives(plan)
-    keys, fingerprints = _keys(plan, workspace)
+    keys, fingerprints = keys_and_fingerprints
     index = f"{publish.repository}/index.json"
     config = {
         "bundle_dir": out_dir,

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import hashlib
 import json
 import re
-import time
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -26,7 +24,7 @@ from modelmake.bundle.manifest import ENCRYPTION_SCHEME
 from modelmake.bundle.signing import pae
 from modelmake.bundle.streaming_aead import associated_data_for
 # The formats the publisher writes: one definition for both ends.
-from modelmake.repository.index import INDEX_FORMAT_VERSION, INDEX_PAYLOAD_TYPE, TIMESTAMP_FORMAT
+from modelmake.repository.index import INDEX_FORMAT_VERSION, INDEX_PAYLOAD_TYPE, parse_timestamp, timestamp
 from modelmake.repository.offer import BASIS_POINTS, Arm, Offer  # Arm: the parsed offers hold them
 
 from .errors import IndexExpiredError, IndexFormatError, IndexSignatureError, RollbackError, UnknownKeyError
@@ -133,8 +131,8 @@ def verify_index(
     index = _document(payload, hashlib.sha256(data).hexdigest(), repository)  # 5
     if index.expires <= now:  # 6
         raise IndexExpiredError(
-            f"index.json (index version {index.index_version}) expired at {_format_time(index.expires)}, "
-            f"before this device's time {_format_time(now)}"
+            f"index.json (index version {index.index_version}) expired at {timestamp(index.expires)}, "
+            f"before this device's time {timestamp(int(now))}"
         )
     if trusted is not None and (  # 7
         index.index_version < trusted.index_version
@@ -312,10 +310,6 @@ def _size(obj: Any, key: str, where: str) -> int:
 def _time(document: dict, key: str) -> int:
     text = _field(document, key, str, "the index")
     try:
-        return calendar.timegm(time.strptime(text, TIMESTAMP_FORMAT))
+        return parse_timestamp(text)
     except ValueError:
         raise IndexFormatError(f"the index's {key} {text!r} is not a UTC time like 2026-03-01T12:00:00Z") from None
-
-
-def _format_time(epoch: float) -> str:
-    return time.strftime(TIMESTAMP_FORMAT, time.gmtime(epoch))

@@ -68,9 +68,10 @@ def publish(
     release = _release_entry(manifest, archives, preferences, targets)
     new_blobs = sum(_store_blob(repository, bundle_dir / v["path"], v["sha256"]) for m in release["models"].values() for v in m["variants"].values())
     folder = repository / release_dir(manifest["version"])
-    for archive in sorted(archives.values()):
-        _store_immutable(folder / Path(archive).name, Path(archive), manifest["version"])
-    _store_immutable(folder / RELEASE_FILE, fsutil.canonical_json(release) + b"\n", manifest["version"])
+    for key, archive in sorted(archives.items()):
+        _store_immutable(folder / Path(archive).name, Path(archive), release["archives"][key]["sha256"], manifest["version"])
+    entry = fsutil.canonical_json(release) + b"\n"
+    _store_immutable(folder / RELEASE_FILE, entry, hashlib.sha256(entry).hexdigest(), manifest["version"])
 
     releases = _offered_releases(repository, manifest["bundle"], channels)
     document = {
@@ -159,11 +160,10 @@ def _store_blob(repository: Path, source: Path, digest: str) -> bool:
     return True
 
 
-def _store_immutable(destination: Path, content: Path | bytes, version: str) -> None:
-    """Write a release file (from a file or bytes) once; a second publish of the same release must bring the same bytes."""
+def _store_immutable(destination: Path, content: Path | bytes, sha256: str, version: str) -> None:
+    """Write a release file (from a file or bytes, whose digest the caller has) once; a second publish must bring the same bytes."""
     if destination.exists():
-        same = destination.read_bytes() == content if isinstance(content, bytes) else fsutil.sha256_file(destination) == fsutil.sha256_file(content)
-        if not same:
+        if fsutil.sha256_file(destination) != sha256:
             raise PublishError(
                 f"release {version} is already published in {destination.parent.parent.parent} with different content "
                 f"({destination.name} differs): a published version never changes; raise bundle.version and build again"
