@@ -17,12 +17,12 @@ import sys
 import traceback
 from pathlib import Path, PurePosixPath
 
+from .bundle.manifest import ENCRYPTED_SUFFIX
 from .errors import DecryptionError, KeyMaterialError, ModelmakeError, VerificationError, exit_code_for
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
 SCHEMA_DIR = Path(__file__).parent / "schema"
 KEY_FILES = {"signing": "signing.pem", "public": "signing.pub.pem", "data": "data.key"}
-ENCRYPTED_SUFFIX = ".enc"  # layout.ENCRYPTED_SUFFIX; FORMAT.md fixes it for format version 1
 
 
 # --- init ----------------------------------------------------------------------------

@@ -63,15 +63,23 @@ def write_bytes(path: Path | str, data: bytes) -> None:
 
 
 def canonical_json(value) -> bytes:
-    """Sorted keys, no insignificant whitespace, UTF-8, newline-terminated: the same value gives the same bytes."""
-    return (json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    """Sorted keys, no insignificant whitespace, raw UTF-8: one byte string per value (FORMAT.md, "Serialization").
+
+    These are the bytes that are signed (DSSE payloads) and the bytes of model.sig.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def canonical_json_document(value) -> bytes:
+    """A JSON document file (manifest.json, provenance.json, index.json, release.json): canonical JSON and one line feed."""
+    return canonical_json(value) + b"\n"
 
 
 def write_json(path: Path | str, value, *, pretty: bool = True) -> None:
     if pretty:
         data = (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
     else:
-        data = canonical_json(value)
+        data = canonical_json_document(value)
     write_bytes(path, data)
 
 

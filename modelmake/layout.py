@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .bundle import manifest as bundle_manifest
+
 if TYPE_CHECKING:
     from .plan import Artifact
 
@@ -67,12 +69,9 @@ def bundle_dir(bundle: str, version: str) -> str:
     return f"{BUILD}/bundles/{bundle}/{version}"
 
 
-ENCRYPTED_SUFFIX = ".enc"
-
-
 def bundle_file_path(artifact: Artifact, encrypted: bool) -> str:
     """An artifact's path inside the bundle; encrypted files say so in their name."""
-    return f"files/{artifact.target}/{artifact_file_name(artifact)}" + (ENCRYPTED_SUFFIX if encrypted else "")
+    return f"files/{artifact.target}/{artifact_file_name(artifact)}" + (bundle_manifest.ENCRYPTED_SUFFIX if encrypted else "")
 
 
 def bundle_archive(bundle: str, version: str, platform: str | None = None) -> str:

@@ -7,29 +7,25 @@ workspace is checked out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
+
+from .kinds import Precision
 
 from .repository.offer import Offer
 
 
 @dataclass(frozen=True)
 class FormatSupport:
-    """What a chipset runs in one format (tflite, onnx, coreml), read from its profile.
+    """What a chipset runs in one format, read from its profile.
 
-    Each field applies to the formats its comment names; the target schema
-    allows each key only in those formats' sections.
+    ``settings`` is the format's own frozen settings record (delegates, execution
+    providers, deployment target...), parsed by its backend in ``modelmake/formats``;
+    the rest is what every format has.
     """
 
     format: str
-    precisions: tuple[str, ...]
-    delegates: tuple[str, ...] = ()  # tflite
-    integer_io: bool = False  # tflite: full-int8 artifacts take and return int8 tensors
-    execution_providers: tuple[str, ...] = ()  # onnx
-    opset: int = 17  # onnx
-    quantization: str = "cpu"  # onnx: whose static-int8 settings apply, "cpu" or "qnn" (steps/onnx_chips.py)
-    activation_type: str = "uint8"  # onnx static int8: uint8 or uint16 activations
-    compute_units: str = "ALL"  # coreml
-    minimum_deployment_target: str = "iOS17"  # coreml
+    precisions: tuple[Precision, ...]
+    settings: Any
     accelerator: str | None = None  # whose op coverage to report: gpu, npu or qnn
     require_full_coverage: bool = False  # fail an artifact any of whose ops fall back to the CPU
 
@@ -104,8 +100,7 @@ class Artifact:
     variant: str
     format: str
     target: str
-    precision: str
-    integer_io: bool
+    precision: Precision
     budgets: tuple[Budget, ...]
     per_channel: bool = True
     palettize: int | None = None  # Core ML weight palettization bits

@@ -31,6 +31,7 @@ from .plan import (
     TargetProfile,
 )
 from .repository.offer import BASIS_POINTS, Arm, Offer
+from .bundle.archive import ZIP_EPOCH_MIN
 from .yamlfile import YamlDocument, load_yaml
 from .layout import SPEC_FILE, WORKSPACE_PROFILES
 
@@ -46,8 +47,6 @@ BUILDABLE_FORMATS = {
 }
 DEFAULT_MODEL_FUNCTION = "build_model"
 DEFAULT_DATA_FUNCTION = "load_data"
-# The earliest time a zip archive can record; used when neither SOURCE_DATE_EPOCH nor bundle.created is set.
-DEFAULT_CREATED = 315532800
 DEFAULT_INDEX_LIFETIME_DAYS = 30
 
 
@@ -356,13 +355,13 @@ class _Compiler:
         )
 
     def bundle(self, conf) -> BundleSpec:
-        created = conf.get("created", DEFAULT_CREATED)
+        created = conf.get("created", ZIP_EPOCH_MIN)
         epoch = self.environ.get("SOURCE_DATE_EPOCH")
         if epoch is not None:
             if not epoch.isdigit():
                 self._found.append(((0, 0), f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds: unset it or fix it"))
             else:
-                created = max(int(epoch), DEFAULT_CREATED)
+                created = max(int(epoch), ZIP_EPOCH_MIN)
         signing = conf.get("signing", {})
         release = bool(signing.get("release", False)) or self.environ.get("MODELMAKE_RELEASE", "") not in ("", "0")
         encrypt = "encryption" in conf

@@ -13,6 +13,8 @@ MANIFEST = "manifest.json"
 PROVENANCE = "provenance.json"
 # The one encryption scheme of format version 1 (FORMAT.md, "Encrypted model files").
 ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
+# An encrypted file's name in a bundle: the plaintext's name and this suffix (fixed for format version 1).
+ENCRYPTED_SUFFIX = ".enc"
 
 
 def read_manifest(directory: Path) -> dict:

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelmake.fsutil import atomic_output, sha256_file
+from modelmake.fsutil import atomic_output, canonical_json, sha256_file
 from modelmake.errors import (
     FileSetError,
     SignatureFormatError,
@@ -124,11 +124,6 @@ def _is_utf8(name: str) -> bool:
 
 
 # --- serialization -------------------------------------------------------------------
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no insignificant whitespace, UTF-8: one byte string per value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
 
 def pae(payload: bytes, payload_type: str = PAYLOAD_TYPE) -> bytes:
     """DSSE v1 pre-authentication encoding: the exact bytes that get signed."""

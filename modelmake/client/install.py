@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from modelmake.bundle.manifest import ENCRYPTED_SUFFIX
 from modelmake.bundle.streaming_aead import associated_data_for, decrypt_file
 from modelmake.errors import DecryptionError as _AuthenticationFailed  # what streaming_aead raises
 
@@ -25,7 +26,6 @@ from .files import replace_durably, safe_name, write_atomically
 from .index import Release, Variant
 
 RECORD = "install.json"
-ENCRYPTED_SUFFIX = ".enc"
 
 
 @dataclass(frozen=True)

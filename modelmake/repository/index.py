@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..bundle.signing import canonical_json, pae, public_key_hint
+from ..bundle.signing import pae, public_key_hint
+from ..fsutil import canonical_json, canonical_json_document
 
 INDEX_FORMAT_VERSION = 1
 INDEX_PAYLOAD_TYPE = "application/vnd.modelmake.index.v1+json"
@@ -44,7 +45,7 @@ def sign_index(document: dict, private_key: ec.EllipticCurvePrivateKey) -> bytes
         "payload": base64.b64encode(payload).decode("ascii"),
         "signatures": [{"keyid": public_key_hint(private_key.public_key()), "sig": base64.b64encode(signature).decode("ascii")}],
     }
-    return canonical_json(envelope) + b"\n"
+    return canonical_json_document(envelope)
 
 
 def read_unverified(data: bytes) -> dict:

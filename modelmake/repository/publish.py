@@ -70,7 +70,7 @@ def publish(
     folder = repository / release_dir(manifest["version"])
     for key, archive in sorted(archives.items()):
         _store_immutable(folder / Path(archive).name, Path(archive), release["archives"][key]["sha256"], manifest["version"])
-    entry = fsutil.canonical_json(release) + b"\n"
+    entry = fsutil.canonical_json_document(release)
     _store_immutable(folder / RELEASE_FILE, entry, hashlib.sha256(entry).hexdigest(), manifest["version"])
 
     releases = _offered_releases(repository, manifest["bundle"], channels)

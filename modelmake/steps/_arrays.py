@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import fsutil
+from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import StepError
 
 
@@ -19,7 +21,7 @@ def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
             for name in sorted(arrays):
                 buffer = io.BytesIO()
                 np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-                archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
+                archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=time.gmtime(ZIP_EPOCH_MIN)[:6]), buffer.getvalue())
 
 
 def read_dataset(path: Path | str, *, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -27,9 +27,6 @@ from ..versions import tool_versions
 from ._record import write_record
 from ._coreml_runtime import io_details
 
-# Entry timestamps of the packed package: the earliest a zip can hold, so the bytes
-# never depend on when or where the build ran.
-ARCHIVE_EPOCH = 315532800
 # Item identifiers in Manifest.json are random UUIDs; this namespace turns each
 # item's path into a stable one instead (uuid5 is a pure function of its inputs).
 MANIFEST_NAMESPACE = uuid.UUID("6d6f6465-6c6d-616b-6500-636f72656d6c")
@@ -84,7 +81,8 @@ def convert(
         _normalise_package(package)
         files = {f"{package_name}/{p.relative_to(package).as_posix()}": p for p in package.rglob("*") if p.is_file()}
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        archive.write_archive(out_path, files, ARCHIVE_EPOCH)
+        # The earliest time a zip can hold: the bytes never depend on when or where the build ran.
+        archive.write_archive(out_path, files, archive.ZIP_EPOCH_MIN)
 
     details = io_details(out_path, what=f"converted {out_path.name}")
     tools = ("tensorflow", "coremltools") + (("scikit-learn",) if palettize_bits else ())

@@ -161,7 +161,7 @@ def _dependencies(inputs: dict, spec_file: str) -> dict[str, str]:
 
 def _finish(directory: Path, manifest: dict, dependencies: dict, signing_key, builder_id: str) -> None:
     """Write manifest and provenance into a directory holding the model files, then sign it all."""
-    manifest_bytes = fsutil.canonical_json(manifest)
+    manifest_bytes = fsutil.canonical_json_document(manifest)
     (directory / bundle_manifest.MANIFEST).write_bytes(manifest_bytes)
     # The model files' digests were taken as they were written (and are in the manifest): not read again.
     subjects = {bundle_manifest.MANIFEST: hashlib.sha256(manifest_bytes).hexdigest()}
@@ -174,7 +174,7 @@ def _finish(directory: Path, manifest: dict, dependencies: dict, signing_key, bu
         builder_id=builder_id,
         started_on=manifest["created"],
     )
-    (directory / bundle_manifest.PROVENANCE).write_bytes(fsutil.canonical_json(statement))
+    (directory / bundle_manifest.PROVENANCE).write_bytes(fsutil.canonical_json_document(statement))
     for path in (bundle_manifest.MANIFEST, bundle_manifest.PROVENANCE):
         (directory / path).chmod(0o644)
     subject = "-".join(filter(None, (manifest["bundle"], manifest["version"], manifest.get("slice"))))

@@ -26,7 +26,7 @@ from modelmake import fsutil
 from modelmake.bundle import keys, signing, streaming_aead
 from modelmake.bundle.archive import extract_archive
 from modelmake.errors import StepError, TamperedFileError
-from modelmake.spec import DEFAULT_CREATED
+from modelmake.bundle.archive import ZIP_EPOCH_MIN
 
 from .workspaces import BUNDLE, BUNDLE_TASKS, VERSION, DoitRun, Workspace, copy_workspace, subprocess_env
 
@@ -325,7 +325,7 @@ def test_an_unknown_format_version_in_a_resigned_bundle(built, public_pem, tmp_p
     copy = tmp_path / "bundle" / VERSION
     shutil.copytree(bundle_dir(built.workspace), copy)
     manifest = manifest_of(copy) | {"format_version": 2}
-    (copy / "manifest.json").write_bytes(fsutil.canonical_json(manifest))
+    (copy / "manifest.json").write_bytes(fsutil.canonical_json_document(manifest))
     signing.sign_directory(copy, keys.load_private_key((built.workspace.root / "keys" / "signing.pem").read_bytes()))
     assert model_signing_verify(copy, public_pem).returncode == 0  # the signature is fine: only the version is unknown
     result = modelmake("verify", copy, "--public-key", public_pem, cwd=tmp_path)
@@ -505,7 +505,7 @@ def test_a_release_build_with_keygen_keys_from_the_environment(built, tmp_path):
 
 ENVIRONMENTS = (
     ({"TZ": "UTC", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}, 0o022),
-    ({"TZ": "Asia/Kathmandu", "LC_ALL": "POSIX", "LANG": "POSIX", "SOURCE_DATE_EPOCH": str(DEFAULT_CREATED)}, 0o077),
+    ({"TZ": "Asia/Kathmandu", "LC_ALL": "POSIX", "LANG": "POSIX", "SOURCE_DATE_EPOCH": str(ZIP_EPOCH_MIN)}, 0o077),
 )
 
 

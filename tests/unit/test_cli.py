@@ -109,8 +109,8 @@ def make_bundle(root: Path, signing_key, *, data_key: bytes | None = None, slice
 
 
 def write_manifest(directory: Path, manifest: dict, signing_key) -> None:
-    (directory / "manifest.json").write_bytes(fsutil.canonical_json(manifest))
-    (directory / "provenance.json").write_bytes(fsutil.canonical_json({"_type": "https://in-toto.io/Statement/v1"}))
+    (directory / "manifest.json").write_bytes(fsutil.canonical_json_document(manifest))
+    (directory / "provenance.json").write_bytes(fsutil.canonical_json_document({"_type": "https://in-toto.io/Statement/v1"}))
     signing.sign_directory(directory, signing_key)
 
 
@@ -296,7 +296,7 @@ def test_an_altered_signature_value_exits_wrong_key(capsys, bundle, public_pem):
     der = bytearray(base64.b64decode(signature["dsseEnvelope"]["signatures"][0]["sig"]))
     der[-1] ^= 0x01
     signature["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(bytes(der)).decode()
-    (bundle / "model.sig").write_bytes(signing.canonical_json(signature))
+    (bundle / "model.sig").write_bytes(fsutil.canonical_json(signature))
     code, _, err = run(capsys, "verify", bundle, "--public-key", public_pem)
     assert code == EXIT["wrong_key"]
     assert "altered after signing" in err

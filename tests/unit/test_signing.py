@@ -14,6 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from modelmake import fsutil
 from modelmake.bundle import keys, signing
 from modelmake.errors import StepError, VerificationError
 
@@ -238,7 +239,7 @@ def test_signing_twice_gives_identical_bytes(tmp_path, signing_key):
     b = signing.sign_directory(first, signing_key).read_bytes()
     c = signing.sign_directory(second, signing_key).read_bytes()
     assert a == b == c
-    assert a == signing.canonical_json(json.loads(a))
+    assert a == fsutil.canonical_json(json.loads(a))
     assert not [p.name for p in first.parent.rglob("*.tmp")]
     assert (first / "model.sig").stat().st_mode & 0o777 == 0o644
 
@@ -253,7 +254,7 @@ def test_signature_file_layout(bundle, signing_key):
     }
     envelope = document["dsseEnvelope"]
     payload = base64.b64decode(envelope["payload"])
-    assert payload == signing.canonical_json(json.loads(payload))
+    assert payload == fsutil.canonical_json(json.loads(payload))
     signature = base64.b64decode(envelope["signatures"][0]["sig"])
     assert signature[0] == 0x30  # DER SEQUENCE
     expected_pae = b"DSSEv1 28 application/vnd.in-toto+json %d " % len(payload) + payload

@@ -13,7 +13,8 @@ import pytest
 
 from modelmake.errors import SpecError, exit_code_for
 from modelmake.plan import Budget
-from modelmake.spec import DEFAULT_CREATED, load_plan
+from modelmake.bundle.archive import ZIP_EPOCH_MIN
+from modelmake.spec import load_plan
 
 from spec_workspace import DEFAULT_FILES, VALID_SPEC, edit, make_workspace, spec_problems
 
@@ -141,12 +142,12 @@ def test_integer_io_is_set_for_int8_only_on_a_profile_that_asks_for_it(tmp_path)
 @pytest.mark.parametrize(
     ("spec_created", "environ", "expected"),
     [
-        (None, {}, DEFAULT_CREATED),
+        (None, {}, ZIP_EPOCH_MIN),
         (None, {"SOURCE_DATE_EPOCH": "1700000000"}, 1700000000),
         (1600000000, {}, 1600000000),
         (1600000000, {"SOURCE_DATE_EPOCH": "1700000000"}, 1700000000),
         # A zip archive cannot record a time before 1980: earlier epochs are raised to it.
-        (None, {"SOURCE_DATE_EPOCH": "0"}, DEFAULT_CREATED),
+        (None, {"SOURCE_DATE_EPOCH": "0"}, ZIP_EPOCH_MIN),
     ],
     ids=["default", "environment", "spec", "environment-wins", "before-1980"],
 )

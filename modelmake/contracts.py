@@ -1,0 +1,296 @@
+"""What each task kind receives (a job) and records (a record): the typed seam between graph and steps.
+
+``graph.py`` builds one frozen job per task from the plan; doit hashes it
+(``config_hash``) to decide whether the task is up to date, and the runner
+hands it to the step, which reads nothing else from the graph.  Records are
+the JSON files steps leave for the steps after them; each has one writer
+(``write``) and one reader (``read``), so their keys live in one place.
+
+Everything here is plain data: paths are relative to the workspace, and no
+framework is imported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .plan import Budget, BundleSpec, Dataset, FormatSupport, InputSpec, OutputSpec, Source
+from .kinds import OutputKind, Precision
+
+__all__ = [
+    "Precision",
+    "OutputKind",
+    "SourceJob",
+    "DataJob",
+    "ReferenceJob",
+    "ConvertJob",
+    "EvaluateJob",
+    "ArtifactInputs",
+    "ModelInputs",
+    "BundleInputs",
+    "KeyReferences",
+    "PackageJob",
+    "ReportJob",
+    "PublishJob",
+    "SourceRecord",
+    "ArtifactRecord",
+    "MetricsRecord",
+    "config_hash",
+]
+
+
+def config_hash(job: Any) -> dict:
+    """The JSON-able form of a job that doit's ``config_changed`` hashes."""
+    return json.loads(json.dumps(dataclasses.asdict(job), sort_keys=True))
+
+
+# --- jobs: what a task receives ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceJob:
+    source: Source
+    out_dir: str
+    record: str
+
+
+@dataclass(frozen=True)
+class DataJob:
+    dataset: Dataset
+    out: str
+
+
+@dataclass(frozen=True)
+class ReferenceJob:
+    source_record: str
+    evaluation: str
+    evaluation_origin: str  # the data set as the user declared it, for messages
+    input: InputSpec
+    top_k: int
+    out_metrics: str
+    out_outputs: str
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """One artifact to convert.  ``support`` carries the target's settings for this format;
+    which accelerator the evaluation reports on is not part of it (graph.py clears it), so
+    changing it re-evaluates without re-converting."""
+
+    artifact_id: str
+    source_record: str
+    precision: Precision
+    per_channel: bool
+    palettize: int | None
+    calibration: str | None  # the calibration .npz, for full int8
+    calibration_origin: str | None
+    input: InputSpec
+    support: FormatSupport
+    out: str
+    out_record: str
+
+
+@dataclass(frozen=True)
+class EvaluateJob:
+    artifact_id: str
+    format: str
+    artifact: str
+    record: str
+    source_record: str
+    evaluation: str | None
+    reference: str | None
+    reference_outputs: str | None
+    input: InputSpec
+    top_k: int
+    conditions: tuple[tuple[str, float], ...]
+    budgets: tuple[Budget, ...]
+    support: FormatSupport
+    enforce_budgets: bool  # False on a target that selects among variants: over budget drops, not fails
+    out: str
+
+
+@dataclass(frozen=True)
+class ArtifactInputs:
+    """One artifact as package, report and selection see it."""
+
+    id: str
+    variant: str
+    target: str
+    platform: str
+    format: str
+    precision: Precision
+    file: str
+    record: str
+    metrics: str
+    bundle_path: str
+    selection: str | None
+    preference: int
+    budgets: tuple[Budget, ...]
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    name: str
+    description: str
+    source_record: str
+    reference: str | None
+    input: InputSpec
+    output: OutputSpec
+    datasets: tuple[str, ...]
+    conditions: tuple[str, ...]
+    artifacts: tuple[ArtifactInputs, ...]
+
+
+@dataclass(frozen=True)
+class TargetSummary:
+    """What the manifest says of a target."""
+
+    soc: str
+    platform: str
+    min_os: str
+
+
+@dataclass(frozen=True)
+class BundleInputs:
+    """What the package and report steps read, by model and artifact."""
+
+    bundle: BundleSpec
+    targets: dict[str, TargetSummary]
+    models: tuple[ModelInputs, ...]
+
+    def files(self) -> list[str]:
+        """Every file the bundle is made from: the package and report tasks' file_dep."""
+        deps: list[str] = []
+        for model in self.models:
+            deps.append(model.source_record)
+            if model.reference:
+                deps.append(model.reference)
+            if model.output.labels:
+                deps.append(model.output.labels)
+            deps += model.datasets
+            for artifact in model.artifacts:
+                deps += [artifact.file, artifact.record, artifact.metrics]
+        return deps
+
+
+@dataclass(frozen=True)
+class KeyReferences:
+    """The spec's key references (env:VAR, file:PATH or None for the development keys); never the keys."""
+
+    signing_key: str | None
+    encrypt: bool
+    encryption_key: str | None
+
+
+@dataclass(frozen=True)
+class PackageJob:
+    inputs: BundleInputs
+    out_dir: str
+    archives: dict[str, str]  # "all" and each platform -> archive path
+    spec_file: str
+    keys: KeyReferences
+
+
+@dataclass(frozen=True)
+class ReportJob:
+    inputs: BundleInputs
+    out_dir: str
+
+
+@dataclass(frozen=True)
+class PublishTarget:
+    platform: str
+    chipsets: tuple[str, ...]
+    min_os_version: str | None
+
+
+@dataclass(frozen=True)
+class PublishJob:
+    bundle_dir: str
+    archives: dict[str, str]
+    repository: str
+    preferences: dict[str, int]  # artifact id -> position in its target's list
+    targets: dict[str, PublishTarget]
+    channels: dict[str, dict[str, dict]]  # channel -> model -> offer document (repository/offer.py)
+    expires_after_days: int
+    keys: KeyReferences
+
+
+# --- records: what a task leaves for the tasks after it ----------------------------------
+
+_Record = TypeVar("_Record", bound="_JsonRecord")
+
+
+class _JsonRecord:
+    """A record written as pretty JSON by one step and read back by later ones."""
+
+    def write(self, path: str) -> None:
+        from .fsutil import write_json
+
+        write_json(path, dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def read(cls: type[_Record], path: str) -> _Record:
+        from .fsutil import read_json
+
+        data = read_json(path)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names}
+        record = cls(**known)
+        if extra and "extra" in names:
+            record = dataclasses.replace(record, extra={**record.extra, **extra})  # type: ignore[attr-defined, type-var]
+        return record
+
+
+@dataclass(frozen=True)
+class SourceRecord(_JsonRecord):
+    """build/sources/<model>/source.json: the materialized source model and its signature."""
+
+    kind: str  # keras | saved_model | recipe, or a format name for a foreign file
+    path: str  # as declared in the spec
+    model: str  # the SavedModel directory or the copied file under build/
+    model_sha256: str
+    source_files: dict[str, str]  # file -> sha256, every file the source was made from
+    signature: dict  # {"input": {name, shape, dtype}, "output": {...}}
+    metadata: dict  # the recipe's METADATA
+    tools: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ArtifactRecord(_JsonRecord):
+    """<artifact>.json beside each converted file."""
+
+    precision: str
+    integer_io: bool
+    per_channel: bool
+    delegates: list[str]  # TFLite delegates, ONNX execution providers or Core ML compute units
+    io: dict  # {"input": {...}, "output": {...}} as an app binds them
+    sha256: str
+    size: int
+    tools: dict[str, str]
+    extra: dict = field(default_factory=dict)  # what only one format records (Core ML's compression)
+
+    def write(self, path: str) -> None:
+        from .fsutil import write_json
+
+        data = dataclasses.asdict(self)
+        write_json(path, {**{k: v for k, v in data.items() if k != "extra"}, **data["extra"]})
+
+
+@dataclass(frozen=True)
+class MetricsRecord(_JsonRecord):
+    """build/metrics/<target>/<artifact>.json: what the evaluate step measured and its budget verdicts."""
+
+    artifact: str
+    size_bytes: int
+    metrics: dict[str, float]
+    not_measured: dict[str, str]
+    coverage: dict | None
+    structure: dict | None
+    source: dict | None
+    budgets: list[dict]
+    tools: dict[str, str]
+    latency_host: str | None

@@ -1,0 +1,66 @@
+"""The interface every format (TFLite, ONNX, Core ML, ...) implements: one package per format.
+
+A backend is a light object: importing it imports no framework, so the spec
+and the graph can ask it what it supports while doit loads the graph.  The
+heavy parts (converter, runtime) are imported by its methods when a step
+calls them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..contracts import ConvertJob
+    from ..kinds import Precision
+    from ..plan import FormatSupport
+
+
+class NotMeasurable(Exception):
+    """A figure this host cannot measure (Core ML off macOS); the reason is reported instead of a number."""
+
+
+class FormatRuntime(Protocol):
+    """Loads and runs a file of the format; imported only by the steps that need it."""
+
+    def predict(self, path: Path | str, x: np.ndarray, *, what: str) -> np.ndarray:
+        """Outputs for a batch of preprocessed inputs; raises NotMeasurable where this host cannot run the format."""
+
+    def median_latency_ms(self, path: Path | str, *, what: str, sample: np.ndarray | None = None) -> float:
+        """Median single-sample latency on the build host, one thread."""
+
+    def io_details(self, path: Path | str, *, what: str) -> dict:
+        """{"input": {name, dtype, shape, ...}, "output": {...}} as an app binds them."""
+
+    def accelerator_coverage(self, path: Path | str, support: FormatSupport) -> dict | None:
+        """{"accelerator", "ops", "on_accelerator", "fallback"} for the profile's accelerator, or None when it names none."""
+
+    def structural_check(self, path: Path | str, *, what: str, source_signature: dict, precision: Precision, palettize: int | None) -> dict | None:
+        """What can be proven without running the file (for formats this host cannot run); None where running it proves more."""
+
+
+class FormatBackend(Protocol):
+    name: str  # as written in profiles and artifact names: tflite, onnx, coreml
+    suffix: str  # the artifact file's suffix; a directory format ships as a reproducible zip
+    source_kinds: tuple[str, ...]  # the source kinds it converts from
+    precisions: tuple[Precision, ...]  # the precisions its converter makes
+    convert_tools: tuple[str, ...]  # distributions whose versions decide the converted bytes
+    runtime_tools: tuple[str, ...]  # distributions that load and run its files
+    profile_properties: dict[str, Any]  # JSON schema of the keys of its own section in a target profile
+
+    def parse_settings(self, section: dict) -> Any:
+        """Its profile section (already schema-valid, common keys removed) as its frozen settings record."""
+
+    def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
+        """Why this target cannot build a variant with these options, checked at plan time; None when it can."""
+
+    def convert(self, job: ConvertJob) -> str | None:
+        """Write ``job.out`` and ``job.out_record``; the one-line summary, or None."""
+
+    def runtime(self) -> FormatRuntime:
+        """The module or object that loads and runs its files."""
+
+    def source_signature(self, path: Path, *, what: str) -> dict:
+        """The input and output of a file of this format given as a model's source (for formats in SOURCE_FORMATS)."""

@@ -1,0 +1,23 @@
+"""The enumerations the spec, the plan and the steps share: one list each."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Precision(StrEnum):
+    """What a variant's ``quantize`` asks for; the schema's enum is generated from this list."""
+
+    FP32 = "fp32"  # no quantization
+    FP16 = "fp16"  # float16 weights
+    DYNAMIC_INT8 = "dynamic_int8"  # int8 weights, float activations
+    INT8 = "int8"  # full integer, calibrated on the calibration data
+
+    @property
+    def weights_int8(self) -> bool:
+        return self in (Precision.DYNAMIC_INT8, Precision.INT8)
+
+
+class OutputKind(StrEnum):
+    """What a model's output means, which decides the figures an evaluation can give."""
+
+    CLASSES = "classes"  # class scores: top-k accuracy against integer labels
