@@ -1,0 +1,68 @@
+"""ONNX: exported by tf2onnx (or given as a file), quantized by ONNX Runtime's tools, run by ONNX Runtime."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...kinds import Precision
+
+QUANTIZATION_SCHEMES = ("cpu", "qnn")  # whose static int8 settings apply: chips.py
+ACTIVATION_TYPES = ("uint8", "uint16")
+OPSETS = (13, 21)  # the range tf2onnx and ONNX Runtime's quantizer are used with here
+
+
+@dataclass(frozen=True)
+class OnnxSettings:
+    execution_providers: tuple[str, ...] = ()
+    opset: int = 17
+    quantization: str = "cpu"
+    activation_type: str = "uint8"  # static int8: uint8 or uint16 activations
+
+
+class OnnxBackend:
+    name = "onnx"
+    suffix = ".onnx"
+    source_kinds = ("keras", "saved_model", "recipe", "tflite", "onnx")
+    precisions = tuple(Precision)
+    convert_tools = ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
+    runtime_tools = ("onnxruntime",)
+    profile_properties = {
+        "execution_providers": {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
+        "opset": {"type": "integer", "minimum": OPSETS[0], "maximum": OPSETS[1]},
+        "quantization": {
+            "enum": list(QUANTIZATION_SCHEMES),
+            "description": "Whose static int8 settings apply: cpu (QDQ, uint8 activations, per-channel int8 weights) "
+            "or qnn (QDQ as Qualcomm's QNN execution provider takes it).",
+        },
+        "activation_type": {
+            "enum": list(ACTIVATION_TYPES),
+            "description": "Activation type of static int8 ONNX artifacts (uint16 for NPUs that support 16-bit activations).",
+        },
+    }
+
+    def parse_settings(self, section: dict) -> OnnxSettings:
+        fields = {key: tuple(value) if isinstance(value, list) else value for key, value in section.items()}
+        return OnnxSettings(**fields)
+
+    def variant_problem(self, support, precision: Precision, palettize: int | None) -> str | None:
+        if palettize:
+            return "palettized weights are a Core ML feature; list this variant only for Core ML targets"
+        return None
+
+    def convert(self, job):
+        from .convert import convert
+
+        return convert(job)
+
+    def runtime(self):
+        from . import runtime
+
+        return runtime
+
+    def source_signature(self, path: Path, *, what: str) -> dict:
+        from .runtime import source_signature
+
+        return source_signature(path, what=what)
+
+
+BACKEND = OnnxBackend()

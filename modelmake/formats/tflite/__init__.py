@@ -1,0 +1,57 @@
+"""TFLite (LiteRT): converted by TensorFlow's TFLite converter, run by LiteRT."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...kinds import Precision
+
+DELEGATES = ("xnnpack", "gpu", "nnapi", "qnn", "hexagon", "edgetpu")
+
+
+@dataclass(frozen=True)
+class TfliteSettings:
+    delegates: tuple[str, ...] = ()
+    integer_io: bool = False  # full-int8 artifacts take and return int8 tensors
+
+
+class TfliteBackend:
+    name = "tflite"
+    suffix = ".tflite"
+    source_kinds = ("keras", "saved_model", "recipe", "tflite")
+    precisions = tuple(Precision)
+    convert_tools = ("modelmake", "tensorflow")
+    runtime_tools = ("ai-edge-litert",)
+    profile_properties = {
+        "delegates": {"type": "array", "uniqueItems": True, "items": {"enum": list(DELEGATES)}},
+        "integer_io": {
+            "type": "boolean",
+            "description": "Full-int8 artifacts take and return int8 tensors (accelerators that run integer-only graphs).",
+        },
+    }
+
+    def parse_settings(self, section: dict) -> TfliteSettings:
+        return TfliteSettings(delegates=tuple(section.get("delegates", ())), integer_io=section.get("integer_io", False))
+
+    def variant_problem(self, support, precision: Precision, palettize: int | None) -> str | None:
+        if palettize:
+            return "palettized weights are a Core ML feature; list this variant only for Core ML targets"
+        return None
+
+    def convert(self, job):
+        from .convert import convert
+
+        return convert(job)
+
+    def runtime(self):
+        from . import runtime
+
+        return runtime
+
+    def source_signature(self, path: Path, *, what: str) -> dict:
+        from .runtime import source_signature
+
+        return source_signature(path, what=what)
+
+
+BACKEND = TfliteBackend()
