@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from ..plan import FormatSupport
 
 
+def tensor_signature(name: str, shape, dtype) -> dict:
+    """One side of a source signature: {name, shape (None for a dynamic dimension), dtype}."""
+    return {"name": name, "shape": [None if d is None or d < 0 else int(d) for d in shape], "dtype": str(dtype)}
+
+
 class NotMeasurable(Exception):
     """A figure this host cannot measure (Core ML off macOS); the reason is reported instead of a number."""
 

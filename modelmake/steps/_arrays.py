@@ -12,6 +12,7 @@ import numpy as np
 from .. import fsutil
 from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import StepError
+from ..plan import InputSpec
 
 
 def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
@@ -40,9 +41,9 @@ def ratio(text: str) -> float:
     return float(Fraction(text))
 
 
-def preprocess(x: np.ndarray, preprocessing: dict) -> np.ndarray:
+def preprocess(x: np.ndarray, input: InputSpec) -> np.ndarray:
     """What every platform does to raw input before the model sees it: x * scale + offset."""
-    return (x.astype(np.float32) * ratio(preprocessing["scale"]) + ratio(preprocessing["offset"])).astype(np.float32)
+    return (x.astype(np.float32) * ratio(input.scale) + ratio(input.offset)).astype(np.float32)
 
 
 def check_sample_shape(x: np.ndarray, input_shape: list, *, what: str) -> None:
