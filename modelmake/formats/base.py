@@ -61,8 +61,8 @@ class FormatBackend(Protocol):
     def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
         """Why this target cannot build a variant with these options, checked at plan time; None when it can."""
 
-    def convert(self, job: ConvertJob) -> str | None:
-        """Write ``job.out`` and ``job.out_record``; the one-line summary, or None."""
+    def convert(self, job: ConvertJob) -> None:
+        """Write ``job.out`` and then ``job.out_record`` (an ArtifactRecord), which later tasks depend on."""
 
     def runtime(self) -> FormatRuntime:
         """The module or object that loads and runs its files."""

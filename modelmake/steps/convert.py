@@ -5,5 +5,5 @@ from .. import formats
 from ..contracts import ConvertJob
 
 
-def convert(job: ConvertJob) -> str | None:
-    return formats.backend(job.support.format).convert(job)
+def convert(job: ConvertJob) -> None:
+    formats.backend(job.support.format).convert(job)

@@ -41,6 +41,7 @@ def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str) -> dict:
     figures: dict[str, float] = {}
     sample = None
     if job.evaluation:
+        assert job.reference and job.reference_outputs, "evaluation data comes with the reference step's figures"
         raw, labels = read_dataset(job.evaluation, what="evaluation data")
         x = preprocess(raw, job.input)
         sample = x[0]

@@ -25,7 +25,7 @@ def evaluate_source(job: ReferenceJob) -> str:
         outputs = _predict_saved_model(Path(record.model), x)
     figures = accuracy_figures(outputs, y, job.top_k)
     write_npz(job.out_outputs, outputs=outputs)
-    fsutil.write_json(job.out_metrics, {"samples": int(len(y)), **figures})
+    fsutil.write_json(job.out_metrics, {"samples": len(y), **figures})
     return f"source {record.path}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
 
 

@@ -141,7 +141,7 @@ def built(cnn, tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_converts_and_passes_the_structural_check(built, cnn, variant):
-    path, record = built[variant]
+    path, _ = built[variant]
     precision, _, bits = VARIANTS[variant]
     report = coreml_runtime.structural_check(path, what=variant, source_signature=cnn["signature"], precision=precision, palettize=bits)
     assert report["loads"] is True and report["io_matches"] is True

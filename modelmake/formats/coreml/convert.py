@@ -80,7 +80,6 @@ def convert(job: ConvertJob) -> None:
         tools=tool_versions(*tools),
         extra={"palettize": palettize, "compression": compression, "minimum_deployment_target": settings.minimum_deployment_target},
     ).write(job.out_record)
-    return None
 
 
 def _package_name(out: Path) -> str:

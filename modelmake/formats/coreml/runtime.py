@@ -15,7 +15,6 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -155,7 +154,7 @@ def _weights(program) -> dict:
         arguments = op.inputs[name].arguments if name in op.inputs else ()
         return arguments[0].name if arguments and arguments[0].name else None
 
-    found = {"float": [], "quantized": [], "palettized": [], "ops": 0}
+    found: dict = {"float": [], "quantized": [], "palettized": [], "ops": 0}
     lut_feeders = set()
     for op in ops:
         if op.type in PALETTE_OPS:

@@ -8,9 +8,9 @@ adding a factory here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ...errors import StepError
 from . import ACTIVATION_TYPES, OnnxSettings

@@ -20,7 +20,7 @@ from ... import fsutil
 from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
 from ...errors import StepError
 from ...kinds import Precision
-from ...steps._arrays import check_sample_shape, preprocess, read_dataset
+from ...steps._arrays import calibration_samples
 from ...versions import tool_versions
 from . import BACKEND, OnnxSettings, chips
 from .canonical import canonicalize, sort_topologically
@@ -39,11 +39,7 @@ def convert(job: ConvertJob) -> None:
     record = SourceRecord.read(job.source_record)
     if precision not in BACKEND.precisions:
         raise StepError(f"ONNX artifacts are built at {', '.join(BACKEND.precisions)}, not {precision!r}: pick one of those for this variant")
-    samples = None
-    if precision == Precision.INT8:
-        x, _ = read_dataset(job.calibration, what="calibration data")
-        check_sample_shape(x, record.signature["input"]["shape"], what=f"calibration data from {job.calibration_origin or job.calibration}")
-        samples = preprocess(x, job.input)
+    samples = calibration_samples(job, record.signature["input"]["shape"]) if precision == Precision.INT8 else None
 
     static_batch = chips.needs_static_batch(settings)
     if record.kind == "onnx" and precision == Precision.FP32 and not static_batch:
@@ -60,7 +56,7 @@ def convert(job: ConvertJob) -> None:
                 model = _float16(model)
             elif precision == Precision.DYNAMIC_INT8:
                 model = _dynamic_int8(model, job.per_channel, Path(scratch))
-            elif precision == Precision.INT8:
+            elif samples is not None:  # int8: static QDQ from the calibration samples
                 model = _static_int8(model, samples, settings, job.per_channel, Path(scratch))
         fsutil.write_bytes(job.out, _finish(model))
 
@@ -75,7 +71,6 @@ def convert(job: ConvertJob) -> None:
         size=Path(job.out).stat().st_size,
         tools=tool_versions("tf2onnx", "onnx", "onnxruntime"),
     ).write(job.out_record)
-    return None
 
 
 # ---------------------------------------------------------------- float model

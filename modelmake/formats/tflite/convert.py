@@ -14,7 +14,7 @@ from ... import fsutil
 from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
 from ...errors import StepError
 from ...kinds import Precision
-from ...steps._arrays import check_sample_shape, preprocess, read_dataset
+from ...steps._arrays import calibration_samples
 from ...versions import tool_versions
 from . import TfliteSettings
 from .runtime import io_details
@@ -29,11 +29,7 @@ def convert(job: ConvertJob) -> None:
         with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
-        samples = None
-        if job.precision == Precision.INT8:
-            x, _ = read_dataset(job.calibration, what="calibration data")
-            check_sample_shape(x, record.signature["input"]["shape"], what=f"calibration data from {job.calibration_origin or job.calibration}")
-            samples = preprocess(x, job.input)
+        samples = calibration_samples(job, record.signature["input"]["shape"]) if job.precision == Precision.INT8 else None
         fsutil.write_bytes(job.out, _convert_saved_model(Path(record.model), job.precision, integer_io, job.per_channel, samples))
     ArtifactRecord(
         precision=str(job.precision),
@@ -45,7 +41,6 @@ def convert(job: ConvertJob) -> None:
         size=Path(job.out).stat().st_size,
         tools=tool_versions("tensorflow"),
     ).write(job.out_record)
-    return None
 
 
 def _convert_saved_model(directory: Path, precision: Precision, integer_io: bool, per_channel: bool, calibration) -> bytes:
