@@ -415,6 +415,13 @@ def test_tflite_source_converts_through_tf2onnx(tiny, tmp_path):
     out = tmp_path / "tiny.fp32.onnx"
     _convert(record, "fp32", CPU, out)
     np.testing.assert_allclose(onnx_runtime.predict(out, tiny.x, what=out.name), tiny.reference, atol=1e-5)
+    # The reference step runs a tflite source in LiteRT, the runtime its format's backend names.
+    data = tmp_path / "evaluation.npz"
+    write_npz(data, x=tiny.raw, y=tiny.reference.argmax(axis=1))
+    job = ReferenceJob(str(record), str(data), "evaluation.npz", PREPROCESSING, 1, str(tmp_path / "ref.json"), str(tmp_path / "ref.npz"))
+    assert reference.evaluate_source(job) == f"source {tflite_file}: top1 1.0000"
+    with np.load(job.out_outputs) as saved:
+        np.testing.assert_allclose(saved["outputs"], tiny.reference, atol=1e-5)
 
 
 # ---------------------------------------------------------------- conversion errors
