@@ -7,7 +7,7 @@ a format.  Adding one (ExecuTorch, say) is a package beside these with a
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 FORMATS = ("tflite", "onnx", "coreml")
 
 
-@lru_cache(maxsize=None)
+@cache
 def backend(name: str) -> FormatBackend:
     """The backend of a registered format; its package is imported on first use (it imports no framework)."""
     if name not in FORMATS:

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from ..plan import FormatSupport
 
 
+def tensor_signature(name: str, shape, dtype) -> dict:
+    """One side of a source signature: {name, shape (None for a dynamic dimension), dtype}."""
+    return {"name": name, "shape": [None if d is None or d < 0 else int(d) for d in shape], "dtype": str(dtype)}
+
+
 class NotMeasurable(Exception):
     """A figure this host cannot measure (Core ML off macOS); the reason is reported instead of a number."""
 
@@ -56,8 +61,8 @@ class FormatBackend(Protocol):
     def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
         """Why this target cannot build a variant with these options, checked at plan time; None when it can."""
 
-    def convert(self, job: ConvertJob) -> str | None:
-        """Write ``job.out`` and ``job.out_record``; the one-line summary, or None."""
+    def convert(self, job: ConvertJob) -> None:
+        """Write ``job.out`` and then ``job.out_record`` (an ArtifactRecord), which later tasks depend on."""
 
     def runtime(self) -> FormatRuntime:
         """The module or object that loads and runs its files."""

@@ -6,12 +6,17 @@ import time
 import zipfile
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import fsutil
 from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import StepError
+from ..plan import InputSpec
+
+if TYPE_CHECKING:
+    from ..contracts import ConvertJob
 
 
 def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
@@ -40,9 +45,9 @@ def ratio(text: str) -> float:
     return float(Fraction(text))
 
 
-def preprocess(x: np.ndarray, preprocessing: dict) -> np.ndarray:
+def preprocess(x: np.ndarray, input: InputSpec) -> np.ndarray:
     """What every platform does to raw input before the model sees it: x * scale + offset."""
-    return (x.astype(np.float32) * ratio(preprocessing["scale"]) + ratio(preprocessing["offset"])).astype(np.float32)
+    return (x.astype(np.float32) * ratio(input.scale) + ratio(input.offset)).astype(np.float32)
 
 
 def check_sample_shape(x: np.ndarray, input_shape: list, *, what: str) -> None:
@@ -52,3 +57,12 @@ def check_sample_shape(x: np.ndarray, input_shape: list, *, what: str) -> None:
     if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual)):
         shown = tuple("?" if e is None else e for e in expected)
         raise StepError(f"{what} has samples of shape {tuple(actual)} but the model input takes {shown}: fix the data so each sample matches the model input")
+
+
+def calibration_samples(job: ConvertJob, input_shape: list) -> np.ndarray:
+    """The preprocessed calibration samples a full-int8 conversion runs, checked against the model input."""
+    if job.calibration is None:
+        raise StepError(f"{job.artifact_id} is full int8, which needs calibration data: give the model a calibration data set in models.yaml")
+    x, _ = read_dataset(job.calibration, what="calibration data")
+    check_sample_shape(x, input_shape, what=f"calibration data from {job.calibration_origin or job.calibration}")
+    return preprocess(x, job.input)

@@ -1,28 +1,27 @@
 """Step `evaluate`: prove an artifact loads and runs, measure it against its source, hold it to its budgets.
 
 The measuring is the same for every format; what differs (how to load and
-run a file, which ops an accelerator takes) comes from the format's runtime
-module.  A figure this host cannot measure (Core ML off macOS) is recorded
-as not measured, with the reason, never as a number.
+run a file, which ops an accelerator takes) comes from the format's runtime.
+A figure this host cannot measure (Core ML off macOS) is recorded as not
+measured, with the reason, never as a number.
 """
 from __future__ import annotations
 
-import importlib
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .. import fsutil, metrics
+from .. import formats, fsutil, metrics
+from ..contracts import ArtifactRecord, EvaluateJob, MetricsRecord, SourceRecord
 from ..errors import BudgetExceeded
+from ..formats.base import FormatRuntime, NotMeasurable
+from ..kinds import Precision
 from ..plan import Budget
 from ..versions import tool_versions
 from . import _conditions
 from ._arrays import preprocess, read_dataset
-from ._runtime import NotMeasurable
 from ._scoring import accuracy_figures, fallback_ops
-
-RUNTIMES = {"tflite": "_tflite_runtime", "onnx": "_onnx_runtime", "coreml": "_coreml_runtime"}
-RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "onnx": ("onnxruntime",), "coreml": ("coremltools",)}
 
 
 def parity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -38,31 +37,32 @@ def parity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
-def _measure(runtime, artifact: str, what: str, evaluation, reference, reference_outputs, preprocessing, top_k, conditions) -> dict:
+def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str) -> dict:
     figures: dict[str, float] = {}
     sample = None
-    if evaluation:
-        raw, labels = read_dataset(evaluation, what="evaluation data")
-        x = preprocess(raw, preprocessing)
+    if job.evaluation:
+        assert job.reference and job.reference_outputs, "evaluation data comes with the reference step's figures"
+        raw, labels = read_dataset(job.evaluation, what="evaluation data")
+        x = preprocess(raw, job.input)
         sample = x[0]
-        outputs = runtime.predict(artifact, x, what=what)
-        figures |= accuracy_figures(outputs, labels, top_k)
-        figures[metrics.ACCURACY_DROP] = fsutil.read_json(reference)[metrics.top_k_metric(1)] - figures[metrics.top_k_metric(1)]
-        with np.load(reference_outputs) as saved:
+        outputs = runtime.predict(job.artifact, x, what=what)
+        figures |= accuracy_figures(outputs, labels, job.top_k)
+        figures[metrics.ACCURACY_DROP] = fsutil.read_json(job.reference)[metrics.top_k_metric(1)] - figures[metrics.top_k_metric(1)]
+        with np.load(job.reference_outputs) as saved:
             figures |= parity(outputs, saved["outputs"])
-        for condition, strength in conditions:
-            changed = preprocess(_conditions.apply(raw, condition, strength, preprocessing["layout"]), preprocessing)
-            figures[metrics.condition_metric(condition)] = accuracy_figures(runtime.predict(artifact, changed, what=what), labels, 1)["top1"]
-    figures[metrics.LATENCY_MS] = runtime.median_latency_ms(artifact, what=what, sample=sample)
+        for condition, strength in job.conditions:
+            changed = preprocess(_conditions.apply(raw, condition, strength, job.input.layout), job.input)
+            figures[metrics.condition_metric(condition)] = accuracy_figures(runtime.predict(job.artifact, changed, what=what), labels, 1)["top1"]
+    figures[metrics.LATENCY_MS] = runtime.median_latency_ms(job.artifact, what=what, sample=sample)
     return figures
 
 
-def _verdict(budget: dict, figures: dict, not_measured: dict) -> dict:
-    value = figures.get(budget["metric"])
+def _verdict(budget: Budget, figures: dict, not_measured: dict) -> dict:
+    value = figures.get(budget.metric)
     if value is None:
-        reason = not_measured.get(budget["metric"], "not measured for this target")
-        return {**budget, "value": None, "passed": None, "note": f"not checked: {reason}"}
-    return {**budget, "value": value, "passed": Budget(**budget).holds_for(value)}
+        reason = not_measured.get(budget.metric, "not measured for this target")
+        return {**asdict(budget), "value": None, "passed": None, "note": f"not checked: {reason}"}
+    return {**asdict(budget), "value": value, "passed": budget.holds_for(value)}
 
 
 def _reason(verdict: dict, coverage: dict | None) -> str:
@@ -73,68 +73,48 @@ def _reason(verdict: dict, coverage: dict | None) -> str:
     return text
 
 
-def evaluate(
-    format: str,
-    artifact: str,
-    artifact_id: str,
-    record: str,
-    source_record: str,
-    evaluation: str | None,
-    reference: str | None,
-    reference_outputs: str | None,
-    preprocessing: dict,
-    top_k: int,
-    conditions: list,
-    budgets: list,
-    target_format: dict,
-    enforce_budgets: bool,
-    out: str,
-) -> str:
-    runtime = importlib.import_module(f"modelmake.steps.{RUNTIMES[format]}")
-    what = f"artifact {artifact_id}"
-    size = Path(artifact).stat().st_size
+def evaluate(job: EvaluateJob) -> str:
+    backend = formats.backend(job.format)
+    runtime = backend.runtime()
+    what = f"artifact {job.artifact_id}"
+    size = Path(job.artifact).stat().st_size
     figures: dict[str, float] = {metrics.SIZE_KB: size / 1024.0}
     not_measured: dict[str, str] = {}
-    structure = None
-    if hasattr(runtime, "structural_check"):
-        built = fsutil.read_json(record)
-        structure = runtime.structural_check(
-            artifact,
-            what=what,
-            source_signature=fsutil.read_json(source_record)["signature"],
-            precision=built["precision"],
-            palettize_bits=built.get("palettize"),
-        )
+    built = ArtifactRecord.read(job.record)
+    structure = runtime.structural_check(
+        job.artifact,
+        what=what,
+        source_signature=SourceRecord.read(job.source_record).signature,
+        precision=Precision(built.precision),
+        palettize=built.extra.get("palettize"),
+    )
     try:
-        figures |= _measure(runtime, artifact, what, evaluation, reference, reference_outputs, preprocessing, top_k, conditions)
+        figures |= _measure(runtime, job, what)
     except NotMeasurable as reason:
-        names = metrics.available_metrics(has_evaluation_data=bool(evaluation), top_k=top_k, conditions=[c for c, _ in conditions])
+        names = metrics.available_metrics(has_evaluation_data=bool(job.evaluation), top_k=job.top_k, conditions=[c for c, _ in job.conditions])
         not_measured = {name: str(reason) for name in names if name not in figures and name != metrics.ACCELERATOR_COVERAGE}
-    coverage = runtime.accelerator_coverage(artifact, target_format)
+    coverage = runtime.accelerator_coverage(job.artifact, job.support)
     if coverage is not None:
         figures[metrics.ACCELERATOR_COVERAGE] = coverage["on_accelerator"] / coverage["ops"] if coverage["ops"] else 1.0
 
-    verdicts = [_verdict(budget, figures, not_measured) for budget in budgets]
-    fsutil.write_json(
-        out,
-        {
-            "artifact": artifact_id,
-            "size_bytes": size,
-            "metrics": figures,
-            "not_measured": not_measured,
-            "coverage": coverage,
-            "structure": structure,
-            "source": fsutil.read_json(reference) if reference else None,
-            "budgets": verdicts,
-            "tools": tool_versions(*RUNTIME_TOOLS[format]),
-            "latency_host": "build host CPU, 1 thread, median of 50 runs" if metrics.LATENCY_MS in figures else None,
-        },
-    )
+    verdicts = [_verdict(budget, figures, not_measured) for budget in job.budgets]
+    MetricsRecord(
+        artifact=job.artifact_id,
+        size_bytes=size,
+        metrics=figures,
+        not_measured=not_measured,
+        coverage=coverage,
+        structure=structure,
+        source=fsutil.read_json(job.reference) if job.reference else None,
+        budgets=verdicts,
+        tools=tool_versions(*backend.runtime_tools),
+        latency_host="build host CPU, 1 thread, median of 50 runs" if metrics.LATENCY_MS in figures else None,
+    ).write(job.out)
     broken = [v for v in verdicts if v["passed"] is False]
     summary = ", ".join(f"{name} {value:.4g}" for name, value in figures.items())
     if not_measured:
         summary += f"; not measured ({next(iter(not_measured.values()))}): {', '.join(not_measured)}"
-    if broken and enforce_budgets:
-        raise BudgetExceeded(f"{artifact_id} breaks its budget: {'; '.join(_reason(v, coverage) for v in broken)}")
+    if broken and job.enforce_budgets:
+        raise BudgetExceeded(f"{job.artifact_id} breaks its budget: {'; '.join(_reason(v, coverage) for v in broken)}")
     status = "budgets ok" if not broken else f"over budget ({', '.join(v['key'] for v in broken)}), a candidate for selection"
-    return f"{artifact_id}: {summary}; {status if verdicts else 'no budgets'}"
+    return f"{job.artifact_id}: {summary}; {status if verdicts else 'no budgets'}"

@@ -11,30 +11,24 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .. import fsutil
+from .. import formats, fsutil
+from ..contracts import SourceJob, SourceRecord
 from ..errors import StepError
+from ..formats.base import tensor_signature
 from ..recipes import call_recipe, load_recipe, recipe_metadata
 from ..versions import tool_versions
 
 
-def materialize(source: dict, out_dir: str, record: str) -> str:
-    kind, path = source["kind"], Path(source["path"])
-    out = Path(out_dir)
+def materialize(job: SourceJob) -> str:
+    source = job.source
+    kind, path = source.kind, Path(source.path)
+    out = Path(job.out_dir)
     metadata: dict = {}
-    if kind == "tflite":
-        model_path = out / "model.tflite"
-        from ._tflite_runtime import load_interpreter
-
-        try:
-            load_interpreter(path, what=f"tflite source {path}")
-        except StepError as exc:
-            raise StepError(f"{exc}; replace {path} with a .tflite file written by the TFLite converter, or fix its path in models.yaml") from exc
-        with fsutil.atomic_output(model_path) as handle, open(path, "rb") as src:
-            shutil.copyfileobj(src, handle)
-        signature = _tflite_signature(model_path)
-    elif kind == "onnx":
-        model_path = out / "model.onnx"
-        signature = _onnx_signature(path)
+    foreign = formats.for_source_kind(kind)
+    if foreign is not None:
+        # A file already in a format: checked and described by its own runtime, then copied as it is.
+        model_path = out / f"model{foreign.suffix}"
+        signature = foreign.source_signature(path, what=f"{kind} source {path}")
         with fsutil.atomic_output(model_path) as handle, open(path, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
@@ -48,27 +42,24 @@ def materialize(source: dict, out_dir: str, record: str) -> str:
                 module = load_recipe(path)
                 metadata = recipe_metadata(module)
                 _seed(metadata.get("seed", 0))
-                model = call_recipe(module, path, source["function"])
-                _export(model, staging, what=f"recipe {path.name}: {source['function']}()")
+                model = call_recipe(module, path, source.function)
+                _export(model, staging, what=f"recipe {path.name}: {source.function}()")
             else:
                 raise StepError(f"{kind} sources are not built into TensorFlow models")
         signature = _saved_model_signature(model_path, what=f"{kind} source {path}")
 
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    files += [Path(d) for d in source["depends"]]
-    fsutil.write_json(
-        record,
-        {
-            "kind": kind,
-            "path": source["path"],
-            "model": model_path.as_posix(),
-            "model_sha256": fsutil.sha256_tree(model_path) if model_path.is_dir() else fsutil.sha256_file(model_path),
-            "source_files": {p.as_posix(): fsutil.sha256_file(p) for p in files},
-            "signature": signature,
-            "metadata": metadata,
-            "tools": tool_versions("tensorflow", "keras"),
-        },
-    )
+    files += [Path(d) for d in source.depends]
+    SourceRecord(
+        kind=kind,
+        path=source.path,
+        model=model_path.as_posix(),
+        model_sha256=fsutil.sha256_tree(model_path) if model_path.is_dir() else fsutil.sha256_file(model_path),
+        source_files={p.as_posix(): fsutil.sha256_file(p) for p in files},
+        signature=signature,
+        metadata=metadata,
+        tools=tool_versions("tensorflow", "keras"),
+    ).write(job.record)
     return f"source {path}: input {signature['input']['shape']} -> output {signature['output']['shape']}"
 
 
@@ -107,10 +98,6 @@ def _export(model, directory: Path, what: str = "the model") -> None:
         raise StepError(f"{what}: exporting to a SavedModel failed ({type(exc).__name__}: {exc})") from exc
 
 
-def _tensor(name: str, shape, dtype) -> dict:
-    return {"name": name, "shape": [None if d is None or d < 0 else int(d) for d in shape], "dtype": str(dtype)}
-
-
 def _saved_model_signature(directory: Path, what: str) -> dict:
     import tensorflow as tf
 
@@ -126,45 +113,6 @@ def _saved_model_signature(directory: Path, what: str) -> dict:
     (in_name, in_spec), = inputs.items()
     (out_name, out_spec), = outputs.items()
     return {
-        "input": _tensor(in_name, in_spec.shape.as_list(), in_spec.dtype.name),
-        "output": _tensor(out_name, out_spec.shape.as_list(), out_spec.dtype.name),
-    }
-
-
-def _onnx_signature(path: Path) -> dict:
-    """The single input and output of an ONNX file that passes the checker and strict shape inference."""
-    import onnx
-    import onnx.helper
-
-    what = f"onnx source {path}"
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()
-        raise StepError(
-            f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): "
-            "re-export it from its framework, or fix its path in models.yaml"
-        ) from exc
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in initializers]
-    if len(inputs) != 1 or len(model.graph.output) != 1:
-        raise StepError(f"{what} has {len(inputs)} inputs and {len(model.graph.output)} outputs; modelmake builds single-input, single-output models")
-
-    def tensor(value) -> dict:
-        tensor_type = value.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
-        return _tensor(value.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name)
-
-    return {"input": tensor(inputs[0]), "output": tensor(model.graph.output[0])}
-
-
-def _tflite_signature(path: Path) -> dict:
-    from ._tflite_runtime import load_interpreter
-
-    interpreter = load_interpreter(path, what=f"tflite source {path}")
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    return {
-        "input": _tensor(inp["name"], inp["shape_signature"], inp["dtype"].__name__),
-        "output": _tensor(out["name"], out["shape_signature"], out["dtype"].__name__),
+        "input": tensor_signature(in_name, in_spec.shape.as_list(), in_spec.dtype.name),
+        "output": tensor_signature(out_name, out_spec.shape.as_list(), out_spec.dtype.name),
     }

@@ -12,29 +12,61 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from modelmake import fsutil
+from modelmake.contracts import ConvertJob, SourceRecord
 from modelmake.errors import StepError
+from modelmake.formats.base import NotMeasurable
+from modelmake.formats.coreml import CoremlSettings
+from modelmake.kinds import Precision
+from modelmake.plan import FormatSupport, InputSpec
 
 pytest.importorskip("coremltools")
 pytest.importorskip("tensorflow")
 
-from modelmake.steps import _coreml_runtime, convert_coreml  # noqa: E402
-from modelmake.steps._runtime import NotMeasurable  # noqa: E402
+from modelmake.formats.coreml import convert as coreml_convert  # noqa: E402
+from modelmake.formats.coreml import runtime as coreml_runtime  # noqa: E402
+from modelmake.steps import convert  # noqa: E402
 
-A17 = {"compute_units": "ALL", "minimum_deployment_target": "iOS17", "precisions": ["fp32", "fp16", "int8"]}
-IOS18 = {**A17, "minimum_deployment_target": "iOS18"}
+A17 = FormatSupport(
+    format="coreml",
+    precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+    settings=CoremlSettings(compute_units="ALL", minimum_deployment_target="iOS17"),
+)
+IOS18 = replace(A17, settings=replace(A17.settings, minimum_deployment_target="iOS18"))
 # (variant, precision, per_channel, palettize bits)
 VARIANTS = {
-    "fp32": ("fp32", True, None),
-    "fp16": ("fp16", True, None),
-    "int8": ("int8", True, None),
-    "palette4": ("fp16", True, 4),
+    "fp32": (Precision.FP32, True, None),
+    "fp16": (Precision.FP16, True, None),
+    "int8": (Precision.INT8, True, None),
+    "palette4": (Precision.FP16, True, 4),
 }
+
+
+def _deployment(target: str) -> FormatSupport:
+    return replace(A17, settings=replace(A17.settings, minimum_deployment_target=target))
+
+
+def _job(record: str, precision: Precision, out: Path | str, *, support: FormatSupport = A17, per_channel: bool = True, palettize: int | None = None) -> ConvertJob:
+    """The ConvertJob the graph gives a Core ML artifact (no calibration: Core ML's int8 quantizes weights only)."""
+    return ConvertJob(
+        artifact_id=Path(out).name,
+        source_record=record,
+        precision=precision,
+        per_channel=per_channel,
+        palettize=palettize,
+        calibration=None,
+        calibration_origin=None,
+        input=InputSpec(),
+        support=support,
+        out=str(out),
+        out_record=str(out) + ".json",
+    )
 WEIGHTS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8 (linear, per-channel)", "palette4": "palettized 4-bit"}
 
 
@@ -50,7 +82,9 @@ def _export(build, directory: Path) -> dict:
     build().export(str(saved_model), format="tf_saved_model", verbose=False)
     signature = _saved_model_signature(saved_model, what="test model")
     record = directory / "source.json"
-    fsutil.write_json(record, {"kind": "keras", "path": "built in code", "model": saved_model.as_posix(), "signature": signature})
+    SourceRecord(
+        kind="keras", path="built in code", model=saved_model.as_posix(), model_sha256="", source_files={}, signature=signature, metadata={}, tools={}
+    ).write(str(record))
     return {"record": str(record), "signature": signature}
 
 
@@ -82,20 +116,10 @@ def _log_gamma_model():
     return keras.Sequential([keras.Input((8,), name="features"), keras.layers.Dense(16), LogGamma(name="log_gamma"), keras.layers.Dense(4)])
 
 
-def _convert(source: dict, out: Path, variant: str, target_format: dict = A17, per_channel: bool | None = None) -> dict:
+def _convert(source: dict, out: Path, variant: str, support: FormatSupport = A17, per_channel: bool | None = None) -> dict:
     precision, default_per_channel, bits = VARIANTS[variant]
-    convert_coreml.convert(
-        source["record"],
-        precision,
-        False,
-        default_per_channel if per_channel is None else per_channel,
-        None,
-        {"layout": "NHWC", "scale": "1", "offset": "0"},
-        target_format,
-        str(out),
-        str(out) + ".json",
-        palettize_bits=bits,
-    )
+    job = _job(source["record"], precision, out, support=support, per_channel=default_per_channel if per_channel is None else per_channel, palettize=bits)
+    convert.convert(job)
     return fsutil.read_json(str(out) + ".json")
 
 
@@ -117,9 +141,9 @@ def built(cnn, tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_converts_and_passes_the_structural_check(built, cnn, variant):
-    path, record = built[variant]
+    path, _ = built[variant]
     precision, _, bits = VARIANTS[variant]
-    report = _coreml_runtime.structural_check(path, what=variant, source_signature=cnn["signature"], precision=precision, palettize_bits=bits)
+    report = coreml_runtime.structural_check(path, what=variant, source_signature=cnn["signature"], precision=precision, palettize=bits)
     assert report["loads"] is True and report["io_matches"] is True
     assert report["weights"] == WEIGHTS[variant]
     assert report["ops"] > 0
@@ -145,7 +169,7 @@ def test_record_fields(built):
 
 def test_io_details_read_the_package(built):
     path, record = built["fp16"]
-    assert _coreml_runtime.io_details(path, what="fp16") == record["io"]
+    assert coreml_runtime.io_details(path, what="fp16") == record["io"]
 
 
 def test_archive_holds_one_package_with_fixed_entries(built):
@@ -170,7 +194,7 @@ def test_conversion_date_is_not_in_the_package(built):
     path, _ = built["fp16"]
     with zipfile.ZipFile(path) as archive:
         spec = Model_pb2.Model.FromString(archive.read("cnn.fp16.mlpackage/Data/com.apple.CoreML/model.mlmodel"))
-    assert convert_coreml.CONVERSION_DATE_KEY not in spec.description.metadata.userDefined
+    assert coreml_convert.CONVERSION_DATE_KEY not in spec.description.metadata.userDefined
     assert spec.description.metadata.userDefined["com.github.apple.coremltools.version"]
 
 
@@ -193,28 +217,42 @@ def test_per_tensor_int8_is_reported_and_smaller(built, cnn, tmp_path):
     out = tmp_path / "cnn.int8pt.mlpackage.zip"
     record = _convert(cnn, out, "int8", per_channel=False)
     assert record["compression"]["granularity"] == "per_tensor"
-    report = _coreml_runtime.structural_check(out, what="int8 per-tensor", source_signature=cnn["signature"], precision="int8")
+    report = coreml_runtime.structural_check(out, what="int8 per-tensor", source_signature=cnn["signature"], precision=Precision.INT8, palettize=None)
     assert report["weights"] == "int8 (linear, per-tensor)"
     assert out.stat().st_size < built["int8"][0].stat().st_size
 
 
 def test_int8_palettized_needs_ios18(cnn, tmp_path):
     out = tmp_path / "cnn.int8p4.mlpackage.zip"
-    args = (cnn["record"], "int8", False, True, None, {}, A17, str(out), str(out) + ".json")
     with pytest.raises(StepError, match=r"iOS18.*iOS17"):
-        convert_coreml.convert(*args, palettize_bits=4)
+        convert.convert(_job(cnn["record"], Precision.INT8, out, support=A17, palettize=4))
     assert not out.exists()
-    args = args[:6] + (IOS18,) + args[7:]
-    convert_coreml.convert(*args, palettize_bits=4)
-    report = _coreml_runtime.structural_check(out, what="joint", source_signature=cnn["signature"], precision="int8", palettize_bits=4)
+    convert.convert(_job(cnn["record"], Precision.INT8, out, support=IOS18, palettize=4))
+    report = coreml_runtime.structural_check(out, what="joint", source_signature=cnn["signature"], precision=Precision.INT8, palettize=4)
     assert report["weights"] == "palettized 4-bit, int8 look-up tables"
 
 
 def test_compression_the_target_os_cannot_run_fails(cnn, tmp_path):
     out = tmp_path / "cnn.int8.mlpackage.zip"
-    with pytest.raises(StepError, match=r"int8-quantized weights need iOS16.*minimum_deployment_target is iOS15"):
-        _convert(cnn, out, "int8", target_format={**A17, "minimum_deployment_target": "iOS15"})
+    # The spec's deployment rule refuses it before any conversion...
+    with pytest.raises(StepError, match=r"compressed weights need iOS16.*targets iOS15"):
+        _convert(cnn, out, "int8", support=_deployment("iOS15"))
     assert not out.exists()
+    for target in ("macOS12", "iOS15"):
+        with pytest.raises(StepError, match=rf"targets {target}"):
+            _convert(cnn, out, "palette4", support=_deployment(target))
+
+
+def test_the_package_coremltools_made_is_checked_against_the_target_os(cnn):
+    """...and the converter checks what coremltools produced, which raises the package's OS without saying so."""
+    import coremltools as ct
+
+    what = "int8 for iOS15"
+    model_dir = Path(SourceRecord.read(cnn["record"]).model)
+    model = coreml_convert._convert_saved_model(model_dir, cnn["signature"], Precision.INT8, ct.target.iOS15, ct.ComputeUnit.ALL, what)
+    model, compression = coreml_convert._compress(model, Precision.INT8, True, None, what)
+    with pytest.raises(StepError, match=r"int8-quantized weights need iOS16.*minimum_deployment_target is iOS15"):
+        coreml_convert._check_deployment(model, ct.target.iOS15, compression, what)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +268,7 @@ def test_compression_the_target_os_cannot_run_fails(cnn, tmp_path):
 def test_structural_check_refuses_the_wrong_precision(built, cnn, variant, claimed, bits, message):
     path, _ = built[variant]
     with pytest.raises(StepError, match=message):
-        _coreml_runtime.structural_check(path, what="artifact", source_signature=cnn["signature"], precision=claimed, palettize_bits=bits)
+        coreml_runtime.structural_check(path, what="artifact", source_signature=cnn["signature"], precision=Precision(claimed), palettize=bits)
 
 
 def test_structural_check_refuses_io_that_differs_from_the_source(built, cnn):
@@ -238,29 +276,29 @@ def test_structural_check_refuses_io_that_differs_from_the_source(built, cnn):
     signature = json.loads(json.dumps(cnn["signature"]))
     signature["input"]["shape"] = [None, 28, 28, 1]
     with pytest.raises(StepError, match=r"input image has shape \[1, 16, 16, 1\].*\[1, 28, 28, 1\]"):
-        _coreml_runtime.structural_check(path, what="artifact", source_signature=signature, precision="fp16")
+        coreml_runtime.structural_check(path, what="artifact", source_signature=signature, precision=Precision.FP16, palettize=None)
 
 
 def test_structural_check_refuses_a_file_that_is_not_a_package(tmp_path, cnn):
     not_a_zip = tmp_path / "broken.mlpackage.zip"
     not_a_zip.write_bytes(b"not a zip")
     with pytest.raises(StepError, match="does not unpack"):
-        _coreml_runtime.structural_check(not_a_zip, what="broken", source_signature=cnn["signature"], precision="fp16")
+        coreml_runtime.structural_check(not_a_zip, what="broken", source_signature=cnn["signature"], precision=Precision.FP16, palettize=None)
     empty = tmp_path / "empty.mlpackage.zip"
     with zipfile.ZipFile(empty, "w") as archive:
         archive.writestr("readme.txt", "no package here")
     with pytest.raises(StepError, match="holds no .mlpackage"):
-        _coreml_runtime.structural_check(empty, what="empty", source_signature=cnn["signature"], precision="fp16")
+        coreml_runtime.structural_check(empty, what="empty", source_signature=cnn["signature"], precision=Precision.FP16, palettize=None)
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="Core ML runs on macOS")
 def test_running_off_macos_is_not_measurable(built):
     path, _ = built["fp16"]
     with pytest.raises(NotMeasurable, match="needs macOS"):
-        _coreml_runtime.predict(path, np.zeros((2, 16, 16, 1), np.float32), what="fp16")
+        coreml_runtime.predict(path, np.zeros((2, 16, 16, 1), np.float32), what="fp16")
     with pytest.raises(NotMeasurable, match="needs macOS"):
-        _coreml_runtime.median_latency_ms(path, what="fp16")
-    assert _coreml_runtime.accelerator_coverage(path, A17) is None
+        coreml_runtime.median_latency_ms(path, what="fp16")
+    assert coreml_runtime.accelerator_coverage(path, A17) is None
 
 
 def test_a_layer_core_ml_cannot_convert_names_its_op(tmp_path):
@@ -287,10 +325,18 @@ def test_the_same_bytes_from_another_process_time_zone_and_umask(built, cnn, tmp
         f"""
         import os
         os.umask(0o077)
-        from modelmake.steps import convert_coreml
+        from modelmake.contracts import ConvertJob
+        from modelmake.formats.coreml import CoremlSettings
+        from modelmake.kinds import Precision
+        from modelmake.plan import FormatSupport, InputSpec
+        from modelmake.steps import convert
+        support = FormatSupport(format="coreml", precisions=tuple(Precision), settings=CoremlSettings(compute_units="ALL", minimum_deployment_target="iOS17"))
         for variant, precision, bits in [("int8", "int8", None), ("palette4", "fp16", 4)]:
             out = os.path.join({str(tmp_path)!r}, f"cnn.{{variant}}.mlpackage.zip")
-            convert_coreml.convert({cnn["record"]!r}, precision, False, True, None, {{}}, {A17!r}, out, out + ".json", palettize_bits=bits)
+            convert.convert(ConvertJob(
+                artifact_id=variant, source_record={cnn["record"]!r}, precision=Precision(precision), per_channel=True, palettize=bits,
+                calibration=None, calibration_origin=None, input=InputSpec(), support=support, out=out, out_record=out + ".json",
+            ))
         """
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345", "TZ": "Pacific/Kiritimati", "LC_ALL": "C"}

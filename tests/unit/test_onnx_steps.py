@@ -10,15 +10,19 @@ import hashlib
 import shutil
 import textwrap
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from modelmake import fsutil
-from modelmake.errors import StepError
-from modelmake.plan import FormatSupport
+from modelmake.contracts import ConvertJob, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob, SourceRecord
+from modelmake.errors import BudgetExceeded, StepError
+from modelmake.formats.onnx import OnnxSettings
+from modelmake.formats.tflite import TfliteSettings
+from modelmake.kinds import Precision
+from modelmake.plan import Budget, FormatSupport, InputSpec, Source
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -26,26 +30,56 @@ pytest.importorskip("tf2onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from modelmake.steps import _onnx_runtime, convert_onnx, onnx_chips, source  # noqa: E402
+from modelmake.formats.onnx import chips  # noqa: E402
+from modelmake.formats.onnx import runtime as onnx_runtime  # noqa: E402
+from modelmake.steps import convert, evaluate, reference, source  # noqa: E402
 from modelmake.steps._arrays import preprocess, write_npz  # noqa: E402
 
-PREPROCESSING = {"layout": "NHWC", "scale": "1/16", "offset": "0"}
+PREPROCESSING = InputSpec(layout="NHWC", scale="1/16", offset="0")
 RECORD_KEYS = {"precision", "integer_io", "per_channel", "delegates", "io", "sha256", "size", "tools"}
 
-CPU = asdict(
-    FormatSupport(format="onnx", precisions=("fp32", "fp16", "dynamic_int8", "int8"), execution_providers=("CPUExecutionProvider",), quantization="cpu")
+CPU = FormatSupport(
+    format="onnx", precisions=tuple(Precision), settings=OnnxSettings(execution_providers=("CPUExecutionProvider",), quantization="cpu")
 )
-QNN = asdict(
-    FormatSupport(
-        format="onnx",
-        precisions=("fp32", "fp16", "int8"),
-        execution_providers=("QNNExecutionProvider", "CPUExecutionProvider"),
-        quantization="qnn",
-        activation_type="uint16",
-        accelerator="qnn",
-    )
+QNN = FormatSupport(
+    format="onnx",
+    precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+    settings=OnnxSettings(execution_providers=("QNNExecutionProvider", "CPUExecutionProvider"), quantization="qnn", activation_type="uint16"),
+    accelerator="qnn",
 )
 TARGETS = {"cpu": CPU, "qnn": QNN}
+
+
+def _with(support: FormatSupport, **settings) -> FormatSupport:
+    """The same target with some of its ONNX settings changed."""
+    return replace(support, settings=replace(support.settings, **settings))
+
+
+def _convert(record: Path | str, precision: str, support: FormatSupport, out: Path | str, *, calibration: Path | None = None, per_channel: bool = True) -> Path:
+    """Convert as the convert task does: one ConvertJob, through the step's dispatch to the ONNX backend."""
+    job = ConvertJob(
+        artifact_id=Path(out).name,
+        source_record=str(record),
+        precision=Precision(precision) if precision in set(Precision) else precision,
+        per_channel=per_channel,
+        palettize=None,
+        calibration=str(calibration) if calibration else None,
+        calibration_origin=None,
+        input=PREPROCESSING,
+        support=support,
+        out=str(out),
+        out_record=str(out) + ".json",
+    )
+    convert.convert(job)
+    return Path(out)
+
+
+def _source_record(path: Path, kind: str, source_path: str, model: str | Path, signature: dict) -> Path:
+    """A source record written by hand, for sources the source step does not make."""
+    SourceRecord(
+        kind=kind, path=source_path, model=str(model), model_sha256="", source_files={}, signature=signature, metadata={}, tools={}
+    ).write(str(path))
+    return path
 
 TINY_RECIPE = textwrap.dedent(
     '''
@@ -91,9 +125,7 @@ def _materialize(directory: Path, recipe: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "recipe.py").write_text(recipe, encoding="utf-8")
     record = directory / "source.json"
-    source.materialize(
-        {"kind": "recipe", "path": str(directory / "recipe.py"), "function": "build_model", "depends": []}, str(directory / "out"), str(record)
-    )
+    source.materialize(SourceJob(Source(kind="recipe", path=str(directory / "recipe.py"), function="build_model"), str(directory / "out"), str(record)))
     return record
 
 
@@ -116,19 +148,9 @@ class Tiny:
         self.x = preprocess(self.raw, PREPROCESSING)
         self.reference = _saved_model_outputs(Path(fsutil.read_json(self.record)["model"]), self.x)
 
-    def convert(self, precision: str, target: dict, out: Path, per_channel: bool = True, record: Path | None = None) -> Path:
-        convert_onnx.convert(
-            str(record or self.record),
-            precision,
-            False,
-            per_channel,
-            str(self.calibration) if precision == "int8" else None,
-            PREPROCESSING,
-            target,
-            str(out),
-            str(out) + ".json",
-        )
-        return out
+    def convert(self, precision: str, target: FormatSupport, out: Path, per_channel: bool = True, record: Path | None = None) -> Path:
+        calibration = self.calibration if precision == "int8" else None
+        return _convert(record or self.record, precision, target, out, calibration=calibration, per_channel=per_channel)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +166,7 @@ def converted(tiny) -> dict:
         (scheme, precision): tiny.convert(precision, target, out / f"tiny.{precision}.{scheme}.onnx")
         for scheme, target in TARGETS.items()
         for precision in ("fp32", "fp16", "dynamic_int8", "int8")
-        if precision in target["precisions"]
+        if precision in target.precisions
     }
 
 
@@ -166,7 +188,7 @@ def _initializers(model) -> dict:
 def test_float_variants_match_the_keras_model(tiny, converted, scheme, precision, tolerance):
     path = converted[(scheme, precision)]
     onnx.checker.check_model(str(path), full_check=True)
-    outputs = _onnx_runtime.predict(path, tiny.x, what=path.name)
+    outputs = onnx_runtime.predict(path, tiny.x, what=path.name)
     assert outputs.dtype == np.float32 and outputs.shape == tiny.reference.shape
     np.testing.assert_allclose(outputs, tiny.reference, atol=tolerance)
 
@@ -175,7 +197,7 @@ def test_float_variants_match_the_keras_model(tiny, converted, scheme, precision
 def test_int8_variants_keep_top1(tiny, converted, scheme, precision):
     path = converted[(scheme, precision)]
     onnx.checker.check_model(str(path), full_check=True)
-    outputs = _onnx_runtime.predict(path, tiny.x, what=path.name)
+    outputs = onnx_runtime.predict(path, tiny.x, what=path.name)
     agreement = np.mean(outputs.argmax(axis=1) == tiny.reference.argmax(axis=1))
     assert agreement >= 0.9, agreement
     assert np.abs(outputs - tiny.reference).mean() < 0.02
@@ -211,7 +233,7 @@ def test_static_shape_providers_get_a_batch_of_one(tiny, converted):
     assert fsutil.read_json(str(path) + ".json")["io"]["input"]["shape"] == [1, 8, 8, 1]
     assert fsutil.read_json(str(path) + ".json")["io"]["output"]["shape"] == [1, 5]
     # A fixed batch of one runs the samples one at a time: same figures as the batched CPU artifact.
-    np.testing.assert_allclose(_onnx_runtime.predict(path, tiny.x[:7], what=path.name), tiny.reference[:7], atol=1e-5)
+    np.testing.assert_allclose(onnx_runtime.predict(path, tiny.x[:7], what=path.name), tiny.reference[:7], atol=1e-5)
 
 
 # ---------------------------------------------------------------- static int8 settings
@@ -244,7 +266,7 @@ def test_qnn_int8_is_qdq_with_uint16_activations_and_per_channel_int8_weights(co
     assert summary["conv_weights"] == [("int8", 0, 8, 0), ("int8", 0, 16, 0)]
     # 16-bit Q/DQ below opset 21 live in the com.microsoft domain; the profile's opset is kept.
     assert {n.domain for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")} == {"com.microsoft"}
-    assert next(o.version for o in model.opset_import if o.domain == "") == QNN["opset"]
+    assert next(o.version for o in model.opset_import if o.domain == "") == QNN.settings.opset
 
 
 def test_cpu_int8_is_qdq_with_uint8_activations_and_per_channel_int8_weights(converted):
@@ -262,14 +284,14 @@ def test_per_channel_off_gives_per_tensor_weights(tiny):
 
 
 def test_chip_settings():
-    qnn = onnx_chips.static_quantization_settings(QNN, per_channel=True)
+    qnn = chips.static_quantization_settings(QNN.settings, per_channel=True)
     assert (qnn.scheme, qnn.activation_type, qnn.weight_type, qnn.per_channel) == ("qnn", "uint16", "int8", True)
     assert qnn.preprocess is not None
-    cpu = onnx_chips.static_quantization_settings(CPU, per_channel=False)
+    cpu = chips.static_quantization_settings(CPU.settings, per_channel=False)
     assert (cpu.scheme, cpu.activation_type, cpu.weight_type, cpu.per_channel) == ("cpu", "uint8", "int8", False)
-    assert onnx_chips.needs_static_batch(QNN) and not onnx_chips.needs_static_batch(CPU)
+    assert chips.needs_static_batch(QNN.settings) and not chips.needs_static_batch(CPU.settings)
     with pytest.raises(StepError, match="quantization 'hexagon'"):
-        onnx_chips.static_quantization_settings({**CPU, "quantization": "hexagon"}, per_channel=True)
+        chips.static_quantization_settings(replace(CPU.settings, quantization="hexagon"), per_channel=True)
 
 
 def test_static_int8_of_a_medium_model_is_at_least_3_5x_smaller(tmp_path):
@@ -280,7 +302,7 @@ def test_static_int8_of_a_medium_model_is_at_least_3_5x_smaller(tmp_path):
     sizes = {}
     for precision in ("fp32", "int8"):
         out = tmp_path / f"medium.{precision}.onnx"
-        convert_onnx.convert(str(record), precision, False, True, str(calibration) if precision == "int8" else None, PREPROCESSING, CPU, str(out), str(out) + ".json")
+        _convert(record, precision, CPU, out, calibration=calibration if precision == "int8" else None)
         sizes[precision] = out.stat().st_size
     assert sizes["fp32"] > 900_000
     assert sizes["fp32"] / sizes["int8"] >= 3.5, sizes
@@ -333,7 +355,7 @@ def _tiny_onnx(path: Path, *, broken: bool = False, extra_op: str | None = None,
 
 def _onnx_record(tmp_path: Path, model_file: Path) -> Path:
     record = tmp_path / "source" / "source.json"
-    source.materialize({"kind": "onnx", "path": str(model_file), "function": "", "depends": []}, str(tmp_path / "source"), str(record))
+    source.materialize(SourceJob(Source(kind="onnx", path=str(model_file)), str(tmp_path / "source"), str(record)))
     return record
 
 
@@ -347,7 +369,7 @@ def test_onnx_source_is_materialized_and_shipped_as_is(tmp_path):
         "output": {"name": "y", "shape": [None, 3], "dtype": "float32"},
     }
     out = tmp_path / "classifier.fp32.onnx"
-    convert_onnx.convert(str(record_path), "fp32", False, True, None, PREPROCESSING, CPU, str(out), str(out) + ".json")
+    _convert(record_path, "fp32", CPU, out)
     assert out.read_bytes() == original.read_bytes()
 
 
@@ -357,7 +379,7 @@ def test_onnx_source_can_be_quantized(tmp_path):
     raw = np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32) * 16
     write_npz(calibration, x=raw, y=np.zeros(len(raw), np.int64))
     out = tmp_path / "classifier.int8.onnx"
-    convert_onnx.convert(str(record_path), "int8", False, True, str(calibration), PREPROCESSING, QNN, str(out), str(out) + ".json")
+    _convert(record_path, "int8", QNN, out, calibration=calibration)
     ops = Counter(n.op_type for n in _model(out).graph.node)
     assert ops["QuantizeLinear"] and ops["DequantizeLinear"] and ops["MatMul"] == 1
 
@@ -369,17 +391,16 @@ def test_onnx_source_with_a_broken_graph_fails_clearly(tmp_path):
     message = str(caught.value)
     assert str(broken) in message and "fails the ONNX checker" in message and "missing" in message
     # The convert step checks again, should a record point at a broken file.
-    record = tmp_path / "record.json"
-    fsutil.write_json(record, {"kind": "onnx", "path": str(broken), "model": str(broken), "signature": {}})
+    record = _source_record(tmp_path / "record.json", "onnx", str(broken), broken, {})
     with pytest.raises(StepError, match="fails the ONNX checker"):
-        convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, CPU, str(tmp_path / "out.onnx"), str(tmp_path / "out.json"))
+        _convert(record, "fp32", CPU, tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
 
 
 def test_onnx_source_newer_than_the_profile_opset_fails(tmp_path):
     record_path = _onnx_record(tmp_path, _tiny_onnx(tmp_path / "given" / "new.onnx", opset=19))
     with pytest.raises(StepError, match="opset 19, newer than the opset 17"):
-        convert_onnx.convert(str(record_path), "fp32", False, True, None, PREPROCESSING, CPU, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+        _convert(record_path, "fp32", CPU, tmp_path / "o.onnx")
 
 
 def test_tflite_source_converts_through_tf2onnx(tiny, tmp_path):
@@ -390,10 +411,17 @@ def test_tflite_source_converts_through_tf2onnx(tiny, tmp_path):
     tflite_file.parent.mkdir(parents=True)
     tflite_file.write_bytes(tf.lite.TFLiteConverter.from_saved_model(saved_model).convert())
     record = tmp_path / "source" / "source.json"
-    source.materialize({"kind": "tflite", "path": str(tflite_file), "function": "", "depends": []}, str(tmp_path / "source"), str(record))
+    source.materialize(SourceJob(Source(kind="tflite", path=str(tflite_file)), str(tmp_path / "source"), str(record)))
     out = tmp_path / "tiny.fp32.onnx"
-    convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, CPU, str(out), str(out) + ".json")
-    np.testing.assert_allclose(_onnx_runtime.predict(out, tiny.x, what=out.name), tiny.reference, atol=1e-5)
+    _convert(record, "fp32", CPU, out)
+    np.testing.assert_allclose(onnx_runtime.predict(out, tiny.x, what=out.name), tiny.reference, atol=1e-5)
+    # The reference step runs a tflite source in LiteRT, the runtime its format's backend names.
+    data = tmp_path / "evaluation.npz"
+    write_npz(data, x=tiny.raw, y=tiny.reference.argmax(axis=1))
+    job = ReferenceJob(str(record), str(data), "evaluation.npz", PREPROCESSING, 1, str(tmp_path / "ref.json"), str(tmp_path / "ref.npz"))
+    assert reference.evaluate_source(job) == f"source {tflite_file}: top1 1.0000"
+    with np.load(job.out_outputs) as saved:
+        np.testing.assert_allclose(saved["outputs"], tiny.reference, atol=1e-5)
 
 
 # ---------------------------------------------------------------- conversion errors
@@ -401,7 +429,7 @@ def test_tflite_source_converts_through_tf2onnx(tiny, tmp_path):
 
 def test_an_opset_tf2onnx_cannot_write_is_a_step_error(tiny, tmp_path):
     with pytest.raises(StepError, match=r"produces ONNX opsets up to 18, but the target profile asks for opset 21"):
-        tiny.convert("fp32", {**CPU, "opset": 21}, tmp_path / "o.onnx")
+        tiny.convert("fp32", _with(CPU, opset=21), tmp_path / "o.onnx")
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -412,10 +440,8 @@ def _tf_function_source(tmp_path: Path, function, shape) -> Path:
     module = tf.Module()
     module.serve = tf.function(lambda x: {"y": function(x)}, input_signature=[tf.TensorSpec(shape, tf.float32, name="x")])
     tf.saved_model.save(module, str(tmp_path / "saved_model"), signatures={"serving_default": module.serve})
-    record = tmp_path / "source.json"
     signature = {"input": {"name": "x", "shape": list(shape), "dtype": "float32"}, "output": {"name": "y", "shape": list(shape), "dtype": "float32"}}
-    fsutil.write_json(record, {"kind": "saved_model", "path": "function.py", "model": str(tmp_path / "saved_model"), "signature": signature})
-    return record
+    return _source_record(tmp_path / "source.json", "saved_model", "function.py", tmp_path / "saved_model", signature)
 
 
 def test_a_tensorflow_op_onnx_lacks_is_named(tmp_path):
@@ -423,7 +449,7 @@ def test_a_tensorflow_op_onnx_lacks_is_named(tmp_path):
 
     record = _tf_function_source(tmp_path, tf.math.lgamma, [None, 4])
     with pytest.raises(StepError, match=r"cannot express these TensorFlow ops in ONNX opset 17: Lgamma \(node [^;]*; tf2onnx has no conversion for it\)"):
-        convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, CPU, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+        _convert(record, "fp32", CPU, tmp_path / "o.onnx")
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -431,15 +457,16 @@ def test_an_op_that_needs_a_newer_opset_names_it(tmp_path):
     import tensorflow as tf
 
     record = _tf_function_source(tmp_path, lambda x: tf.tensor_scatter_nd_max(x, [[0]], x[:1]), [4, 3])
-    target = {**CPU, "opset": 15}
+    target = _with(CPU, opset=15)
     with pytest.raises(StepError, match=r"TensorScatterMax \(node [^;]*; tf2onnx converts it from opset 16: set opset: 16"):
-        convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, target, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
-    convert_onnx.convert(str(record), "fp32", False, True, None, PREPROCESSING, {**CPU, "opset": 16}, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+        _convert(record, "fp32", target, tmp_path / "o.onnx")
+    _convert(record, "fp32", _with(CPU, opset=16), tmp_path / "o.onnx")
 
 
 def test_integer_io_and_unknown_precisions_are_refused(tiny, tmp_path):
-    with pytest.raises(StepError, match="keep float inputs and outputs"):
-        convert_onnx.convert(str(tiny.record), "int8", True, True, str(tiny.calibration), PREPROCESSING, CPU, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+    # ONNX artifacts keep float inputs and outputs (QDQ quantizes inside the graph): its settings have no integer_io.
+    with pytest.raises(TypeError, match="integer_io"):
+        OnnxSettings(integer_io=True)
     with pytest.raises(StepError, match="not 'int4'"):
         tiny.convert("int4", CPU, tmp_path / "o.onnx")
 
@@ -448,7 +475,7 @@ def test_calibration_samples_of_the_wrong_shape_are_refused(tiny, tmp_path):
     calibration = tmp_path / "wrong.npz"
     write_npz(calibration, x=np.zeros((4, 7, 7, 1), np.float32), y=np.zeros(4, np.int64))
     with pytest.raises(StepError, match=r"shape \(7, 7, 1\)"):
-        convert_onnx.convert(str(tiny.record), "int8", False, True, str(calibration), PREPROCESSING, CPU, str(tmp_path / "o.onnx"), str(tmp_path / "o.json"))
+        _convert(tiny.record, "int8", CPU, tmp_path / "o.onnx", calibration=calibration)
 
 
 # ---------------------------------------------------------------- runtime module
@@ -456,16 +483,16 @@ def test_calibration_samples_of_the_wrong_shape_are_refused(tiny, tmp_path):
 
 def test_runtime_io_latency_and_errors(tiny, converted, tmp_path):
     path = converted[("cpu", "fp32")]
-    details = _onnx_runtime.io_details(path, what="tiny")
+    details = onnx_runtime.io_details(path, what="tiny")
     assert details["input"]["shape"] == [-1, 8, 8, 1] and "quantization" not in details["input"]
-    assert _onnx_runtime.median_latency_ms(path, what="tiny", runs=5) > 0
-    assert _onnx_runtime.median_latency_ms(converted[("qnn", "int8")], what="tiny", sample=tiny.x[0], runs=5) > 0
+    assert onnx_runtime.median_latency_ms(path, what="tiny", runs=5) > 0
+    assert onnx_runtime.median_latency_ms(converted[("qnn", "int8")], what="tiny", sample=tiny.x[0], runs=5) > 0
     with pytest.raises(StepError, match=r"takes samples of shape \(8, 8, 1\)"):
-        _onnx_runtime.predict(path, np.zeros((2, 4, 4, 1), np.float32), what="tiny")
+        onnx_runtime.predict(path, np.zeros((2, 4, 4, 1), np.float32), what="tiny")
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
     with pytest.raises(StepError, match="does not load in ONNX Runtime"):
-        _onnx_runtime.load_session(garbage, what="garbage")
+        onnx_runtime.load_session(garbage, what="garbage")
 
 
 def test_io_details_reports_quantization_of_integer_io(tmp_path):
@@ -480,17 +507,17 @@ def test_io_details_reports_quantization_of_integer_io(tmp_path):
     )
     path = tmp_path / "integer.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    details = _onnx_runtime.io_details(path, what="integer")
+    details = onnx_runtime.io_details(path, what="integer")
     assert details["input"] == {"name": "x", "dtype": "uint8", "shape": [1, 4], "quantization": {"scale": "0.5", "zero_point": 3}}
-    np.testing.assert_allclose(_onnx_runtime.predict(path, np.array([[3, 5, 1, 4]], np.float32), what="integer"), [[0, 1, 0, 0.5]])
+    np.testing.assert_allclose(onnx_runtime.predict(path, np.array([[3, 5, 1, 4]], np.float32), what="integer"), [[0, 1, 0, 0.5]])
 
 
 # ---------------------------------------------------------------- accelerator coverage
 
 
 def test_coverage_is_reported_only_for_the_qnn_accelerator(converted):
-    assert _onnx_runtime.accelerator_coverage(converted[("cpu", "fp32")], CPU) is None
-    coverage = _onnx_runtime.accelerator_coverage(converted[("qnn", "int8")], QNN)
+    assert onnx_runtime.accelerator_coverage(converted[("cpu", "fp32")], CPU) is None
+    coverage = onnx_runtime.accelerator_coverage(converted[("qnn", "int8")], QNN)
     assert coverage["accelerator"] == "qnn"
     assert coverage == {"accelerator": "qnn", "ops": coverage["ops"], "on_accelerator": coverage["ops"], "fallback": {}}
     assert coverage["ops"] > 10
@@ -498,12 +525,12 @@ def test_coverage_is_reported_only_for_the_qnn_accelerator(converted):
 
 def test_an_op_qnn_lacks_falls_back_by_name(tmp_path):
     path = _tiny_onnx(tmp_path / "erf.onnx", extra_op="Erf", batch=1)
-    coverage = _onnx_runtime.accelerator_coverage(path, QNN)
+    coverage = onnx_runtime.accelerator_coverage(path, QNN)
     assert coverage == {"accelerator": "qnn", "ops": 3, "on_accelerator": 2, "fallback": {"Erf": 1}}
 
 
 def test_a_dynamic_shape_keeps_the_whole_model_off_qnn(converted):
-    coverage = _onnx_runtime.accelerator_coverage(converted[("cpu", "fp32")], QNN)
+    coverage = onnx_runtime.accelerator_coverage(converted[("cpu", "fp32")], QNN)
     assert coverage["on_accelerator"] == 0 and coverage["ops"] > 0
     assert all(name.endswith(" (dynamic shape)") for name in coverage["fallback"])
     assert sum(coverage["fallback"].values()) == coverage["ops"]
@@ -533,15 +560,15 @@ def test_float_ops_outside_qdq_fall_back_in_a_quantized_model(tmp_path):
     )
     path = tmp_path / "qdq.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    coverage = _onnx_runtime.accelerator_coverage(path, QNN)
+    coverage = onnx_runtime.accelerator_coverage(path, QNN)
     assert coverage == {"accelerator": "qnn", "ops": 7, "on_accelerator": 6, "fallback": {"Softmax (float)": 1}}
 
 
 def test_dynamic_int8_runs_on_qnn_as_the_fused_pattern_only(tiny, tmp_path):
-    path = tiny.convert("dynamic_int8", {**QNN, "precisions": ("dynamic_int8",)}, tmp_path / "tiny.dynamic_int8.onnx")
+    path = tiny.convert("dynamic_int8", replace(QNN, precisions=(Precision.DYNAMIC_INT8,)), tmp_path / "tiny.dynamic_int8.onnx")
     ops = Counter(n.op_type for n in _model(path).graph.node)
     assert ops["DynamicQuantizeLinear"] and ops["ConvInteger"] and ops["MatMulInteger"]
-    coverage = _onnx_runtime.accelerator_coverage(path, QNN)
+    coverage = onnx_runtime.accelerator_coverage(path, QNN)
     assert coverage["fallback"] == {} and coverage["on_accelerator"] == coverage["ops"]
     # Without the Cast -> Mul that dequantizes its result, a ConvInteger has no QNN builder.
     model = _model(path)
@@ -552,4 +579,83 @@ def test_dynamic_int8_runs_on_qnn_as_the_fused_pattern_only(tiny, tmp_path):
             break
     broken = tmp_path / "unfused.onnx"
     onnx.save(model, str(broken))
-    assert _onnx_runtime.accelerator_coverage(broken, QNN)["fallback"] == {"ConvInteger": 1, "DynamicQuantizeLinear": 1}
+    assert onnx_runtime.accelerator_coverage(broken, QNN)["fallback"] == {"ConvInteger": 1, "DynamicQuantizeLinear": 1}
+
+
+# ---------------------------------------------------------------- the steps through the registry
+
+METRICS_KEYS = {"artifact", "size_bytes", "metrics", "not_measured", "coverage", "structure", "source", "budgets", "tools", "latency_host"}
+TFLITE_NPU = FormatSupport(
+    format="tflite", precisions=tuple(Precision), settings=TfliteSettings(delegates=("nnapi",), integer_io=True), accelerator="npu"
+)
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny) -> dict:
+    """Evaluation data labelled with the source model's own classes, and the reference step's figures on it."""
+    out = tiny.root / "reference"
+    data = out / "evaluation.npz"
+    out.mkdir(exist_ok=True)
+    write_npz(data, x=tiny.raw, y=tiny.reference.argmax(axis=1))
+    job = ReferenceJob(
+        source_record=str(tiny.record),
+        evaluation=str(data),
+        evaluation_origin="evaluation.npz",
+        input=PREPROCESSING,
+        top_k=2,
+        out_metrics=str(out / "metrics.json"),
+        out_outputs=str(out / "outputs.npz"),
+    )
+    reference.evaluate_source(job)
+    assert fsutil.read_json(job.out_metrics) == {"samples": 48, "top1": 1.0, "top2": 1.0}
+    return {"evaluation": str(data), "reference": job.out_metrics, "reference_outputs": job.out_outputs}
+
+
+def _evaluate_job(tiny, evaluation: dict, artifact: Path, support: FormatSupport, budgets: tuple, *, enforce: bool = True) -> EvaluateJob:
+    return EvaluateJob(
+        artifact_id=artifact.name,
+        format=support.format,
+        artifact=str(artifact),
+        record=str(artifact) + ".json",
+        source_record=str(tiny.record),
+        **evaluation,
+        input=PREPROCESSING,
+        top_k=2,
+        conditions=(("dim", 0.5),),
+        budgets=budgets,
+        support=support,
+        enforce_budgets=enforce,
+        out=str(artifact) + ".metrics.json",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_evaluate_measures_an_int8_artifact_through_its_format_backend(tiny, converted, evaluation, tmp_path, fmt):
+    if fmt == "onnx":
+        artifact, support, tools = converted[("qnn", "int8")], QNN, {"onnxruntime"}
+    else:
+        artifact, support, tools = tmp_path / "tiny.int8.tflite", TFLITE_NPU, {"ai-edge-litert"}
+        _convert(tiny.record, "int8", support, artifact, calibration=tiny.calibration)
+        record = fsutil.read_json(str(artifact) + ".json")
+        assert set(record) == RECORD_KEYS and record["integer_io"] is True and record["delegates"] == ["nnapi"]
+        assert record["io"]["input"]["dtype"] == "int8" and "quantization" in record["io"]["input"]
+    budgets = (Budget.parse("max_size_kb", 100), Budget.parse("min_accelerator_coverage", 1.0), Budget.parse("min_top1_agreement", 0.9))
+    job = _evaluate_job(tiny, evaluation, artifact, support, budgets)
+    summary = evaluate.evaluate(job)
+    written = fsutil.read_json(job.out)
+    assert set(written) == METRICS_KEYS
+    figures = MetricsRecord.read(job.out)
+    assert figures.artifact == artifact.name and figures.size_bytes == artifact.stat().st_size
+    assert set(figures.tools) == tools and "not installed" not in figures.tools.values()
+    assert figures.structure is None and figures.not_measured == {}
+    assert figures.coverage["accelerator"] == support.accelerator and figures.metrics["accelerator_coverage"] == 1.0
+    assert figures.metrics["top1"] >= 0.9 and figures.metrics["top1_agreement"] >= 0.9 and figures.metrics["latency_ms"] > 0
+    assert {"top2", "accuracy_drop", "max_abs_error", "cosine_similarity", "top1_dim"} <= set(figures.metrics)
+    assert figures.source == {"samples": 48, "top1": 1.0, "top2": 1.0}
+    assert [(v["key"], v["passed"]) for v in figures.budgets] == [(b.key, True) for b in budgets]
+    assert figures.latency_host.startswith("build host CPU") and "budgets ok" in summary
+
+    tight = (Budget.parse("max_size_kb", 0.5),)
+    with pytest.raises(BudgetExceeded, match=r"size_kb is .*, over its max_size_kb of 0.5"):
+        evaluate.evaluate(_evaluate_job(tiny, evaluation, artifact, support, tight))
+    assert "a candidate for selection" in evaluate.evaluate(_evaluate_job(tiny, evaluation, artifact, support, tight, enforce=False))

@@ -8,8 +8,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ...kinds import Precision
+
+if TYPE_CHECKING:
+    from ...contracts import ConvertJob
+    from ...plan import FormatSupport
+    from ..base import FormatRuntime
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
@@ -53,12 +59,12 @@ def _version(target: str) -> int:
 class CoremlBackend:
     name = "coreml"
     suffix = ".mlpackage.zip"
-    source_kinds = ("keras", "saved_model", "recipe")
-    precisions = tuple(Precision)
+    source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe")
+    precisions: tuple[Precision, ...] = tuple(Precision)
     # scikit-learn: palettization's k-means
-    convert_tools = ("modelmake", "tensorflow", "coremltools", "scikit-learn")
-    runtime_tools = ("coremltools",)
-    profile_properties = {
+    convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "coremltools", "scikit-learn")
+    runtime_tools: tuple[str, ...] = ("coremltools",)
+    profile_properties: dict[str, Any] = {
         "compute_units": {"enum": list(COMPUTE_UNITS)},
         "minimum_deployment_target": {"enum": list(DEPLOYMENT_TARGETS)},
     }
@@ -66,17 +72,17 @@ class CoremlBackend:
     def parse_settings(self, section: dict) -> CoremlSettings:
         return CoremlSettings(**section)
 
-    def variant_problem(self, support, precision: Precision, palettize: int | None) -> str | None:
+    def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
         if palettize is not None and palettize not in PALETTE_BITS:
             return f"palettize must be one of {', '.join(map(str, PALETTE_BITS))} bits, not {palettize}"
         return deployment_problem(support.settings.minimum_deployment_target, precision, palettize)
 
-    def convert(self, job):
+    def convert(self, job: ConvertJob) -> None:
         from .convert import convert
 
-        return convert(job)
+        convert(job)
 
-    def runtime(self):
+    def runtime(self) -> FormatRuntime:
         from . import runtime
 
         return runtime

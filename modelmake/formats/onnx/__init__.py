@@ -3,8 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ...kinds import Precision
+
+if TYPE_CHECKING:
+    from ...contracts import ConvertJob
+    from ...plan import FormatSupport
+    from ..base import FormatRuntime
 
 QUANTIZATION_SCHEMES = ("cpu", "qnn")  # whose static int8 settings apply: chips.py
 ACTIVATION_TYPES = ("uint8", "uint16")
@@ -22,11 +28,11 @@ class OnnxSettings:
 class OnnxBackend:
     name = "onnx"
     suffix = ".onnx"
-    source_kinds = ("keras", "saved_model", "recipe", "tflite", "onnx")
-    precisions = tuple(Precision)
-    convert_tools = ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
-    runtime_tools = ("onnxruntime",)
-    profile_properties = {
+    source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite", "onnx")
+    precisions: tuple[Precision, ...] = tuple(Precision)
+    convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
+    runtime_tools: tuple[str, ...] = ("onnxruntime",)
+    profile_properties: dict[str, Any] = {
         "execution_providers": {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
         "opset": {"type": "integer", "minimum": OPSETS[0], "maximum": OPSETS[1]},
         "quantization": {
@@ -41,20 +47,20 @@ class OnnxBackend:
     }
 
     def parse_settings(self, section: dict) -> OnnxSettings:
-        fields = {key: tuple(value) if isinstance(value, list) else value for key, value in section.items()}
+        fields: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value for key, value in section.items()}
         return OnnxSettings(**fields)
 
-    def variant_problem(self, support, precision: Precision, palettize: int | None) -> str | None:
+    def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
         if palettize:
             return "palettized weights are a Core ML feature; list this variant only for Core ML targets"
         return None
 
-    def convert(self, job):
+    def convert(self, job: ConvertJob) -> None:
         from .convert import convert
 
-        return convert(job)
+        convert(job)
 
-    def runtime(self):
+    def runtime(self) -> FormatRuntime:
         from . import runtime
 
         return runtime

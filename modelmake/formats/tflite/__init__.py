@@ -3,8 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ...kinds import Precision
+
+if TYPE_CHECKING:
+    from ...contracts import ConvertJob
+    from ...plan import FormatSupport
+    from ..base import FormatRuntime
 
 DELEGATES = ("xnnpack", "gpu", "nnapi", "qnn", "hexagon", "edgetpu")
 
@@ -18,11 +24,11 @@ class TfliteSettings:
 class TfliteBackend:
     name = "tflite"
     suffix = ".tflite"
-    source_kinds = ("keras", "saved_model", "recipe", "tflite")
-    precisions = tuple(Precision)
-    convert_tools = ("modelmake", "tensorflow")
-    runtime_tools = ("ai-edge-litert",)
-    profile_properties = {
+    source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite")
+    precisions: tuple[Precision, ...] = tuple(Precision)
+    convert_tools: tuple[str, ...] = ("modelmake", "tensorflow")
+    runtime_tools: tuple[str, ...] = ("ai-edge-litert",)
+    profile_properties: dict[str, Any] = {
         "delegates": {"type": "array", "uniqueItems": True, "items": {"enum": list(DELEGATES)}},
         "integer_io": {
             "type": "boolean",
@@ -33,17 +39,17 @@ class TfliteBackend:
     def parse_settings(self, section: dict) -> TfliteSettings:
         return TfliteSettings(delegates=tuple(section.get("delegates", ())), integer_io=section.get("integer_io", False))
 
-    def variant_problem(self, support, precision: Precision, palettize: int | None) -> str | None:
+    def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
         if palettize:
             return "palettized weights are a Core ML feature; list this variant only for Core ML targets"
         return None
 
-    def convert(self, job):
+    def convert(self, job: ConvertJob) -> None:
         from .convert import convert
 
-        return convert(job)
+        convert(job)
 
-    def runtime(self):
+    def runtime(self) -> FormatRuntime:
         from . import runtime
 
         return runtime

@@ -1,13 +1,14 @@
-"""Step `convert` for Core ML: SavedModel -> an ML program package, shipped as a reproducible zip.
+"""Core ML conversion: SavedModel -> an ML program package, shipped as a reproducible zip.
 
 fp32 and fp16 set the program's compute precision (fp16 stores float16
 weights); int8 (and dynamic_int8) store 8-bit linearly quantized weights on
 top of the fp16 program, with float activations: Core ML's activation
-quantization calibrates by running the model, which only macOS can do.
-``palettize_bits`` replaces the weights with k-means look-up tables of that
-many bits, on top of the variant's precision (an int8 variant gets int8 look-up
-tables, which needs iOS18).  Inputs and outputs keep the source's names and
-float types with a batch of 1, so apps feed every platform the same way.
+quantization calibrates by running the model, which only macOS can do, so
+no calibration data is read.  ``palettize`` replaces the weights with k-means
+look-up tables of that many bits, on top of the variant's precision (an int8
+variant gets int8 look-up tables, which needs iOS18).  Inputs and outputs keep
+the source's names and float types with a batch of 1, so apps feed every
+platform the same way.
 
 The package directory is packed with ``archive.write_archive`` under
 ``<name>.mlpackage/`` so unzipping the artifact gives a package Xcode takes.
@@ -20,61 +21,42 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from .. import fsutil
-from ..bundle import archive
-from ..errors import StepError
-from ..versions import tool_versions
-from ._record import write_record
-from ._coreml_runtime import io_details
+from ... import fsutil
+from ...bundle import archive
+from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
+from ...errors import StepError
+from ...kinds import Precision
+from ...versions import tool_versions
+from . import BACKEND, CoremlSettings
+from .runtime import io_details
 
 # Item identifiers in Manifest.json are random UUIDs; this namespace turns each
 # item's path into a stable one instead (uuid5 is a pure function of its inputs).
 MANIFEST_NAMESPACE = uuid.UUID("6d6f6465-6c6d-616b-6500-636f72656d6c")
 CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
-PALETTE_BITS = (2, 4, 6, 8)
-WEIGHT_QUANTIZED = ("int8", "dynamic_int8")
-# The first OS whose ML programs take int8 look-up tables (joint palettization and quantization).
-JOINT_COMPRESSION_TARGETS = ("iOS18", "macOS15")
 COMPRESSED = {"linear_quantize": "int8-quantized", "palettize": "palettized"}
 
 
-def convert(
-    source_record: str,
-    precision: str,
-    integer_io: bool,
-    per_channel: bool,
-    calibration: str | None,
-    preprocessing: dict,
-    target_format: dict,
-    out: str,
-    out_record: str,
-    palettize_bits: int | None = None,
-    calibration_origin: str | None = None,
-) -> None:
-    # calibration, preprocessing and calibration_origin are part of every convert step's config;
-    # Core ML's int8 here quantizes weights only, which needs no data.
-    del calibration, preprocessing, calibration_origin
-    record = fsutil.read_json(source_record)
-    what = f"Core ML conversion of {Path(out).name}"
-    if record["kind"] == "tflite":
-        raise StepError(f"{what}: a tflite source cannot be converted to Core ML; use a keras, saved_model or recipe source")
-    if palettize_bits is not None and palettize_bits not in PALETTE_BITS:
-        raise StepError(f"{what}: palettize must be one of {', '.join(map(str, PALETTE_BITS))} bits, not {palettize_bits}")
-    deployment = target_format["minimum_deployment_target"]
-    if palettize_bits and precision in WEIGHT_QUANTIZED and deployment not in JOINT_COMPRESSION_TARGETS:
-        raise StepError(
-            f"{what}: {precision} with palettize needs int8 look-up tables, which Core ML runs from iOS18/macOS15, "
-            f"but the target's minimum_deployment_target is {deployment}: palettize an fp16 variant instead, "
-            "or raise the target profile's minimum_deployment_target"
-        )
+def convert(job: ConvertJob) -> None:
+    settings: CoremlSettings = job.support.settings
+    precision, palettize = Precision(job.precision), job.palettize
+    record = SourceRecord.read(job.source_record)
+    what = f"Core ML conversion of {Path(job.out).name}"
+    if record.kind not in BACKEND.source_kinds:
+        kinds = ", ".join(BACKEND.source_kinds[:-1]) + f" or {BACKEND.source_kinds[-1]}"
+        raise StepError(f"{what}: a {record.kind} source cannot be converted to Core ML; use a {kinds} source")
+    # The spec refuses such a variant before any work; this catches a job made some other way.
+    problem = BACKEND.variant_problem(job.support, precision, palettize)
+    if problem:
+        raise StepError(f"{what}: {problem}")
 
-    out_path = Path(out)
+    out_path = Path(job.out)
     package_name = _package_name(out_path)
     with tempfile.TemporaryDirectory(prefix="modelmake-coreml-") as scratch:
         package = Path(scratch) / package_name
-        deployment_target, compute_units = _target(target_format, what)
-        model = _convert_saved_model(Path(record["model"]), record["signature"], precision, deployment_target, compute_units, what)
-        model, compression = _compress(model, precision, per_channel, palettize_bits, what)
+        deployment_target, compute_units = _target(settings, what)
+        model = _convert_saved_model(Path(record.model), record.signature, precision, deployment_target, compute_units, what)
+        model, compression = _compress(model, precision, job.per_channel, palettize, what)
         _check_deployment(model, deployment_target, compression, what)
         model.save(str(package))
         del model  # coremltools keeps a temporary package per model until the object goes
@@ -84,16 +66,20 @@ def convert(
         # The earliest time a zip can hold: the bytes never depend on when or where the build ran.
         archive.write_archive(out_path, files, archive.ZIP_EPOCH_MIN)
 
-    details = io_details(out_path, what=f"converted {out_path.name}")
-    tools = ("tensorflow", "coremltools") + (("scikit-learn",) if palettize_bits else ())
-    # Core ML picks the compute units when an app loads the model; the package does not
-    # store them, so they are recorded as its "delegates" for the app to pass to MLModelConfiguration.
-    write_record(
-        out_path, out_record, precision=precision, integer_io=False, per_channel=per_channel,
-        delegates=[target_format["compute_units"]], io=details, tools=tool_versions(*tools),
-        palettize=palettize_bits, compression=compression, minimum_deployment_target=deployment,
-    )
-    return None
+    tools = ("tensorflow", "coremltools") + (("scikit-learn",) if palettize else ())
+    ArtifactRecord(
+        precision=str(precision),
+        integer_io=False,
+        per_channel=job.per_channel,
+        # Core ML picks the compute units when an app loads the model; the package does not
+        # store them, so they are recorded as its "delegates" for the app to pass to MLModelConfiguration.
+        delegates=[settings.compute_units],
+        io=io_details(out_path, what=f"converted {out_path.name}"),
+        sha256=fsutil.sha256_file(out_path),
+        size=out_path.stat().st_size,
+        tools=tool_versions(*tools),
+        extra={"palettize": palettize, "compression": compression, "minimum_deployment_target": settings.minimum_deployment_target},
+    ).write(job.out_record)
 
 
 def _package_name(out: Path) -> str:
@@ -114,12 +100,12 @@ def _fixed_shape(signature: dict, role: str, what: str) -> list[int]:
     return [1, *shape[1:]]
 
 
-def _target(target_format: dict, what: str):
+def _target(settings: CoremlSettings, what: str):
     """The profile's minimum_deployment_target and compute_units as coremltools values."""
     import coremltools as ct
 
     try:
-        return ct.target[target_format["minimum_deployment_target"]], ct.ComputeUnit[target_format["compute_units"]]
+        return ct.target[settings.minimum_deployment_target], ct.ComputeUnit[settings.compute_units]
     except KeyError as exc:
         raise StepError(
             f"{what}: coremltools {ct.__version__} does not know {exc.args[0]!r} from the target profile: "
@@ -128,7 +114,11 @@ def _target(target_format: dict, what: str):
 
 
 def _check_deployment(model, deployment, compression: dict | None, what: str) -> None:
-    """Compressed weights need newer ops; coremltools then raises the package's OS version without saying so."""
+    """Compressed weights need newer ops; coremltools then raises the package's OS version without saying so.
+
+    The spec's rule (``deployment_problem``) is checked before conversion; this
+    checks what coremltools actually produced, should a release need more.
+    """
     import coremltools as ct
 
     required = model.get_spec().specificationVersion
@@ -141,7 +131,7 @@ def _check_deployment(model, deployment, compression: dict | None, what: str) ->
         )
 
 
-def _convert_saved_model(directory: Path, signature: dict, precision: str, deployment, compute_units, what: str):
+def _convert_saved_model(directory: Path, signature: dict, precision: Precision, deployment, compute_units, what: str):
     import coremltools as ct
     import numpy as np
     import tensorflow as tf
@@ -162,7 +152,7 @@ def _convert_saved_model(directory: Path, signature: dict, precision: str, deplo
             source="tensorflow",
             convert_to="mlprogram",
             minimum_deployment_target=deployment,
-            compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+            compute_precision=ct.precision.FLOAT32 if precision == Precision.FP32 else ct.precision.FLOAT16,
             compute_units=compute_units,
             # Typed explicitly: left alone, coremltools gives an fp16 program fp16 inputs and
             # outputs, and an unknown batch a flexible range.
@@ -181,7 +171,7 @@ _NODE_NAME = re.compile(r'^name: "([^"]+)"', re.MULTILINE)
 _MIL_OP = re.compile(r'Op "([^"]+)" \(op_type: (\w+)\)')
 
 
-def _conversion_failure(exc: Exception, what: str, precision: str, version: str) -> str:
+def _conversion_failure(exc: Exception, what: str, precision: Precision, version: str) -> str:
     text = str(exc)
     unsupported = _UNSUPPORTED_TF_OP.search(text)
     if unsupported:
@@ -228,7 +218,7 @@ def _rename_features(model, names: dict[str, str]):
     return ct.models.MLModel(spec, weights_dir=model.weights_dir, skip_model_load=True)
 
 
-def _compress(model, precision: str, per_channel: bool, palettize_bits: int | None, what: str):
+def _compress(model, precision: Precision, per_channel: bool, palettize_bits: int | None, what: str):
     """The compressed model and a record of what was applied (None: the weights are stored as computed)."""
     import coremltools.optimize.coreml as cto
 
@@ -240,10 +230,10 @@ def _compress(model, precision: str, per_channel: bool, palettize_bits: int | No
             config = cto.OpPalettizerConfig(mode="kmeans", nbits=palettize_bits, granularity="per_tensor", num_kmeans_workers=1)
             model = cto.palettize_weights(model, cto.OptimizationConfig(global_config=config))
             applied = {"method": "palettize", "mode": "kmeans", "nbits": palettize_bits, "granularity": "per_tensor"}
-            if precision in WEIGHT_QUANTIZED:
+            if precision.weights_int8:
                 model = cto.linear_quantize_weights(model, _quantizer_config(per_channel=False), joint_compression=True)
                 applied["lut"] = {"method": "linear_quantize", "mode": "linear_symmetric", "dtype": "int8", "granularity": "per_tensor"}
-        elif precision in WEIGHT_QUANTIZED:
+        elif precision.weights_int8:
             model = cto.linear_quantize_weights(model, _quantizer_config(per_channel))
             applied = {
                 "method": "linear_quantize",

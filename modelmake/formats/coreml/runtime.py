@@ -15,17 +15,21 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..bundle.archive import extract_archive
-from ..errors import ModelmakeError, StepError
-from ._runtime import NotMeasurable
+from ...bundle.archive import extract_archive
+from ...errors import ModelmakeError, StepError
+from ...kinds import Precision
+from ..base import NotMeasurable
+
+if TYPE_CHECKING:
+    from ...plan import FormatSupport
 
 CHECKED = "structure only: Core ML runs on macOS/iOS, not on this host"
 QUANTIZE_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 PALETTE_OPS = ("constexpr_lut_to_dense",)
-INT8_PRECISIONS = ("int8", "dynamic_int8")
 # Core ML array types, by the name of their ArrayFeatureType.ArrayDataType value
 ARRAY_DTYPES = {"FLOAT32": "float32", "FLOAT16": "float16", "DOUBLE": "float64", "INT32": "int32", "INT8": "int8"}
 
@@ -81,7 +85,7 @@ def io_details(path: Path | str, *, what: str) -> dict:
 
 # --- structure ------------------------------------------------------------------------
 
-def structural_check(path: Path | str, *, what: str, source_signature: dict, precision: str, palettize_bits: int | None = None) -> dict:
+def structural_check(path: Path | str, *, what: str, source_signature: dict, precision: Precision, palettize: int | None) -> dict | None:
     """What can be proven about a package without running it; a failed check is a StepError."""
     with unpacked(path, what=what) as package:
         spec = _load_spec(package, what=what)
@@ -93,9 +97,9 @@ def structural_check(path: Path | str, *, what: str, source_signature: dict, pre
         raise StepError(f"{what} does not match its source model: {'; '.join(problems)}")
 
     weights = _weights(spec.mlProgram)
-    problem = _precision_problem(weights, precision, palettize_bits)
+    problem = _precision_problem(weights, precision, palettize)
     if problem:
-        raise StepError(f"{what} was built as {precision}{f' palettized to {palettize_bits} bits' if palettize_bits else ''} but {problem}")
+        raise StepError(f"{what} was built as {precision}{f' palettized to {palettize} bits' if palettize else ''} but {problem}")
     return {
         "loads": True,
         "io_matches": True,
@@ -150,7 +154,7 @@ def _weights(program) -> dict:
         arguments = op.inputs[name].arguments if name in op.inputs else ()
         return arguments[0].name if arguments and arguments[0].name else None
 
-    found = {"float": [], "quantized": [], "palettized": [], "ops": 0}
+    found: dict = {"float": [], "quantized": [], "palettized": [], "ops": 0}
     lut_feeders = set()
     for op in ops:
         if op.type in PALETTE_OPS:
@@ -199,8 +203,8 @@ def _weights_summary(weights: dict) -> str:
     return _float_kind(weights["float"])
 
 
-def _precision_problem(weights: dict, precision: str, palettize_bits: int | None) -> str | None:
-    compute = "fp32" if precision == "fp32" else "fp16"
+def _precision_problem(weights: dict, precision: Precision, palettize_bits: int | None) -> str | None:
+    compute = "fp32" if precision == Precision.FP32 else "fp16"
     float_kinds = _float_kind(weights["float"] + [p["dtype"] for p in weights["palettized"]] + [q["dtype"] for q in weights["quantized"]])
     if float_kinds not in (compute, "none"):
         return f"its weights are {float_kinds}, not {compute}"
@@ -210,12 +214,12 @@ def _precision_problem(weights: dict, precision: str, palettize_bits: int | None
         wrong = sorted({p["bits"] for p in weights["palettized"]} - {palettize_bits})
         if wrong:
             return f"weights are palettized to {'/'.join(map(str, wrong))} bits"
-        if precision in INT8_PRECISIONS and any(p["lut_dtype"] != "INT8" for p in weights["palettized"]):
+        if precision.weights_int8 and any(p["lut_dtype"] != "INT8" for p in weights["palettized"]):
             return "its look-up tables are not int8"
         return None
     if weights["palettized"]:
         return "its weights are palettized"
-    if precision in INT8_PRECISIONS:
+    if precision.weights_int8:
         if not weights["quantized"]:
             return "no weight is quantized (constexpr_affine_dequantize or constexpr_blockwise_shift_scale)"
         wrong = sorted({q["data"] for q in weights["quantized"]} - {"INT8"})
@@ -280,6 +284,6 @@ def median_latency_ms(path: Path | str, *, what: str, sample: np.ndarray | None 
     return float(np.median(timings) * 1000.0)
 
 
-def accelerator_coverage(path: Path | str, target_format: dict) -> dict | None:
+def accelerator_coverage(path: Path | str, support: FormatSupport) -> dict | None:
     """None: Core ML places ops on the CPU, GPU or Neural Engine when the app loads the model, on the device."""
     return None

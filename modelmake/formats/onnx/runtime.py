@@ -4,10 +4,16 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import StepError
+from ...errors import StepError
+from ..base import tensor_signature
+
+if TYPE_CHECKING:
+    from ...kinds import Precision
+    from ...plan import FormatSupport
 
 # Samples per run when the batch dimension is dynamic: large enough that the
 # evaluation set runs in a few calls, small enough that the activations of a
@@ -189,13 +195,13 @@ def _load_model(path, what: str):
         raise StepError(f"{what} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
 
 
-def accelerator_coverage(path: Path | str, target_format: dict) -> dict | None:
+def accelerator_coverage(path: Path | str, support: FormatSupport) -> dict | None:
     """Which nodes the target's accelerator would run, and which would fall back to the CPU.
 
     qnn: the graph ONNX Runtime hands to its execution providers (after the
     basic optimizations, which run before partitioning and fold shape
     arithmetic away once shapes are fixed) is checked node by node against the
-    ops the QNN provider documents (_onnx_ops.py).  In a quantized (QDQ)
+    ops the QNN provider documents (ops.py).  In a quantized (QDQ)
     model, a node that reads or writes float tensors outside
     DequantizeLinear/QuantizeLinear pairs is counted as a fallback too, as
     "<op> (float)": the HTP runs quantized node groups, and a float island
@@ -203,7 +209,7 @@ def accelerator_coverage(path: Path | str, target_format: dict) -> dict | None:
     input dimension falls back whole, as "<op> (dynamic shape)": the provider
     requires static shapes.
     """
-    accelerator = target_format.get("accelerator")
+    accelerator = support.accelerator
     if accelerator != "qnn":
         return None
     model = _as_partitioned(path)
@@ -263,7 +269,7 @@ def _tensor_types(model) -> dict[str, int]:
 
 
 def _qnn_fallback(model) -> tuple[int, list[str]]:
-    from ._onnx_ops import QDQ_OPS, QNN_DYNAMIC_QUANT_OPS, QNN_HTP_OPS
+    from .ops import QDQ_OPS, QNN_DYNAMIC_QUANT_OPS, QNN_HTP_OPS
 
     graph = model.graph
     nodes = list(graph.node)
@@ -332,3 +338,35 @@ def _has_dynamic_input(graph, initializers) -> bool:
         if any(not (d.HasField("dim_value") and d.dim_value > 0) for d in value.type.tensor_type.shape.dim):
             return True
     return False
+
+
+def structural_check(path: Path | str, *, what: str, source_signature: dict, precision: Precision, palettize: int | None) -> dict | None:
+    """None: ONNX Runtime runs the file on this host, which proves more than its structure."""
+    return None
+
+
+def source_signature(path: Path, *, what: str) -> dict:
+    """The single input and output of an ONNX file that passes the checker and strict shape inference."""
+    import onnx
+    import onnx.helper
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise StepError(
+            f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): "
+            "re-export it from its framework, or fix its path in models.yaml"
+        ) from exc
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise StepError(f"{what} has {len(inputs)} inputs and {len(model.graph.output)} outputs; modelmake builds single-input, single-output models")
+
+    def tensor(value) -> dict:
+        tensor_type = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
+        return tensor_signature(value.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name)
+
+    return {"input": tensor(inputs[0]), "output": tensor(model.graph.output[0])}

@@ -1,12 +1,18 @@
-"""Running .tflite files with LiteRT: load, feed float or integer inputs, time."""
+"""Running .tflite files with LiteRT: load, feed float or integer inputs, time, report accelerator coverage."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import StepError
+from ...errors import StepError
+from ..base import tensor_signature
+
+if TYPE_CHECKING:
+    from ...kinds import Precision
+    from ...plan import FormatSupport
 
 
 def load_interpreter(path: Path | str, *, what: str, batch: int | None = None):
@@ -89,13 +95,13 @@ def io_details(path: Path | str, *, what: str) -> dict:
 INTEGER_TYPES = (np.int8, np.uint8, np.int16, np.int32, np.int64, np.bool_)
 
 
-def accelerator_coverage(path: Path | str, target_format: dict) -> dict | None:
+def accelerator_coverage(path: Path | str, support: FormatSupport) -> dict | None:
     """Which ops the target's accelerator would run, and which would fall back to the CPU.
 
     gpu: what TFLite's model analyzer reports for GPU delegate compatibility.
     npu: integer-only NPU/DSP delegates take an op only when all its tensors are integer.
     """
-    accelerator = target_format.get("accelerator")
+    accelerator = support.accelerator
     if accelerator == "gpu":
         ops, fallback = _gpu_incompatible_ops(path)
     elif accelerator == "npu":
@@ -136,7 +142,7 @@ def _gpu_incompatible_ops(path) -> tuple[int, list[str]]:
 
     import tensorflow as tf
 
-    from ._tflite_gpu_ops import GPU_DELEGATE_OPS
+    from .ops import GPU_DELEGATE_OPS
 
     ops = _ops(path)
     text = io.StringIO()
@@ -151,3 +157,21 @@ def _gpu_incompatible_ops(path) -> tuple[int, list[str]]:
             flagged.add(current)
     fallback = [op["op_name"] for op in ops if op["op_name"] not in GPU_DELEGATE_OPS or op["index"] in flagged]
     return len(ops), fallback
+
+
+def structural_check(path: Path | str, *, what: str, source_signature: dict, precision: Precision, palettize: int | None) -> dict | None:
+    """None: LiteRT runs the file on this host, which proves more than its structure."""
+    return None
+
+
+def source_signature(path: Path, *, what: str) -> dict:
+    """The input and output of a .tflite file given as a model's source."""
+    try:
+        interpreter = load_interpreter(path, what=what)
+    except StepError as exc:
+        raise StepError(f"{exc}; replace {path} with a .tflite file written by the TFLite converter, or fix its path in models.yaml") from exc
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    return {
+        "input": tensor_signature(inp["name"], inp["shape_signature"], inp["dtype"].__name__),
+        "output": tensor_signature(out["name"], out["shape_signature"], out["dtype"].__name__),
+    }

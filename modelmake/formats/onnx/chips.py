@@ -2,19 +2,18 @@
 
 A target profile names a quantization scheme (``quantization: cpu | qnn``) and
 the execution providers it runs; this module turns those into the settings
-the generic code in convert_onnx.py applies.  The generic code never looks at
+the generic code in convert.py applies.  The generic code never looks at
 a scheme or provider name itself, so supporting another chip family means
 adding a factory here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from ..errors import StepError
-
-ACTIVATION_TYPES = ("uint8", "uint16")
+from ...errors import StepError
+from . import ACTIVATION_TYPES, OnnxSettings
 
 # Providers that compile their graph when the session starts and so need every
 # shape known then: the QNN provider's documentation ("Model requirements")
@@ -24,8 +23,8 @@ ACTIVATION_TYPES = ("uint8", "uint16")
 STATIC_SHAPE_PROVIDERS = frozenset({"QNNExecutionProvider", "NnapiExecutionProvider"})
 
 
-def needs_static_batch(target_format: dict) -> bool:
-    return any(provider in STATIC_SHAPE_PROVIDERS for provider in target_format.get("execution_providers", ()))
+def needs_static_batch(settings: OnnxSettings) -> bool:
+    return any(provider in STATIC_SHAPE_PROVIDERS for provider in settings.execution_providers)
 
 
 @dataclass(frozen=True)
@@ -42,10 +41,10 @@ class StaticQuantization:
     preprocess: Callable[[Path, Path], bool] | None = field(default=None, repr=False)
 
 
-def static_quantization_settings(target_format: dict, per_channel: bool) -> StaticQuantization:
+def static_quantization_settings(settings: OnnxSettings, per_channel: bool) -> StaticQuantization:
     """The static int8 settings for the profile's ``quantization`` scheme."""
-    scheme = target_format.get("quantization", "cpu")
-    activation_type = target_format.get("activation_type", "uint8")
+    scheme = settings.quantization
+    activation_type = settings.activation_type
     if activation_type not in ACTIVATION_TYPES:
         raise StepError(f"activation_type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}: fix the target profile's onnx section")
     factory = _FACTORIES.get(scheme)

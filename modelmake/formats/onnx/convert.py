@@ -1,31 +1,31 @@
-"""Step `convert` for ONNX: a SavedModel, .tflite or .onnx source -> .onnx at the variant's precision.
+"""ONNX conversion: a SavedModel, .tflite or .onnx source -> .onnx at the variant's precision.
 
 A SavedModel or .tflite source goes through tf2onnx at the profile's opset;
 an ONNX source is used as it is.  fp32 stops there; fp16 stores float16
 weights and computes in float16 behind float32 inputs and outputs;
 dynamic_int8 stores int8 weights and quantizes activations at run time; int8
 is static QDQ calibrated on the calibration data, with the settings of the
-profile's quantization scheme (onnx_chips.py).  For execution providers that
+profile's quantization scheme (chips.py).  For execution providers that
 need static shapes, a dynamic batch dimension becomes 1.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .. import fsutil
-from ..errors import StepError
-from ..versions import tool_versions
-from ._record import write_record
-from . import onnx_chips
-from ._arrays import check_sample_shape, preprocess, read_dataset
-from ._onnx_runtime import io_details
+from ... import fsutil
+from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
+from ...errors import StepError
+from ...kinds import Precision
+from ...steps._arrays import calibration_samples
+from ...versions import tool_versions
+from . import BACKEND, OnnxSettings, chips
+from .canonical import canonicalize, sort_topologically
+from .runtime import io_details
 
-PRECISIONS = ("fp32", "fp16", "dynamic_int8", "int8")
 # Samples per calibration run when the batch dimension is dynamic; MinMax
 # calibration gives the same ranges however the samples are grouped.
 CALIBRATION_BATCH = 32
@@ -33,70 +33,60 @@ CALIBRATION_BATCH = 32
 MAX_MODEL_BYTES = 2**31 - 1
 
 
-def convert(
-    source_record: str,
-    precision: str,
-    integer_io: bool,
-    per_channel: bool,
-    calibration: str | None,
-    preprocessing: dict,
-    target_format: dict,
-    out: str,
-    out_record: str,
-    calibration_origin: str | None = None,
-) -> None:
-    record = fsutil.read_json(source_record)
-    if precision not in PRECISIONS:
-        raise StepError(f"ONNX artifacts are built at {', '.join(PRECISIONS)}, not {precision!r}: pick one of those for this variant")
-    if integer_io:
-        raise StepError("ONNX artifacts keep float inputs and outputs (the QDQ format quantizes inside the graph): remove integer_io for ONNX targets")
-    samples = None
-    if precision == "int8":
-        x, _ = read_dataset(calibration, what="calibration data")
-        check_sample_shape(x, record["signature"]["input"]["shape"], what=f"calibration data from {calibration_origin or calibration}")
-        samples = preprocess(x, preprocessing)
+def convert(job: ConvertJob) -> None:
+    settings: OnnxSettings = job.support.settings
+    precision = job.precision
+    record = SourceRecord.read(job.source_record)
+    if precision not in BACKEND.precisions:
+        raise StepError(f"ONNX artifacts are built at {', '.join(BACKEND.precisions)}, not {precision!r}: pick one of those for this variant")
+    samples = calibration_samples(job, record.signature["input"]["shape"]) if precision == Precision.INT8 else None
 
-    static_batch = onnx_chips.needs_static_batch(target_format)
-    if record["kind"] == "onnx" and precision == "fp32" and not static_batch:
-        model = _load_onnx_source(Path(record["model"]), target_format["opset"], what=f"onnx source {record['path']}")
+    static_batch = chips.needs_static_batch(settings)
+    if record.kind == "onnx" and precision == Precision.FP32 and not static_batch:
+        model = _load_onnx_source(Path(record.model), settings.opset, what=f"onnx source {record.path}")
         _finish(model)  # the checks only: the file ships byte for byte as it came
-        with fsutil.atomic_output(out) as handle, open(record["model"], "rb") as src:
+        with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
-        model = _float_model(record, target_format["opset"])
+        model = _float_model(record, settings.opset)
         if static_batch:
             model = _fix_batch(model)
         with tempfile.TemporaryDirectory(prefix="modelmake-onnx-") as scratch:
-            if precision == "fp16":
+            if precision == Precision.FP16:
                 model = _float16(model)
-            elif precision == "dynamic_int8":
-                model = _dynamic_int8(model, per_channel, Path(scratch))
-            elif precision == "int8":
-                model = _static_int8(model, samples, target_format, per_channel, Path(scratch))
-        fsutil.write_bytes(out, _finish(model))
+            elif precision == Precision.DYNAMIC_INT8:
+                model = _dynamic_int8(model, job.per_channel, Path(scratch))
+            elif samples is not None:  # int8: static QDQ from the calibration samples
+                model = _static_int8(model, samples, settings, job.per_channel, Path(scratch))
+        fsutil.write_bytes(job.out, _finish(model))
 
-    details = io_details(out, what=f"converted {Path(out).name}")
-    write_record(
-        out, out_record, precision=precision, integer_io=integer_io, per_channel=per_channel,
-        delegates=target_format["execution_providers"], io=details, tools=tool_versions("tf2onnx", "onnx", "onnxruntime"),
-    )
-    return None
+    ArtifactRecord(
+        # The QDQ format quantizes inside the graph: inputs and outputs stay float at every precision.
+        precision=str(precision),
+        integer_io=False,
+        per_channel=job.per_channel,
+        delegates=list(settings.execution_providers),
+        io=io_details(job.out, what=f"converted {Path(job.out).name}"),
+        sha256=fsutil.sha256_file(job.out),
+        size=Path(job.out).stat().st_size,
+        tools=tool_versions("tf2onnx", "onnx", "onnxruntime"),
+    ).write(job.out_record)
 
 
 # ---------------------------------------------------------------- float model
 
 
-def _float_model(record: dict, opset: int):
-    kind, path = record["kind"], Path(record["model"])
+def _float_model(record: SourceRecord, opset: int):
+    kind, path = record.kind, Path(record.model)
     if kind == "onnx":
-        return _load_onnx_source(path, opset, what=f"onnx source {record['path']}")
+        return _load_onnx_source(path, opset, what=f"onnx source {record.path}")
     _check_opset_for_tf2onnx(opset)
     if kind == "tflite":
-        model = _run_tf2onnx(lambda tf2onnx: tf2onnx.convert.from_tflite(str(path), opset=opset), what=f"tflite source {record['path']}")
+        model = _run_tf2onnx(lambda tf2onnx: tf2onnx.convert.from_tflite(str(path), opset=opset), what=f"tflite source {record.path}")
     else:
-        model = _run_tf2onnx(lambda tf2onnx: _saved_model_to_onnx(tf2onnx, path, opset), what=f"{kind} source {record['path']}")
+        model = _run_tf2onnx(lambda tf2onnx: _saved_model_to_onnx(tf2onnx, path, opset), what=f"{kind} source {record.path}")
     _check_expressible(model, opset)
-    _canonicalize(model)
+    canonicalize(model)
     return model
 
 
@@ -194,136 +184,6 @@ def _load_onnx_source(path: Path, opset: int, *, what: str):
     return model
 
 
-def _canonicalize(model) -> None:
-    """Give a tf2onnx graph one node order and one set of names, whatever tf2onnx's internal state was.
-
-    tf2onnx does not repeat itself within a process (and doit runs every task
-    in one): it names what it creates from a process-wide counter, sorts nodes
-    by those names, and its optimizers walk sets of node objects, so the node
-    order, the numbers in names and which of two equal constants survives
-    change from one conversion to the next, while the graph they describe
-    stays the same.  Ordering the nodes by what they compute and naming them
-    by position gives every conversion of that graph the same bytes.  Input
-    and output names, which apps use, are kept.
-    """
-    graph = model.graph
-    kept = {v.name for v in graph.input} | {v.name for v in graph.output}
-    digests: dict[str, bytes] = {"": _digest(b"absent")}
-    for value in graph.input:
-        digests[value.name] = _digest(b"input", value.name.encode())
-    for tensor in graph.initializer:
-        digests[tensor.name] = _digest(b"tensor", *_tensor_bytes(tensor))
-    node_digests = []
-    for node in graph.node:
-        inputs = [digests.get(name) or _digest(b"outer", name.encode()) for name in node.input]
-        digest = _digest(node.domain.encode(), node.op_type.encode(), *inputs, *(_attribute_bytes(a) for a in node.attribute))
-        node_digests.append(digest)
-        for index, name in enumerate(node.output):
-            digests[name] = _digest(digest, str(index).encode())
-    _sort_topologically(graph, priority=lambda index: (node_digests[index], index))
-
-    renames: dict[str, str] = {}
-    taken = set(kept)
-
-    def rename(old: str, new: str) -> None:
-        while new in taken:  # only an input or output already named like a generated name
-            new = "_" + new
-        renames[old] = new
-        taken.add(new)
-
-    initializers = {t.name for t in graph.initializer}
-    per_op: dict[str, int] = {}
-    for node in graph.node:
-        number = per_op.get(node.op_type, 0)
-        per_op[node.op_type] = number + 1
-        node.name = f"{node.op_type}_{number}"
-        node.doc_string = ""
-        formal = _formal_inputs(node)
-        for index, name in enumerate(node.input):
-            if name in initializers and name not in renames and name not in kept:
-                rename(name, f"{node.name}/{formal[index] if index < len(formal) else f'input{index}'}")
-        for name in sorted(_captured_names(node)):
-            if name in initializers and name not in renames and name not in kept:
-                rename(name, f"{node.name}/captured{len(renames)}")
-        for index, name in enumerate(node.output):
-            if name and name not in kept:
-                rename(name, f"{node.name}:{index}")
-    unused = sorted((t for t in graph.initializer if t.name not in renames and t.name not in kept), key=lambda t: digests[t.name])
-    for number, tensor in enumerate(unused):
-        rename(tensor.name, f"unused_{number}")
-
-    def apply(g) -> None:
-        for node in g.node:
-            node.input[:] = [renames.get(name, name) for name in node.input]
-            node.output[:] = [renames.get(name, name) for name in node.output]
-            for attribute in node.attribute:
-                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                    apply(sub)
-
-    apply(graph)
-    position = {name: index for index, name in enumerate(renames)}
-    ordered = sorted(graph.initializer, key=lambda t: position.get(t.name, -1))
-    for tensor in ordered:
-        tensor.name = renames.get(tensor.name, tensor.name)
-    del graph.initializer[:]
-    graph.initializer.extend(ordered)
-    # Shapes of intermediate tensors are optional, and tf2onnx's use its numbered symbolic dimensions.
-    del graph.value_info[:]
-    dimensions: dict[str, str] = {}
-    for value in [*graph.input, *graph.output]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.HasField("dim_param"):
-                dim.dim_param = dimensions.setdefault(dim.dim_param, f"dim_{len(dimensions)}")
-
-
-def _digest(*parts: bytes) -> bytes:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
-    return digest.digest()
-
-
-def _tensor_bytes(tensor) -> tuple[bytes, ...]:
-    from onnx import numpy_helper
-
-    array = numpy_helper.to_array(tensor)
-    return array.dtype.str.encode(), repr(array.shape).encode(), np.ascontiguousarray(array).tobytes()
-
-
-def _attribute_bytes(attribute) -> bytes:
-    """An attribute's content without the names tf2onnx gives its tensors."""
-    import onnx
-
-    copy = onnx.AttributeProto()
-    copy.CopyFrom(attribute)
-    if copy.HasField("t"):
-        copy.t.name = ""
-    for tensor in copy.tensors:
-        tensor.name = ""
-    return copy.SerializeToString(deterministic=True)
-
-
-def _formal_inputs(node) -> list[str]:
-    """The schema's names for a node's inputs (W, B, shape...), numbered where the schema repeats one."""
-    import onnx
-
-    try:
-        schema = onnx.defs.get_schema(node.op_type, domain=node.domain)
-    except onnx.defs.SchemaError:
-        return []
-    names = []
-    for index in range(len(node.input)):
-        formal = schema.inputs[min(index, len(schema.inputs) - 1)] if schema.inputs else None
-        if formal is None:
-            names.append(f"input{index}")
-        elif index >= len(schema.inputs) - 1 and formal.option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
-            names.append(f"{formal.name}{index - len(schema.inputs) + 1}")
-        else:
-            names.append(formal.name)
-    return names
-
-
 def _fix_batch(model):
     """Give a dynamic batch dimension the size 1, and the outputs the static shapes that follow from it."""
     import onnx
@@ -362,59 +222,8 @@ def _float16(model):
         raise StepError(f"float16 conversion failed ({type(exc).__name__}: {exc}): try the fp32 variant for this target") from exc
     # The converter appends its input and output Casts at the end of the node
     # list; ONNX Runtime sorts on load, but the ONNX checker (and other runtimes) want the order sorted.
-    _sort_topologically(converted.graph)
+    sort_topologically(converted.graph)
     return converted
-
-
-def _sort_topologically(graph, priority=None) -> None:
-    """Order the nodes so that each comes after the producers of its inputs.
-
-    Among the nodes ready at each point, the one with the lowest ``priority``
-    (by default, the earliest in the current order) comes first.
-    """
-    import heapq
-
-    priority = priority or (lambda index: index)
-
-    nodes = list(graph.node)
-    available = {""} | {v.name for v in graph.input} | {t.name for t in graph.initializer}
-    produced_here = {name for node in nodes for name in node.output}
-    needs = []
-    for node in nodes:
-        wanted = set(node.input) | _captured_names(node)
-        needs.append({name for name in wanted if name in produced_here and name not in available})
-    waiting_on: dict[str, list[int]] = {}
-    for index, wanted in enumerate(needs):
-        for name in wanted:
-            waiting_on.setdefault(name, []).append(index)
-    missing = [len(wanted) for wanted in needs]
-    ready = [(priority(index), index) for index, count in enumerate(missing) if count == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        _, index = heapq.heappop(ready)
-        order.append(index)
-        for name in nodes[index].output:
-            for waiter in waiting_on.pop(name, []):
-                missing[waiter] -= 1
-                if missing[waiter] == 0:
-                    heapq.heappush(ready, (priority(waiter), waiter))
-    if len(order) != len(nodes):
-        return  # a cycle: leave the order alone and let the checker name the node
-    del graph.node[:]
-    graph.node.extend(nodes[index] for index in order)
-
-
-def _captured_names(node) -> set[str]:
-    """Names a node's subgraphs read from the enclosing graph."""
-    names: set[str] = set()
-    for attribute in node.attribute:
-        for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-            defined = {v.name for v in sub.input} | {t.name for t in sub.initializer} | {o for n in sub.node for o in n.output}
-            for inner in sub.node:
-                names |= {name for name in inner.input if name not in defined}
-                names |= _captured_names(inner) - defined
-    return names
 
 
 def _preprocessed(model, scratch: Path) -> Path:
@@ -453,11 +262,11 @@ def _dynamic_int8(model, per_channel: bool, scratch: Path):
     return onnx.load(str(target))
 
 
-def _static_int8(model, samples: np.ndarray, target_format: dict, per_channel: bool, scratch: Path):
+def _static_int8(model, samples: np.ndarray, profile: OnnxSettings, per_channel: bool, scratch: Path):
     import onnx
     from onnxruntime.quantization import quantize
 
-    settings = onnx_chips.static_quantization_settings(target_format, per_channel)
+    settings = chips.static_quantization_settings(profile, per_channel)
     source = _preprocessed(model, scratch)
     target = scratch / "int8.onnx"
     try:
@@ -473,7 +282,7 @@ def _static_int8(model, samples: np.ndarray, target_format: dict, per_channel: b
             f"static int8 quantization ({settings.scheme} settings, {settings.activation_type} activations) failed: "
             f"{detail[-1] if detail else type(exc).__name__}; check the calibration data, or try another precision for this target"
         ) from exc
-    return _keep_opset(onnx.load(str(target)), max(target_format["opset"], _default_opset(model)), settings.activation_type)
+    return _keep_opset(onnx.load(str(target)), max(profile.opset, _default_opset(model)), settings.activation_type)
 
 
 def _default_opset(model) -> int:

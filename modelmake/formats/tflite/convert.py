@@ -1,0 +1,71 @@
+"""TFLite conversion: SavedModel -> .tflite at the variant's precision.
+
+fp32 converts as is; fp16 stores float16 weights; dynamic_int8 stores int8
+weights with float activations; int8 quantizes weights and activations from
+the calibration data, with int8 input and output tensors when the target
+profile asks for integer-only I/O.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ... import fsutil
+from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
+from ...errors import StepError
+from ...kinds import Precision
+from ...steps._arrays import calibration_samples
+from ...versions import tool_versions
+from . import TfliteSettings
+from .runtime import io_details
+
+
+def convert(job: ConvertJob) -> None:
+    settings: TfliteSettings = job.support.settings
+    integer_io = settings.integer_io and job.precision == Precision.INT8
+    record = SourceRecord.read(job.source_record)
+    if record.kind == "tflite":
+        # A converted model ships as it is; the spec allows only fp32 variants of it.
+        with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
+            shutil.copyfileobj(src, handle)
+    else:
+        samples = calibration_samples(job, record.signature["input"]["shape"]) if job.precision == Precision.INT8 else None
+        fsutil.write_bytes(job.out, _convert_saved_model(Path(record.model), job.precision, integer_io, job.per_channel, samples))
+    ArtifactRecord(
+        precision=str(job.precision),
+        integer_io=integer_io,
+        per_channel=job.per_channel,
+        delegates=list(settings.delegates),
+        io=io_details(job.out, what=f"converted {Path(job.out).name}"),
+        sha256=fsutil.sha256_file(job.out),
+        size=Path(job.out).stat().st_size,
+        tools=tool_versions("tensorflow"),
+    ).write(job.out_record)
+
+
+def _convert_saved_model(directory: Path, precision: Precision, integer_io: bool, per_channel: bool, calibration) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory))
+    if precision != Precision.FP32:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == Precision.FP16:
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == Precision.INT8:
+        converter.representative_dataset = lambda: ([sample[None]] for sample in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not per_channel:
+            # The converter exposes per-tensor weight scales only through this attribute; it
+            # has kept its name since TF 2.4, and the example's size figures show its effect.
+            converter._experimental_disable_per_channel = True
+        if integer_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    try:
+        return converter.convert()
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise StepError(
+            f"TFLite conversion to {precision} failed: {detail[-1] if detail else type(exc).__name__} "
+            "(an op the TFLite builtins cannot express at this precision; try another precision for this target)"
+        ) from exc
