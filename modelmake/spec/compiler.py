@@ -1,4 +1,4 @@
-"""Compile models.yaml and the chipset profiles into a frozen, validated BuildPlan.
+"""The cross-field rules of models.yaml: a schema-valid document compiled into a BuildPlan.
 
 No model is loaded here: this runs every time doit loads the task graph.
 Every problem found is collected and reported at once, each with the file,
@@ -7,44 +7,23 @@ the YAML path, the line and what to do.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 
-from . import layout, metrics
-from .errors import SpecError
-from .plan import (
-    Artifact,
-    Budget,
-    BuildPlan,
-    BundleSpec,
-    Dataset,
-    FormatSupport,
-    InputSpec,
-    Model,
-    OutputSpec,
-    PublishSpec,
-    Source,
-    TargetProfile,
-)
-from .repository.offer import BASIS_POINTS, Arm, Offer
-from .bundle.archive import ZIP_EPOCH_MIN
-from .yamlfile import YamlDocument, load_yaml
-from .layout import SPEC_FILE, WORKSPACE_PROFILES
+from .. import layout, metrics
+from ..bundle.archive import ZIP_EPOCH_MIN
+from ..errors import SpecError
+from ..kinds import Precision
+from ..layout import SPEC_FILE
+from ..plan import Budget, BuildPlan, BundleSpec, Dataset, InputSpec, Model, OutputSpec, PublishSpec, Source, TargetProfile
+from ..repository.offer import BASIS_POINTS, Arm, Offer
+from ..yamlfile import YamlDocument, load_yaml
+from .artifacts import INVALID_SOURCE, TargetEntry, Variant, target_artifacts
+from .profiles import load_profile, profile_files
+from .schema import MODELS_SCHEMA, RECIPE, RECIPE_OPTIONS, schema_problems, source_kinds
 
-BUILTIN_PROFILES = Path(__file__).parent / "profiles"
-SCHEMA_DIR = Path(__file__).parent / "schema"
-
-SOURCE_KINDS = ("keras", "saved_model", "tflite", "onnx", "recipe")
-# The formats this engine builds, and the source kinds each can be made from.
-BUILDABLE_FORMATS = {
-    "tflite": ("keras", "saved_model", "recipe", "tflite"),
-    "onnx": ("keras", "saved_model", "recipe", "tflite", "onnx"),
-    "coreml": ("keras", "saved_model", "recipe"),
-}
 DEFAULT_MODEL_FUNCTION = "build_model"
 DEFAULT_DATA_FUNCTION = "load_data"
 DEFAULT_INDEX_LIFETIME_DAYS = 30
@@ -55,229 +34,21 @@ def _basis_points(percent) -> int:
 
 
 def load_plan(workspace: Path, environ=None) -> BuildPlan:
+    """The workspace's plan; SpecError with every problem in models.yaml and in the profiles it uses."""
     environ = os.environ if environ is None else environ
     workspace = Path(workspace)
     doc = load_yaml(workspace / SPEC_FILE, SPEC_FILE)
-    problems = schema_problems(doc, "models.schema.json")
+    problems = schema_problems(doc, MODELS_SCHEMA)
     if problems:
         raise SpecError(problems)
-    compiler = _Compiler(workspace, doc, environ)
+    compiler = Compiler(workspace, doc, environ)
     plan = compiler.compile()
     if compiler.problems:
         raise SpecError(compiler.problems)
     return plan
 
 
-# ---------------------------------------------------------------- schema
-
-
-@lru_cache(maxsize=None)
-def _validator(schema_name: str):
-    import jsonschema
-    from referencing import Registry, Resource
-
-    resources = {
-        path.name: Resource.from_contents(json.loads(path.read_text(encoding="utf-8")))
-        for path in SCHEMA_DIR.glob("*.schema.json")
-    }
-    registry = Registry().with_resources(resources.items())
-    schema = resources[schema_name].contents
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, registry=registry)
-
-
-def schema_problems(doc: YamlDocument, schema_name: str) -> list[str]:
-    """Every schema violation in the document, as one line each, in file order."""
-    found = []
-    for error in _validator(schema_name).iter_errors(doc.data):
-        for yaml_path, message, of_key in _describe(error):
-            pos = doc.position(yaml_path, of_key=of_key)
-            found.append(((pos.line, pos.column), doc.problem(yaml_path, message, of_key=of_key)))
-    found.sort(key=lambda item: item[0])
-    return list(dict.fromkeys(message for _, message in found))
-
-
-def _describe(error):
-    """Turn one jsonschema error into (yaml path, message, points-at-key) triples a user can act on."""
-    path = tuple(error.absolute_path)
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    kind = error.validator
-    instance = error.instance
-    if "propertyNames" in error.absolute_schema_path:
-        # jsonschema reports a bad key against the mapping that holds it; point at the key itself.
-        what = _expected(schema.get("description")) or f"a name matching {schema.get('pattern', 'the schema')}"
-        yield path + (str(instance),), f"invalid name '{instance}': expected {what}", True
-        return
-    if kind == "additionalProperties" and isinstance(instance, dict):
-        allowed = sorted(schema.get("properties", {}))
-        patterns = schema.get("patternProperties", {})
-        for key in instance:
-            if key in allowed or any(re.search(p, key) for p in patterns):
-                continue
-            hint = difflib.get_close_matches(key, allowed, n=1)
-            advice = f"did you mean '{hint[0]}'? " if hint else ""
-            yield path + (key,), f"unknown key '{key}'; {advice}allowed keys: {', '.join(allowed)}", True
-        return
-    if kind == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        yield path, f"missing required key '{missing}'", True
-        return
-    if kind == "type":
-        expected = schema.get("type")
-        expected = " or ".join(map(_article, expected)) if isinstance(expected, list) else _article(expected)
-        if not path and instance is None:
-            yield path, f"the file is empty: it needs {', '.join(schema.get('required', ()))}", False
-            return
-        got = "nothing (an empty value)" if instance is None else f"{_json_type(instance)} {instance!r}"
-        advice = ""
-        if isinstance(instance, str) and _parses_as(instance, expected):
-            advice = ": remove the quotes"
-        elif schema.get("description") and path:
-            advice = f" ({_expected(schema['description'])})"
-        yield path, f"expected {expected}, got {got}{advice}", False
-        return
-    if kind == "enum":
-        choices = [str(choice) for choice in schema["enum"]]
-        by_lower = {choice.lower(): choice for choice in choices}
-        hint = difflib.get_close_matches(str(instance).lower(), by_lower, n=1, cutoff=0.5)
-        advice = f"; did you mean '{by_lower[hint[0]]}'?" if hint else ""
-        yield path, f"{instance!r} is not one of: {', '.join(choices)}{advice}", False
-        return
-    if kind == "const":
-        yield path, f"must be {schema['const']!r}, got {instance!r}", False
-        return
-    if kind == "pattern":
-        what = _expected(schema.get("description")) or f"a value matching {schema['pattern']}"
-        yield path, f"{instance!r} is not valid: expected {what}", False
-        return
-    if kind in ("minProperties", "minItems", "minLength"):
-        what = _expected(schema.get("description"))
-        yield path, "must not be empty" + (f": expected {what}" if what else ""), False
-        return
-    if kind == "uniqueItems":
-        repeated = []
-        for index, item in enumerate(instance):
-            if item in instance[:index] and item not in repeated:
-                repeated.append(item)
-        yield path, f"lists {', '.join(map(repr, repeated))} more than once: remove the repeats", False
-        return
-    if kind == "oneOf" and schema.get("description"):
-        branch = _container_branch(error)
-        if branch:
-            # A list or mapping where the one alternative of that shape is allowed: say what is wrong inside it.
-            for sub in branch:
-                yield from _describe(sub)
-            return
-        yield path, f"{instance!r} is not valid: expected {_expected(schema['description'])}", False
-        return
-    yield path, error.message, False
-
-
-def _container_branch(error) -> list:
-    """The errors of the one oneOf alternative that takes a list (or a mapping) when the value is one; else []."""
-    shape = {list: "array", dict: "object"}.get(type(error.instance))
-    alternatives = error.schema.get("oneOf", []) if isinstance(error.schema, dict) else []
-    matching = [i for i, alt in enumerate(alternatives) if isinstance(alt, dict) and alt.get("type") == shape]
-    if shape is None or len(matching) != 1:
-        return []
-    return [sub for sub in error.context if sub.relative_schema_path and sub.relative_schema_path[0] == matching[0]]
-
-
-def _expected(description) -> str:
-    """A schema description as the object of 'expected ...': first letter lower-cased, no final full stop."""
-    if not description:
-        return ""
-    text = description[0].lower() + description[1:]
-    return text[:-1] if text.endswith(".") else text
-
-
-def _parses_as(text: str, expected: str) -> bool:
-    """Whether a quoted YAML string would have been the expected type without its quotes."""
-    try:
-        if expected == "an integer":
-            int(text)
-        elif expected == "a number":
-            float(text)
-        else:
-            return False
-    except ValueError:
-        return False
-    return True
-
-
-def _json_type(value) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
-
-
-def _article(word) -> str:
-    names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean"}
-    return names.get(word, str(word))
-
-
-def _coreml_compression_problem(support: FormatSupport, precision: str, palettize) -> str | None:
-    """Core ML's compressed weights need newer OS releases than a profile may target."""
-    if support.format != "coreml" or not (palettize or precision in ("int8", "dynamic_int8")):
-        return None
-    target = support.minimum_deployment_target
-    version = int(re.sub(r"\D", "", target))
-    needed = 18 if palettize and precision in ("int8", "dynamic_int8") else 16
-    if target.startswith("iOS") and version < needed:
-        what = "int8 palettes" if needed == 18 else "compressed weights"
-        return f"Core ML {what} need iOS{needed}, but the profile targets {target}: raise minimum_deployment_target or drop the compression"
-    return None
-
-
-def _buildable_summary() -> str:
-    return "; ".join(f"{fmt} from {'/'.join(kinds)} sources" for fmt, kinds in BUILDABLE_FORMATS.items())
-
-
-# ---------------------------------------------------------------- profiles
-
-
-def profile_files(workspace: Path) -> dict[str, tuple[Path, str]]:
-    """Every known profile: name -> (file, display name); the workspace's targets/ overrides built-ins."""
-    found = {p.stem: (p, f"builtin:{p.name}") for p in sorted(BUILTIN_PROFILES.glob("*.yaml"))}
-    local = workspace / WORKSPACE_PROFILES
-    if local.is_dir():
-        found.update({p.stem: (p, f"{WORKSPACE_PROFILES}/{p.name}") for p in sorted(local.glob("*.yaml"))})
-    return found
-
-
-def load_profile(path: Path, display_name: str) -> TargetProfile:
-    doc = load_yaml(path, display_name)
-    problems = schema_problems(doc, "target.schema.json")
-    if problems:
-        raise SpecError(problems)
-    data = doc.data
-    if data["name"] != path.stem:
-        raise SpecError([doc.problem(
-            ("name",),
-            f"name '{data['name']}' does not match the file name '{path.name}': "
-            f"set name: {path.stem}, or rename the file to {data['name']}.yaml",
-        )])
-    formats = {}
-    for fmt, conf in data["formats"].items():
-        fields = {key: tuple(value) if isinstance(value, list) else value for key, value in conf.items()}
-        formats[fmt] = FormatSupport(format=fmt, **fields)
-    return TargetProfile(
-        name=data["name"],
-        soc=data["soc"],
-        platform=data["platform"],
-        profile_file=display_name,
-        formats=MappingProxyType(formats),
-        min_os=data.get("min_os", ""),
-        description=data.get("description", ""),
-        chipsets=tuple(data.get("chipsets", ())),
-        min_os_version=data.get("min_os_version"),
-    )
-
-
-# ---------------------------------------------------------------- cross-field rules
-
-
-class _Compiler:
+class Compiler:
     def __init__(self, workspace: Path, doc: YamlDocument, environ):
         self.workspace = workspace
         self.doc = doc
@@ -389,20 +160,21 @@ class _Compiler:
         return relative
 
     def source(self, path, conf) -> Source:
-        kinds = [k for k in SOURCE_KINDS if k in conf]
+        known = source_kinds()
+        kinds = [k for k in known if k in conf]
         if len(kinds) != 1:
             found = ", ".join(kinds) or "none"
             advice = "keep only one" if kinds else "add one"
-            self.fail(path, f"a source needs exactly one of {', '.join(SOURCE_KINDS)} (found: {found}): {advice}")
-            return Source(kind="invalid", path="")
+            self.fail(path, f"a source needs exactly one of {', '.join(known)} (found: {found}): {advice}")
+            return Source(kind=INVALID_SOURCE, path="")
         kind = kinds[0]
-        if kind != "recipe":
-            for key in ("function", "depends"):
+        if kind != RECIPE:
+            for key in RECIPE_OPTIONS:
                 if key in conf:
                     self.fail(path + (key,), f"'{key}' applies only to recipe sources: remove it", of_key=True)
         self.existing_file(path + (kind,), conf[kind], f"{kind} source", directory=kind == "saved_model")
         depends = tuple(self.existing_file(path + ("depends", i), d, "dependency") for i, d in enumerate(conf.get("depends", ())))
-        return Source(kind=kind, path=conf[kind], function=conf.get("function", DEFAULT_MODEL_FUNCTION if kind == "recipe" else ""), depends=depends)
+        return Source(kind=kind, path=conf[kind], function=conf.get("function", DEFAULT_MODEL_FUNCTION if kind == RECIPE else ""), depends=depends)
 
     def dataset(self, path, role, conf) -> Dataset | None:
         if conf is None:
@@ -464,8 +236,45 @@ class _Compiler:
         data = conf.get("data", {})
         calibration = self.dataset(base + ("data", "calibration"), "calibration", data.get("calibration"))
         evaluation = self.dataset(base + ("data", "evaluation"), "evaluation", data.get("evaluation"))
-        io = conf.get("io", {})
-        input_conf, output_conf = io.get("input", {}), io.get("output", {})
+        input_spec, output_spec = self.io(base, conf.get("io", {}))
+        known_metrics = self.measured_metrics(base, data, input_spec, output_spec)
+        model_budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
+        overrides = conf.get("budget_overrides", {})
+        self.check_overrides(base, name, overrides, conf["targets"])
+        variants = {v: self.variant(base, v, vconf, known_metrics) for v, vconf in conf["variants"].items()}
+        entries = [TargetEntry.parse(base, target, entry) for target, entry in conf["targets"].items()]
+        listed = dict.fromkeys(v for entry in entries for v in entry.variants if v in variants)
+        for variant in listed:
+            self.check_variant(base, name, variants[variant], source, has_calibration="calibration" in data)
+        found = []
+        for entry in entries:
+            profile = self.profile(entry.path, entry.name)
+            override = self.budgets(base + ("budget_overrides", entry.name), overrides.get(entry.name, {}), known_metrics)
+            found += target_artifacts(
+                self.fail,
+                model=name,
+                entry=entry,
+                profile=profile,
+                source=source,
+                variants=variants,
+                model_budgets=model_budgets,
+                override=override,
+                # A declared but invalid data set is reported on its own; judge the rest as if it were valid.
+                has_evaluation="evaluation" in data,
+            )
+        return Model(
+            name=name,
+            source=source,
+            calibration=calibration,
+            evaluation=evaluation,
+            input=input_spec,
+            output=output_spec,
+            artifacts=tuple(found),
+            description=conf.get("description", ""),
+        )
+
+    def io(self, base, conf) -> tuple[InputSpec, OutputSpec]:
+        input_conf, output_conf = conf.get("input", {}), conf.get("output", {})
         labels = output_conf.get("labels")
         if labels is not None:
             self.existing_file(base + ("io", "output", "labels"), labels, "labels")
@@ -478,130 +287,44 @@ class _Compiler:
             value = getattr(input_spec, key)
             if "/" in value and float(value.split("/")[1]) == 0:
                 self.fail(base + ("io", "input", key), f"'{value}' divides by zero: use a non-zero denominator")
-        output_spec = OutputSpec(labels=labels, top_k=int(output_conf.get("top_k", 1)))
+        return input_spec, OutputSpec(labels=labels, top_k=int(output_conf.get("top_k", 1)))
 
-        # A declared but invalid data set is reported on its own; judge the rest as if it were valid.
-        has_evaluation = "evaluation" in data
+    def measured_metrics(self, base, data, input_spec: InputSpec, output_spec: OutputSpec) -> list[str]:
+        """The metrics the model's artifacts will have, which its budgets may name."""
         conditions = [c for c in metrics.CONDITIONS if c in data.get("evaluation", {}).get("conditions", {})]
         if input_spec.layout == "NC" and "blur" in conditions:
             self.fail(base + ("data", "evaluation", "conditions", "blur"), "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout", of_key=True)
-        known_metrics = metrics.available_metrics(has_evaluation_data=has_evaluation, top_k=output_spec.top_k, conditions=conditions)
-        budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
-        overrides = conf.get("budget_overrides", {})
+        return metrics.available_metrics(has_evaluation_data="evaluation" in data, top_k=output_spec.top_k, conditions=conditions)
+
+    def check_overrides(self, base, model, overrides, targets) -> None:
         for target in overrides:
-            if target not in conf["targets"]:
+            if target not in targets:
                 self.fail(
                     base + ("budget_overrides", target),
-                    f"'{target}' is not one of this model's targets ({', '.join(conf['targets'])}): "
-                    f"add it to models -> {name} -> targets or remove this override",
+                    f"'{target}' is not one of this model's targets ({', '.join(targets)}): "
+                    f"add it to models -> {model} -> targets or remove this override",
                     of_key=True,
                 )
-        variants = conf["variants"]
-        variant_budgets = {v: self.budgets(base + ("variants", v, "budgets"), vconf.get("budgets", {}), known_metrics) for v, vconf in variants.items()}
 
-        artifacts = []
-        for target_name, entry in conf["targets"].items():
-            target_path = base + ("targets", target_name)
-            variant_names, selection = (entry, None) if isinstance(entry, list) else (entry["prefer"], entry.get("select", "first_passing"))
-            list_path = target_path if isinstance(entry, list) else target_path + ("prefer",)
-            profile = self.profile(target_path, target_name)
-            override = self.budgets(base + ("budget_overrides", target_name), overrides.get(target_name, {}), known_metrics)
-            formats = self.formats_for(target_path, profile, source) if profile else []
-            for index, variant in enumerate(variant_names):
-                if variant not in variants:
-                    hint = difflib.get_close_matches(variant, variants, n=1)
-                    advice = f"did you mean '{hint[0]}'? " if hint else ""
-                    self.fail(
-                        list_path + (index,),
-                        f"unknown variant '{variant}'; {advice}variants of {name}: {', '.join(variants)} "
-                        f"(declare it under models -> {name} -> variants)",
-                    )
-                    continue
-                vconf = variants[variant]
-                precision = vconf.get("quantize", "fp32")
-                per_channel = vconf.get("per_channel", True)
-                palettize = vconf.get("palettize")
-                if (name, variant) not in self.checked_variants:
-                    self.checked_variants.add((name, variant))
-                    self.check_variant(base, name, variant, precision, source, "calibration" in data, per_channel)
-                for support in formats:
-                    if precision not in support.precisions:
-                        self.fail(
-                            list_path + (index,),
-                            f"{target_name} cannot run {precision} in {support.format} (its profile {profile.profile_file} lists "
-                            f"{', '.join(support.precisions)}): remove '{variant}' from this target or pick another precision",
-                        )
-                        continue
-                    problem = _coreml_compression_problem(support, precision, palettize)
-                    if problem:
-                        self.fail(list_path + (index,), f"'{variant}' cannot be built for {target_name}: {problem}")
-                        continue
-                    if palettize and support.format != "coreml":
-                        self.fail(
-                            list_path + (index,),
-                            f"'{variant}' palettizes weights, which only Core ML does, but {target_name} builds {support.format}: "
-                            "list this variant only for Core ML targets",
-                        )
-                        continue
-                    merged = {}
-                    if has_evaluation:
-                        merged |= {k: Budget.parse(k, v) for k, v in metrics.DEFAULT_TOLERANCES[precision].items()}
-                    if support.require_full_coverage and support.accelerator:
-                        merged[f"min_{metrics.ACCELERATOR_COVERAGE}"] = Budget.parse(f"min_{metrics.ACCELERATOR_COVERAGE}", 1.0)
-                    for chosen in (budgets, variant_budgets[variant], override):
-                        merged |= {b.key: b for b in chosen}
-                    artifacts.append(
-                        Artifact(
-                            model=name,
-                            variant=variant,
-                            format=support.format,
-                            target=target_name,
-                            precision=precision,
-                            integer_io=support.integer_io and precision == "int8",
-                            budgets=tuple(merged.values()),
-                            per_channel=per_channel,
-                            palettize=palettize,
-                            selection=selection,
-                            preference=index,
-                        )
-                    )
-        return Model(
+    def variant(self, base, name, conf, known_metrics) -> Variant:
+        return Variant(
             name=name,
-            source=source,
-            calibration=calibration,
-            evaluation=evaluation,
-            input=input_spec,
-            output=output_spec,
-            artifacts=tuple(artifacts),
-            description=conf.get("description", ""),
+            precision=Precision(conf.get("quantize", Precision.FP32)),
+            per_channel=conf.get("per_channel", True),
+            palettize=conf.get("palettize"),
+            budgets=tuple(self.budgets(base + ("variants", name, "budgets"), conf.get("budgets", {}), known_metrics)),
         )
 
-    def check_variant(self, base, model, variant, precision, source, has_calibration: bool, per_channel: bool):
-        if not per_channel and precision != "int8":
-            self.fail(base + ("variants", variant, "per_channel"), f"per_channel applies to int8 variants only ('{variant}' is {precision}): remove it")
-        variant_path = base + ("variants", variant, "quantize")
-        if precision == "int8" and not has_calibration:
+    def check_variant(self, base, model, variant: Variant, source: Source, *, has_calibration: bool) -> None:
+        """The rules on a variant itself, checked once for each variant some target lists."""
+        precision = variant.precision
+        if not variant.per_channel and precision is not Precision.INT8:
+            self.fail(base + ("variants", variant.name, "per_channel"), f"per_channel applies to int8 variants only ('{variant.name}' is {precision}): remove it")
+        variant_path = base + ("variants", variant.name, "quantize")
+        if precision is Precision.INT8 and not has_calibration:
             self.fail(variant_path, f"full int8 quantization needs calibration data: add models -> {model} -> data -> calibration")
-        if source.kind == "tflite" and precision != "fp32":
+        if source.kind == "tflite" and precision is not Precision.FP32:
             self.fail(variant_path, "a tflite source is already converted and cannot be re-quantized: use a keras, saved_model or recipe source, or drop 'quantize'")
-
-    def formats_for(self, target_path, profile: TargetProfile, source: Source) -> list[FormatSupport]:
-        if source.kind == "invalid":
-            # The source is already reported; judge the target on what any source could give.
-            usable = [f for fmt, f in profile.formats.items() if fmt in BUILDABLE_FORMATS]
-            made_from = ""
-        else:
-            usable = [f for fmt, f in profile.formats.items() if source.kind in BUILDABLE_FORMATS.get(fmt, ())]
-            made_from = f" from this model's {source.kind} source"
-        if not usable:
-            listed = ", ".join(profile.formats)
-            self.fail(
-                target_path,
-                f"modelmake cannot build any format {profile.name} runs ({listed}){made_from}; "
-                f"it builds {_buildable_summary()}: remove {profile.name} from this model's targets",
-                of_key=True,
-            )
-        return usable
 
     def budgets(self, path, conf, known_metrics) -> list[Budget]:
         model = path[1]  # path is models -> <model> -> budgets or budget_overrides -> <target>
