@@ -13,9 +13,12 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .compiler import load_plan
-    from .profiles import BUILTIN_PROFILES, load_profile, profile_files
-    from .schema import SCHEMA_DIR, schema_problems
+    from .compiler import load_plan as load_plan
+    from .profiles import BUILTIN_PROFILES as BUILTIN_PROFILES
+    from .profiles import load_profile as load_profile
+    from .profiles import profile_files as profile_files
+    from .schema import SCHEMA_DIR as SCHEMA_DIR
+    from .schema import schema_problems as schema_problems
 
 _EXPORTS = {
     "load_plan": "compiler",

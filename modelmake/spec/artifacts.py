@@ -129,6 +129,7 @@ def _unbuildable(entry: TargetEntry, profile_file: str, support: FormatSupport, 
             f"{', '.join(support.precisions)}): remove '{variant.name}' from this target or pick another precision"
         )
     backend = formats.backend(support.format)
+    problem: str | None
     if variant.precision not in backend.precisions:
         problem = f"modelmake builds {support.format} in {', '.join(backend.precisions)} only"
     else:
@@ -148,7 +149,7 @@ def merged_budgets(
 ) -> tuple[Budget, ...]:
     """The precision's parity tolerances, full accelerator coverage where the profile requires it, then the
     model's budgets, the variant's and the target's override: a later budget of the same name replaces an earlier one."""
-    merged = {}
+    merged: dict[str, Budget] = {}
     if has_evaluation:
         merged |= {key: Budget.parse(key, limit) for key, limit in metrics.DEFAULT_TOLERANCES[variant.precision].items()}
     if support.require_full_coverage and support.accelerator:

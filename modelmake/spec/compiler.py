@@ -17,7 +17,18 @@ from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import SpecError
 from ..kinds import Precision
 from ..layout import SPEC_FILE
-from ..plan import Budget, BuildPlan, BundleSpec, Dataset, InputSpec, Model, OutputSpec, PublishSpec, Source, TargetProfile
+from ..plan import (
+    Budget,
+    BuildPlan,
+    BundleSpec,
+    Dataset,
+    InputSpec,
+    Model,
+    OutputSpec,
+    PublishSpec,
+    Source,
+    TargetProfile,
+)
 from ..repository.offer import BASIS_POINTS, Arm, Offer
 from ..yamlfile import YamlDocument, load_yaml
 from .artifacts import INVALID_SOURCE, TargetEntry, Variant, target_artifacts
@@ -49,6 +60,8 @@ def load_plan(workspace: Path, environ=None) -> BuildPlan:
 
 
 class Compiler:
+    """One pass over a schema-valid models.yaml, loading each profile it names once and collecting every problem."""
+
     def __init__(self, workspace: Path, doc: YamlDocument, environ):
         self.workspace = workspace
         self.doc = doc
@@ -56,7 +69,6 @@ class Compiler:
         self._found: list[tuple[tuple[int, int], str]] = []  # (where in models.yaml, message)
         self.available_profiles = profile_files(workspace)
         self.profiles: dict[str, TargetProfile] = {}
-        self.checked_variants: set[tuple[str, str]] = set()
 
     @property
     def problems(self) -> list[str]:
@@ -93,7 +105,7 @@ class Compiler:
             for model in models:
                 override = overrides.get(model, {})
 
-                def where(key, override=override, model=model):
+                def where(key, override=override, model=model, channel_path=channel_path):
                     """A setting's place in models.yaml: the model's override, or the channel's shared value."""
                     return (*channel_path, "models", model, key) if key in override else (*channel_path, key)
 
@@ -330,7 +342,7 @@ class Compiler:
         model = path[1]  # path is models -> <model> -> budgets or budget_overrides -> <target>
         out = []
         for key, limit in conf.items():
-            bound, metric = key.split("_", 1)
+            metric = key.split("_", 1)[1]
             if metric not in known_metrics:
                 self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics, key), of_key=True)
                 continue

@@ -115,7 +115,7 @@ _DESCRIBERS = {
 
 def _container_branch(error) -> list:
     """The errors of the one oneOf alternative that takes a list (or a mapping) when the value is one; else []."""
-    shape = {list: "array", dict: "object"}.get(type(error.instance))
+    shape = "array" if isinstance(error.instance, list) else "object" if isinstance(error.instance, dict) else None
     alternatives = error.schema.get("oneOf", []) if isinstance(error.schema, dict) else []
     matching = [i for i, alt in enumerate(alternatives) if isinstance(alt, dict) and alt.get("type") == shape]
     if shape is None or len(matching) != 1:
@@ -127,8 +127,7 @@ def _expected(description) -> str:
     """A schema description as the object of 'expected ...': first letter lower-cased, no final full stop."""
     if not description:
         return ""
-    text = description[0].lower() + description[1:]
-    return text[:-1] if text.endswith(".") else text
+    return (description[0].lower() + description[1:]).removesuffix(".")
 
 
 def _parses_as(text: str, expected: str) -> bool:

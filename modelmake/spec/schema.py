@@ -13,7 +13,7 @@ import argparse
 import copy
 import json
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .. import formats
@@ -48,7 +48,7 @@ def source_kinds() -> tuple[str, ...]:
     return tuple(kind for kind in kinds if kind != RECIPE) + (RECIPE,)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _composed() -> dict[str, str]:
     schemas = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(SCHEMA_DIR.glob("*.schema.json"))}
     _compose_models(schemas[MODELS_SCHEMA])
@@ -94,7 +94,7 @@ def stale_files() -> list[Path]:
     return [SCHEMA_DIR / name for name, text in _composed().items() if (SCHEMA_DIR / name).read_text(encoding="utf-8") != text]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(schema_name: str):
     import jsonschema
     from referencing import Registry, Resource
