@@ -1,6 +1,8 @@
 """The metrics an evaluation measures: the one list that budgets are checked against."""
 from __future__ import annotations
 
+from .kinds import Precision
+
 SIZE_KB = "size_kb"  # kibibytes (1024 bytes) of the artifact file
 LATENCY_MS = "latency_ms"  # median single-sample latency on the build host
 ACCURACY_DROP = "accuracy_drop"  # source model's top-1 minus the artifact's, as a fraction
@@ -14,11 +16,11 @@ ACCELERATOR_COVERAGE = "accelerator_coverage"  # fraction of ops the target's ac
 CONDITIONS = ("dim", "blur", "noise")
 
 # Parity tolerances each precision gets unless the spec sets its own.
-DEFAULT_TOLERANCES = {
-    "fp32": {f"min_{COSINE_SIMILARITY}": 0.9999, f"min_{TOP1_AGREEMENT}": 0.99},
-    "fp16": {f"min_{COSINE_SIMILARITY}": 0.999, f"min_{TOP1_AGREEMENT}": 0.98},
-    "dynamic_int8": {f"min_{COSINE_SIMILARITY}": 0.99, f"min_{TOP1_AGREEMENT}": 0.95},
-    "int8": {f"min_{COSINE_SIMILARITY}": 0.98, f"min_{TOP1_AGREEMENT}": 0.95},
+DEFAULT_TOLERANCES: dict[Precision, dict[str, float]] = {
+    Precision.FP32: {f"min_{COSINE_SIMILARITY}": 0.9999, f"min_{TOP1_AGREEMENT}": 0.99},
+    Precision.FP16: {f"min_{COSINE_SIMILARITY}": 0.999, f"min_{TOP1_AGREEMENT}": 0.98},
+    Precision.DYNAMIC_INT8: {f"min_{COSINE_SIMILARITY}": 0.99, f"min_{TOP1_AGREEMENT}": 0.95},
+    Precision.INT8: {f"min_{COSINE_SIMILARITY}": 0.98, f"min_{TOP1_AGREEMENT}": 0.95},
 }
 
 

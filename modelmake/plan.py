@@ -1,4 +1,4 @@
-"""The frozen build plan that spec.py compiles models.yaml into.
+"""The frozen build plan that modelmake.spec compiles models.yaml into.
 
 Everything here is plain, immutable data: paths are relative to the workspace
 so that the plan (and every config hashed from it) is the same wherever the
@@ -45,7 +45,7 @@ class TargetProfile:
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # keras | saved_model | tflite | onnx | recipe
+    kind: str  # one of spec.schema.source_kinds(): a TensorFlow model, a file of a format, or a recipe
     path: str
     function: str = ""
     depends: tuple[str, ...] = ()

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
 from referencing import Registry, Resource
 
+from modelmake import formats
+from modelmake.formats.coreml import CoremlSettings
+from modelmake.formats.onnx import OnnxSettings
+from modelmake.formats.tflite import TfliteSettings
+from modelmake.kinds import Precision
 from modelmake.plan import FormatSupport
 from modelmake.spec import BUILTIN_PROFILES, SCHEMA_DIR, load_plan, load_profile, profile_files
+from modelmake.spec.schema import composed_schemas, stale_files
 from modelmake.yamlfile import load_yaml
 
 from spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
@@ -57,10 +64,10 @@ def test_the_built_in_profiles_say_what_the_spec_rules_rely_on():
     profiles = {p.stem: load_profile(p, f"builtin:{p.name}") for p in BUILTINS}
 
     assert list(profiles["apple-a17"].formats) == ["coreml"]
-    assert profiles["snapdragon-8-gen-3"].formats["tflite"].integer_io
+    assert profiles["snapdragon-8-gen-3"].formats["tflite"].settings.integer_io
     assert "dynamic_int8" not in profiles["snapdragon-8-gen-3"].formats["tflite"].precisions
     assert "fp16" not in profiles["android-arm64-cpu"].formats["tflite"].precisions
-    assert profiles["pixel-8"].formats["tflite"].delegates == ("xnnpack", "gpu", "nnapi")
+    assert profiles["pixel-8"].formats["tflite"].settings.delegates == ("xnnpack", "gpu", "nnapi")
     assert {p.platform for p in profiles.values()} == {"android", "ios", "linux"}
     # These build one artifact per format for each variant.
     assert {name for name, p in profiles.items() if list(p.formats) == ["tflite", "onnx"]} == {
@@ -77,19 +84,20 @@ def test_the_built_in_profiles_carry_their_onnx_coreml_and_accelerator_settings(
 
     assert snapdragon["onnx"] == FormatSupport(
         format="onnx",
-        precisions=("fp32", "fp16", "int8"),
-        execution_providers=("QNNExecutionProvider", "CPUExecutionProvider"),
-        opset=17,
-        quantization="qnn",
-        activation_type="uint16",
+        precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+        settings=OnnxSettings(
+            execution_providers=("QNNExecutionProvider", "CPUExecutionProvider"), opset=17, quantization="qnn", activation_type="uint16"
+        ),
         accelerator="qnn",
     )
     assert (snapdragon["tflite"].accelerator, snapdragon["tflite"].require_full_coverage) == ("npu", False)
     assert profiles["pixel-8"].formats["tflite"].accelerator == "gpu"
-    assert profiles["android-arm64-cpu"].formats["onnx"].execution_providers == ("XnnpackExecutionProvider", "CPUExecutionProvider")
+    assert profiles["android-arm64-cpu"].formats["onnx"].settings.execution_providers == ("XnnpackExecutionProvider", "CPUExecutionProvider")
     assert profiles["raspberry-pi-5"].formats["onnx"].accelerator is None
     assert profiles["apple-a17"].formats["coreml"] == FormatSupport(
-        format="coreml", precisions=("fp32", "fp16", "int8"), compute_units="ALL", minimum_deployment_target="iOS17"
+        format="coreml",
+        precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+        settings=CoremlSettings(compute_units="ALL", minimum_deployment_target="iOS17"),
     )
 
 
@@ -106,11 +114,11 @@ def test_format_settings_a_profile_leaves_out_take_their_defaults(tmp_path):
     workspace = make_workspace(tmp_path, profiles={"phone": minimal})
     formats = load_profile(workspace / "targets" / "phone.yaml", "targets/phone.yaml").formats
 
-    assert formats["tflite"] == FormatSupport(format="tflite", precisions=("fp32",))
-    assert (formats["tflite"].delegates, formats["tflite"].integer_io, formats["tflite"].accelerator) == ((), False, None)
-    assert (formats["onnx"].execution_providers, formats["onnx"].opset) == ((), 17)
-    assert (formats["onnx"].quantization, formats["onnx"].activation_type, formats["onnx"].require_full_coverage) == ("cpu", "uint8", False)
-    assert (formats["coreml"].compute_units, formats["coreml"].minimum_deployment_target) == ("ALL", "iOS17")
+    assert formats["tflite"] == FormatSupport(format="tflite", precisions=(Precision.FP32,), settings=TfliteSettings())
+    assert (formats["tflite"].settings.delegates, formats["tflite"].settings.integer_io, formats["tflite"].accelerator) == ((), False, None)
+    assert formats["onnx"].settings == OnnxSettings(execution_providers=(), opset=17, quantization="cpu", activation_type="uint8")
+    assert formats["onnx"].require_full_coverage is False
+    assert formats["coreml"].settings == CoremlSettings(compute_units="ALL", minimum_deployment_target="iOS17")
 
 
 def test_a_profile_may_set_every_format_setting(tmp_path):
@@ -135,19 +143,24 @@ def test_a_profile_may_set_every_format_setting(tmp_path):
 
     assert dict(formats) == {
         "tflite": FormatSupport(
-            format="tflite", precisions=("int8",), delegates=("nnapi",), integer_io=True, accelerator="npu", require_full_coverage=True
+            format="tflite",
+            precisions=(Precision.INT8,),
+            settings=TfliteSettings(delegates=("nnapi",), integer_io=True),
+            accelerator="npu",
+            require_full_coverage=True,
         ),
         "onnx": FormatSupport(
             format="onnx",
-            precisions=("fp32", "int8"),
-            execution_providers=("NnapiExecutionProvider",),
-            opset=21,
-            quantization="qnn",
-            activation_type="uint16",
+            precisions=(Precision.FP32, Precision.INT8),
+            settings=OnnxSettings(execution_providers=("NnapiExecutionProvider",), opset=21, quantization="qnn", activation_type="uint16"),
             accelerator="qnn",
             require_full_coverage=False,
         ),
-        "coreml": FormatSupport(format="coreml", precisions=("fp16",), compute_units="CPU_AND_NE", minimum_deployment_target="macOS14"),
+        "coreml": FormatSupport(
+            format="coreml",
+            precisions=(Precision.FP16,),
+            settings=CoremlSettings(compute_units="CPU_AND_NE", minimum_deployment_target="macOS14"),
+        ),
     }
 
 
@@ -155,6 +168,19 @@ def test_the_schemas_themselves_are_valid():
     for path in SCHEMA_DIR.glob("*.schema.json"):
         schema = json.loads(path.read_text(encoding="utf-8"))
         jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+def test_the_schema_files_say_what_validation_uses():
+    # A new precision or format changes the composed schemas: `python -m modelmake.spec.schema --write` updates the files.
+    assert stale_files() == []
+    schemas = composed_schemas()
+    precision = schemas["models.schema.json"]["$defs"]["precision"]
+    assert precision["enum"] == [p.value for p in Precision]
+    assert all(re.search(rf"\b{p.value}:", precision["description"]) for p in Precision), "describe every precision"
+    assert list(schemas["target.schema.json"]["properties"]["formats"]["properties"]) == list(formats.FORMATS)
+    assert set(schemas["models.schema.json"]["$defs"]["source"]["properties"]) >= {
+        kind for backend in formats.backends() for kind in backend.source_kinds
+    }
 
 
 def test_a_workspace_profile_overrides_the_built_in(tmp_path):
@@ -174,7 +200,7 @@ def test_the_plan_carries_the_overriding_profile(tmp_path):
     profile = load_plan(workspace, environ={}).targets["pixel-8"]
 
     assert profile.profile_file == "targets/pixel-8.yaml"
-    assert profile.formats["tflite"].delegates == ("xnnpack", "gpu")
+    assert profile.formats["tflite"].settings.delegates == ("xnnpack", "gpu")
     assert (profile.min_os, profile.description) == ("", "")
 
 
@@ -190,7 +216,8 @@ def test_a_workspace_profile_adds_a_target(tmp_path):
     plan = load_plan(make_workspace(tmp_path, spec, profiles={"coral-dev-board": coral}), environ={})
 
     coral_artifacts = [a for a in plan.artifacts() if a.target == "coral-dev-board"]
-    assert [(a.id, a.integer_io) for a in coral_artifacts] == [("digits.int8.tflite@coral-dev-board", True)]
+    assert [a.id for a in coral_artifacts] == ["digits.int8.tflite@coral-dev-board"]
+    assert plan.targets["coral-dev-board"].formats["tflite"].settings.integer_io
     assert plan.targets["coral-dev-board"].profile_file == "targets/coral-dev-board.yaml"
 
 
@@ -293,10 +320,10 @@ def test_an_unknown_target_lists_the_workspace_profiles_too(tmp_path):
             id="onnx-opset",
         ),
         pytest.param(
-            ("formats:\n", "formats:\n  coreml: {precisions: [fp16], accelerator: npu}\n"),
-            "targets/pixel-8.yaml:6:32: formats -> coreml -> accelerator: unknown key 'accelerator'; "
-            "allowed keys: compute_units, minimum_deployment_target, precisions",
-            id="accelerator-in-coreml",
+            ("formats:\n", "formats:\n  coreml: {precisions: [fp16], delegates: [gpu]}\n"),
+            "targets/pixel-8.yaml:6:32: formats -> coreml -> delegates: unknown key 'delegates'; "
+            "allowed keys: accelerator, compute_units, minimum_deployment_target, precisions, require_full_coverage",
+            id="tflite-key-in-coreml",
         ),
         pytest.param(
             ("formats:\n", "formats:\n  coreml: {precisions: [fp16], compute_units: NE}\n"),

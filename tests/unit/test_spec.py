@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelmake.errors import SpecError, exit_code_for
+from modelmake.kinds import Precision
 from modelmake.plan import Budget
 from modelmake.bundle.archive import ZIP_EPOCH_MIN
 from modelmake.spec import load_plan
@@ -65,7 +66,8 @@ def test_valid_spec_compiles_to_one_artifact_per_variant_and_target(tmp_path):
     assert (int8.model, int8.variant, int8.format, int8.target, int8.precision) == ("digits", "int8", "tflite", "pixel-8", "int8")
     assert int8.name == "digits.int8.tflite"
     onnx = next(a for a in plan.artifacts() if a.format == "onnx")
-    assert (onnx.name, onnx.target, onnx.precision, onnx.integer_io) == ("digits.int8.onnx", "snapdragon-8-gen-3", "int8", False)
+    assert (onnx.name, onnx.target, onnx.precision) == ("digits.int8.onnx", "snapdragon-8-gen-3", Precision.INT8)
+    assert all(type(a.precision) is Precision for a in plan.artifacts())
     assert (int8.per_channel, int8.palettize, int8.selection, int8.preference) == (True, None, None, 2)
     assert list(plan.targets) == ["pixel-8", "snapdragon-8-gen-3"]
     assert plan.targets["pixel-8"].profile_file == "builtin:pixel-8.yaml"
@@ -122,21 +124,6 @@ def test_whole_floats_where_integers_are_expected_become_integers(tmp_path):
     assert (model.output.top_k, model.calibration.samples) == (3, 200)
     assert type(model.output.top_k) is int and type(model.calibration.samples) is int
     assert "min_top3" in {b.key for b in model.artifacts[0].budgets}
-
-
-def test_integer_io_is_set_for_int8_only_on_a_profile_that_asks_for_it(tmp_path):
-    spec = edit(VALID_SPEC, ("snapdragon-8-gen-3: [int8]", "snapdragon-8-gen-3: [fp16, int8]"))
-    plan = load_plan(make_workspace(tmp_path, spec), environ={})
-
-    assert {a.id: a.integer_io for a in plan.artifacts()} == {
-        "digits.fp32.tflite@pixel-8": False,
-        "digits.fp16.tflite@pixel-8": False,
-        "digits.int8.tflite@pixel-8": False,  # pixel-8's profile has no integer_io
-        "digits.fp16.tflite@snapdragon-8-gen-3": False,  # integer_io applies to full int8 only
-        "digits.fp16.onnx@snapdragon-8-gen-3": False,
-        "digits.int8.tflite@snapdragon-8-gen-3": True,
-        "digits.int8.onnx@snapdragon-8-gen-3": False,  # the profile sets integer_io for tflite only
-    }
 
 
 @pytest.mark.parametrize(
@@ -197,7 +184,7 @@ def test_the_repository_models_yaml_compiles():
     artifacts = {a.id: a for a in plan.artifacts()}
 
     assert [m.name for m in plan.models] == ["digits", "mobilenet"]
-    assert artifacts["digits.int8.tflite@snapdragon-8-gen-3"].integer_io
+    assert plan.targets["snapdragon-8-gen-3"].formats["tflite"].settings.integer_io
     assert {b.key: b.limit for b in artifacts["digits.fp32.tflite@raspberry-pi-5"].budgets}["max_latency_ms"] == 10.0
     assert {b.key: b.limit for b in artifacts["digits.fp32.tflite@pixel-8"].budgets}["max_latency_ms"] == 5.0
     assert {a.format for a in artifacts.values()} == {"tflite", "onnx", "coreml"}
@@ -748,11 +735,11 @@ def test_apple_a17_builds_core_ml_from_a_recipe(tmp_path):
     plan = load_plan(make_workspace(tmp_path, spec), environ={})
     apple = [a for a in plan.artifacts() if a.target == "apple-a17"]
 
-    assert [(a.id, a.precision, a.integer_io) for a in apple] == [
-        ("digits.fp16.coreml@apple-a17", "fp16", False),
-        ("digits.int8.coreml@apple-a17", "int8", False),
+    assert [(a.id, a.precision) for a in apple] == [
+        ("digits.fp16.coreml@apple-a17", "fp16"),
+        ("digits.int8.coreml@apple-a17", "int8"),
     ]
-    assert plan.targets["apple-a17"].formats["coreml"].compute_units == "ALL"
+    assert plan.targets["apple-a17"].formats["coreml"].settings.compute_units == "ALL"
 
 
 def test_a_target_that_runs_tflite_and_onnx_gets_each_variant_in_both(tmp_path):
@@ -956,11 +943,11 @@ def test_a_palettized_variant_for_a_target_that_builds_tflite_or_onnx(tmp_path):
     )
 
     assert problems == [
-        "models.yaml:20:23: models -> digits -> targets -> pixel-8 -> 1: 'palette4' palettizes weights, which only Core ML does, "
-        "but pixel-8 builds tflite: list this variant only for Core ML targets",
+        "models.yaml:20:23: models -> digits -> targets -> pixel-8 -> 1: 'palette4' cannot be built for pixel-8 in tflite: "
+        "palettized weights are a Core ML feature; list this variant only for Core ML targets",
     ] + [
-        "models.yaml:21:28: models -> digits -> targets -> snapdragon-8-gen-3 -> 0: 'palette4' palettizes weights, "
-        f"which only Core ML does, but snapdragon-8-gen-3 builds {fmt}: list this variant only for Core ML targets"
+        "models.yaml:21:28: models -> digits -> targets -> snapdragon-8-gen-3 -> 0: 'palette4' cannot be built for "
+        f"snapdragon-8-gen-3 in {fmt}: palettized weights are a Core ML feature; list this variant only for Core ML targets"
         for fmt in ("tflite", "onnx")
     ]
 
@@ -968,6 +955,60 @@ def test_a_palettized_variant_for_a_target_that_builds_tflite_or_onnx(tmp_path):
 def test_palettize_takes_2_4_6_or_8_bits(tmp_path):
     assert problems_for(tmp_path, ("fp16: {quantize: fp16}", "fp16: {quantize: fp16, palettize: 3}")) == [
         "models.yaml:16:41: models -> digits -> variants -> fp16 -> palettize: 3 is not one of: 2, 4, 6, 8",
+    ]
+
+
+# ------------------------------------------------------------------ Core ML: what the deployment target can run
+
+
+def core_ml_workspace(tmp_path, deployment_target: str, precisions: str, *, variant: str, listed: str):
+    """A workspace whose own profile 'mac' runs Core ML on deployment_target; models.yaml lists ``listed`` for it."""
+    profile = f"""\
+        name: mac
+        soc: Apple M1
+        platform: ios
+        formats:
+          coreml: {{precisions: {precisions}, minimum_deployment_target: {deployment_target}}}
+    """
+    spec = edit(
+        VALID_SPEC,
+        ("      int8: {quantize: int8}\n", f"      int8: {{quantize: int8}}\n{variant}"),
+        ("snapdragon-8-gen-3: [int8]\n", f"snapdragon-8-gen-3: [int8]\n      mac: {listed}\n"),
+    )
+    return make_workspace(tmp_path, spec, profiles={"mac": profile})
+
+
+def test_core_ml_compressed_weights_on_a_macos_target_that_predates_them(tmp_path):
+    workspace = core_ml_workspace(tmp_path, "macOS12", "[int8]", variant="", listed="[int8]")
+
+    assert spec_problems(workspace) == [
+        "models.yaml:21:13: models -> digits -> targets -> mac -> 0: 'int8' cannot be built for mac in coreml: "
+        "Core ML compressed weights need iOS16 or macOS13, but the profile targets macOS12: "
+        "raise minimum_deployment_target or drop the compression",
+    ]
+    good = core_ml_workspace(tmp_path / "macos13", "macOS13", "[int8]", variant="", listed="[int8]")
+    assert [a.id for a in load_plan(good, environ={}).artifacts() if a.target == "mac"] == ["digits.int8.coreml@mac"]
+
+
+def test_core_ml_palettized_weights_on_an_ios_target_that_predates_them(tmp_path):
+    palette = "      palette4: {quantize: fp16, palettize: 4}\n"
+    workspace = core_ml_workspace(tmp_path, "iOS15", "[fp16]", variant=palette, listed="[palette4]")
+
+    assert spec_problems(workspace) == [
+        "models.yaml:22:13: models -> digits -> targets -> mac -> 0: 'palette4' cannot be built for mac in coreml: "
+        "Core ML compressed weights need iOS16 or macOS13, but the profile targets iOS15: "
+        "raise minimum_deployment_target or drop the compression",
+    ]
+
+
+def test_core_ml_int8_palettes_need_ios18(tmp_path):
+    palette = "      int8_palette4: {quantize: int8, palettize: 4}\n"
+    workspace = core_ml_workspace(tmp_path, "iOS17", "[int8]", variant=palette, listed="[int8, int8_palette4]")
+
+    assert spec_problems(workspace) == [
+        "models.yaml:22:19: models -> digits -> targets -> mac -> 1: 'int8_palette4' cannot be built for mac in coreml: "
+        "Core ML int8 palettes need iOS18 or macOS15, but the profile targets iOS17: "
+        "raise minimum_deployment_target or drop the compression",
     ]
 
 

@@ -1,0 +1,367 @@
+"""The cross-field rules of models.yaml: a schema-valid document compiled into a BuildPlan.
+
+No model is loaded here: this runs every time doit loads the task graph.
+Every problem found is collected and reported at once, each with the file,
+the YAML path, the line and what to do.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from types import MappingProxyType
+
+from .. import layout, metrics
+from ..bundle.archive import ZIP_EPOCH_MIN
+from ..errors import SpecError
+from ..kinds import Precision
+from ..layout import SPEC_FILE
+from ..plan import (
+    Budget,
+    BuildPlan,
+    BundleSpec,
+    Dataset,
+    InputSpec,
+    Model,
+    OutputSpec,
+    PublishSpec,
+    Source,
+    TargetProfile,
+)
+from ..repository.offer import BASIS_POINTS, Arm, Offer
+from ..yamlfile import YamlDocument, load_yaml
+from .artifacts import INVALID_SOURCE, TargetEntry, Variant, target_artifacts
+from .profiles import load_profile, profile_files
+from .schema import MODELS_SCHEMA, RECIPE, RECIPE_OPTIONS, schema_problems, source_kinds
+
+DEFAULT_MODEL_FUNCTION = "build_model"
+DEFAULT_DATA_FUNCTION = "load_data"
+DEFAULT_INDEX_LIFETIME_DAYS = 30
+
+
+def _basis_points(percent) -> int:
+    return round(percent * 100)
+
+
+def load_plan(workspace: Path, environ=None) -> BuildPlan:
+    """The workspace's plan; SpecError with every problem in models.yaml and in the profiles it uses."""
+    environ = os.environ if environ is None else environ
+    workspace = Path(workspace)
+    doc = load_yaml(workspace / SPEC_FILE, SPEC_FILE)
+    problems = schema_problems(doc, MODELS_SCHEMA)
+    if problems:
+        raise SpecError(problems)
+    compiler = Compiler(workspace, doc, environ)
+    plan = compiler.compile()
+    if compiler.problems:
+        raise SpecError(compiler.problems)
+    return plan
+
+
+class Compiler:
+    """One pass over a schema-valid models.yaml, loading each profile it names once and collecting every problem."""
+
+    def __init__(self, workspace: Path, doc: YamlDocument, environ):
+        self.workspace = workspace
+        self.doc = doc
+        self.environ = environ
+        self._found: list[tuple[tuple[int, int], str]] = []  # (where in models.yaml, message)
+        self.available_profiles = profile_files(workspace)
+        self.profiles: dict[str, TargetProfile] = {}
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem found, once each, in the order of the lines of models.yaml they concern."""
+        ordered = sorted(self._found, key=lambda item: item[0])
+        return list(dict.fromkeys(message for _, message in ordered))
+
+    def fail(self, yaml_path, message, *, of_key=False):
+        pos = self.doc.position(yaml_path, of_key=of_key)
+        self._found.append(((pos.line, pos.column), self.doc.problem(yaml_path, message, of_key=of_key)))
+
+    def compile(self) -> BuildPlan:
+        data = self.doc.data
+        models = tuple(self.model(name, conf) for name, conf in data["models"].items())
+        bundle = self.bundle(data["bundle"])
+        return BuildPlan(
+            spec_file=SPEC_FILE,
+            bundle=bundle,
+            models=models,
+            targets=MappingProxyType(dict(sorted(self.profiles.items()))),
+            publish=self.publish(data.get("publish", {}), bundle.version, [m.name for m in models]),
+        )
+
+    def publish(self, conf, version: str, models: list[str]) -> PublishSpec:
+        channels = {}
+        for channel, settings in (conf.get("channels") or {"stable": {}}).items():
+            overrides = settings.get("models", {})
+            for model in overrides:
+                if model not in models:
+                    self.fail(("publish", "channels", channel, "models", model), f"there is no model '{model}' in models: offer one of {', '.join(models)}", of_key=True)
+            shared = {k: v for k, v in settings.items() if k != "models"}
+            channel_path = ("publish", "channels", channel)
+            offers = {}
+            for model in models:
+                override = overrides.get(model, {})
+
+                def where(key, override=override, model=model, channel_path=channel_path):
+                    """A setting's place in models.yaml: the model's override, or the channel's shared value."""
+                    return (*channel_path, "models", model, key) if key in override else (*channel_path, key)
+
+                offers[model] = self.offer(where, shared | override, version)
+            channels[channel] = MappingProxyType(offers)
+        return PublishSpec(
+            repository=conf.get("repository", layout.DEFAULT_REPOSITORY),
+            on_build=conf.get("on_build", False),
+            expires_after_days=conf.get("expires_after_days", DEFAULT_INDEX_LIFETIME_DAYS),
+            channels=MappingProxyType(channels),
+        )
+
+    def offer(self, where, settings, bundle_version: str) -> Offer:
+        version = settings.get("version", bundle_version)
+        arms = tuple(
+            Arm(name, _basis_points(arm["weight"]), arm.get("version", version)) for name, arm in settings.get("arms", {}).items()
+        )
+        if arms and sum(a.basis_points for a in arms) != BASIS_POINTS:
+            total = sum(a.basis_points for a in arms) / 100
+            self.fail(where("arms"), f"the arms' weights add up to {total:g}, not 100: adjust them so that every device falls in one arm")
+        previous = settings.get("previous")
+        if previous == version:
+            self.fail(where("previous"), f"previous is the offered version {version} itself: name the version devices outside the rollout get, or remove previous")
+        return Offer(
+            version=version,
+            rollout_basis_points=_basis_points(settings.get("rollout", 100)),
+            previous=previous,
+            arms=arms,
+            min_app_version=settings.get("min_app_version"),
+        )
+
+    def bundle(self, conf) -> BundleSpec:
+        created = conf.get("created", ZIP_EPOCH_MIN)
+        epoch = self.environ.get("SOURCE_DATE_EPOCH")
+        if epoch is not None:
+            if not epoch.isdigit():
+                self._found.append(((0, 0), f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds: unset it or fix it"))
+            else:
+                created = max(int(epoch), ZIP_EPOCH_MIN)
+        signing = conf.get("signing", {})
+        release = bool(signing.get("release", False)) or self.environ.get("MODELMAKE_RELEASE", "") not in ("", "0")
+        encrypt = "encryption" in conf
+        encryption_key = conf.get("encryption", {}).get("key")
+        if release and not signing.get("key"):
+            self.fail(("bundle", "signing"), "a release build needs bundle.signing.key (env:VAR or file:path): development keys are refused; run `modelmake keygen` to make a key pair")
+        if release and encrypt and not encryption_key:
+            self.fail(("bundle", "encryption"), "a release build needs bundle.encryption.key (env:VAR or file:path): the development data key is refused")
+        return BundleSpec(
+            name=conf["name"],
+            version=conf["version"],
+            created=created,
+            signing_key=signing.get("key"),
+            release=release,
+            encrypt=encrypt,
+            encryption_key=encryption_key,
+        )
+
+    def existing_file(self, yaml_path, relative: str, what: str, *, directory=False) -> str:
+        path = self.workspace / relative
+        ok = path.is_dir() if directory else path.is_file()
+        if not ok:
+            kind = "directory" if directory else "file"
+            self.fail(yaml_path, f"{what} {kind} '{relative}' does not exist: fix the path (it is relative to {SPEC_FILE})")
+        return relative
+
+    def source(self, path, conf) -> Source:
+        known = source_kinds()
+        kinds = [k for k in known if k in conf]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) or "none"
+            advice = "keep only one" if kinds else "add one"
+            self.fail(path, f"a source needs exactly one of {', '.join(known)} (found: {found}): {advice}")
+            return Source(kind=INVALID_SOURCE, path="")
+        kind = kinds[0]
+        if kind != RECIPE:
+            for key in RECIPE_OPTIONS:
+                if key in conf:
+                    self.fail(path + (key,), f"'{key}' applies only to recipe sources: remove it", of_key=True)
+        self.existing_file(path + (kind,), conf[kind], f"{kind} source", directory=kind == "saved_model")
+        depends = tuple(self.existing_file(path + ("depends", i), d, "dependency") for i, d in enumerate(conf.get("depends", ())))
+        return Source(kind=kind, path=conf[kind], function=conf.get("function", DEFAULT_MODEL_FUNCTION if kind == RECIPE else ""), depends=depends)
+
+    def dataset(self, path, role, conf) -> Dataset | None:
+        if conf is None:
+            return None
+        has_recipe, has_file = "recipe" in conf, "file" in conf
+        if has_recipe == has_file:
+            advice = "keep only one" if has_recipe else "add one"
+            self.fail(path, f"a data set needs exactly one of 'recipe' (with 'split') or 'file' (an .npz with arrays x and y): {advice}")
+            return None
+        if has_recipe and "split" not in conf:
+            self.fail(path, "a recipe data set needs 'split', the name passed to the recipe's data function")
+        if has_file:
+            for key in ("function", "split", "depends"):
+                if key in conf:
+                    self.fail(path + (key,), f"'{key}' applies only to recipe data sets: remove it", of_key=True)
+        if "conditions" in conf and role != "evaluation":
+            self.fail(path + ("conditions",), "conditions apply to evaluation data only: move them to data -> evaluation", of_key=True)
+        source_key = "recipe" if has_recipe else "file"
+        self.existing_file(path + (source_key,), conf[source_key], f"{role} data")
+        depends = tuple(self.existing_file(path + ("depends", i), d, "dependency") for i, d in enumerate(conf.get("depends", ())))
+        return Dataset(
+            role=role,
+            path=conf[source_key],
+            from_recipe=has_recipe,
+            function=conf.get("function", DEFAULT_DATA_FUNCTION if has_recipe else ""),
+            split=conf.get("split", ""),
+            samples=None if conf.get("samples") is None else int(conf["samples"]),
+            depends=depends,
+            conditions=tuple((c, float(conf["conditions"][c])) for c in metrics.CONDITIONS if c in conf.get("conditions", {})),
+        )
+
+    def profile(self, yaml_path, name) -> TargetProfile | None:
+        if name in self.profiles:
+            return self.profiles[name]
+        if name not in self.available_profiles:
+            hint = difflib.get_close_matches(name, self.available_profiles, n=1)
+            advice = f"did you mean '{hint[0]}'? " if hint else ""
+            self.fail(
+                yaml_path,
+                f"unknown target '{name}'; {advice}known targets: {', '.join(sorted(self.available_profiles))} "
+                f"(add targets/{name}.yaml to define it)",
+                of_key=True,
+            )
+            return None
+        file, display = self.available_profiles[name]
+        try:
+            profile = load_profile(file, display)
+        except SpecError as exc:
+            # Reported where models.yaml first uses the profile.
+            pos = self.doc.position(yaml_path, of_key=True)
+            self._found.extend(((pos.line, pos.column), problem) for problem in exc.problems)
+            return None
+        self.profiles[name] = profile
+        return profile
+
+    def model(self, name, conf) -> Model:
+        base = ("models", name)
+        source = self.source(base + ("source",), conf["source"])
+        data = conf.get("data", {})
+        calibration = self.dataset(base + ("data", "calibration"), "calibration", data.get("calibration"))
+        evaluation = self.dataset(base + ("data", "evaluation"), "evaluation", data.get("evaluation"))
+        input_spec, output_spec = self.io(base, conf.get("io", {}))
+        known_metrics = self.measured_metrics(base, data, input_spec, output_spec)
+        model_budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
+        overrides = conf.get("budget_overrides", {})
+        self.check_overrides(base, name, overrides, conf["targets"])
+        variants = {v: self.variant(base, v, vconf, known_metrics) for v, vconf in conf["variants"].items()}
+        entries = [TargetEntry.parse(base, target, entry) for target, entry in conf["targets"].items()]
+        listed = dict.fromkeys(v for entry in entries for v in entry.variants if v in variants)
+        for variant in listed:
+            self.check_variant(base, name, variants[variant], source, has_calibration="calibration" in data)
+        found = []
+        for entry in entries:
+            profile = self.profile(entry.path, entry.name)
+            override = self.budgets(base + ("budget_overrides", entry.name), overrides.get(entry.name, {}), known_metrics)
+            found += target_artifacts(
+                self.fail,
+                model=name,
+                entry=entry,
+                profile=profile,
+                source=source,
+                variants=variants,
+                model_budgets=model_budgets,
+                override=override,
+                # A declared but invalid data set is reported on its own; judge the rest as if it were valid.
+                has_evaluation="evaluation" in data,
+            )
+        return Model(
+            name=name,
+            source=source,
+            calibration=calibration,
+            evaluation=evaluation,
+            input=input_spec,
+            output=output_spec,
+            artifacts=tuple(found),
+            description=conf.get("description", ""),
+        )
+
+    def io(self, base, conf) -> tuple[InputSpec, OutputSpec]:
+        input_conf, output_conf = conf.get("input", {}), conf.get("output", {})
+        labels = output_conf.get("labels")
+        if labels is not None:
+            self.existing_file(base + ("io", "output", "labels"), labels, "labels")
+        input_spec = InputSpec(
+            layout=input_conf.get("layout", "NHWC"),
+            scale=str(input_conf.get("scale", "1")),
+            offset=str(input_conf.get("offset", "0")),
+        )
+        for key in ("scale", "offset"):
+            value = getattr(input_spec, key)
+            if "/" in value and float(value.split("/")[1]) == 0:
+                self.fail(base + ("io", "input", key), f"'{value}' divides by zero: use a non-zero denominator")
+        return input_spec, OutputSpec(labels=labels, top_k=int(output_conf.get("top_k", 1)))
+
+    def measured_metrics(self, base, data, input_spec: InputSpec, output_spec: OutputSpec) -> list[str]:
+        """The metrics the model's artifacts will have, which its budgets may name."""
+        conditions = [c for c in metrics.CONDITIONS if c in data.get("evaluation", {}).get("conditions", {})]
+        if input_spec.layout == "NC" and "blur" in conditions:
+            self.fail(base + ("data", "evaluation", "conditions", "blur"), "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout", of_key=True)
+        return metrics.available_metrics(has_evaluation_data="evaluation" in data, top_k=output_spec.top_k, conditions=conditions)
+
+    def check_overrides(self, base, model, overrides, targets) -> None:
+        for target in overrides:
+            if target not in targets:
+                self.fail(
+                    base + ("budget_overrides", target),
+                    f"'{target}' is not one of this model's targets ({', '.join(targets)}): "
+                    f"add it to models -> {model} -> targets or remove this override",
+                    of_key=True,
+                )
+
+    def variant(self, base, name, conf, known_metrics) -> Variant:
+        return Variant(
+            name=name,
+            precision=Precision(conf.get("quantize", Precision.FP32)),
+            per_channel=conf.get("per_channel", True),
+            palettize=conf.get("palettize"),
+            budgets=tuple(self.budgets(base + ("variants", name, "budgets"), conf.get("budgets", {}), known_metrics)),
+        )
+
+    def check_variant(self, base, model, variant: Variant, source: Source, *, has_calibration: bool) -> None:
+        """The rules on a variant itself, checked once for each variant some target lists."""
+        precision = variant.precision
+        if not variant.per_channel and precision is not Precision.INT8:
+            self.fail(base + ("variants", variant.name, "per_channel"), f"per_channel applies to int8 variants only ('{variant.name}' is {precision}): remove it")
+        variant_path = base + ("variants", variant.name, "quantize")
+        if precision is Precision.INT8 and not has_calibration:
+            self.fail(variant_path, f"full int8 quantization needs calibration data: add models -> {model} -> data -> calibration")
+        if source.kind == "tflite" and precision is not Precision.FP32:
+            self.fail(variant_path, "a tflite source is already converted and cannot be re-quantized: use a keras, saved_model or recipe source, or drop 'quantize'")
+
+    def budgets(self, path, conf, known_metrics) -> list[Budget]:
+        model = path[1]  # path is models -> <model> -> budgets or budget_overrides -> <target>
+        out = []
+        for key, limit in conf.items():
+            metric = key.split("_", 1)[1]
+            if metric not in known_metrics:
+                self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics, key), of_key=True)
+                continue
+            out.append(Budget.parse(key, limit))
+        return out
+
+    def unknown_metric(self, model, metric, known_metrics, key="") -> str:
+        message = f"no metric '{metric}' to budget; this model measures: {', '.join(known_metrics)}"
+        top = re.fullmatch(r"top([0-9]+)", metric)
+        condition = next((c for c in metrics.CONDITIONS if metric == metrics.condition_metric(c)), None)
+        compared = (metrics.ACCURACY_DROP, metrics.MAX_ABS_ERROR, metrics.COSINE_SIMILARITY, metrics.TOP1_AGREEMENT)
+        needs_evaluation = metric in compared or top is not None or condition is not None
+        if needs_evaluation and metrics.top_k_metric(1) not in known_metrics:
+            return f"{message}; {metric} is measured on evaluation data: add models -> {model} -> data -> evaluation"
+        if top is not None and int(top.group(1)) > 1:
+            return f"{message}; to measure {metric} set models -> {model} -> io -> output -> top_k: {int(top.group(1))}"
+        if condition is not None:
+            return f"{message}; to measure {metric} add {condition} to models -> {model} -> data -> evaluation -> conditions"
+        if key in known_metrics:
+            return f"{message}; '{key}' is itself a metric: write max_{key} or min_{key}"
+        hint = difflib.get_close_matches(metric, known_metrics, n=1)
+        return f"{message}; did you mean '{hint[0]}'?" if hint else message

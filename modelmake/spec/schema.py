@@ -1,0 +1,138 @@
+"""The JSON schemas of models.yaml and of the chipset profiles, and validation against them.
+
+The files under modelmake/schema/ stay complete for editors (YAML modelines
+point at them), but the precision names come from ``kinds.Precision`` and the
+source kinds and each format's profile section from the format registry.
+Validation uses the schemas composed from both; ``python -m
+modelmake.spec.schema --write`` writes them back to the files, and a unit test
+fails while the files differ from them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from functools import cache
+from pathlib import Path
+
+from .. import formats
+from ..kinds import Precision
+from ..yamlfile import YamlDocument
+from .messages import describe
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+MODELS_SCHEMA = "models.schema.json"
+TARGET_SCHEMA = "target.schema.json"
+
+RECIPE = "recipe"  # a Python file whose function builds the model: not a file of any format
+RECIPE_OPTIONS = ("function", "depends")  # the source keys that only a recipe takes
+
+# What every format's section of a profile has besides its own settings: plan.FormatSupport's common fields.
+COMMON_FORMAT_PROPERTIES = {
+    "accelerator": {
+        "enum": ["gpu", "npu", "qnn"],
+        "description": "The accelerator whose op coverage the report shows: gpu (TFLite GPU delegate), npu (integer-only ops "
+        "for an NPU/DSP delegate) or qnn (ONNX Runtime's QNN execution provider).",
+    },
+    "require_full_coverage": {
+        "type": "boolean",
+        "description": "Fail an artifact when any of its ops would fall back to the CPU.",
+    },
+}
+
+
+def source_kinds() -> tuple[str, ...]:
+    """Every kind of source some format is built from: model files in the registry's order, then recipes."""
+    kinds = dict.fromkeys(kind for backend in formats.backends() for kind in backend.source_kinds)
+    return tuple(kind for kind in kinds if kind != RECIPE) + (RECIPE,)
+
+
+@cache
+def _composed() -> dict[str, str]:
+    schemas = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(SCHEMA_DIR.glob("*.schema.json"))}
+    _compose_models(schemas[MODELS_SCHEMA])
+    _compose_target(schemas[TARGET_SCHEMA])
+    return {name: _document(schema) for name, schema in schemas.items()}
+
+
+def composed_schemas() -> dict[str, dict]:
+    """Every schema by file name, as validation uses it."""
+    return {name: json.loads(text) for name, text in _composed().items()}
+
+
+def _compose_models(schema: dict) -> None:
+    definitions = schema["$defs"]
+    definitions["precision"]["enum"] = [precision.value for precision in Precision]
+    source = definitions["source"]
+    kinds = source_kinds()
+    options = {key: source["properties"][key] for key in RECIPE_OPTIONS}
+    source["properties"] = {kind: {"$ref": "#/$defs/path"} for kind in kinds} | options
+    source["description"] = f"Exactly one of {', '.join(kinds[:-1])} or {kinds[-1]}."
+
+
+def _compose_target(schema: dict) -> None:
+    schema["properties"]["formats"]["properties"] = {
+        backend.name: {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["precisions"],
+            "properties": {"precisions": {"$ref": "#/$defs/precisions"}}
+            | copy.deepcopy(backend.profile_properties)
+            | copy.deepcopy(COMMON_FORMAT_PROPERTIES),
+        }
+        for backend in formats.backends()
+    }
+
+
+def _document(schema: dict) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def stale_files() -> list[Path]:
+    """The schema files whose text differs from the composed schema."""
+    return [SCHEMA_DIR / name for name, text in _composed().items() if (SCHEMA_DIR / name).read_text(encoding="utf-8") != text]
+
+
+@cache
+def _validator(schema_name: str):
+    import jsonschema
+    from referencing import Registry, Resource
+
+    schemas = composed_schemas()
+    registry = Registry().with_resources((name, Resource.from_contents(schema)) for name, schema in schemas.items())
+    schema = schemas[schema_name]
+    return jsonschema.validators.validator_for(schema)(schema, registry=registry)
+
+
+def schema_problems(doc: YamlDocument, schema_name: str) -> list[str]:
+    """Every schema violation in the document, as one line each, in file order."""
+    found = []
+    for error in _validator(schema_name).iter_errors(doc.data):
+        for yaml_path, message, of_key in describe(error):
+            pos = doc.position(yaml_path, of_key=of_key)
+            found.append(((pos.line, pos.column), doc.problem(yaml_path, message, of_key=of_key)))
+    found.sort(key=lambda item: item[0])
+    return list(dict.fromkeys(message for _, message in found))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m modelmake.spec.schema",
+        description="Check (or, with --write, rewrite) the schema files against kinds.Precision and the format registry.",
+    )
+    parser.add_argument("--write", action="store_true", help="rewrite the files that differ")
+    args = parser.parse_args(argv)
+    stale = stale_files()
+    if args.write:
+        for path in stale:
+            path.write_text(_composed()[path.name], encoding="utf-8")
+            print(f"wrote {path}")
+        return 0
+    for path in stale:
+        print(f"{path} differs from the precisions and formats modelmake knows: run python -m modelmake.spec.schema --write", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
