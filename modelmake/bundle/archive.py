@@ -28,8 +28,9 @@ import struct
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping, NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from modelmake.errors import StepError, UnsafeArchiveError, VerificationError
 

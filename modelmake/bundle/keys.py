@@ -23,8 +23,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelmake.layout import DEVELOPMENT_KEYS
 from modelmake.errors import KeyMaterialError
+from modelmake.layout import DEVELOPMENT_KEYS
 
 DATA_KEY_SIZE = 32
 DEVELOPMENT_KEY_DIR = Path(DEVELOPMENT_KEYS)

@@ -22,14 +22,14 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelmake.fsutil import atomic_output, canonical_json, sha256_file
 from modelmake.errors import (
     FileSetError,
     SignatureFormatError,
@@ -38,6 +38,7 @@ from modelmake.errors import (
     VerificationError,
     WrongKeyError,
 )
+from modelmake.fsutil import atomic_output, canonical_json, sha256_file
 
 SIGNATURE_NAME = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"

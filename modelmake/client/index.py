@@ -12,9 +12,10 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from modelmake.bundle.manifest import ENCRYPTION_SCHEME
 from modelmake.bundle.signing import pae
 from modelmake.bundle.streaming_aead import associated_data_for
+
 # The formats the publisher writes: one definition for both ends.
 from modelmake.repository.index import INDEX_FORMAT_VERSION, INDEX_PAYLOAD_TYPE, parse_timestamp, timestamp
 from modelmake.repository.offer import BASIS_POINTS, Arm, Offer  # Arm: the parsed offers hold them

@@ -15,17 +15,17 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import fsutil
 from ..bundle.manifest import read_manifest
 from ..errors import PublishError
-from .offer import Offer
 from .index import INDEX_FILE, INDEX_FORMAT_VERSION, parse_timestamp, read_unverified, sign_index, timestamp
+from .offer import Offer
 
 BLOB_DIR = "blobs/sha256"
 RELEASE_FILE = "release.json"

@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import yaml
 
-from .workspaces import REPO, Workspace, subprocess_env
+from tests.support.signing_cli import model_signing_verify
+from tests.support.workspaces import REPO, Workspace, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -478,25 +479,10 @@ def test_the_bundle_and_its_slices_verify_with_model_signing(example, tmp_path):
         directories.append(target)
     assert len(directories) == 4  # the bundle, and the android, ios and linux slices
     for directory in directories:
-        result = subprocess.run(
-            [sys.executable, "-m", "model_signing", "verify", "key", str(directory),
-             "--signature", str(directory / "model.sig"), "--public_key", str(public_key)],
-            capture_output=True, text=True, timeout=300,
-        )
+        result = model_signing_verify(directory, public_key)
         assert result.returncode == 0, f"{directory}:\n{result.stdout}\n{result.stderr}"
         print(f"model_signing verify key {directory.name}: {result.stdout.strip() or 'ok'}")
     assert _read_json(bundle / "manifest.json")["signing"] == "development"
-
-
-def test_key_figures(example, spec, artifacts, recount, source_top1):
-    """A summary to quote: size, top-1 (recounted here) and drop of every artifact, per model."""
-    print()
-    for model in spec["models"]:
-        print(f"{model}: source top-1 {source_top1[model]:.4f}")
-        for artifact in (a for a in artifacts if a["model"] == model):
-            top1 = recount.get(artifact["id"])
-            accuracy = f"top-1 {top1:.4f} ({(top1 - source_top1[model]) * 100:+.2f} points)" if top1 is not None else "top-1 not measured (Core ML)"
-            print(f"  {artifact['id']:45s} {_size(artifact) / 1024:9.1f} KiB  {accuracy}")
 
 
 def test_a_second_build_runs_nothing(example):
@@ -512,7 +498,7 @@ def test_publishing_the_example_twice_gives_the_same_repository_and_a_phone_inst
     from modelmake.bundle.keys import public_key_pem
     from modelmake.client import Client, DeviceProfile, UpdateStatus
 
-    from .ota_server import RepositoryServer
+    from tests.support.ota_server import RepositoryServer
 
     repositories = []
     env = subprocess_env() | {"SOURCE_DATE_EPOCH": str(int(time.time()))}

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from .onnx_workspaces import bundle_files, manifest, metrics, onnx_workspace, profile, report, report_rows
+from tests.support.onnx_workspaces import bundle_files, manifest, metrics, onnx_workspace, profile, report, report_rows
 
 MODEL = "mlp"
 
@@ -170,7 +170,7 @@ def test_a_selecting_target_with_no_passing_variant_fails_the_package_task_namin
     )
     run = workspace.doit(ok=False)
     output = _failure(run)
-    assert f"package:formats" in output, run.describe()
+    assert "package:formats" in output, run.describe()
     assert f"no variant of {MODEL} for npu-phone passes its budgets" in output, run.describe()
     for variant in ("fp32", "int8"):
         size = metrics(workspace, "npu-phone", f"{MODEL}.{variant}.onnx")["metrics"]["size_kb"]

@@ -37,7 +37,7 @@ from modelmake.repository.index import read_unverified, sign_index
 from modelmake.repository.offer import Arm, Offer
 from modelmake.repository.publish import publish
 
-from .ota_server import (
+from tests.support.ota_server import (
     BUNDLE,
     DATA_KEY,
     GENERIC,

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from .workspaces import subprocess_env
+from tests.support.workspaces import subprocess_env
 
 SAVE_MODELS = """
 import sys

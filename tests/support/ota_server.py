@@ -144,7 +144,7 @@ class RepositoryServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
 
-    def __enter__(self) -> "RepositoryServer":
+    def __enter__(self) -> RepositoryServer:
         threading.Thread(target=self._httpd.serve_forever, args=(0.02,), name="ota-server", daemon=True).start()
         return self
 
