@@ -66,7 +66,8 @@ def publish(
     repository, bundle_dir = Path(repository), Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     release = _release_entry(manifest, archives, preferences, targets)
-    new_blobs = sum(_store_blob(repository, bundle_dir / v["path"], v["sha256"]) for m in release["models"].values() for v in m["variants"].values())
+    variants = [v for m in release["models"].values() for v in m["variants"].values()]
+    new_blobs = sum(_store_blob(repository, bundle_dir / v["path"], v["sha256"]) for v in variants)
     folder = repository / release_dir(manifest["version"])
     for key, archive in sorted(archives.items()):
         _store_immutable(folder / Path(archive).name, Path(archive), release["archives"][key]["sha256"], manifest["version"])
@@ -127,7 +128,11 @@ def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Ma
         "version": version,
         "signing": manifest["signing"],
         "archives": {
-            key: {"path": f"{release_dir(version)}/{Path(path).name}", "sha256": fsutil.sha256_file(path), "size": Path(path).stat().st_size}
+            key: {
+                "path": f"{release_dir(version)}/{Path(path).name}",
+                "sha256": fsutil.sha256_file(path),
+                "size": Path(path).stat().st_size,
+            }
             for key, path in sorted(archives.items())
         },
         "targets": {name: dict(targets[name]) for name in sorted(shipped)},
@@ -156,7 +161,9 @@ def _store_blob(repository: Path, source: Path, digest: str) -> bool:
             digest_now.update(chunk)
             out.write(chunk)
         if digest_now.hexdigest() != digest:
-            raise PublishError(f"{source} does not match the digest its manifest records: rebuild the bundle (doit package) and publish again")
+            raise PublishError(
+                f"{source} does not match the digest its manifest records: rebuild the bundle (doit package) and publish again"
+            )
     return True
 
 
@@ -187,9 +194,10 @@ def _offered_releases(repository: Path, bundle: str, channels: Mapping[str, Mapp
                 if version not in releases:
                     path = repository / release_dir(version) / RELEASE_FILE
                     if not path.is_file():
+                        published = ", ".join(_published(repository)) or "none yet"
                         raise PublishError(
                             f"publish.channels.{channel}: model {model} names version {version}, which was never published "
-                            f"to {repository}; publish that version first, or name one of: {', '.join(_published(repository)) or 'none yet'}"
+                            f"to {repository}; publish that version first, or name one of: {published}"
                         )
                     releases[version] = fsutil.read_json(path)
                 if model not in releases[version]["models"]:

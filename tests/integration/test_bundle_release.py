@@ -417,7 +417,7 @@ def test_two_clean_builds_in_different_environments_give_identical_bytes(templat
         copy_workspace(template, tmp_path / "second" / "somewhere" / "else"),
     ]
     data_key = keys.generate_data_key()
-    for workspace, (env, umask) in zip(workspaces, ENVIRONMENTS):
+    for workspace, (env, umask) in zip(workspaces, ENVIRONMENTS, strict=True):
         if encrypted:
             keys.write_data_key(workspace.root / "keys" / "data.key", data_key)
             workspace.edit_spec(SIGNING_LINE, SIGNING_LINE + '\n  encryption: {key: "file:keys/data.key"}')

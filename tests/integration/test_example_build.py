@@ -123,7 +123,7 @@ def _report_row(report: str, artifact: dict) -> dict[str, str]:
     for line in lines:
         cells = _cells(line)
         if cells[:4] == [artifact["model"], artifact["target"], artifact["format"], artifact["variant"]]:
-            return dict(zip(header, cells))
+            return dict(zip(header, cells, strict=False))
     raise AssertionError(f"the report has no row for {artifact['id']}")
 
 
@@ -347,7 +347,8 @@ def test_int8_artifacts_are_small_and_keep_the_source_accuracy(example, spec, ar
         ratio = _size(fp32) / _size(int8)
         ratios[fmt] = ratio
         print(f"mobilenet {fmt} on raspberry-pi-5: fp32 {_size(fp32) / 1024:.1f} KiB, int8 {_size(int8) / 1024:.1f} KiB, "
-              f"{ratio:.2f}x smaller; top-1 fp32 {recount[fp32['id']]:.4f}, int8 {recount[int8['id']]:.4f}, source {source_top1['mobilenet']:.4f}")
+              f"{ratio:.2f}x smaller; top-1 fp32 {recount[fp32['id']]:.4f}, int8 {recount[int8['id']]:.4f}, "
+              f"source {source_top1['mobilenet']:.4f}")
         assert ratio >= least, f"mobilenet {fmt} int8 is only {ratio:.2f}x smaller than fp32 (at least {least}x expected)"
 
     for artifact in artifacts:
@@ -356,7 +357,8 @@ def test_int8_artifacts_are_small_and_keep_the_source_accuracy(example, spec, ar
         model = artifact["model"]
         reference = _read_json(example.build / "reference" / f"{model}.json")["top1"]
         difference = recount[artifact["id"]] - source_top1[model]
-        print(f"{artifact['id']:45s} top-1 {recount[artifact['id']]:.4f} vs source {source_top1[model]:.4f}: {difference * 100:+.2f} points")
+        top1 = recount[artifact["id"]]
+        print(f"{artifact['id']:45s} top-1 {top1:.4f} vs source {source_top1[model]:.4f}: {difference * 100:+.2f} points")
         assert abs(difference) <= INT8_TOLERANCE + 1e-9, f"{artifact['id']} is {difference * 100:+.2f} points from its source"
         measured = _read_json(artifact["metrics"])["metrics"]
         assert measured["accuracy_drop"] == pytest.approx(reference - measured["top1"], abs=1e-9)

@@ -311,7 +311,7 @@ DEVICES = [DeviceProfile("android", "x", "34", "5.2", f"device-{i}", {"tflite"})
 
 def offered(offer: Offer) -> dict[str, str | None]:
     decisions = (choose_release(offer, repository="acme", channel="stable", model="digits", device=d) for d in DEVICES)
-    return {d.device_id: decision.version for d, decision in zip(DEVICES, decisions)}
+    return {d.device_id: decision.version for d, decision in zip(DEVICES, decisions, strict=True)}
 
 
 def test_a_rollout_admits_its_share_of_devices_and_raising_it_only_adds_devices():

@@ -71,7 +71,9 @@ def build_model():
 '''
 
 
-GLYPHS_RECIPE = flat_digits_recipe("A second model: a linear classifier for the digits flattened to 64 values.", seed=5, epochs=5, batch_size=32)
+GLYPHS_RECIPE = flat_digits_recipe(
+    "A second model: a linear classifier for the digits flattened to 64 values.", seed=5, epochs=5, batch_size=32
+)
 
 WIDE_RECIPE = flat_digits_recipe(
     "One wide hidden layer: a TFLite file of about 3.5 MiB, four 1 MiB encryption segments.",
