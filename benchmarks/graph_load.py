@@ -64,8 +64,8 @@ def large_list(scratch: Path, baseline: float) -> str:
 
 
 def main(names) -> list[str]:
-    with tempfile.TemporaryDirectory(prefix="modelmake-bench-") as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="modelmake-bench-") as directory:
+        scratch = Path(directory)
         baseline = empty_dodo_list(scratch)
         lines = []
         if "large_list" in names:

@@ -224,7 +224,8 @@ def _offer(document: Any, model: str, releases: Mapping[str, Release], where: st
              f"{where}.arms do not add up to {BASIS_POINTS} basis points")
     _require(offer.min_app_version is None or _DOTTED.fullmatch(offer.min_app_version),
              f"{where}.min_app_version is not dotted numbers")
-    for version in {offer.version, offer.previous, *(a.version for a in arms)} - {None}:
+    named = {offer.version, offer.previous, *(a.version for a in arms)}
+    for version in (v for v in named if v is not None):
         _require(version in releases and model in releases[version].models,
                  f"{where} names release {version} of {model}, which the index's releases do not hold")
     return offer

@@ -102,7 +102,7 @@ def publish(
 
 def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Mapping[str, int], targets: Mapping[str, dict]) -> dict:
     version = manifest["version"]
-    models = {}
+    models: dict[str, dict] = {}
     for name, model in sorted(manifest["models"].items()):
         variants = {
             vid: {
@@ -118,7 +118,7 @@ def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Ma
             }
             for vid, v in model["variants"].items()
         }
-        order = {}
+        order: dict[str, list[str]] = {}
         for vid, v in sorted(variants.items(), key=lambda item: (preferences.get(item[0], 0), _format_rank(item[1]["format"]), item[0])):
             order.setdefault(v["target"], []).append(vid)
         models[name] = {"targets": order, "variants": variants}

@@ -84,7 +84,7 @@ def flip_byte(path: Path, offset: int) -> None:
 
 def secret_forms(private_pem: bytes, data_key: bytes | None = None) -> dict[str, bytes]:
     """Every shape in which key material could leak: PEM body and lines, DER, raw scalar, raw and hex data key."""
-    key = serialization.load_pem_private_key(private_pem, password=None)
+    key = keys.load_private_key(private_pem)
     scalar = key.private_numbers().private_value.to_bytes(32, "big")
     body = [line for line in private_pem.splitlines() if line and not line.startswith(b"-----")]
     forms = {

@@ -135,6 +135,7 @@ def _load_recipe(path: Path):
     sys.path.insert(0, str(path.parent))
     try:
         spec = importlib.util.spec_from_file_location(f"example_recipe_{path.stem}", path)
+        assert spec is not None and spec.loader is not None, path
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -396,7 +397,7 @@ def _mil_weights(model) -> dict:
     """Weight tensors of an ML program by how they are stored: float consts by dtype, int8 quantized, palettized."""
     from coremltools.proto import MIL_pb2
 
-    found = {"float": {}, "quantized": [], "palettized": []}
+    found: dict = {"float": {}, "quantized": [], "palettized": []}
     for function in model.get_spec().mlProgram.functions.values():
         for block in function.block_specializations.values():
             for op in block.operations:

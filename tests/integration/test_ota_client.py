@@ -54,7 +54,7 @@ from tests.support.ota_server import (
 NOW = int(time.time())
 DAY = 86_400
 DEVICE = DeviceProfile(platform="android", chipset="Tensor G3", os_version="34", app_version="5.2",
-                       device_id="device-1", formats={"tflite"})
+                       device_id="device-1", formats=frozenset({"tflite"}))
 
 
 @pytest.fixture(scope="session")
@@ -306,7 +306,7 @@ def test_bucket_matches_the_spec_test_vectors():
     assert bucket("é") == 5429  # UTF-8
 
 
-DEVICES = [DeviceProfile("android", "x", "34", "5.2", f"device-{i}", {"tflite"}) for i in range(100_000)]
+DEVICES = [DeviceProfile("android", "x", "34", "5.2", f"device-{i}", frozenset({"tflite"})) for i in range(100_000)]
 
 
 def offered(offer: Offer) -> dict[str, str | None]:
