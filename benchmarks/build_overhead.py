@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import textwrap
-from pathlib import Path
 
-from ._timing import DOIT, example_workspace, quiet_env, report, run
+from ._timing import built_example, quiet_env, report
 
 RAW_CALLS = textwrap.dedent(
     """
@@ -134,13 +132,11 @@ RAW_CALLS = textwrap.dedent(
 def main(names) -> list[str]:
     if "build" not in names:
         return []
-    with tempfile.TemporaryDirectory(prefix="modelmake-bench-") as scratch:
-        workspace = example_workspace(Path(scratch) / "example")
-        build = run(DOIT, workspace, env=quiet_env())
-        raw = subprocess.run(
-            [sys.executable, "-c", RAW_CALLS, str(workspace)], capture_output=True, text=True, env=quiet_env(), cwd=workspace
-        )
-        if raw.returncode != 0:
-            raise SystemExit(f"raw baseline failed:\n{raw.stderr[-3000:]}")
-        baseline = json.loads(raw.stdout.strip().splitlines()[-1])["seconds"]
+    workspace, build = built_example()
+    raw = subprocess.run(
+        [sys.executable, "-c", RAW_CALLS, str(workspace)], capture_output=True, text=True, env=quiet_env(), cwd=workspace
+    )
+    if raw.returncode != 0:
+        raise SystemExit(f"raw baseline failed:\n{raw.stderr[-3000:]}")
+    baseline = json.loads(raw.stdout.strip().splitlines()[-1])["seconds"]
     return [report("full example build", build, baseline, "raw library calls", "target <= 1.3x", build <= 1.3 * baseline)]
