@@ -6,7 +6,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -34,6 +36,21 @@ def example_workspace(destination: Path) -> Path:
         shutil.copy2(REPOSITORY / name, destination / name)
     shutil.copytree(REPOSITORY / "recipes", destination / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
     return destination
+
+
+@cache
+def built_example() -> tuple[Path, float]:
+    """The example workspace built once per run from scratch, and the wall time of that build.
+
+    Every benchmark that needs the built example shares this one build; the directory is removed when the run ends.
+    """
+    scratch = tempfile.TemporaryDirectory(prefix="modelmake-bench-example-")
+    _KEEP.append(scratch)
+    workspace = example_workspace(Path(scratch.name) / "example")
+    return workspace, run(DOIT, workspace, env=quiet_env())
+
+
+_KEEP: list[tempfile.TemporaryDirectory] = []  # alive until the interpreter exits, which removes them
 
 
 def report(name: str, measured: float, baseline: float, baseline_name: str, target: str, passed: bool, unit="s") -> str:

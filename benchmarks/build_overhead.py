@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import textwrap
-from pathlib import Path
 
-from ._timing import DOIT, example_workspace, quiet_env, report, run
+from ._timing import built_example, quiet_env, report
 
 RAW_CALLS = textwrap.dedent(
     """
@@ -75,7 +73,8 @@ RAW_CALLS = textwrap.dedent(
         saved = os.path.join(scratch, model.name)
         getattr(recipe, model.source.function)().export(saved, verbose=False)
         scale, offset = float(Fraction(model.input.scale)), float(Fraction(model.input.offset))
-        calib = (getattr(recipe, model.calibration.function)(model.calibration.split)[0][: model.calibration.samples] * scale + offset).astype(np.float32)
+        calib_x = getattr(recipe, model.calibration.function)(model.calibration.split)[0][: model.calibration.samples]
+        calib = (calib_x * scale + offset).astype(np.float32)
         x, y = getattr(recipe, model.evaluation.function)(model.evaluation.split)
         inputs = [(x * scale + offset).astype(np.float32)] * (1 + len(model.evaluation.conditions))
         loaded = tf.saved_model.load(saved)  # kept: the signature needs the object's variables alive
@@ -115,10 +114,12 @@ RAW_CALLS = textwrap.dedent(
                 ml = ct.convert([function], source="tensorflow", convert_to="mlprogram", compute_precision=precision,
                                 inputs=[ct.TensorType(name=input_name, shape=shape)], minimum_deployment_target=ct.target.iOS17)
                 if artifact.precision in ("int8", "dynamic_int8"):
-                    config = ct.optimize.coreml.OptimizationConfig(global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric"))
+                    quantizer = ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric")
+                    config = ct.optimize.coreml.OptimizationConfig(global_config=quantizer)
                     ml = ct.optimize.coreml.linear_quantize_weights(ml, config)
                 if artifact.palettize:
-                    config = ct.optimize.coreml.OptimizationConfig(global_config=ct.optimize.coreml.OpPalettizerConfig(nbits=artifact.palettize))
+                    palettizer = ct.optimize.coreml.OpPalettizerConfig(nbits=artifact.palettize)
+                    config = ct.optimize.coreml.OptimizationConfig(global_config=palettizer)
                     ml = ct.optimize.coreml.palettize_weights(ml, config)
                 path = os.path.join(scratch, artifact.id + ".mlpackage")
                 ml.save(path)
@@ -131,11 +132,11 @@ RAW_CALLS = textwrap.dedent(
 def main(names) -> list[str]:
     if "build" not in names:
         return []
-    with tempfile.TemporaryDirectory(prefix="modelmake-bench-") as scratch:
-        workspace = example_workspace(Path(scratch) / "example")
-        build = run(DOIT, workspace, env=quiet_env())
-        raw = subprocess.run([sys.executable, "-c", RAW_CALLS, str(workspace)], capture_output=True, text=True, env=quiet_env(), cwd=workspace)
-        if raw.returncode != 0:
-            raise SystemExit(f"raw baseline failed:\n{raw.stderr[-3000:]}")
-        baseline = json.loads(raw.stdout.strip().splitlines()[-1])["seconds"]
+    workspace, build = built_example()
+    raw = subprocess.run(
+        [sys.executable, "-c", RAW_CALLS, str(workspace)], capture_output=True, text=True, env=quiet_env(), cwd=workspace
+    )
+    if raw.returncode != 0:
+        raise SystemExit(f"raw baseline failed:\n{raw.stderr[-3000:]}")
+    baseline = json.loads(raw.stdout.strip().splitlines()[-1])["seconds"]
     return [report("full example build", build, baseline, "raw library calls", "target <= 1.3x", build <= 1.3 * baseline)]

@@ -58,13 +58,14 @@ def large_list(scratch: Path, baseline: float) -> str:
     workspace = scratch / "large"
     artifacts = generated_spec(workspace)
     listing = median_time(DOIT + ["list", "--all"], workspace, repeat=3)
-    line = report(f"doit list, 100 models x 10 targets ({artifacts} artifacts)", listing, baseline, "empty doit list", "target < 3 s", listing < 3.0)
+    name = f"doit list, 100 models x 10 targets ({artifacts} artifacts)"
+    line = report(name, listing, baseline, "empty doit list", "target < 3 s", listing < 3.0)
     return line
 
 
 def main(names) -> list[str]:
-    with tempfile.TemporaryDirectory(prefix="modelmake-bench-") as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="modelmake-bench-") as directory:
+        scratch = Path(directory)
         baseline = empty_dodo_list(scratch)
         lines = []
         if "large_list" in names:

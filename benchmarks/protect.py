@@ -101,10 +101,9 @@ def timed(command: list[str], cwd: Path) -> tuple[float, int]:
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode(errors="replace")
-    process.stderr.close()
+    stderr, _ = process.communicate()  # the child has exited: this only reads what it left in the pipe
     if process.returncode != 0:
-        raise SystemExit(f"benchmark command failed ({process.returncode}): {' '.join(command)}\n{stderr[-3000:]}")
+        raise SystemExit(f"benchmark command failed ({process.returncode}): {' '.join(command)}\n{stderr.decode(errors='replace')[-3000:]}")
     return elapsed, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
@@ -116,8 +115,8 @@ def _remove_tree(root: Path) -> None:
 def main(names) -> list[str]:
     if NAME not in names:
         return []
-    with tempfile.TemporaryDirectory(prefix="modelmake-bench-protect-") as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="modelmake-bench-protect-") as directory:
+        scratch = Path(directory)
         model = scratch / "model.tflite"
         recorded = generate(model, SIZE)
         raw_times, our_times, our_rss = [], [], []

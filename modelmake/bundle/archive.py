@@ -28,8 +28,9 @@ import struct
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping, NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from modelmake.errors import StepError, UnsafeArchiveError, VerificationError
 
@@ -353,7 +354,7 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Path, ar
     # CRC is then ours to check.
     probe = copy.copy(info)
     probe.file_size = info.file_size + 1
-    probe.CRC = None
+    probe.CRC = None  # type: ignore[assignment]  # None turns zipfile's own CRC check off
     written, crc = 0, 0
     try:
         with zf.open(probe) as src, open(target, "xb") as out:

@@ -19,12 +19,13 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelmake.layout import DEVELOPMENT_KEYS
 from modelmake.errors import KeyMaterialError
+from modelmake.layout import DEVELOPMENT_KEYS
 
 DATA_KEY_SIZE = 32
 DEVELOPMENT_KEY_DIR = Path(DEVELOPMENT_KEYS)
@@ -168,7 +169,7 @@ def load_private_key(data: bytes, *, source: str = "the signing key") -> ec.Elli
     except ValueError:
         raise KeyMaterialError(f"{source} is not a PEM private key: {_pem_hint(data)}") from None
     _require_p256(key.public_key(), source)
-    return key
+    return cast(ec.EllipticCurvePrivateKey, key)  # its public key is a P-256 key, so it is one too
 
 
 def load_public_key(data: bytes, *, source: str = "the public key") -> ec.EllipticCurvePublicKey:
@@ -181,8 +182,7 @@ def load_public_key(data: bytes, *, source: str = "the public key") -> ec.Ellipt
         key = serialization.load_pem_public_key(data)
     except ValueError:
         raise KeyMaterialError(f"{source} is not a PEM public key: {_pem_hint(data, public=True)}") from None
-    _require_p256(key, source)
-    return key
+    return _require_p256(key, source)
 
 
 def load_data_key(data: bytes, *, source: str = "the data key") -> bytes:
@@ -213,7 +213,7 @@ def _pem_hint(data: bytes, public: bool = False) -> str:
     return f"the PEM block is damaged or of an unsupported kind: {_KEYGEN_HINT}"
 
 
-def _require_p256(public_key: object, source: str) -> None:
+def _require_p256(public_key: object, source: str) -> ec.EllipticCurvePublicKey:
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         kind = type(public_key).__name__.replace("PublicKey", "").strip("_") or "another kind"
         raise KeyMaterialError(
@@ -224,6 +224,7 @@ def _require_p256(public_key: object, source: str) -> None:
         raise KeyMaterialError(
             f"{source} is an EC key on {public_key.curve.name}: modelmake needs P-256 (secp256r1): {_KEYGEN_HINT}"
         )
+    return public_key
 
 
 # --- development keys ----------------------------------------------------------------

@@ -22,14 +22,14 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelmake.fsutil import atomic_output, canonical_json, sha256_file
 from modelmake.errors import (
     FileSetError,
     SignatureFormatError,
@@ -38,6 +38,7 @@ from modelmake.errors import (
     VerificationError,
     WrongKeyError,
 )
+from modelmake.fsutil import atomic_output, canonical_json, sha256_file
 
 SIGNATURE_NAME = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -281,14 +282,12 @@ def _read_envelope(signature_path: Path, public_key: ec.EllipticCurvePublicKey) 
     bundle = _parse_json(raw, signature_path, "the signature file")
     _expect(bundle.get("mediaType") == BUNDLE_MEDIA_TYPE, signature_path, f"mediaType is not {BUNDLE_MEDIA_TYPE}")
     envelope = bundle.get("dsseEnvelope")
-    _expect(isinstance(envelope, dict), signature_path, "it has no dsseEnvelope")
+    if not isinstance(envelope, dict):
+        _fail(signature_path, "it has no dsseEnvelope")
     _expect(envelope.get("payloadType") == PAYLOAD_TYPE, signature_path, f"payloadType is not {PAYLOAD_TYPE}")
     signatures = envelope.get("signatures")
-    _expect(
-        isinstance(signatures, list) and len(signatures) == 1 and isinstance(signatures[0], dict),
-        signature_path,
-        "dsseEnvelope.signatures must hold exactly one signature",
-    )
+    if not (isinstance(signatures, list) and len(signatures) == 1 and isinstance(signatures[0], dict)):
+        _fail(signature_path, "dsseEnvelope.signatures must hold exactly one signature")
     payload = _base64(envelope.get("payload"), signature_path, "dsseEnvelope.payload")
     signature = _base64(signatures[0].get("sig"), signature_path, "dsseEnvelope.signatures[0].sig")
 
@@ -392,4 +391,8 @@ def _is_sha256_hex(value: str) -> bool:
 
 def _expect(condition: bool, signature_path: Path, reason: str) -> None:
     if not condition:
-        raise SignatureFormatError(f"{signature_path} is not a valid OMS signature: {reason}")
+        _fail(signature_path, reason)
+
+
+def _fail(signature_path: Path, reason: str) -> NoReturn:
+    raise SignatureFormatError(f"{signature_path} is not a valid OMS signature: {reason}")

@@ -50,17 +50,18 @@ import queue
 import struct
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
-from modelmake.fsutil import atomic_output
 from modelmake.errors import DecryptionError, KeyMaterialError, StepError
+from modelmake.fsutil import atomic_output
 
 KEY_SIZE = 32
 SALT_SIZE = 32  # Tink: the salt is as long as the derived key
@@ -200,7 +201,7 @@ class _Stage:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> "_Stage":
+    def __enter__(self) -> _Stage:
         self._thread.start()
         return self
 

@@ -36,7 +36,9 @@ def verify_bundle_directory(directory: Path, public_key: ec.EllipticCurvePublicK
     try:
         variants = [(vid, v["file"], v["sha256"], v["size"]) for m in manifest["models"].values() for vid, v in m["variants"].items()]
     except (AttributeError, KeyError, TypeError) as error:
-        raise VerificationError(f"{directory}/manifest.json is signed but malformed ({type(error).__name__}: {error}): it was not written by modelmake") from None
+        raise VerificationError(
+            f"{directory}/manifest.json is signed but malformed ({type(error).__name__}: {error}): it was not written by modelmake"
+        ) from None
     for variant_id, path, digest, size in variants:
         file = Path(directory) / path
         if not file.is_file() or fsutil.sha256_file(file) != digest or file.stat().st_size != size:

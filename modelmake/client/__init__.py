@@ -22,14 +22,15 @@ import enum
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelmake.bundle.keys import DATA_KEY_SIZE, load_public_key
 from modelmake.bundle.signing import public_key_hint
+from modelmake.repository.index import INDEX_FILE
 
 from .download import Downloader, Limits
 from .errors import (
@@ -47,8 +48,6 @@ from .errors import (
     UpdateError,
 )
 from .files import safe_name
-from modelmake.repository.index import INDEX_FILE
-
 from .index import verify_index
 from .install import InstalledModel, ModelStore
 from .offer import DeviceProfile, bucket, choose_release, choose_variant

@@ -13,10 +13,10 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import Callable
 
 from .errors import BlobMismatchError, DownloadError, OversizedResponseError
 

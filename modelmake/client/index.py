@@ -12,9 +12,10 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from modelmake.bundle.manifest import ENCRYPTION_SCHEME
 from modelmake.bundle.signing import pae
 from modelmake.bundle.streaming_aead import associated_data_for
+
 # The formats the publisher writes: one definition for both ends.
 from modelmake.repository.index import INDEX_FORMAT_VERSION, INDEX_PAYLOAD_TYPE, parse_timestamp, timestamp
 from modelmake.repository.offer import BASIS_POINTS, Arm, Offer  # Arm: the parsed offers hold them
@@ -222,7 +224,8 @@ def _offer(document: Any, model: str, releases: Mapping[str, Release], where: st
              f"{where}.arms do not add up to {BASIS_POINTS} basis points")
     _require(offer.min_app_version is None or _DOTTED.fullmatch(offer.min_app_version),
              f"{where}.min_app_version is not dotted numbers")
-    for version in {offer.version, offer.previous, *(a.version for a in arms)} - {None}:
+    named = {offer.version, offer.previous, *(a.version for a in arms)}
+    for version in (v for v in named if v is not None):
         _require(version in releases and model in releases[version].models,
                  f"{where} names release {version} of {model}, which the index's releases do not hold")
     return offer

@@ -23,7 +23,7 @@ from modelmake.errors import DecryptionError as _AuthenticationFailed  # what st
 
 from .errors import DecryptionError
 from .files import replace_durably, safe_name, write_atomically
-from .index import Release, Variant
+from .index import Encryption, Release, Variant
 
 RECORD = "install.json"
 
@@ -70,7 +70,7 @@ class ModelStore:
             replace_durably(blob, final)  # already verified against the signed SHA-256 and fsynced
         else:
             staged = folder / f".{final.name}.incoming"
-            _decrypt(blob, staged, release, variant, data_key)
+            _decrypt(blob, staged, release, variant, variant.encryption, data_key)
             replace_durably(staged, final)
             blob.unlink(missing_ok=True)
         installed = InstalledModel(model, release.version, variant.id, variant.format, variant.sha256, plaintext_sha256,
@@ -99,10 +99,12 @@ class ModelStore:
         out = {}
         for role in ("current", "previous"):
             entry = record.get(role) if isinstance(record, dict) else None
+            if not isinstance(entry, dict):  # no entry (null), or not one this client wrote
+                continue
             try:
                 fields = {key: value for key, value in entry.items() if key != "file"}
                 installed = InstalledModel(**fields, path=folder / entry["file"])
-            except (AttributeError, TypeError, KeyError):  # no entry (null), or not one this client wrote
+            except (TypeError, KeyError):  # not an entry this client wrote
                 installed = None
             if installed is not None and installed.path.is_file():
                 out[role] = installed
@@ -117,7 +119,7 @@ def _record(installed: InstalledModel | None) -> dict | None:
     return {**record, "file": installed.path.name}
 
 
-def _decrypt(blob: Path, staged: Path, release: Release, variant: Variant, data_key: bytes | None) -> None:
+def _decrypt(blob: Path, staged: Path, release: Release, variant: Variant, expected: Encryption, data_key: bytes | None) -> None:
     """Decrypt into ``staged`` (written atomically and fsynced) and check the plaintext the index names."""
     if data_key is None:
         raise DecryptionError(f"{variant.id} of release {release.version} is encrypted, and the client has no data key")
@@ -133,7 +135,6 @@ def _decrypt(blob: Path, staged: Path, release: Release, variant: Variant, data_
         while chunk := f.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    expected = variant.encryption
     if (digest.hexdigest(), size) != (expected.plaintext_sha256, expected.plaintext_size):
         staged.unlink(missing_ok=True)
         raise DecryptionError(

@@ -10,9 +10,9 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from .errors import NoCompatibleVariantError
 from modelmake.repository.offer import BASIS_POINTS, Offer
 
+from .errors import NoCompatibleVariantError
 from .index import Release, Variant, at_least, dotted
 
 BUCKET_LABEL = b"modelmake-bucket-v1"

@@ -11,7 +11,7 @@ import base64
 import calendar
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,7 +29,7 @@ TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # always UTC
 
 
 def timestamp(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime(TIMESTAMP_FORMAT)
+    return datetime.fromtimestamp(epoch, UTC).strftime(TIMESTAMP_FORMAT)
 
 
 def parse_timestamp(text: str) -> int:

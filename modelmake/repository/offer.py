@@ -39,5 +39,5 @@ class Offer:
         }
 
     @classmethod
-    def from_document(cls, document: dict) -> "Offer":
+    def from_document(cls, document: dict) -> Offer:
         return cls(**{**document, "arms": tuple(Arm(**arm) for arm in document["arms"])})

@@ -15,17 +15,17 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import fsutil
 from ..bundle.manifest import read_manifest
 from ..errors import PublishError
-from .offer import Offer
 from .index import INDEX_FILE, INDEX_FORMAT_VERSION, parse_timestamp, read_unverified, sign_index, timestamp
+from .offer import Offer
 
 BLOB_DIR = "blobs/sha256"
 RELEASE_FILE = "release.json"
@@ -66,7 +66,8 @@ def publish(
     repository, bundle_dir = Path(repository), Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     release = _release_entry(manifest, archives, preferences, targets)
-    new_blobs = sum(_store_blob(repository, bundle_dir / v["path"], v["sha256"]) for m in release["models"].values() for v in m["variants"].values())
+    variants = [v for m in release["models"].values() for v in m["variants"].values()]
+    new_blobs = sum(_store_blob(repository, bundle_dir / v["path"], v["sha256"]) for v in variants)
     folder = repository / release_dir(manifest["version"])
     for key, archive in sorted(archives.items()):
         _store_immutable(folder / Path(archive).name, Path(archive), release["archives"][key]["sha256"], manifest["version"])
@@ -101,7 +102,7 @@ def publish(
 
 def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Mapping[str, int], targets: Mapping[str, dict]) -> dict:
     version = manifest["version"]
-    models = {}
+    models: dict[str, dict] = {}
     for name, model in sorted(manifest["models"].items()):
         variants = {
             vid: {
@@ -117,7 +118,7 @@ def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Ma
             }
             for vid, v in model["variants"].items()
         }
-        order = {}
+        order: dict[str, list[str]] = {}
         for vid, v in sorted(variants.items(), key=lambda item: (preferences.get(item[0], 0), _format_rank(item[1]["format"]), item[0])):
             order.setdefault(v["target"], []).append(vid)
         models[name] = {"targets": order, "variants": variants}
@@ -127,7 +128,11 @@ def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Ma
         "version": version,
         "signing": manifest["signing"],
         "archives": {
-            key: {"path": f"{release_dir(version)}/{Path(path).name}", "sha256": fsutil.sha256_file(path), "size": Path(path).stat().st_size}
+            key: {
+                "path": f"{release_dir(version)}/{Path(path).name}",
+                "sha256": fsutil.sha256_file(path),
+                "size": Path(path).stat().st_size,
+            }
             for key, path in sorted(archives.items())
         },
         "targets": {name: dict(targets[name]) for name in sorted(shipped)},
@@ -156,7 +161,9 @@ def _store_blob(repository: Path, source: Path, digest: str) -> bool:
             digest_now.update(chunk)
             out.write(chunk)
         if digest_now.hexdigest() != digest:
-            raise PublishError(f"{source} does not match the digest its manifest records: rebuild the bundle (doit package) and publish again")
+            raise PublishError(
+                f"{source} does not match the digest its manifest records: rebuild the bundle (doit package) and publish again"
+            )
     return True
 
 
@@ -187,9 +194,10 @@ def _offered_releases(repository: Path, bundle: str, channels: Mapping[str, Mapp
                 if version not in releases:
                     path = repository / release_dir(version) / RELEASE_FILE
                     if not path.is_file():
+                        published = ", ".join(_published(repository)) or "none yet"
                         raise PublishError(
                             f"publish.channels.{channel}: model {model} names version {version}, which was never published "
-                            f"to {repository}; publish that version first, or name one of: {', '.join(_published(repository)) or 'none yet'}"
+                            f"to {repository}; publish that version first, or name one of: {published}"
                         )
                     releases[version] = fsutil.read_json(path)
                 if model not in releases[version]["models"]:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .workspaces import (
-    DIGITS_RECIPE,
-    GLYPHS_RECIPE,
+from tests.support.recipes import DIGITS_RECIPE, GLYPHS_RECIPE
+from tests.support.workspaces import (
     MODELS_YAML,
     REPO,
     TARGET_PROFILES,

@@ -2,7 +2,7 @@
 import os
 import re
 
-from .workspaces import BUNDLE
+from tests.support.workspaces import BUNDLE
 
 
 def _assert_only_new_outputs_of(model, before, after):

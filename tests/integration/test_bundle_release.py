@@ -12,9 +12,6 @@ import io
 import json
 import os
 import shutil
-import stat
-import subprocess
-import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -24,43 +21,17 @@ from cryptography.hazmat.primitives import serialization
 
 from modelmake import fsutil
 from modelmake.bundle import keys, signing, streaming_aead
-from modelmake.bundle.archive import extract_archive
+from modelmake.bundle.archive import ZIP_EPOCH_MIN, extract_archive
 from modelmake.errors import StepError, TamperedFileError
-from modelmake.bundle.archive import ZIP_EPOCH_MIN
 
-from .workspaces import BUNDLE, BUNDLE_TASKS, VERSION, DoitRun, Workspace, copy_workspace, subprocess_env
+from tests.support.recipes import WIDE_RECIPE
+from tests.support.signing_cli import model_signing_verify
+from tests.support.tink_interop import tink_decrypt, tink_streaming_aead
+from tests.support.workspaces import BUNDLE, BUNDLE_TASKS, VERSION, Workspace, copy_workspace, modelmake
+from tests.support.zips import symlink_entry
 
 SIGNING_LINE = '  signing: {key: "file:keys/signing.pem"}'
 EXIT = {"tampered": 9, "file_set": 10, "wrong_key": 11, "format_version": 8, "decryption": 7, "unsafe_archive": 12}
-
-WIDE_RECIPE = '''\
-"""One wide hidden layer: a TFLite file of about 3.5 MiB, four 1 MiB encryption segments."""
-import numpy as np
-
-METADATA = {"dataset": "scikit-learn digits", "seed": 3}
-
-
-def load_data(split):
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x, y = x.astype(np.float32), y.astype(np.int64)
-    return (x[:1300], y[:1300]) if split == "train" else (x[1300:], y[1300:])
-
-
-def build_model():
-    import keras
-
-    x, y = load_data("train")
-    model = keras.Sequential([
-        keras.Input((64,), name="pixels"),
-        keras.layers.Dense(12288, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x / 16.0, y, epochs=1, batch_size=64, verbose=0)
-    return model
-'''
 
 WIDE_MODEL = """\
 wide:
@@ -78,36 +49,7 @@ wide:
 WIDE_FILE = "files/android-arm64-cpu/wide.fp32.tflite.enc"
 
 
-# --- running things ------------------------------------------------------------------
-
-def doit_with(workspace: Workspace, env: dict | None = None, *, umask: int | None = None, ok: bool | None = True) -> DoitRun:
-    """`doit` in the workspace with extra environment variables (subprocess_env drops MODELMAKE_*) and a umask."""
-    command = [sys.executable, "-m", "doit"]
-    if umask is not None:
-        command = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *command]
-    result = subprocess.run(
-        command, cwd=workspace.root, env=subprocess_env() | (env or {}), capture_output=True, text=True, timeout=900
-    )
-    run = DoitRun(tuple(command), result.returncode, result.stdout, result.stderr)
-    if ok is not None:
-        assert (run.returncode == 0) == ok, run.describe()
-    return run
-
-
-def modelmake(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "modelmake.cli", *map(str, args)],
-        cwd=cwd, env=subprocess_env() | (env or {}), capture_output=True, text=True, timeout=300,
-    )
-
-
-def model_signing_verify(directory: Path, public_pem: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "model_signing", "verify", "key", str(directory),
-         "--signature", str(directory / "model.sig"), "--public_key", str(public_pem)],
-        capture_output=True, text=True, timeout=120,
-    )
-
+# --- helpers -----------------------------------------------------------------------
 
 def bundle_dir(workspace: Workspace) -> Path:
     return workspace.build / "bundles" / BUNDLE / VERSION
@@ -140,43 +82,9 @@ def flip_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def tink_streaming_aead(raw_key: bytes):
-    """Tink's own AES256_GCM_HKDF_1MB primitive for a raw 32-byte key, the way an app imports it."""
-    tink = pytest.importorskip("tink")
-    from tink import secret_key_access, streaming_aead as tink_streaming
-    from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
-
-    tink_streaming.register()
-    params = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingParams(
-        ciphertext_segment_size=2**20, derived_key_size=32, hkdf_hash_type=common_pb2.SHA256
-    )
-    key = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey(version=0, key_value=raw_key, params=params)
-    template = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKeyFormat.FromString(
-        tink_streaming.streaming_aead_key_templates.AES256_GCM_HKDF_1MB.value
-    )
-    assert template.params == params and template.key_size == len(raw_key)
-    keyset = tink_pb2.Keyset(
-        primary_key_id=1,
-        key=[
-            tink_pb2.Keyset.Key(
-                key_data=tink_pb2.KeyData(
-                    type_url="type.googleapis.com/google.crypto.tink.AesGcmHkdfStreamingKey",
-                    value=key.SerializeToString(),
-                    key_material_type=tink_pb2.KeyData.SYMMETRIC,
-                ),
-                status=tink_pb2.ENABLED,
-                key_id=1,
-                output_prefix_type=tink_pb2.RAW,
-            )
-        ],
-    )
-    handle = tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
-    return handle.primitive(tink_streaming.StreamingAead)
-
-
 def secret_forms(private_pem: bytes, data_key: bytes | None = None) -> dict[str, bytes]:
     """Every shape in which key material could leak: PEM body and lines, DER, raw scalar, raw and hex data key."""
-    key = serialization.load_pem_private_key(private_pem, password=None)
+    key = keys.load_private_key(private_pem)
     scalar = key.private_numbers().private_value.to_bytes(32, "big")
     body = [line for line in private_pem.splitlines() if line and not line.startswith(b"-----")]
     forms = {
@@ -342,13 +250,6 @@ def hostile_copy(source_zip: Path, destination: Path, entry) -> Path:
     return destination
 
 
-def symlink_entry(name: str, target: str):
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info, target.encode()
-
-
 @pytest.mark.parametrize(
     "entry, reason",
     [(("../../evil.txt", b"owned"), "has a '..' component"), (symlink_entry("files/passwd", "/etc/passwd"), "is a symbolic link")],
@@ -382,8 +283,7 @@ def test_tink_decrypts_every_encrypted_file_to_the_built_artifact(request, publi
     for variant in variants:
         ciphertext = (directory / variant["file"]).read_bytes()
         associated_data = streaming_aead.associated_data_for(manifest["bundle"], manifest["version"], variant["file"])
-        with aead.new_decrypting_stream(io.BytesIO(ciphertext), associated_data) as stream:
-            plaintext = stream.read()
+        plaintext = tink_decrypt(aead, ciphertext, associated_data)
         artifact = workspace.build / "artifacts" / variant["target"] / Path(variant["file"]).name.removesuffix(".enc")
         assert plaintext == artifact.read_bytes(), variant["file"]
         assert hashlib.sha256(plaintext).hexdigest() == variant["encryption"]["plaintext_sha256"]
@@ -462,7 +362,7 @@ def test_a_release_build_without_configured_keys_fails_at_load(fresh_workspace, 
     else:
         fresh_workspace.edit_spec(SIGNING_LINE, "  encryption: {}")
         env = {"MODELMAKE_RELEASE": "1"}
-    run = doit_with(fresh_workspace, env, ok=False)
+    run = fresh_workspace.doit(env=env, ok=False)
     assert run.returncode == 2, run.describe()
     assert "Traceback" not in run.output
     assert "models.yaml" in run.stderr
@@ -489,7 +389,7 @@ def test_a_release_build_with_keygen_keys_from_the_environment(built, tmp_path):
         "ACME_SIGNING_KEY": (vault / "signing.pem").read_text(),
         "ACME_DATA_KEY": (vault / "data.key").read_text(),
     }
-    run = doit_with(workspace, env)
+    run = workspace.doit(env=env)
     assert run.executed == BUNDLE_TASKS, run.describe()
     assert manifest_of(bundle_dir(workspace))["signing"] == "release"
     result = modelmake("verify", archives(workspace)[-1], "--public-key", "keys/ci/signing.pub.pem", cwd=workspace.root)
@@ -498,7 +398,7 @@ def test_a_release_build_with_keygen_keys_from_the_environment(built, tmp_path):
     assert not (workspace.root / "keys" / "dev").exists()
     data_key = keys.load_data_key((vault / "data.key").read_bytes())
     assert_no_key_material(workspace.build, secret_forms((vault / "signing.pem").read_bytes(), data_key))
-    assert doit_with(workspace, env).executed == set()
+    assert workspace.doit(env=env).executed == set()
 
 
 # --- reproducibility -----------------------------------------------------------------
@@ -517,11 +417,11 @@ def test_two_clean_builds_in_different_environments_give_identical_bytes(templat
         copy_workspace(template, tmp_path / "second" / "somewhere" / "else"),
     ]
     data_key = keys.generate_data_key()
-    for workspace, (env, umask) in zip(workspaces, ENVIRONMENTS):
+    for workspace, (env, umask) in zip(workspaces, ENVIRONMENTS, strict=True):
         if encrypted:
             keys.write_data_key(workspace.root / "keys" / "data.key", data_key)
             workspace.edit_spec(SIGNING_LINE, SIGNING_LINE + '\n  encryption: {key: "file:keys/data.key"}')
-        doit_with(workspace, env, umask=umask)
+        workspace.doit(env=env, umask=umask)
     first, second = (w.bundle_bytes() for w in workspaces)
     assert sorted(first) == sorted(second)
     assert any(name.endswith(".zip") for name in first)

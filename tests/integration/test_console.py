@@ -1,5 +1,5 @@
 """Quiet by default: the console shows doit's progress and one result line per artifact; the noise goes to logs."""
-from .workspaces import ALL_TASKS, ARTIFACTS, NOISE, TASK_LINE
+from tests.support.workspaces import ALL_TASKS, ARTIFACTS, NOISE, TASK_LINE
 
 
 def test_console_has_no_framework_noise(built):

@@ -1,5 +1,5 @@
 """`doit clean`, `doit forget` and `doit -n N` behave as doit users expect."""
-from .workspaces import ALL_TASKS, BUNDLE_TASKS, NOISE
+from tests.support.workspaces import ALL_TASKS, BUNDLE_TASKS, NOISE
 
 
 def test_clean_removes_outputs_and_a_parallel_rebuild_gives_the_same_bundle(built, built_workspace):

@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import yaml
 
-from .workspaces import REPO, Workspace, subprocess_env
+from tests.support.signing_cli import model_signing_verify
+from tests.support.workspaces import REPO, Workspace, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +123,7 @@ def _report_row(report: str, artifact: dict) -> dict[str, str]:
     for line in lines:
         cells = _cells(line)
         if cells[:4] == [artifact["model"], artifact["target"], artifact["format"], artifact["variant"]]:
-            return dict(zip(header, cells))
+            return dict(zip(header, cells, strict=False))
     raise AssertionError(f"the report has no row for {artifact['id']}")
 
 
@@ -134,6 +135,7 @@ def _load_recipe(path: Path):
     sys.path.insert(0, str(path.parent))
     try:
         spec = importlib.util.spec_from_file_location(f"example_recipe_{path.stem}", path)
+        assert spec is not None and spec.loader is not None, path
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -346,7 +348,8 @@ def test_int8_artifacts_are_small_and_keep_the_source_accuracy(example, spec, ar
         ratio = _size(fp32) / _size(int8)
         ratios[fmt] = ratio
         print(f"mobilenet {fmt} on raspberry-pi-5: fp32 {_size(fp32) / 1024:.1f} KiB, int8 {_size(int8) / 1024:.1f} KiB, "
-              f"{ratio:.2f}x smaller; top-1 fp32 {recount[fp32['id']]:.4f}, int8 {recount[int8['id']]:.4f}, source {source_top1['mobilenet']:.4f}")
+              f"{ratio:.2f}x smaller; top-1 fp32 {recount[fp32['id']]:.4f}, int8 {recount[int8['id']]:.4f}, "
+              f"source {source_top1['mobilenet']:.4f}")
         assert ratio >= least, f"mobilenet {fmt} int8 is only {ratio:.2f}x smaller than fp32 (at least {least}x expected)"
 
     for artifact in artifacts:
@@ -355,7 +358,8 @@ def test_int8_artifacts_are_small_and_keep_the_source_accuracy(example, spec, ar
         model = artifact["model"]
         reference = _read_json(example.build / "reference" / f"{model}.json")["top1"]
         difference = recount[artifact["id"]] - source_top1[model]
-        print(f"{artifact['id']:45s} top-1 {recount[artifact['id']]:.4f} vs source {source_top1[model]:.4f}: {difference * 100:+.2f} points")
+        top1 = recount[artifact["id"]]
+        print(f"{artifact['id']:45s} top-1 {top1:.4f} vs source {source_top1[model]:.4f}: {difference * 100:+.2f} points")
         assert abs(difference) <= INT8_TOLERANCE + 1e-9, f"{artifact['id']} is {difference * 100:+.2f} points from its source"
         measured = _read_json(artifact["metrics"])["metrics"]
         assert measured["accuracy_drop"] == pytest.approx(reference - measured["top1"], abs=1e-9)
@@ -393,7 +397,7 @@ def _mil_weights(model) -> dict:
     """Weight tensors of an ML program by how they are stored: float consts by dtype, int8 quantized, palettized."""
     from coremltools.proto import MIL_pb2
 
-    found = {"float": {}, "quantized": [], "palettized": []}
+    found: dict = {"float": {}, "quantized": [], "palettized": []}
     for function in model.get_spec().mlProgram.functions.values():
         for block in function.block_specializations.values():
             for op in block.operations:
@@ -478,25 +482,10 @@ def test_the_bundle_and_its_slices_verify_with_model_signing(example, tmp_path):
         directories.append(target)
     assert len(directories) == 4  # the bundle, and the android, ios and linux slices
     for directory in directories:
-        result = subprocess.run(
-            [sys.executable, "-m", "model_signing", "verify", "key", str(directory),
-             "--signature", str(directory / "model.sig"), "--public_key", str(public_key)],
-            capture_output=True, text=True, timeout=300,
-        )
+        result = model_signing_verify(directory, public_key)
         assert result.returncode == 0, f"{directory}:\n{result.stdout}\n{result.stderr}"
         print(f"model_signing verify key {directory.name}: {result.stdout.strip() or 'ok'}")
     assert _read_json(bundle / "manifest.json")["signing"] == "development"
-
-
-def test_key_figures(example, spec, artifacts, recount, source_top1):
-    """A summary to quote: size, top-1 (recounted here) and drop of every artifact, per model."""
-    print()
-    for model in spec["models"]:
-        print(f"{model}: source top-1 {source_top1[model]:.4f}")
-        for artifact in (a for a in artifacts if a["model"] == model):
-            top1 = recount.get(artifact["id"])
-            accuracy = f"top-1 {top1:.4f} ({(top1 - source_top1[model]) * 100:+.2f} points)" if top1 is not None else "top-1 not measured (Core ML)"
-            print(f"  {artifact['id']:45s} {_size(artifact) / 1024:9.1f} KiB  {accuracy}")
 
 
 def test_a_second_build_runs_nothing(example):
@@ -512,7 +501,7 @@ def test_publishing_the_example_twice_gives_the_same_repository_and_a_phone_inst
     from modelmake.bundle.keys import public_key_pem
     from modelmake.client import Client, DeviceProfile, UpdateStatus
 
-    from .ota_server import RepositoryServer
+    from tests.support.ota_server import RepositoryServer
 
     repositories = []
     env = subprocess_env() | {"SOURCE_DATE_EPOCH": str(int(time.time()))}

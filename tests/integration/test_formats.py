@@ -10,12 +10,14 @@ import zipfile
 
 import pytest
 
-from .onnx_workspaces import bundle_files, manifest, metrics, onnx_workspace, profile, report, report_rows
+from tests.support.onnx_workspaces import bundle_files, manifest, metrics, onnx_workspace, profile, report, report_rows
 
 MODEL = "mlp"
 
 
-def _model(targets: str, *, budgets: str = "", overrides: str = "", conditions: str = "", variants: str = "{fp32: {}, int8: {quantize: int8}}") -> str:
+def _model(
+    targets: str, *, budgets: str = "", overrides: str = "", conditions: str = "", variants: str = "{fp32: {}, int8: {quantize: int8}}"
+) -> str:
     """The model's block as written under `models:` (the model's name at column 0)."""
     evaluation = "{file: data/evaluation.npz" + (f", conditions: {conditions}" if conditions else "") + "}"
     lines = [
@@ -98,11 +100,16 @@ def test_a_model_qnn_takes_whole_passes_full_coverage(fresh_workspace):
         # fp32 is about 75 KiB, int8 about 25 KiB: a model budget of 40 KiB breaks fp32 only.
         ("max_size_kb", 40, "fp32", "int8", "{max_size_kb: 40}", "{fp32: {}, int8: {quantize: int8}}"),
         # int8's outputs differ from the float model's a little: a variant budget of 0.999999 breaks it.
-        ("min_cosine_similarity", 0.999999, "int8", "fp32", "", "{fp32: {}, int8: {quantize: int8, budgets: {min_cosine_similarity: 0.999999}}}"),
+        (
+            "min_cosine_similarity", 0.999999, "int8", "fp32", "",
+            "{fp32: {}, int8: {quantize: int8, budgets: {min_cosine_similarity: 0.999999}}}",
+        ),
     ],
     ids=["max_size_kb", "min_cosine_similarity"],
 )
-def test_a_broken_budget_fails_the_evaluate_task_with_the_figure_and_the_limit(fresh_workspace, budget, limit, broken, passing, model_budgets, variants):
+def test_a_broken_budget_fails_the_evaluate_task_with_the_figure_and_the_limit(
+    fresh_workspace, budget, limit, broken, passing, model_budgets, variants
+):
     workspace = onnx_workspace(
         fresh_workspace,
         model_block=_model("{cpu-board: [fp32, int8]}", budgets=model_budgets, variants=variants),
@@ -149,7 +156,8 @@ def test_a_selecting_target_ships_the_first_variant_within_budget_and_says_why_t
 
     assert bundle_files(workspace) == [f"cpu-board/{MODEL}.fp32.onnx", f"npu-phone/{MODEL}.int8.onnx"]
     with zipfile.ZipFile(workspace.build / "bundles" / "formats" / "formats-1.0.0-android.zip") as archive:
-        assert sorted(n for n in archive.namelist() if n.startswith("files/")) == [f"files/cpu-board/{MODEL}.fp32.onnx", f"files/npu-phone/{MODEL}.int8.onnx"]
+        shipped = sorted(n for n in archive.namelist() if n.startswith("files/"))
+        assert shipped == [f"files/cpu-board/{MODEL}.fp32.onnx", f"files/npu-phone/{MODEL}.int8.onnx"]
     variants = manifest(workspace)["models"][MODEL]["variants"]
     assert sorted(variants) == [f"{MODEL}.fp32.onnx@cpu-board", f"{MODEL}.int8.onnx@npu-phone"]
     assert variants[f"{MODEL}.int8.onnx@npu-phone"]["file"] == f"files/npu-phone/{MODEL}.int8.onnx"
@@ -170,7 +178,7 @@ def test_a_selecting_target_with_no_passing_variant_fails_the_package_task_namin
     )
     run = workspace.doit(ok=False)
     output = _failure(run)
-    assert f"package:formats" in output, run.describe()
+    assert "package:formats" in output, run.describe()
     assert f"no variant of {MODEL} for npu-phone passes its budgets" in output, run.describe()
     for variant in ("fp32", "int8"):
         size = metrics(workspace, "npu-phone", f"{MODEL}.{variant}.onnx")["metrics"]["size_kb"]
@@ -206,7 +214,8 @@ def test_conditions_are_measured_reported_and_budgeted(fresh_workspace):
     workspace.edit_spec("variants: {fp32: {}}", f"variants: {{fp32: {{}}}}\n    budgets: {{min_top1_dim: {limit}}}")
     run = workspace.doit(ok=False)
     output = _failure(run)
-    assert f"{MODEL}.fp32.onnx@cpu-board breaks its budget: top1_dim is {dim:.4g}, under its min_top1_dim of {limit:g}" in output, run.describe()
+    expected = f"{MODEL}.fp32.onnx@cpu-board breaks its budget: top1_dim is {dim:.4g}, under its min_top1_dim of {limit:g}"
+    assert expected in output, run.describe()
     assert run.executed == {f"evaluate:{MODEL}.fp32.onnx@cpu-board"}, run.describe()
 
 

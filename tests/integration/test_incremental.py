@@ -3,7 +3,7 @@ import json
 import os
 import time
 
-from .workspaces import ALL_TASKS, BUNDLE_TASKS, DIGITS_ARTIFACTS, model_tasks
+from tests.support.workspaces import ALL_TASKS, BUNDLE_TASKS, DIGITS_ARTIFACTS, model_tasks
 
 PIXEL_8 = [a for a in DIGITS_ARTIFACTS if a.endswith("@pixel-8")]
 

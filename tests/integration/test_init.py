@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from .workspaces import Workspace, subprocess_env
+from tests.support.workspaces import Workspace, subprocess_env
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .workspaces import subprocess_env
+from tests.support.workspaces import subprocess_env
 
 
 def _kill_when(workspace, ready, what, timeout=300):

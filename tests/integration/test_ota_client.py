@@ -37,7 +37,7 @@ from modelmake.repository.index import read_unverified, sign_index
 from modelmake.repository.offer import Arm, Offer
 from modelmake.repository.publish import publish
 
-from .ota_server import (
+from tests.support.ota_server import (
     BUNDLE,
     DATA_KEY,
     GENERIC,
@@ -54,7 +54,7 @@ from .ota_server import (
 NOW = int(time.time())
 DAY = 86_400
 DEVICE = DeviceProfile(platform="android", chipset="Tensor G3", os_version="34", app_version="5.2",
-                       device_id="device-1", formats={"tflite"})
+                       device_id="device-1", formats=frozenset({"tflite"}))
 
 
 @pytest.fixture(scope="session")
@@ -306,12 +306,12 @@ def test_bucket_matches_the_spec_test_vectors():
     assert bucket("é") == 5429  # UTF-8
 
 
-DEVICES = [DeviceProfile("android", "x", "34", "5.2", f"device-{i}", {"tflite"}) for i in range(100_000)]
+DEVICES = [DeviceProfile("android", "x", "34", "5.2", f"device-{i}", frozenset({"tflite"})) for i in range(100_000)]
 
 
 def offered(offer: Offer) -> dict[str, str | None]:
     decisions = (choose_release(offer, repository="acme", channel="stable", model="digits", device=d) for d in DEVICES)
-    return {d.device_id: decision.version for d, decision in zip(DEVICES, decisions)}
+    return {d.device_id: decision.version for d, decision in zip(DEVICES, decisions, strict=True)}
 
 
 def test_a_rollout_admits_its_share_of_devices_and_raising_it_only_adds_devices():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import json
 
-from .workspaces import BUNDLE
+from tests.support.workspaces import BUNDLE
 
 PUBLISH_TASK = f"publish:{BUNDLE}"
 

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from .workspaces import subprocess_env
+from tests.support.workspaces import subprocess_env
 
 SAVE_MODELS = """
 import sys
@@ -13,7 +13,9 @@ import keras
 import numpy as np
 
 keras.utils.set_random_seed(0)
-model = keras.Sequential([keras.Input((64,), name="pixels"), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+model = keras.Sequential(
+    [keras.Input((64,), name="pixels"), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+)
 model.save(sys.argv[1] + "/model.keras")
 model.export(sys.argv[1] + "/saved_model", verbose=False)
 rng = np.random.default_rng(0)
@@ -52,7 +54,9 @@ formats:
 def test_keras_and_saved_model_sources_build_the_same_model(fresh_workspace):
     workspace = fresh_workspace
     (workspace.root / "models").mkdir()
-    subprocess.run([sys.executable, "-c", SAVE_MODELS, str(workspace.root / "models")], check=True, env=subprocess_env(), capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", SAVE_MODELS, str(workspace.root / "models")], check=True, env=subprocess_env(), capture_output=True
+    )
     workspace.write("models.yaml", SPEC)
     workspace.write("targets/android-arm64-cpu.yaml", PROFILE)
 

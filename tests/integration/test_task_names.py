@@ -1,5 +1,5 @@
 """Task names are predictable, listed, described and runnable one at a time."""
-from .workspaces import ALL_TASKS, ARTIFACTS, BUNDLE
+from tests.support.workspaces import ALL_TASKS, ARTIFACTS, BUNDLE
 
 
 def test_list_all_shows_every_task_by_its_predictable_name(built):

@@ -18,6 +18,8 @@ import pytest
 from modelmake.bundle import archive
 from modelmake.errors import VerificationError
 
+from tests.support.zips import symlink_entry
+
 EPOCH = 1_700_000_000  # 2023-11-14T22:13:20Z
 CONTENTS = {
     "manifest.json": b'{"name":"acme-vision"}\n',
@@ -260,13 +262,6 @@ def craft(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]], compre
             for name, data in entries:
                 zf.writestr(name, data)
     return path
-
-
-def symlink_entry(name: str, target: bytes) -> tuple[zipfile.ZipInfo, bytes]:
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info, target
 
 
 def assert_rejected(tmp_path: Path, zip_path: Path, expected: str, **limits) -> None:

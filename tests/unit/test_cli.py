@@ -18,6 +18,8 @@ from modelmake import cli, errors, fsutil
 from modelmake.bundle import keys, signing, streaming_aead
 from modelmake.bundle.archive import write_archive
 
+from tests.support.zips import symlink_entry as symlink
+
 NAME, VERSION = "acme-vision", "1.4.0"
 SMALL = bytes(range(256)) * 16  # 4 KiB: one segment when encrypted
 # Four segments when encrypted, so that segments 1 and 2 are full-sized and can trade places.
@@ -339,13 +341,6 @@ def hostile_archive(path: Path, bundle: Path, extra: tuple[zipfile.ZipInfo | str
             zf.writestr(name, (bundle / name).read_bytes())
         zf.writestr(*extra)
     return path
-
-
-def symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info, target.encode()
 
 
 @pytest.mark.parametrize(

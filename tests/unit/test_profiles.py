@@ -18,7 +18,7 @@ from modelmake.spec import BUILTIN_PROFILES, SCHEMA_DIR, load_plan, load_profile
 from modelmake.spec.schema import composed_schemas, stale_files
 from modelmake.yamlfile import load_yaml
 
-from spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
+from tests.support.spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
 
 BUILTINS = sorted(BUILTIN_PROFILES.glob("*.yaml"))
 TFLITE_KEYS = "accelerator, delegates, integer_io, precisions, require_full_coverage"

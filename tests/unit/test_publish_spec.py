@@ -4,7 +4,7 @@ from __future__ import annotations
 from modelmake.repository.offer import Arm, Offer
 from modelmake.spec import load_plan
 
-from spec_workspace import VALID_SPEC, make_workspace, spec_problems
+from tests.support.spec_workspace import VALID_SPEC, make_workspace, spec_problems
 
 PUBLISH = """\
 publish:

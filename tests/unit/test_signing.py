@@ -5,8 +5,6 @@ import base64
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from modelmake import fsutil
 from modelmake.bundle import keys, signing
 from modelmake.errors import StepError, VerificationError
+
+from tests.support.signing_cli import model_signing_verify as model_signing_verify_cli
 
 model_signing = pytest.importorskip("model_signing")
 
@@ -63,14 +63,6 @@ def model_signing_verify(directory: Path, public_pem: Path, signature: Path | No
     model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public_pem).verify(directory, signature)
 
 
-def model_signing_cli(directory: Path, public_pem: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "model_signing", "verify", "key", str(directory),
-         "--signature", str(directory / "model.sig"), "--public_key", str(public_pem)],
-        capture_output=True, text=True, timeout=60,
-    )
-
-
 def statement_of(signature_file: Path) -> dict:
     envelope = json.loads(signature_file.read_bytes())["dsseEnvelope"]
     return json.loads(base64.b64decode(envelope["payload"]))
@@ -80,7 +72,7 @@ def statement_of(signature_file: Path) -> dict:
 
 def test_model_signing_python_api_and_cli_accept_an_untouched_bundle(bundle, signing_key, public_pem):
     model_signing_verify(bundle, public_pem)
-    result = model_signing_cli(bundle, public_pem)
+    result = model_signing_verify_cli(bundle, public_pem)
     assert result.returncode == 0, result.stderr
     assert "Verification succeeded" in result.stdout
     assert signing.verify_directory(bundle, signing_key.public_key()) == [
@@ -93,7 +85,7 @@ def test_model_signing_python_api_and_cli_accept_an_untouched_bundle(bundle, sig
 
 def test_model_signing_cli_rejects_a_changed_bundle(bundle, public_pem):
     (bundle / "files" / "labels.txt").write_text("zero\none\nthree\n")
-    result = model_signing_cli(bundle, public_pem)
+    result = model_signing_verify_cli(bundle, public_pem)
     assert result.returncode != 0
     assert "files/labels.txt" in result.stderr
 
@@ -299,10 +291,10 @@ def test_vector_signature_is_reproduced_byte_for_byte_and_verifies():
     model_signing_verify(bundle, VECTORS / "public.pem.txt")
 
 
-def test_vector_copy_still_verifies_with_model_signing_cli(tmp_path):
+def test_vector_copy_still_verifies_with_model_signing_verify_cli(tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(VECTORS / "bundle", copy)
-    result = model_signing_cli(copy, VECTORS / "public.pem.txt")
+    result = model_signing_verify_cli(copy, VECTORS / "public.pem.txt")
     assert result.returncode == 0, result.stderr
     private_key = serialization.load_pem_private_key((VECTORS / "test-signing-key.pem.txt").read_bytes(), None)
     assert signing.sign_directory(copy, private_key).read_bytes() == (VECTORS / "bundle" / "model.sig").read_bytes()

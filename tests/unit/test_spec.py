@@ -17,7 +17,7 @@ from modelmake.plan import Budget
 from modelmake.bundle.archive import ZIP_EPOCH_MIN
 from modelmake.spec import load_plan
 
-from spec_workspace import DEFAULT_FILES, VALID_SPEC, edit, make_workspace, spec_problems
+from tests.support.spec_workspace import DEFAULT_FILES, VALID_SPEC, edit, make_workspace, spec_problems
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

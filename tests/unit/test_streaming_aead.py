@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
-import os
 import random
 import threading
 import time
@@ -19,6 +17,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from modelmake.bundle import streaming_aead as sa
 from modelmake.errors import DecryptionError, KeyMaterialError, StepError
+
+from tests.support.tink_interop import tink_decrypt, tink_encrypt, tink_streaming_aead
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -46,57 +46,7 @@ def leftovers(directory: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tink_aead():
-    tink = pytest.importorskip("tink")
-    from tink import secret_key_access, streaming_aead
-    from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
-
-    streaming_aead.register()
-    key = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey(
-        version=0,
-        key_value=KEY,
-        params=aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingParams(
-            ciphertext_segment_size=2**20, derived_key_size=32, hkdf_hash_type=common_pb2.SHA256
-        ),
-    )
-    keyset = tink_pb2.Keyset(
-        primary_key_id=1,
-        key=[
-            tink_pb2.Keyset.Key(
-                key_data=tink_pb2.KeyData(
-                    type_url="type.googleapis.com/google.crypto.tink.AesGcmHkdfStreamingKey",
-                    value=key.SerializeToString(),
-                    key_material_type=tink_pb2.KeyData.SYMMETRIC,
-                ),
-                status=tink_pb2.ENABLED,
-                key_id=1,
-                output_prefix_type=tink_pb2.RAW,
-            )
-        ],
-    )
-    handle = tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
-    # The key we built by hand must be exactly the predefined template's parameters.
-    template = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKeyFormat.FromString(
-        streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB.value
-    )
-    assert template.params == key.params and template.key_size == len(KEY)
-    return handle.primitive(streaming_aead.StreamingAead)
-
-
-def tink_encrypt(aead, plaintext: bytes, ad: bytes) -> bytes:
-    class Keep(io.BytesIO):
-        def close(self):
-            self.kept = self.getvalue()
-            super().close()
-
-    out = Keep()
-    with aead.new_encrypting_stream(out, ad) as stream:
-        stream.write(plaintext)
-    return out.kept
-
-
-def tink_decrypt(aead, ciphertext: bytes, ad: bytes) -> bytes:
-    with aead.new_decrypting_stream(io.BytesIO(ciphertext), ad) as stream:
-        return stream.read()
+    return tink_streaming_aead(KEY)
 
 
 @pytest.fixture(scope="module")

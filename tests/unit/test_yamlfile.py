@@ -9,7 +9,7 @@ from modelmake.errors import SpecError
 from modelmake.spec import schema_problems
 from modelmake.yamlfile import Position, load_yaml
 
-from spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
+from tests.support.spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
 
 DOCUMENT = textwrap.dedent(
     """\

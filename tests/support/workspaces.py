@@ -108,67 +108,6 @@ formats:
 """,
 }
 
-DIGITS_RECIPE = '''\
-"""A small dense network for scikit-learn's 8x8 digits, trained from a fixed seed."""
-import numpy as np
-
-SEED = 11
-EPOCHS = 8
-METADATA = {"dataset": "scikit-learn digits", "seed": SEED, "hyperparameters": {"epochs": EPOCHS, "hidden_units": 32}}
-
-
-def load_data(split):
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x = x.reshape(-1, 8, 8).astype(np.float32)
-    y = y.astype(np.int64)
-    splits = {"train": slice(0, 1200), "calibration": slice(1200, 1300), "test": slice(1300, None)}
-    if split not in splits:
-        raise ValueError(f"unknown split {split!r}; this recipe provides {', '.join(splits)}")
-    return x[splits[split]], y[splits[split]]
-
-
-def build_model():
-    import keras
-
-    x, y = load_data("train")
-    model = keras.Sequential([
-        keras.Input((8, 8), name="image"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(10, activation="softmax", name="probabilities"),
-    ])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x / 16.0, y, epochs=EPOCHS, batch_size=32, verbose=0)
-    return model
-'''
-
-GLYPHS_RECIPE = '''\
-"""A second model: a linear classifier for the digits flattened to 64 values."""
-import numpy as np
-
-METADATA = {"dataset": "scikit-learn digits", "seed": 5}
-
-
-def load_data(split):
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    x, y = x.astype(np.float32), y.astype(np.int64)
-    return (x[:1300], y[:1300]) if split == "train" else (x[1300:], y[1300:])
-
-
-def build_model():
-    import keras
-
-    x, y = load_data("train")
-    model = keras.Sequential([keras.Input((64,), name="pixels"), keras.layers.Dense(10, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x / 16.0, y, epochs=5, batch_size=32, verbose=0)
-    return model
-'''
-
 # Modules that a build step may import; loading the task graph must import none of them.
 HEAVY_MODULES = ("tensorflow", "keras", "ai_edge_litert", "sklearn", "matplotlib", "tf2onnx", "onnxruntime", "coremltools")
 
@@ -242,9 +181,18 @@ class Workspace:
     def build(self) -> Path:
         return self.root / "build"
 
-    def doit(self, *args: str, ok: bool | None = True, timeout: float = 900) -> DoitRun:
-        """Run `python -m doit ARGS` in the workspace; ok=True/False asserts success/failure, None checks nothing."""
-        return self._run([sys.executable, "-m", "doit", *args], args, ok, timeout)
+    def doit(
+        self, *args: str, ok: bool | None = True, timeout: float = 900, env: dict | None = None, umask: int | None = None
+    ) -> DoitRun:
+        """Run `python -m doit ARGS` in the workspace; ok=True/False asserts success/failure, None checks nothing.
+
+        ``env`` adds variables to subprocess_env() (which drops the caller's MODELMAKE_* and SOURCE_DATE_EPOCH);
+        ``umask`` runs doit under that umask.
+        """
+        command = [sys.executable, "-m", "doit", *args]
+        if umask is not None:
+            command = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *command]
+        return self._run(command, args, ok, timeout, env)
 
     def doit_in_process(self, *args: str, ok: bool | None = True) -> tuple[DoitRun, list[str]]:
         """Run doit inside one Python process and report which heavy modules it imported."""
@@ -255,8 +203,10 @@ class Workspace:
         run.stdout = "\n".join(lines[:-1]) + "\n"
         return run, imported
 
-    def _run(self, command, args, ok, timeout) -> DoitRun:
-        result = subprocess.run(command, cwd=self.root, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    def _run(self, command, args, ok, timeout, env: dict | None = None) -> DoitRun:
+        result = subprocess.run(
+            command, cwd=self.root, env=subprocess_env() | (env or {}), capture_output=True, text=True, timeout=timeout
+        )
         run = DoitRun(tuple(args), result.returncode, result.stdout, result.stderr)
         if ok is True:
             assert run.returncode == 0, run.describe()
@@ -319,15 +269,25 @@ def copy_workspace(source: Path, destination: Path) -> Workspace:
     return Workspace(destination)
 
 
-def write_signing_key(path: Path) -> None:
+def write_signing_key(path: Path, pem: bytes | None = None) -> None:
+    """Write ``pem`` (a new P-256 key when None) as a private key file only its owner reads."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    if pem is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pem)
     path.chmod(0o600)
+
+
+def modelmake(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m modelmake.cli ARGS` in ``cwd``, with the build environment plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelmake.cli", *map(str, args)],
+        cwd=cwd, env=subprocess_env() | (env or {}), capture_output=True, text=True, timeout=300,
+    )
 
 
 @dataclass

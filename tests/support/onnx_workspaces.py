@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .workspaces import Workspace
+from tests.support.workspaces import Workspace
 
 INPUTS = 64
 HIDDEN = 256  # 64x256 + 256x10 float weights: about 75 KiB as fp32, about a quarter of that as int8

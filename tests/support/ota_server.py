@@ -27,7 +27,7 @@ BUNDLE = "acme"
 DATA_KEY = bytes(range(32))
 SIGNING_KEY = keys.generate_signing_key()
 GENERIC = "android-arm64-cpu"
-TARGETS = {GENERIC: {"platform": "android", "chipsets": [], "min_os_version": None}}
+TARGETS: dict[str, dict] = {GENERIC: {"platform": "android", "chipsets": [], "min_os_version": None}}
 ENDLESS_CAP = 64 << 20  # an "endless" body stops here, in case a client never hangs up
 
 
@@ -90,7 +90,7 @@ def make_bundle(root: Path, version: str, files: list[VariantFile], *, encrypt: 
         path = f"files/{f.target}/digits.{f.name}.{f.format}" + (".enc" if encrypt else "")
         destination = bundle / path
         destination.parent.mkdir(parents=True, exist_ok=True)
-        entry = {"target": f.target, "platform": f.platform, "format": f.format, "precision": f.name, "file": path}
+        entry: dict[str, object] = {"target": f.target, "platform": f.platform, "format": f.format, "precision": f.name, "file": path}
         if encrypt:
             plain = bundle / "plain.tmp"
             plain.write_bytes(f.content)
@@ -144,7 +144,7 @@ class RepositoryServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
 
-    def __enter__(self) -> "RepositoryServer":
+    def __enter__(self) -> RepositoryServer:
         threading.Thread(target=self._httpd.serve_forever, args=(0.02,), name="ota-server", daemon=True).start()
         return self
 

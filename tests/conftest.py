@@ -1,0 +1,11 @@
+"""Options for the whole suite."""
+from __future__ import annotations
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--regenerate-golden",
+        action="store_true",
+        default=False,
+        help="write the files under tests/golden/ from this run instead of comparing against them",
+    )
