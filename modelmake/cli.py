@@ -1,9 +1,8 @@
-"""The `modelmake` command: workspace scaffolding and bundle tools. Builds themselves run through `doit`.
+"""The `modelmake` command: workspace scaffolding, builds (doit with true exit codes) and bundle tools.
 
-Exit codes: 0 success, 1 other error, 2 bad command line,
-5 key problem, 6 not a verifiable bundle, 7 decryption failed, 8 unknown format
-version, 9 tampered file, 10 missing or extra file, 11 wrong key, 12 unsafe or
-corrupt archive, 13 missing or malformed signature, 70 a bug in modelmake.
+`modelmake build [DOIT ARGS...]` runs doit on the workspace's dodo.py in this
+process and exits with the code of what went wrong (below), where plain `doit`
+exits 1 for any failed task.
 """
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ import traceback
 from pathlib import Path, PurePosixPath
 
 from .bundle.manifest import ENCRYPTED_SUFFIX
+from . import errors
 from .errors import DecryptionError, KeyMaterialError, ModelmakeError, VerificationError, exit_code_for
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
@@ -286,14 +286,76 @@ def cmd_decrypt(args) -> int:
     return 0
 
 
+# --- build ---------------------------------------------------------------------------
+
+# doit's own results (doit_cmd.DoitMain.run).
+DOIT_OK, DOIT_TASK_FAILED, DOIT_TASK_ERROR, DOIT_BAD_COMMAND = 0, 1, 2, 3
+
+
+def cmd_build(doit_args: list[str]) -> int:
+    """Run doit in this process and turn its result into modelmake's exit code.
+
+    doit exits 1 for a failed task and 2 for an error in one, whatever went
+    wrong; the runner records each failed task's own code under
+    build/.modelmake/failures/, and this reads them back.  Records of earlier
+    runs are cleared first, so only this run's failures count.  When several
+    tasks fail (``--continue``, ``-n``) the highest code wins, so a bug (70)
+    is never hidden by an ordinary failure.
+    """
+    from doit.cmd_base import DodoTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    from . import layout
+    from .steps.runner import read_failures
+
+    class Loader(DodoTaskLoader):
+        """Clears the failure records once doit has found the workspace (dodo.py's folder, its working directory)."""
+
+        def setup(self, opt_values):
+            super().setup(opt_values)
+            shutil.rmtree(layout.FAILURES, ignore_errors=True)
+
+    before = os.getcwd()
+    try:
+        result = DoitMain(Loader()).run(doit_args)
+    except SystemExit as stop:  # the graph could not be loaded: the message is out, the code is modelmake's
+        return stop.code if isinstance(stop.code, int) else 1
+    finally:
+        workspace = Path.cwd()
+        os.chdir(before)
+    if result == DOIT_OK:
+        return 0
+    if result == DOIT_BAD_COMMAND:
+        return errors.USAGE
+    failures = read_failures(workspace)
+    for failure in failures:
+        print(f"modelmake build: {failure['task']} failed (exit {failure['exit_code']}); details in {failure['log']}", file=sys.stderr)
+    if failures:
+        return max(failure["exit_code"] for failure in failures)
+    # A failure outside modelmake's steps: a task of your own in dodo.py failed, or doit could not run one.
+    return errors.StepError.exit_code if result == DOIT_TASK_FAILED else errors.BUG
+
+
 # --- entry point ---------------------------------------------------------------------
+
+def exit_code_help() -> str:
+    """The exit-code table of the help, generated from errors.py."""
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in errors.exit_codes())
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="modelmake", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        prog="modelmake", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1] + "\n" + exit_code_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    # Parsed by cmd_build itself: everything after `build` is doit's (see main).
+    commands.add_parser(
+        "build", add_help=False,
+        help="build the workspace: doit's command line (run, list, info, clean, -n N, ...), modelmake's exit codes",
+    )
 
     init = commands.add_parser("init", help="scaffold a workspace (dodo.py, models.yaml, recipes/) that builds as it stands")
     init.add_argument("directory")
@@ -327,6 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["build"]:
+        # doit's options and task names pass through untouched (argparse would take `-n 2` as its own).
+        try:
+            return cmd_build(argv[1:])
+        except Exception as error:  # a bug outside any step (in the graph, or in doit)
+            traceback.print_exc()
+            return exit_code_for(error)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
