@@ -41,7 +41,7 @@ def cmd_init(args) -> int:
     modeline = f"# yaml-language-server: $schema={(SCHEMA_DIR / 'models.schema.json').as_posix()}\n"
     spec.write_text(modeline + spec.read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
     (target / ".gitignore").write_text("/build/\n/keys/\n*.key\n*.pem\n", encoding="utf-8")
-    print(f"created a workspace in {target}: cd {target} && doit")
+    print(f"created a workspace in {target}: cd {target} && modelmake build")
     return 0
 
 

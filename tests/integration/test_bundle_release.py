@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from modelmake import fsutil
 from modelmake.bundle import keys, signing, streaming_aead
 from modelmake.bundle.archive import extract_archive
-from modelmake.errors import StepError, TamperedFileError
+from modelmake.errors import SpecError, StepError, TamperedFileError
 from modelmake.bundle.archive import ZIP_EPOCH_MIN
 
 from .workspaces import BUNDLE, BUNDLE_TASKS, VERSION, DoitRun, Workspace, copy_workspace, subprocess_env
@@ -463,7 +463,7 @@ def test_a_release_build_without_configured_keys_fails_at_load(fresh_workspace, 
         fresh_workspace.edit_spec(SIGNING_LINE, "  encryption: {}")
         env = {"MODELMAKE_RELEASE": "1"}
     run = doit_with(fresh_workspace, env, ok=False)
-    assert run.returncode == 2, run.describe()
+    assert run.returncode == SpecError.exit_code, run.describe()
     assert "Traceback" not in run.output
     assert "models.yaml" in run.stderr
     assert "a release build needs bundle.signing.key (env:VAR or file:path)" in run.stderr
