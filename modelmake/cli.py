@@ -16,8 +16,8 @@ import sys
 import traceback
 from pathlib import Path, PurePosixPath
 
-from .bundle.manifest import ENCRYPTED_SUFFIX
 from . import errors
+from .bundle.manifest import ENCRYPTED_SUFFIX
 from .errors import DecryptionError, KeyMaterialError, ModelmakeError, VerificationError, exit_code_for
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
@@ -139,7 +139,7 @@ def _key_metrics(metrics: dict) -> str:
 
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def cmd_inspect(args) -> int:
@@ -280,7 +280,10 @@ def cmd_decrypt(args) -> int:
                 with contextlib.suppress(FileNotFoundError):
                     temporary.unlink()
     noun = "file" if len(wanted) == 1 else "files"
-    print(f"decrypted {len(wanted)} {noun} of {manifest['bundle']} {manifest['version']} into {out} (plaintext SHA-256 matches manifest.json)")
+    print(
+        f"decrypted {len(wanted)} {noun} of {manifest['bundle']} {manifest['version']} into {out} "
+        "(plaintext SHA-256 matches manifest.json)"
+    )
     for path in wanted:
         print(f"  {targets[path]}")
     return 0
@@ -363,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(handler=cmd_init)
 
     keygen = commands.add_parser("keygen", help="create a signing key pair and a data key for release builds")
-    keygen.add_argument("--out", default="keys", metavar="DIR", help="directory for signing.pem, signing.pub.pem and data.key (default: keys)")
+    keygen.add_argument(
+        "--out", default="keys", metavar="DIR", help="directory for signing.pem, signing.pub.pem and data.key (default: keys)"
+    )
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     keygen.set_defaults(handler=cmd_keygen)
 

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import hmac
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,7 +73,7 @@ def workspace_tasks(workspace: Path):
     yield from _workspace_task_list(workspace)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _workspace_task_list(workspace: Path) -> list[dict]:
     """Loaded once per process: doit_config needs to know whether the default build publishes."""
     workspace = Path(workspace)
@@ -87,7 +87,7 @@ def _workspace_task_list(workspace: Path) -> list[dict]:
             taskcache.store(workspace, tasks, *_plan_inputs(plan, workspace))
     except ModelmakeError as error:
         print(f"modelmake: {error}", file=sys.stderr)
-        raise SystemExit(exit_code_for(error))
+        raise SystemExit(exit_code_for(error)) from None
     return tasks
 
 
@@ -134,7 +134,9 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
     yield publish_task(plan, keys, fingerprints)
 
 
-def _task(kind: str, name: str, step: str, job, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, uptodate=(), meta=None):
+def _task(
+    kind: str, name: str, step: str, job, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, uptodate=(), meta=None
+):
     """``also_hash`` joins the change detection without reaching the step (key fingerprints)."""
     from doit.tools import config_changed
 

@@ -25,7 +25,9 @@ def materialize(job: DataJob) -> str:
     if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
         raise StepError(f"{what}: x must be a numeric array of samples (got dtype {x.dtype}, shape {x.shape})")
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-        raise StepError(f"{what}: y must be one integer label per sample (x has {len(x)} samples, y has shape {y.shape} and dtype {y.dtype})")
+        raise StepError(
+            f"{what}: y must be one integer label per sample (x has {len(x)} samples, y has shape {y.shape} and dtype {y.dtype})"
+        )
     if dataset.samples is not None:
         if dataset.samples > len(x):
             raise StepError(f"{what}: 'samples: {dataset.samples}' asks for more than the {len(x)} samples available: lower it")

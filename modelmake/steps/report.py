@@ -124,7 +124,8 @@ def _plot_size_accuracy(points, path: Path) -> None:
     measured = [(name, a, m) for name, a, m in points if "top1" in m]
     keys = sorted({(name, a.variant) for name, a, _ in measured})
     for index, (name, variant) in enumerate(keys):
-        for fmt, marker in zip(formats.FORMATS, _MARKERS):
+        for position, fmt in enumerate(formats.FORMATS):
+            marker = _MARKERS[position % len(_MARKERS)]
             chosen = [m for n, a, m in measured if (n, a.variant) == (name, variant) and a.format == fmt]
             if chosen:
                 axes.scatter([m[metrics.SIZE_KB] for m in chosen], [m["top1"] * 100 for m in chosen], marker=marker,
@@ -151,7 +152,7 @@ def _plot_per_target(points, path: Path) -> None:
         labels = [f"{name} {a.variant} {a.format}" for name, a, _ in chosen]
         sizes = [m[metrics.SIZE_KB] for _, _, m in chosen]
         bars = ax.barh(labels, sizes, color=[f"C{formats.FORMATS.index(a.format)}" for _, a, _ in chosen])
-        for bar, (_, _, m) in zip(bars, chosen):
+        for bar, (_, _, m) in zip(bars, chosen, strict=True):
             text = f"top-1 {m['top1'] * 100:.1f}%" if "top1" in m else "accuracy not measured"
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {text}", va="center", fontsize=7)
         ax.set_xscale("log")

@@ -571,7 +571,8 @@ def test_a_file_moved_to_another_path_does_not_decrypt(capsys, tmp_path, encrypt
     """The path is bound into the associated data: a file copied over another fails even with the right key."""
     a, b = encrypted / "files/pixel-8/digits.int8.tflite.enc", encrypted / "files/android-arm64-cpu/digits.int8.tflite.enc"
     b.write_bytes(a.read_bytes())
-    code, _, err = run(capsys, "decrypt", encrypted, "--key", data_key_file, "--out", tmp_path / "out", "--file", "files/android-arm64-cpu/digits.int8.tflite.enc")
+    victim = "files/android-arm64-cpu/digits.int8.tflite.enc"
+    code, _, _ = run(capsys, "decrypt", encrypted, "--key", data_key_file, "--out", tmp_path / "out", "--file", victim)
     assert code == EXIT["decryption"]
 
 
