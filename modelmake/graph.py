@@ -384,7 +384,7 @@ class DevelopmentKeysUnchanged:
 
     def identify(self) -> dict[str, str | None]:
         """An id per file that reveals nothing of the key (a keyed digest, as the data key's id)."""
-        ids = {}
+        ids: dict[str, str | None] = {}
         for name in self.files:
             try:
                 secret = Path(name).read_bytes()

@@ -35,13 +35,17 @@ def build_keys(workspace: Path, signing_key: str | None, encrypt: bool, encrypti
     needs_development = signing_key is None or (encrypt and encryption_key is None)
     development = keys.development_keys(workspace) if needs_development else None
     if signing_key is None:
+        assert development is not None
         private_key, signing = development[0], DEVELOPMENT
     else:
         private_key = _configured_signing_key(workspace, signing_key)
         signing = RELEASE
     data_key = None
-    if encrypt:
-        data_key = development[2] if encryption_key is None else _configured_data_key(workspace, encryption_key)
+    if encrypt and encryption_key is None:
+        assert development is not None
+        data_key = development[2]
+    elif encrypt and encryption_key is not None:
+        data_key = _configured_data_key(workspace, encryption_key)
     return BuildKeys(signing_key=private_key, signing=signing, data_key=data_key)
 
 

@@ -75,7 +75,8 @@ def output_captured_in(log: Path):
     log.parent.mkdir(parents=True, exist_ok=True)
     wrappers = (sys.stdout, sys.stderr)
     for stream in (*wrappers, sys.__stdout__, sys.__stderr__):
-        stream.flush()
+        if stream is not None:
+            stream.flush()
     saved = [os.dup(1), os.dup(2)]
     with open(log, "w", encoding="utf-8") as sink:
         os.dup2(sink.fileno(), 1)
@@ -85,7 +86,8 @@ def output_captured_in(log: Path):
             yield
         finally:
             for stream in (sys.stdout, sys.stderr):
-                stream.flush()
+                if stream is not None:
+                    stream.flush()
             sys.stdout, sys.stderr = wrappers
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
