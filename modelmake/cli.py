@@ -1,9 +1,8 @@
-"""The `modelmake` command: workspace scaffolding and bundle tools. Builds themselves run through `doit`.
+"""The `modelmake` command: workspace scaffolding, builds (doit with true exit codes) and bundle tools.
 
-Exit codes: 0 success, 1 other error, 2 bad command line,
-5 key problem, 6 not a verifiable bundle, 7 decryption failed, 8 unknown format
-version, 9 tampered file, 10 missing or extra file, 11 wrong key, 12 unsafe or
-corrupt archive, 13 missing or malformed signature, 70 a bug in modelmake.
+`modelmake build [DOIT ARGS...]` runs doit on the workspace's dodo.py in this
+process and exits with the code of what went wrong (below), where plain `doit`
+exits 1 for any failed task.
 """
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ import sys
 import traceback
 from pathlib import Path, PurePosixPath
 
+from . import errors
 from .bundle.manifest import ENCRYPTED_SUFFIX
 from .errors import DecryptionError, KeyMaterialError, ModelmakeError, VerificationError, exit_code_for
 
@@ -41,7 +41,7 @@ def cmd_init(args) -> int:
     modeline = f"# yaml-language-server: $schema={(SCHEMA_DIR / 'models.schema.json').as_posix()}\n"
     spec.write_text(modeline + spec.read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
     (target / ".gitignore").write_text("/build/\n/keys/\n*.key\n*.pem\n", encoding="utf-8")
-    print(f"created a workspace in {target}: cd {target} && doit")
+    print(f"created a workspace in {target}: cd {target} && modelmake build")
     return 0
 
 
@@ -121,7 +121,7 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def _size(size: int) -> str:
+def _size(size: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -139,7 +139,7 @@ def _key_metrics(metrics: dict) -> str:
 
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def cmd_inspect(args) -> int:
@@ -280,20 +280,85 @@ def cmd_decrypt(args) -> int:
                 with contextlib.suppress(FileNotFoundError):
                     temporary.unlink()
     noun = "file" if len(wanted) == 1 else "files"
-    print(f"decrypted {len(wanted)} {noun} of {manifest['bundle']} {manifest['version']} into {out} (plaintext SHA-256 matches manifest.json)")
+    print(
+        f"decrypted {len(wanted)} {noun} of {manifest['bundle']} {manifest['version']} into {out} "
+        "(plaintext SHA-256 matches manifest.json)"
+    )
     for path in wanted:
         print(f"  {targets[path]}")
     return 0
 
 
+# --- build ---------------------------------------------------------------------------
+
+# doit's own results (doit_cmd.DoitMain.run).
+DOIT_OK, DOIT_TASK_FAILED, DOIT_TASK_ERROR, DOIT_BAD_COMMAND = 0, 1, 2, 3
+
+
+def cmd_build(doit_args: list[str]) -> int:
+    """Run doit in this process and turn its result into modelmake's exit code.
+
+    doit exits 1 for a failed task and 2 for an error in one, whatever went
+    wrong; the runner records each failed task's own code under
+    build/.modelmake/failures/, and this reads them back.  Records of earlier
+    runs are cleared first, so only this run's failures count.  When several
+    tasks fail (``--continue``, ``-n``) the highest code wins, so a bug (70)
+    is never hidden by an ordinary failure.
+    """
+    from doit.cmd_base import DodoTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    from . import layout
+    from .steps.runner import read_failures
+
+    class Loader(DodoTaskLoader):
+        """Clears the failure records once doit has found the workspace (dodo.py's folder, its working directory)."""
+
+        def setup(self, opt_values):
+            super().setup(opt_values)
+            shutil.rmtree(layout.FAILURES, ignore_errors=True)
+
+    before = os.getcwd()
+    try:
+        result = DoitMain(Loader()).run(doit_args)
+    except SystemExit as stop:  # the graph could not be loaded: the message is out, the code is modelmake's
+        return stop.code if isinstance(stop.code, int) else 1
+    finally:
+        workspace = Path.cwd()
+        os.chdir(before)
+    if result == DOIT_OK:
+        return 0
+    if result == DOIT_BAD_COMMAND:
+        return errors.USAGE
+    failures = read_failures(workspace)
+    for failure in failures:
+        print(f"modelmake build: {failure['task']} failed (exit {failure['exit_code']}); details in {failure['log']}", file=sys.stderr)
+    if failures:
+        return max(failure["exit_code"] for failure in failures)
+    # A failure outside modelmake's steps: a task of your own in dodo.py failed, or doit could not run one.
+    return errors.StepError.exit_code if result == DOIT_TASK_FAILED else errors.BUG
+
+
 # --- entry point ---------------------------------------------------------------------
+
+def exit_code_help() -> str:
+    """The exit-code table of the help, generated from errors.py."""
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in errors.exit_codes())
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="modelmake", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        prog="modelmake", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1] + "\n" + exit_code_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    # Parsed by cmd_build itself: everything after `build` is doit's (see main).
+    commands.add_parser(
+        "build", add_help=False,
+        help="build the workspace: doit's command line (run, list, info, clean, -n N, ...), modelmake's exit codes",
+    )
 
     init = commands.add_parser("init", help="scaffold a workspace (dodo.py, models.yaml, recipes/) that builds as it stands")
     init.add_argument("directory")
@@ -301,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(handler=cmd_init)
 
     keygen = commands.add_parser("keygen", help="create a signing key pair and a data key for release builds")
-    keygen.add_argument("--out", default="keys", metavar="DIR", help="directory for signing.pem, signing.pub.pem and data.key (default: keys)")
+    keygen.add_argument(
+        "--out", default="keys", metavar="DIR", help="directory for signing.pem, signing.pub.pem and data.key (default: keys)"
+    )
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
     keygen.set_defaults(handler=cmd_keygen)
 
@@ -327,6 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["build"]:
+        # doit's options and task names pass through untouched (argparse would take `-n 2` as its own).
+        try:
+            return cmd_build(argv[1:])
+        except Exception as error:  # a bug outside any step (in the graph, or in doit)
+            traceback.print_exc()
+            return exit_code_for(error)
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -1,23 +1,105 @@
-"""The errors modelmake reports to its users, and the exit code each maps to.
+"""The errors modelmake reports to its users, and the one table of the exit codes they map to.
 
 A user error (bad spec, tampered bundle, wrong key) is a ``ModelmakeError``
 subclass with a message that says what is wrong and how to fix it; anything
-else is a bug and keeps its traceback.  ``exit_code_for`` is the one place
-where errors become process exit codes.
+else is a bug and keeps its traceback.  Each class carries its exit code and
+what it means; ``exit_codes()`` lists every code a modelmake process exits
+with, and the CLI's help is generated from it.
+
+doit's own codes are 0 (success), 1 (a task failed), 2 (an error while
+running a task) and 3 (a bad command line or dodo.py).  The build's codes
+(20-22) stay clear of them, so that ``modelmake build`` can tell a script
+exactly what went wrong; plain ``doit`` still exits 1 when a task fails.
 """
 from __future__ import annotations
+
+SUCCESS = 0
+USAGE = 2  # argparse's code for a wrong command line
+BUG = 70  # EX_SOFTWARE: anything that is not a ModelmakeError
 
 
 class ModelmakeError(Exception):
     """Base class of every error meant for a user rather than a developer."""
 
     exit_code = 1
+    meaning = "another problem the message explains"
+
+
+class KeyMaterialError(ModelmakeError):
+    """A key is missing, unreadable or of the wrong kind."""
+
+    exit_code = 5
+    meaning = "a key cannot be used: missing, unreadable or of the wrong kind"
+
+
+class VerificationError(ModelmakeError):
+    """A bundle, archive or signature failed verification."""
+
+    exit_code = 6
+    meaning = "not a verifiable bundle: missing path, no or bad manifest.json, a link or special file, an unsafe path"
+
+
+class DecryptionError(ModelmakeError):
+    """Ciphertext failed authentication: wrong key, tampered, truncated or reordered."""
+
+    exit_code = 7
+    meaning = "decryption failed: wrong key, or an encrypted file was changed; or its plaintext does not match the manifest"
+
+
+class FormatVersionError(ModelmakeError):
+    """A bundle declares a format version this modelmake does not understand."""
+
+    exit_code = 8
+    meaning = "unknown format_version"
+
+
+class TamperedFileError(VerificationError):
+    """A signed file's content differs from its signed digest."""
+
+    exit_code = 9
+    meaning = "a signed file was changed"
+
+
+class FileSetError(VerificationError):
+    """Files are missing from, or were added to, a signed bundle."""
+
+    exit_code = 10
+    meaning = "a signed file is missing, or a file is present that the signature does not cover"
+
+
+class WrongKeyError(VerificationError):
+    """The signature was not made with the given public key."""
+
+    exit_code = 11
+    meaning = "wrong key: signed with another key, or the signature value was altered"
+
+
+class UnsafeArchiveError(VerificationError):
+    """An archive was refused before anything was extracted: a hostile or corrupt entry, or a limit exceeded."""
+
+    exit_code = 12
+    meaning = "unsafe or corrupt archive: refused before anything was extracted"
+
+
+class SignatureFormatError(VerificationError):
+    """model.sig is missing or is not a well-formed OMS signature."""
+
+    exit_code = 13
+    meaning = "model.sig is missing or is not a well-formed OMS signature"
+
+
+class PublishError(ModelmakeError):
+    """A bundle cannot be published: a channel names a version the repository lacks, or a release would change."""
+
+    exit_code = 14
+    meaning = "the bundle cannot be published: a channel names a missing version, or a release would change"
 
 
 class SpecError(ModelmakeError):
     """models.yaml or a target profile is invalid; carries every problem found."""
 
-    exit_code = 2
+    exit_code = 20
+    meaning = "build: models.yaml or a target profile is invalid (nothing was built)"
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
@@ -28,77 +110,47 @@ class SpecError(ModelmakeError):
 class StepError(ModelmakeError):
     """A build step could not do its work on the given input (corrupt model, recipe raised, bad data)."""
 
-    exit_code = 3
+    exit_code = 21
+    meaning = "build: a step failed on its input (the message names the task and its log)"
 
 
 class BudgetExceeded(ModelmakeError):
     """An artifact was built but breaks a budget declared in the spec."""
 
-    exit_code = 4
+    exit_code = 22
+    meaning = "build: an artifact breaks a budget of the spec"
 
 
-class KeyMaterialError(ModelmakeError):
-    """A key is missing, unreadable or of the wrong kind."""
-
-    exit_code = 5
-
-
-class VerificationError(ModelmakeError):
-    """A bundle, archive or signature failed verification."""
-
-    exit_code = 6
-
-
-class TamperedFileError(VerificationError):
-    """A signed file's content differs from its signed digest."""
-
-    exit_code = 9
-
-
-class FileSetError(VerificationError):
-    """Files are missing from, or were added to, a signed bundle."""
-
-    exit_code = 10
+# Every class with a code of its own, in the order of their codes.
+_CLASSES: tuple[type[ModelmakeError], ...] = (
+    ModelmakeError,
+    KeyMaterialError,
+    VerificationError,
+    DecryptionError,
+    FormatVersionError,
+    TamperedFileError,
+    FileSetError,
+    WrongKeyError,
+    UnsafeArchiveError,
+    SignatureFormatError,
+    PublishError,
+    SpecError,
+    StepError,
+    BudgetExceeded,
+)
 
 
-class WrongKeyError(VerificationError):
-    """The signature was not made with the given public key."""
-
-    exit_code = 11
-
-
-class UnsafeArchiveError(VerificationError):
-    """An archive was refused before anything was extracted: a hostile or corrupt entry, or a limit exceeded."""
-
-    exit_code = 12
-
-
-class SignatureFormatError(VerificationError):
-    """model.sig is missing or is not a well-formed OMS signature."""
-
-    exit_code = 13
-
-
-class DecryptionError(ModelmakeError):
-    """Ciphertext failed authentication: wrong key, tampered, truncated or reordered."""
-
-    exit_code = 7
-
-
-class FormatVersionError(ModelmakeError):
-    """A bundle declares a format version this modelmake does not understand."""
-
-    exit_code = 8
-
-
-class PublishError(ModelmakeError):
-    """A bundle cannot be published: a channel names a version the repository lacks, or a release would change."""
-
-    exit_code = 14
+def exit_codes() -> list[tuple[int, str]]:
+    """Every exit code of a modelmake process and what it means, in ascending order."""
+    table = {SUCCESS: "success", USAGE: "the command line is wrong (usage), or doit could not load dodo.py"}
+    for kind in _CLASSES:
+        table[kind.exit_code] = kind.meaning
+    table[BUG] = "a bug in modelmake or in a step (the traceback is printed)"
+    return sorted(table.items())
 
 
 def exit_code_for(error: BaseException) -> int:
     """Map an exception to the process exit code; bugs get 70 (EX_SOFTWARE)."""
     if isinstance(error, ModelmakeError):
         return error.exit_code
-    return 70
+    return BUG

@@ -1,22 +1,43 @@
 """BuildPlan -> doit task dicts.
 
 Each task is a plain doit record: ``file_dep`` and ``targets`` name its files,
-``uptodate=[config_changed(...)]`` hashes its resolved config and the versions
-of the tools it runs, and its action is ``runner.run_step`` naming the step
-function, so nothing heavy is imported while the graph loads.
+``uptodate=[config_changed(...)]`` hashes its job (``contracts.config_hash``)
+and the versions of the tools it runs, and its action is ``runner.run_step``
+naming the step function and handing it the job, so nothing heavy is imported
+while the graph loads, and loading it creates nothing on disk.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import sys
-from dataclasses import asdict
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from . import layout, taskcache
-from .layout import SPEC_FILE, WORKSPACE_PROFILES
+from .contracts import (
+    ArtifactInputs,
+    BundleInputs,
+    ConvertJob,
+    DataJob,
+    EvaluateJob,
+    KeyReferences,
+    ModelInputs,
+    PackageJob,
+    PublishJob,
+    PublishTarget,
+    ReferenceJob,
+    ReportJob,
+    SourceJob,
+    TargetSummary,
+    config_hash,
+)
 from .errors import ModelmakeError, exit_code_for
+from .formats import backend
+from .kinds import Precision
+from .layout import SPEC_FILE, WORKSPACE_PROFILES
 from .steps.runner import run_step
 from .versions import tool_versions
 
@@ -31,29 +52,17 @@ STEP_TOOLS = {
     "publish": ("modelmake", "cryptography"),
     "report": ("modelmake", "matplotlib"),
 }
-# Per format, so that upgrading one format's tools rebuilds only that format's artifacts.
-CONVERT_TOOLS = {
-    "tflite": ("modelmake", "tensorflow"),
-    "onnx": ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime"),
-    "coreml": ("modelmake", "tensorflow", "coremltools", "scikit-learn"),  # scikit-learn: palettization's k-means
-}
-EVALUATE_TOOLS = {
-    "tflite": ("modelmake", "ai-edge-litert", "tensorflow", "numpy"),
-    "onnx": ("modelmake", "onnxruntime", "numpy"),
-    "coreml": ("modelmake", "coremltools", "numpy"),
-}
 
 
 def doit_config(workspace: Path) -> dict:
-    # doit opens its state file before loading tasks; its folder must exist by then.
-    (Path(workspace) / layout.BUILD).mkdir(exist_ok=True)
     publishes = any(task.get("meta", {}).get("on_build") for task in _workspace_task_list(workspace))
     return {
         "default_tasks": ["package", "report"] + (["publish"] if publishes else []),
         "dep_file": layout.DEP_FILE,
-        # sqlite never leaves a corrupt state file when a build is killed; doit records results
-        # when a run ends, so a killed run repeats its tasks (with the same bytes as outputs)
-        "backend": "sqlite3",
+        # sqlite never leaves a corrupt state file when a build is killed; doit records results when a
+        # run ends, so a killed run repeats its tasks (with the same bytes as outputs).  This variant
+        # creates build/ and the file on its first write, so `doit list` and `doit info` create nothing.
+        "backend": "modelmake-sqlite3",
         # steps already send converter noise to build/logs; what they print is the one result line
         "verbosity": 2,
     }
@@ -64,7 +73,7 @@ def workspace_tasks(workspace: Path):
     yield from _workspace_task_list(workspace)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _workspace_task_list(workspace: Path) -> list[dict]:
     """Loaded once per process: doit_config needs to know whether the default build publishes."""
     workspace = Path(workspace)
@@ -78,17 +87,16 @@ def _workspace_task_list(workspace: Path) -> list[dict]:
             taskcache.store(workspace, tasks, *_plan_inputs(plan, workspace))
     except ModelmakeError as error:
         print(f"modelmake: {error}", file=sys.stderr)
-        raise SystemExit(exit_code_for(error))
+        raise SystemExit(exit_code_for(error)) from None
     return tasks
 
 
 def _plan_inputs(plan: BuildPlan, workspace: Path) -> tuple[list[str], list[str]]:
     """The files (relative to the workspace) and environment variables the plan and its tasks were made from."""
-    paths = [SPEC_FILE, WORKSPACE_PROFILES, layout.DEVELOPMENT_KEYS]
+    paths = [SPEC_FILE, WORKSPACE_PROFILES]
     profiles = workspace / WORKSPACE_PROFILES
     if profiles.is_dir():
         paths += [f"{WORKSPACE_PROFILES}/{p.name}" for p in profiles.glob("*.yaml")]
-    paths += [f"{layout.DEVELOPMENT_KEYS}/{p.name}" for p in (workspace / layout.DEVELOPMENT_KEYS).glob("*")]
     variables = []
     for model in plan.models:
         paths += _source_files(workspace, model) + [model.source.path]
@@ -119,27 +127,29 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
         yield {"basename": group, "name": None, "doc": doc}
     for model in plan.models:
         yield from model_tasks(plan, model, workspace)
-    keys = _keys(plan, workspace)
-    yield package_task(plan, keys)
+    keys = _key_references(plan)
+    fingerprints = _key_fingerprints(keys, workspace)
+    yield package_task(plan, keys, fingerprints)
     yield report_task(plan)
-    yield publish_task(plan, keys)
+    yield publish_task(plan, keys, fingerprints)
 
 
-def _task(kind: str, name: str, step: str, config: dict, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, meta=None):
+def _task(
+    kind: str, name: str, step: str, job, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, uptodate=(), meta=None
+):
     """``also_hash`` joins the change detection without reaching the step (key fingerprints)."""
     from doit.tools import config_changed
 
     task_name = f"{kind}:{name}"
-    log = layout.log_file(task_name)
-    hashed = {"config": config, "tools": tool_versions(*(tools or STEP_TOOLS[kind])), "also": also_hash}
+    hashed = {"config": config_hash(job), "tools": tool_versions(*(tools or STEP_TOOLS[kind])), "also": also_hash}
     return {
         "basename": kind,
         "name": name,
         "doc": doc,
-        "actions": [(run_step, [step, log, config])],
+        "actions": [(run_step, [step, task_name, job])],
         "file_dep": sorted(set(file_dep)),
         "targets": list(targets),
-        "uptodate": [config_changed(hashed)],
+        "uptodate": [config_changed(hashed), *uptodate],
         "clean": [(_remove, [list(targets), list(clean_dirs)])],
         "verbosity": 2,
         "meta": meta or {},
@@ -180,17 +190,12 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
         "source",
         model.name,
         "source.materialize",
-        {
-            "source": asdict(model.source),
-            "out_dir": layout.source_dir(model.name),
-            "record": source_record,
-        },
+        SourceJob(source=model.source, out_dir=layout.source_dir(model.name), record=source_record),
         file_dep=_source_files(workspace, model),
         targets=[source_record],
         clean_dirs=[layout.source_dir(model.name)],
         doc=f"{model.name}: {model.source.kind} source {model.source.path}",
     )
-    preprocessing = asdict(model.input)
     for dataset in (model.calibration, model.evaluation):
         if dataset is None:
             continue
@@ -199,27 +204,28 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             "data",
             f"{model.name}.{dataset.role}",
             "data.materialize",
-            {"dataset": asdict(dataset), "out": out},
+            DataJob(dataset=dataset, out=out),
             file_dep=_dataset_files(dataset),
             targets=[out],
             doc=f"{model.name}: {dataset.role} data from {dataset.path}",
         )
     if model.evaluation is not None:
+        job = ReferenceJob(
+            source_record=source_record,
+            evaluation=layout.dataset(model.name, "evaluation"),
+            evaluation_origin=_data_origin(model.evaluation),
+            input=model.input,
+            top_k=model.output.top_k,
+            out_metrics=layout.reference_metrics(model.name),
+            out_outputs=layout.reference_outputs(model.name),
+        )
         yield _task(
             "reference",
             model.name,
             "reference.evaluate_source",
-            {
-                "source_record": source_record,
-                "evaluation": layout.dataset(model.name, "evaluation"),
-                "evaluation_origin": _data_origin(model.evaluation),
-                "preprocessing": preprocessing,
-                "top_k": model.output.top_k,
-                "out_metrics": layout.reference_metrics(model.name),
-                "out_outputs": layout.reference_outputs(model.name),
-            },
-            file_dep=[source_record, layout.dataset(model.name, "evaluation")],
-            targets=[layout.reference_metrics(model.name), layout.reference_outputs(model.name)],
+            job,
+            file_dep=[source_record, job.evaluation],
+            targets=[job.out_metrics, job.out_outputs],
             doc=f"{model.name}: accuracy of the source model",
         )
     for artifact in model.artifacts:
@@ -228,29 +234,31 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
 
 
 def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
-    calibration = layout.dataset(model.name, "calibration") if artifact.precision == "int8" else None
+    calibration = layout.dataset(model.name, "calibration") if artifact.precision is Precision.INT8 else None
     support = plan.targets[artifact.target].formats[artifact.format]
+    job = ConvertJob(
+        artifact_id=artifact.id,
+        source_record=layout.source_record(model.name),
+        precision=artifact.precision,
+        per_channel=artifact.per_channel,
+        palettize=artifact.palettize,
+        calibration=calibration,
+        calibration_origin=_data_origin(model.calibration) if calibration and model.calibration else None,
+        input=model.input,
+        # Which accelerator is reported on, and whether it must take every op, is the evaluation's business.
+        support=dataclasses.replace(support, accelerator=None, require_full_coverage=False),
+        out=layout.artifact_file(artifact),
+        out_record=layout.artifact_record(artifact),
+    )
     return _task(
         "convert",
         artifact.id,
-        f"convert_{artifact.format}.convert",
-        {
-            "source_record": layout.source_record(model.name),
-            "precision": artifact.precision,
-            "integer_io": artifact.integer_io,
-            "per_channel": artifact.per_channel,
-            "calibration": calibration,
-            "calibration_origin": _data_origin(model.calibration) if calibration else None,
-            "preprocessing": asdict(model.input),
-            # Which accelerator is reported on, and whether it must take every op, is the evaluation's business.
-            "target_format": {k: v for k, v in asdict(support).items() if k not in ("accelerator", "require_full_coverage")},
-            "out": layout.artifact_file(artifact),
-            "out_record": layout.artifact_record(artifact),
-        }
-        | ({"palettize_bits": artifact.palettize} if artifact.format == "coreml" else {}),
-        file_dep=[layout.source_record(model.name)] + ([calibration] if calibration else []),
-        targets=[layout.artifact_file(artifact), layout.artifact_record(artifact)],
-        tools=CONVERT_TOOLS[artifact.format],
+        "convert.convert",
+        job,
+        file_dep=[job.source_record] + ([calibration] if calibration else []),
+        targets=[job.out, job.out_record],
+        # Per format, so that upgrading one format's tools rebuilds only that format's artifacts.
+        tools=backend(artifact.format).convert_tools,
         doc=f"{model.name} {artifact.variant} ({artifact.precision}) as {artifact.format} for {artifact.target}",
     )
 
@@ -259,90 +267,78 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
     evaluation = layout.dataset(model.name, "evaluation") if model.evaluation else None
     reference = layout.reference_metrics(model.name) if model.evaluation else None
     reference_outputs = layout.reference_outputs(model.name) if model.evaluation else None
-    support = plan.targets[artifact.target].formats[artifact.format]
+    job = EvaluateJob(
+        artifact_id=artifact.id,
+        format=artifact.format,
+        artifact=layout.artifact_file(artifact),
+        record=layout.artifact_record(artifact),
+        source_record=layout.source_record(model.name),
+        evaluation=evaluation,
+        reference=reference,
+        reference_outputs=reference_outputs,
+        input=model.input,
+        top_k=model.output.top_k,
+        conditions=model.evaluation.conditions if model.evaluation else (),
+        budgets=artifact.budgets,
+        support=plan.targets[artifact.target].formats[artifact.format],
+        # A target that selects among variants drops one over budget instead of failing the build.
+        enforce_budgets=artifact.selection is None,
+        out=layout.artifact_metrics(artifact),
+    )
+    runtime_tools = backend(artifact.format).runtime_tools
     return _task(
         "evaluate",
         artifact.id,
         "evaluate.evaluate",
-        {
-            "format": artifact.format,
-            "artifact": layout.artifact_file(artifact),
-            "artifact_id": artifact.id,
-            "record": layout.artifact_record(artifact),
-            "source_record": layout.source_record(model.name),
-            "evaluation": evaluation,
-            "reference": reference,
-            "reference_outputs": reference_outputs,
-            "preprocessing": asdict(model.input),
-            "top_k": model.output.top_k,
-            "conditions": [list(c) for c in model.evaluation.conditions] if model.evaluation else [],
-            "budgets": [asdict(b) for b in artifact.budgets],
-            "target_format": asdict(support),
-            # A target that selects among variants drops one over budget instead of failing the build.
-            "enforce_budgets": artifact.selection is None,
-            "out": layout.artifact_metrics(artifact),
-        },
-        file_dep=[layout.artifact_file(artifact), layout.artifact_record(artifact), layout.source_record(model.name)]
-        + [p for p in (evaluation, reference, reference_outputs) if p],
-        targets=[layout.artifact_metrics(artifact)],
-        tools=EVALUATE_TOOLS[artifact.format],
+        job,
+        file_dep=[job.artifact, job.record, job.source_record] + [p for p in (evaluation, reference, reference_outputs) if p],
+        targets=[job.out],
+        # Per format, as for convert; numpy does the measuring for every format.
+        tools=tuple(dict.fromkeys(("modelmake", "numpy", *runtime_tools))),
         doc=f"load, run and measure {artifact.id}; check its budgets",
     )
 
 
-def _bundle_inputs(plan: BuildPlan) -> dict:
+def _bundle_inputs(plan: BuildPlan) -> BundleInputs:
     """What the package and report steps read, by model and artifact."""
     models = []
     for model in plan.models:
-        models.append(
-            {
-                "name": model.name,
-                "description": model.description,
-                "source_record": layout.source_record(model.name),
-                "reference": layout.reference_metrics(model.name) if model.evaluation else None,
-                "input": asdict(model.input),
-                "output": asdict(model.output),
-                "datasets": [layout.dataset(model.name, d.role) for d in (model.calibration, model.evaluation) if d],
-                "conditions": [c for c, _ in model.evaluation.conditions] if model.evaluation else [],
-                "artifacts": [
-                    {
-                        "id": a.id,
-                        "variant": a.variant,
-                        "target": a.target,
-                        "platform": plan.targets[a.target].platform,
-                        "format": a.format,
-                        "precision": a.precision,
-                        "file": layout.artifact_file(a),
-                        "record": layout.artifact_record(a),
-                        "metrics": layout.artifact_metrics(a),
-                        "bundle_path": layout.bundle_file_path(a, encrypted=plan.bundle.encrypt),
-                        "selection": a.selection,
-                        "preference": a.preference,
-                        "budgets": [asdict(b) for b in a.budgets],
-                    }
-                    for a in model.artifacts
-                ],
-            }
+        artifacts = tuple(
+            ArtifactInputs(
+                id=a.id,
+                variant=a.variant,
+                target=a.target,
+                platform=plan.targets[a.target].platform,
+                format=a.format,
+                precision=a.precision,
+                file=layout.artifact_file(a),
+                record=layout.artifact_record(a),
+                metrics=layout.artifact_metrics(a),
+                bundle_path=layout.bundle_file_path(a, encrypted=plan.bundle.encrypt),
+                selection=a.selection,
+                preference=a.preference,
+                budgets=a.budgets,
+            )
+            for a in model.artifacts
         )
-    return {
-        "bundle": asdict(plan.bundle),
-        "targets": {name: {"soc": t.soc, "platform": t.platform, "min_os": t.min_os} for name, t in plan.targets.items()},
-        "models": models,
-    }
-
-
-def _bundle_file_deps(inputs: dict) -> list[str]:
-    deps = []
-    for model in inputs["models"]:
-        deps.append(model["source_record"])
-        if model["reference"]:
-            deps.append(model["reference"])
-        if model["output"]["labels"]:
-            deps.append(model["output"]["labels"])
-        deps += model["datasets"]
-        for artifact in model["artifacts"]:
-            deps += [artifact["file"], artifact["record"], artifact["metrics"]]
-    return deps
+        models.append(
+            ModelInputs(
+                name=model.name,
+                description=model.description,
+                source_record=layout.source_record(model.name),
+                reference=layout.reference_metrics(model.name) if model.evaluation else None,
+                input=model.input,
+                output=model.output,
+                datasets=tuple(layout.dataset(model.name, d.role) for d in (model.calibration, model.evaluation) if d),
+                conditions=tuple(c for c, _ in model.evaluation.conditions) if model.evaluation else (),
+                artifacts=artifacts,
+            )
+        )
+    return BundleInputs(
+        bundle=plan.bundle,
+        targets={name: TargetSummary(soc=t.soc, platform=t.platform, min_os=t.min_os) for name, t in plan.targets.items()},
+        models=tuple(models),
+    )
 
 
 def _archives(plan: BuildPlan) -> dict[str, str]:
@@ -354,34 +350,80 @@ def _archives(plan: BuildPlan) -> dict[str, str]:
     return archives
 
 
-def _keys(plan: BuildPlan, workspace: Path) -> tuple[dict, dict]:
-    """The spec's key references, and fingerprints of the keys they resolve to, for change detection."""
-    from .bundle.keyring import build_keys
-
+def _key_references(plan: BuildPlan) -> KeyReferences:
     bundle = plan.bundle
-    keys = {"signing_key": bundle.signing_key, "encrypt": bundle.encrypt, "encryption_key": bundle.encryption_key}
-    return keys, build_keys(workspace, **keys).fingerprints()
+    return KeyReferences(signing_key=bundle.signing_key, encrypt=bundle.encrypt, encryption_key=bundle.encryption_key)
 
 
-def package_task(plan: BuildPlan, keys_and_fingerprints: tuple[dict, dict]):
+def _key_fingerprints(keys: KeyReferences, workspace: Path) -> dict:
+    """Fingerprints of the configured keys, for change detection; reads them and creates nothing."""
+    from .bundle.keyring import fingerprints
+
+    return fingerprints(workspace, keys.signing_key, keys.encrypt, keys.encryption_key)
+
+
+def _development_keys_check(keys: KeyReferences) -> list:
+    from .bundle.keyring import development_files
+
+    files = development_files(keys.signing_key, keys.encrypt, keys.encryption_key)
+    return [DevelopmentKeysUnchanged(tuple(files))] if files else []
+
+
+class DevelopmentKeysUnchanged:
+    """doit ``uptodate``: the development keys a task signs or encrypts with are the ones of its last run.
+
+    The task that signs creates them when they are missing, so they cannot be
+    a ``file_dep`` (nothing declares them before the first build); instead this
+    check identifies them as they are when the task is checked, and records
+    them as they are once it has run, so a second build runs nothing and a
+    deleted or replaced key rebuilds.  It reads the files and creates nothing.
+    """
+
+    def __init__(self, files: tuple[str, ...]):
+        self.files = files
+
+    def identify(self) -> dict[str, str | None]:
+        """An id per file that reveals nothing of the key (a keyed digest, as the data key's id)."""
+        ids: dict[str, str | None] = {}
+        for name in self.files:
+            try:
+                secret = Path(name).read_bytes()
+            except FileNotFoundError:
+                ids[name] = None
+                continue
+            ids[name] = hmac.new(secret, b"modelmake development key id", hashlib.sha256).hexdigest()[:32]
+        return ids
+
+    def configure_task(self, task) -> None:
+        task.value_savers.append(lambda: {"_development_keys": self.identify()})
+
+    def __call__(self, task, values) -> bool:
+        saved = values.get("_development_keys")
+        return saved is not None and None not in saved.values() and saved == self.identify()
+
+    def __repr__(self) -> str:
+        return f"DevelopmentKeysUnchanged({list(self.files)!r})"
+
+
+def package_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict):
     bundle = plan.bundle
     inputs = _bundle_inputs(plan)
     out_dir = layout.bundle_dir(bundle.name, bundle.version)
     archives = _archives(plan)
-    keys, fingerprints = keys_and_fingerprints
     targets = [f"{out_dir}/{name}" for name in ("manifest.json", "provenance.json", "model.sig")]
     # Which of a selecting target's variants ships is known only after evaluation, so only the others are declared.
-    targets += [f"{out_dir}/{a['bundle_path']}" for m in inputs["models"] for a in m["artifacts"] if a["selection"] is None]
+    targets += [f"{out_dir}/{a.bundle_path}" for m in inputs.models for a in m.artifacts if a.selection is None]
     targets += sorted(archives.values())
     return _task(
         "package",
         bundle.name,
         "package.package",
-        {"inputs": inputs, "out_dir": out_dir, "archives": archives, "spec_file": SPEC_FILE, "keys": keys},
-        file_dep=_bundle_file_deps(inputs) + [SPEC_FILE],
+        PackageJob(inputs=inputs, out_dir=out_dir, archives=archives, spec_file=SPEC_FILE, keys=keys),
+        file_dep=inputs.files() + [SPEC_FILE],
         targets=targets,
         clean_dirs=[out_dir],
         also_hash=fingerprints,
+        uptodate=_development_keys_check(keys),
         doc=f"signed bundle {bundle.name} {bundle.version}, its platform slices and archives",
     )
 
@@ -394,40 +436,42 @@ def report_task(plan: BuildPlan):
         "report",
         plan.bundle.name,
         "report.report",
-        {"inputs": inputs, "out_dir": out_dir},
-        file_dep=_bundle_file_deps(inputs),
+        ReportJob(inputs=inputs, out_dir=out_dir),
+        file_dep=inputs.files(),
         targets=targets,
         doc=f"report for {plan.bundle.name} {plan.bundle.version}",
     )
 
 
-def publish_task(plan: BuildPlan, keys_and_fingerprints: tuple[dict, dict]):
+def publish_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict):
     bundle, publish = plan.bundle, plan.publish
     out_dir = layout.bundle_dir(bundle.name, bundle.version)
     archives = _archives(plan)
-    keys, fingerprints = keys_and_fingerprints
     index = f"{publish.repository}/index.json"
-    config = {
-        "bundle_dir": out_dir,
-        "archives": archives,
-        "repository": publish.repository,
-        "preferences": {a.id: a.preference for a in plan.artifacts()},
-        "targets": {
-            name: {"platform": t.platform, "chipsets": list(t.chipsets), "min_os_version": t.min_os_version}
+    # Publishing signs only: a development data key plays no part in it.
+    signing = dataclasses.replace(keys, encrypt=False, encryption_key=None)
+    job = PublishJob(
+        bundle_dir=out_dir,
+        archives=archives,
+        repository=publish.repository,
+        preferences={a.id: a.preference for a in plan.artifacts()},
+        targets={
+            name: PublishTarget(platform=t.platform, chipsets=tuple(t.chipsets), min_os_version=t.min_os_version)
             for name, t in plan.targets.items()
         },
-        "channels": {c: {m: offer.document() for m, offer in models.items()} for c, models in publish.channels.items()},
-        "expires_after_days": publish.expires_after_days,
-        "keys": keys,
-    }
+        channels={c: {m: offer.document() for m, offer in models.items()} for c, models in publish.channels.items()},
+        expires_after_days=publish.expires_after_days,
+        keys=keys,
+    )
     task = _task(
         "publish",
         bundle.name,
         "publish.publish",
-        config,
+        job,
         file_dep=[f"{out_dir}/manifest.json", f"{out_dir}/model.sig", *archives.values()],
         targets=[index],
         also_hash=fingerprints,
+        uptodate=_development_keys_check(signing),
         meta={"on_build": publish.on_build},
         doc=f"publish {bundle.name} {bundle.version} into {publish.repository} and sign its index",
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .bundle import manifest as bundle_manifest
+from .formats import backend
 
 if TYPE_CHECKING:
     from .plan import Artifact
@@ -17,6 +18,9 @@ BUILD = "build"
 DEP_FILE = f"{BUILD}/.doit.db"
 # The workspace's development keys: outside build/, so nothing under build/ is ever secret.
 DEVELOPMENT_KEYS = "keys/dev"
+DEVELOPMENT_SIGNING_KEY = f"{DEVELOPMENT_KEYS}/signing.pem"
+DEVELOPMENT_PUBLIC_KEY = f"{DEVELOPMENT_KEYS}/signing.pub.pem"
+DEVELOPMENT_DATA_KEY = f"{DEVELOPMENT_KEYS}/data.key"
 
 
 def source_dir(model: str) -> str:
@@ -40,12 +44,8 @@ def reference_outputs(model: str) -> str:
     return f"{BUILD}/reference/{model}.npz"
 
 
-# What each format's artifact file is called; a Core ML package is a directory, shipped as a reproducible zip.
-FILE_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage.zip"}
-
-
 def artifact_file_name(artifact: Artifact) -> str:
-    return f"{artifact.model}.{artifact.variant}{FILE_SUFFIX[artifact.format]}"
+    return f"{artifact.model}.{artifact.variant}{backend(artifact.format).suffix}"
 
 
 def artifact_file(artifact: Artifact) -> str:
@@ -63,6 +63,17 @@ def artifact_metrics(artifact: Artifact) -> str:
 def log_file(task_name: str) -> str:
     kind, _, name = task_name.partition(":")
     return f"{BUILD}/logs/{kind}/{name or kind}.log"
+
+
+# What modelmake keeps for itself under build/: the graph cache and the failure records.
+STATE = f"{BUILD}/.modelmake"
+FAILURES = f"{STATE}/failures"
+
+
+def failure_record(task_name: str) -> str:
+    """Where the runner records a failed task's exit code and message, until the task succeeds."""
+    kind, _, name = task_name.partition(":")
+    return f"{FAILURES}/{kind}/{name or kind}.json"
 
 
 def bundle_dir(bundle: str, version: str) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import layout
 
-CACHE = f"{layout.BUILD}/.modelmake/tasks.pickle"
-CACHE_FORMAT = 1
+CACHE = f"{layout.STATE}/tasks.pickle"
+CACHE_FORMAT = 2
 PACKAGE = Path(__file__).resolve().parent
 ENVIRONMENT = ("SOURCE_DATE_EPOCH", "MODELMAKE_RELEASE")
 
@@ -60,9 +60,15 @@ def load(workspace: Path) -> list[dict] | None:
 
 
 def store(workspace: Path, tasks: list[dict], paths: list[str], variables: list[str]) -> None:
-    """Record the tasks with what they were built from; ``paths`` are relative to the workspace."""
+    """Record the tasks with what they were built from; ``paths`` are relative to the workspace.
+
+    Only into an existing build/: loading the graph (`doit list`, `doit info`) creates nothing,
+    so a workspace that has never been built loads its graph from the spec each time.
+    """
     from .fsutil import atomic_output
 
+    if not (workspace / layout.BUILD).is_dir():
+        return
     paths = sorted(set(paths))
     variables = sorted(set(ENVIRONMENT) | set(variables))
     cached = {

@@ -1,10 +1,21 @@
-"""The bundle manifest (format version 1): its version rules and per-platform slicing. FORMAT.md specifies it."""
+"""The bundle manifest (format version 1): writing it, reading it, its version rules and per-platform slicing.
+
+FORMAT.md specifies it.  The writer takes what the package step gathered
+(the bundle's inputs and the files it stored) and the records earlier steps
+left; the reader is what verify, inspect, decrypt and publish use.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import FormatVersionError, VerificationError
+
+if TYPE_CHECKING:
+    from ..contracts import ArtifactInputs, BundleInputs, ModelInputs
 
 FORMAT_VERSION = 1
 # Every format version this modelmake reads; a reader refuses anything else rather than guess.
@@ -51,3 +62,89 @@ def slice_for(manifest: dict, platform: str) -> dict:
 
 def files_of(manifest: dict) -> list[str]:
     return sorted(v["file"] for m in manifest["models"].values() for v in m["variants"].values())
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def build_manifest(inputs: BundleInputs, stored: dict, signing: str) -> dict:
+    """The manifest of the whole bundle; ``stored`` says what each stored file became (digest, size, encryption)."""
+    from ..versions import tool_versions
+
+    bundle = inputs.bundle
+    return {
+        "format_version": FORMAT_VERSION,
+        "bundle": bundle.name,
+        "version": bundle.version,
+        "created": created(bundle.created),
+        "signing": signing,
+        "targets": {name: asdict(target) for name, target in inputs.targets.items()},
+        "models": {m.name: _model(m, stored) for m in inputs.models},
+        "tools": tool_versions("modelmake"),
+    }
+
+
+def created(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _decimal(value: float) -> str:
+    """Measured fractions as fixed-precision text: the manifest carries no binary floats."""
+    return f"{value:.6f}"
+
+
+def _variant(artifact: ArtifactInputs, stored: dict) -> dict:
+    from ..contracts import ArtifactRecord, MetricsRecord
+
+    record = ArtifactRecord.read(artifact.record)
+    measured = MetricsRecord.read(artifact.metrics)
+    # Latency varies from run to run; the manifest records its budget verdict, the report the figure.
+    reproducible = {k: _decimal(v) for k, v in measured.metrics.items() if k != "latency_ms"}
+    entry = {
+        "target": artifact.target,
+        "platform": artifact.platform,
+        "format": artifact.format,
+        "variant": artifact.variant,
+        "precision": str(artifact.precision),
+        "file": artifact.bundle_path,
+        "sha256": stored["sha256"],
+        "size": stored["size"],
+        "io": record.io,
+        "delegates": record.delegates,
+        "metrics": reproducible,
+        "budgets": [
+            {"metric": v["metric"], "bound": v["bound"], "limit": _decimal(v["limit"]), "passed": v["passed"]}
+            for v in measured.budgets
+        ],
+        "tools": record.tools | measured.tools,
+    }
+    if "encryption" in stored:
+        entry["encryption"] = stored["encryption"]
+    return entry
+
+
+def _model(model: ModelInputs, stored: dict) -> dict:
+    from ..contracts import SourceRecord
+    from ..fsutil import read_json
+
+    source = SourceRecord.read(model.source_record)
+    output = asdict(model.output)
+    labels = output.pop("labels")
+    if labels:
+        output["labels"] = Path(labels).read_text(encoding="utf-8").splitlines()
+    signature = source.signature["input"]
+    entry = {
+        "description": model.description,
+        "input": {**asdict(model.input), "name": signature["name"], "shape": signature["shape"]},
+        "output": output,
+        "provenance": {
+            "source": {"kind": source.kind, "path": source.path, "files": source.source_files},
+            "recipe": source.metadata,
+            "tools": source.tools,
+        },
+        "variants": {a.id: _variant(a, stored[a.bundle_path]) for a in model.artifacts if a.bundle_path in stored},
+    }
+    if model.reference:
+        reference = read_json(model.reference)
+        entry["source_metrics"] = {k: _decimal(v) for k, v in reference.items() if k != "samples"} | {"samples": reference["samples"]}
+    return entry

@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from .. import fsutil
 from ..bundle.manifest import read_manifest
 from ..errors import PublishError
+from ..formats import FORMATS
 from .index import INDEX_FILE, INDEX_FORMAT_VERSION, parse_timestamp, read_unverified, sign_index, timestamp
 from .offer import Offer
 
 BLOB_DIR = "blobs/sha256"
 RELEASE_FILE = "release.json"
-FORMAT_ORDER = ("tflite", "onnx", "coreml")  # among a target's formats at one preference, the order a client tries them
 # An index that is unchanged and still has more than this share of its lifetime ahead is left as it is.
 _REFRESH_AFTER = 0.5
 
@@ -141,7 +141,8 @@ def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Ma
 
 
 def _format_rank(format_name: str) -> int:
-    return FORMAT_ORDER.index(format_name) if format_name in FORMAT_ORDER else len(FORMAT_ORDER)
+    """Among a target's formats at one preference, a client tries them in the registry's order."""
+    return FORMATS.index(format_name) if format_name in FORMATS else len(FORMATS)
 
 
 def _store_blob(repository: Path, source: Path, digest: str) -> bool:

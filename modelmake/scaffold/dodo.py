@@ -1,7 +1,8 @@
-"""doit entry point: `doit` builds models.yaml in this directory into a signed bundle.
+"""doit entry point: `modelmake build` (or plain `doit`) builds models.yaml in this directory into a signed bundle.
 
-`doit list` shows the tasks, `doit info TASK` why one would run,
-`doit clean` and `doit forget` work as usual.
+`modelmake build` runs doit and exits with modelmake's codes (`modelmake --help`);
+`doit list` shows the tasks, `doit info TASK` why one would run, and neither
+creates anything; `doit clean` and `doit forget` work as usual.
 """
 from pathlib import Path
 

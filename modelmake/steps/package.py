@@ -12,7 +12,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import fsutil
@@ -22,103 +21,29 @@ from ..bundle.keyring import build_keys
 from ..bundle.provenance import DEFAULT_BUILDER_ID, provenance_statement
 from ..bundle.signing import sign_directory
 from ..bundle.streaming_aead import associated_data_for, encrypt_file
+from ..contracts import ArtifactRecord, BundleInputs, PackageJob, SourceRecord
 from ..versions import tool_versions
 from ._selection import choose
 
 
-
-def _decimal(value: float) -> str:
-    """Measured fractions as fixed-precision text: the manifest carries no binary floats."""
-    return f"{value:.6f}"
-
-
-def _variant(artifact: dict, stored: dict) -> dict:
-    record = fsutil.read_json(artifact["record"])
-    measured = fsutil.read_json(artifact["metrics"])
-    # Latency varies from run to run; the manifest records its budget verdict, the report the figure.
-    reproducible = {k: _decimal(v) for k, v in measured["metrics"].items() if k != "latency_ms"}
-    entry = {
-        "target": artifact["target"],
-        "platform": artifact["platform"],
-        "format": artifact["format"],
-        "variant": artifact["variant"],
-        "precision": artifact["precision"],
-        "file": artifact["bundle_path"],
-        "sha256": stored["sha256"],
-        "size": stored["size"],
-        "io": record["io"],
-        "delegates": record["delegates"],
-        "metrics": reproducible,
-        "budgets": [
-            {"metric": v["metric"], "bound": v["bound"], "limit": _decimal(v["limit"]), "passed": v["passed"]}
-            for v in measured["budgets"]
-        ],
-        "tools": record["tools"] | measured["tools"],
-    }
-    if "encryption" in stored:
-        entry["encryption"] = stored["encryption"]
-    return entry
-
-
-def _model(model: dict, stored: dict) -> dict:
-    source = fsutil.read_json(model["source_record"])
-    output = dict(model["output"])
-    labels = output.pop("labels")
-    if labels:
-        output["labels"] = Path(labels).read_text(encoding="utf-8").splitlines()
-    entry = {
-        "description": model["description"],
-        "input": {**model["input"], "name": source["signature"]["input"]["name"], "shape": source["signature"]["input"]["shape"]},
-        "output": output,
-        "provenance": {
-            "source": {"kind": source["kind"], "path": source["path"], "files": source["source_files"]},
-            "recipe": source["metadata"],
-            "tools": source["tools"],
-        },
-        "variants": {a["id"]: _variant(a, stored[a["bundle_path"]]) for a in model["artifacts"] if a["bundle_path"] in stored},
-    }
-    if model["reference"]:
-        reference = fsutil.read_json(model["reference"])
-        entry["source_metrics"] = {k: _decimal(v) for k, v in reference.items() if k != "samples"} | {"samples": reference["samples"]}
-    return entry
-
-
-def _created(epoch: int) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def build_manifest(inputs: dict, stored: dict, signing: str) -> dict:
-    bundle = inputs["bundle"]
-    return {
-        "format_version": bundle_manifest.FORMAT_VERSION,
-        "bundle": bundle["name"],
-        "version": bundle["version"],
-        "created": _created(bundle["created"]),
-        "signing": signing,
-        "targets": inputs["targets"],
-        "models": {m["name"]: _model(m, stored) for m in inputs["models"]},
-        "tools": tool_versions("modelmake"),
-    }
-
-
-def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> tuple[dict, dict[str, int]]:
+def _store_files(staging: Path, inputs: BundleInputs, data_key: bytes | None) -> tuple[dict, dict[str, int]]:
     """Copy (or encrypt) every artifact into the bundle.
 
     Returns what the manifest says of each stored file, and the CRC-32 of each encrypted
     one (measured while writing it, so the archives need not read it to compute it).
     """
-    bundle = inputs["bundle"]
+    bundle = inputs.bundle
     stored, crc32 = {}, {}
-    for model in inputs["models"]:
+    for model in inputs.models:
         shipped, _ = choose(model)
-        for artifact in model["artifacts"]:
-            if artifact["id"] not in shipped:
+        for artifact in model.artifacts:
+            if artifact.id not in shipped:
                 continue
-            path = artifact["bundle_path"]
+            path = artifact.bundle_path
             destination = staging / path
             destination.parent.mkdir(parents=True, exist_ok=True)
             if data_key is None:
-                shutil.copyfile(artifact["file"], destination)
+                shutil.copyfile(artifact.file, destination)
                 destination.chmod(0o644)
                 stored[path] = {"sha256": fsutil.sha256_file(destination), "size": destination.stat().st_size}
                 continue
@@ -126,11 +51,11 @@ def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> tuple[d
             # encrypts and measures the ciphertext as it writes, so neither file is read again here.
             # No fsync per file: the staged directory as a whole is what a killed build keeps or drops.
             encrypted = encrypt_file(
-                Path(artifact["file"]),
+                Path(artifact.file),
                 destination,
                 data_key,
-                associated_data_for(bundle["name"], bundle["version"], path),
-                plaintext_sha256=fsutil.read_json(artifact["record"]).get("sha256"),
+                associated_data_for(bundle.name, bundle.version, path),
+                plaintext_sha256=ArtifactRecord.read(artifact.record).sha256,
                 durable=False,
             )
             destination.chmod(0o644)
@@ -140,7 +65,7 @@ def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> tuple[d
                 "size": encrypted.size,
                 "encryption": {
                     "scheme": bundle_manifest.ENCRYPTION_SCHEME,
-                    "associated_data": {"bundle": bundle["name"], "version": bundle["version"], "path": path},
+                    "associated_data": {"bundle": bundle.name, "version": bundle.version, "path": path},
                     "plaintext_sha256": encrypted.plaintext_sha256,
                     "plaintext_size": encrypted.plaintext_size,
                 },
@@ -148,12 +73,12 @@ def _store_files(staging: Path, inputs: dict, data_key: bytes | None) -> tuple[d
     return stored, crc32
 
 
-def _dependencies(inputs: dict, spec_file: str) -> dict[str, str]:
+def _dependencies(inputs: BundleInputs, spec_file: str) -> dict[str, str]:
     """Everything the bundle was built from, by digest: the spec, source files, data sets, labels."""
     dependencies = {spec_file: fsutil.sha256_file(spec_file)}
-    for model in inputs["models"]:
-        dependencies |= fsutil.read_json(model["source_record"])["source_files"]
-        for path in [*model["datasets"], model["output"]["labels"]]:
+    for model in inputs.models:
+        dependencies |= SourceRecord.read(model.source_record).source_files
+        for path in [*model.datasets, model.output.labels]:
             if path:
                 dependencies[path] = fsutil.sha256_file(path)
     return dependencies
@@ -195,14 +120,16 @@ def _archive_directory(directory: Path, destination: str, epoch: int, crc32: dic
     write_archive(Path(destination), files, epoch, crc32={name: crc32[name] for name in files if name in crc32})
 
 
-def package(inputs: dict, out_dir: str, archives: dict, spec_file: str, keys: dict) -> str:
-    build = build_keys(Path.cwd(), **keys)
-    epoch = inputs["bundle"]["created"]
+def package(job: PackageJob) -> str:
+    inputs, out_dir, archives, keys = job.inputs, job.out_dir, job.archives, job.keys
+    # Creates the workspace's development keys on first use when the spec configures none.
+    build = build_keys(Path.cwd(), keys.signing_key, keys.encrypt, keys.encryption_key)
+    epoch = inputs.bundle.created
     builder_id = os.environ.get("MODELMAKE_BUILDER_ID", DEFAULT_BUILDER_ID)
-    dependencies = _dependencies(inputs, spec_file)
+    dependencies = _dependencies(inputs, job.spec_file)
     with fsutil.atomic_directory(out_dir) as staging:
         stored, crc32 = _store_files(staging, inputs, build.data_key)
-        manifest = build_manifest(inputs, stored, build.signing)
+        manifest = bundle_manifest.build_manifest(inputs, stored, build.signing)
         _finish(staging, manifest, dependencies, build.signing_key, builder_id)
         for platform in bundle_manifest.platforms(manifest):
             with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".slice-") as scratch:

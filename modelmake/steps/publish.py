@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ..bundle.keyring import build_keys
+from ..contracts import PublishJob
 from ..repository.offer import Offer
 from ..repository.publish import publish as publish_bundle
 
@@ -21,27 +22,26 @@ def _signing_time() -> int:
     return int(time.time()) if epoch is None else int(epoch)
 
 
-def publish(
-    bundle_dir: str,
-    archives: dict,
-    repository: str,
-    preferences: dict,
-    targets: dict,
-    channels: dict,
-    expires_after_days: int,
-    keys: dict,
-) -> str:
+def publish(job: PublishJob) -> str:
+    keys = job.keys
     result = publish_bundle(
-        Path(repository),
-        bundle_dir=Path(bundle_dir),
-        archives={key: Path(path) for key, path in archives.items()},
-        preferences=preferences,
-        targets=targets,
-        channels={c: {m: Offer.from_document(offer) for m, offer in models.items()} for c, models in channels.items()},
-        signing_key=build_keys(Path.cwd(), **keys).signing_key,
+        Path(job.repository),
+        bundle_dir=Path(job.bundle_dir),
+        archives={key: Path(path) for key, path in job.archives.items()},
+        preferences=job.preferences,
+        targets={
+            name: {"platform": t.platform, "chipsets": list(t.chipsets), "min_os_version": t.min_os_version}
+            for name, t in job.targets.items()
+        },
+        channels={c: {m: Offer.from_document(offer) for m, offer in models.items()} for c, models in job.channels.items()},
+        # Publishing signs only: no data key is made or read for it.
+        signing_key=build_keys(Path.cwd(), keys.signing_key, False, None).signing_key,
         now=_signing_time(),
-        expires_after=expires_after_days * SECONDS_PER_DAY,
+        expires_after=job.expires_after_days * SECONDS_PER_DAY,
     )
     if not result.changed:
-        return f"repository {repository}: already offers this (index version {result.index_version}); nothing written"
-    return f"repository {repository}: index version {result.index_version}, {result.new_blobs} new blobs, channels {', '.join(sorted(channels))}"
+        return f"repository {job.repository}: already offers this (index version {result.index_version}); nothing written"
+    return (
+        f"repository {job.repository}: index version {result.index_version}, {result.new_blobs} new blobs, "
+        f"channels {', '.join(sorted(job.channels))}"
+    )

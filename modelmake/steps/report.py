@@ -3,29 +3,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import fsutil, metrics
+from .. import formats, fsutil, metrics
+from ..contracts import MetricsRecord, ReportJob
 from ._scoring import fallback_ops
 from ._selection import broken_budgets, choose
 
 PLOT = "size_vs_accuracy.png"
 TARGET_PLOT = "per_target.png"
+# Plot markers, one per format in the registry's order (more than these cycle).
+_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
 
 
 def _fmt(value, spec=".4f", missing="n/a"):
     return missing if value is None else format(value, spec)
 
 
-def _budget_cell(measured: dict) -> str:
-    if not measured["budgets"]:
+def _budget_cell(measured: MetricsRecord) -> str:
+    if not measured.budgets:
         return "none set"
     problems = broken_budgets(measured)
-    unchecked = [v["key"] for v in measured["budgets"] if v["passed"] is None]
-    cell = "FAILED: " + "; ".join(problems) if problems else f"ok ({len(measured['budgets']) - len(unchecked)})"
+    unchecked = [v["key"] for v in measured.budgets if v["passed"] is None]
+    cell = "FAILED: " + "; ".join(problems) if problems else f"ok ({len(measured.budgets) - len(unchecked)})"
     return cell + (f", not checked: {', '.join(unchecked)}" if unchecked else "")
 
 
-def _coverage_cell(measured: dict) -> str:
-    coverage = measured.get("coverage")
+def _coverage_cell(measured: MetricsRecord) -> str:
+    coverage = measured.coverage
     if not coverage:
         return "—"
     cell = f"{coverage['on_accelerator']}/{coverage['ops']} on {coverage['accelerator']}"
@@ -34,21 +37,22 @@ def _coverage_cell(measured: dict) -> str:
     return cell
 
 
-def _rows(inputs: dict):
-    for model in inputs["models"]:
+def _rows(inputs):
+    for model in inputs.models:
         shipped, dropped = choose(model)
-        for artifact in model["artifacts"]:
-            measured = fsutil.read_json(artifact["metrics"])
-            status = "shipped" if artifact["id"] in shipped else f"dropped: {dropped[artifact['id']]}"
+        for artifact in model.artifacts:
+            measured = MetricsRecord.read(artifact.metrics)
+            status = "shipped" if artifact.id in shipped else f"dropped: {dropped[artifact.id]}"
             yield model, artifact, measured, status
 
 
-def report(inputs: dict, out_dir: str) -> str:
-    out = Path(out_dir)
-    bundle = inputs["bundle"]
-    conditions = sorted({c for m in inputs["models"] for c in m.get("conditions", [])})
+def report(job: ReportJob) -> str:
+    inputs = job.inputs
+    out = Path(job.out_dir)
+    bundle = inputs.bundle
+    conditions = sorted({c for m in inputs.models for c in m.conditions})
     lines = [
-        f"# {bundle['name']} {bundle['version']}",
+        f"# {bundle.name} {bundle.version}",
         "",
         "Accuracy is measured on each model's evaluation data; the drop is the source model's top-1 minus the artifact's, "
         "in percentage points; parity compares each artifact's outputs with the source model's on the same inputs. "
@@ -64,13 +68,13 @@ def report(inputs: dict, out_dir: str) -> str:
     ]
     points, notes = [], set()
     for model, artifact, measured, status in _rows(inputs):
-        notes.update(measured.get("not_measured", {}).values())
-        m = measured["metrics"]
-        not_measured = "not measured" if measured.get("not_measured") else "n/a"
-        top_k = model["output"]["top_k"]
+        notes.update(measured.not_measured.values())
+        m = measured.metrics
+        not_measured = "not measured" if measured.not_measured else "n/a"
+        top_k = model.output.top_k
         drop = m.get(metrics.ACCURACY_DROP)
         cells = [
-            model["name"], artifact["target"], artifact["format"], artifact["variant"], artifact["precision"],
+            model.name, artifact.target, artifact.format, artifact.variant, artifact.precision,
             f"{m[metrics.SIZE_KB]:.1f}",
             _fmt(m.get("top1"), missing=not_measured),
             _fmt(m.get(metrics.top_k_metric(top_k)) if top_k > 1 else None, missing=not_measured),
@@ -84,10 +88,10 @@ def report(inputs: dict, out_dir: str) -> str:
             status,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-        points.append((model["name"], artifact, m))
+        points.append((model.name, artifact, m))
     if notes:
         lines += ["", "Not measured on this host: " + "; ".join(sorted(notes)) + "."]
-    sources = [(m["name"], fsutil.read_json(m["reference"])) for m in inputs["models"] if m["reference"]]
+    sources = [(m.name, fsutil.read_json(m.reference)) for m in inputs.models if m.reference]
     if sources:
         lines += ["", "## Source models", "", "| model | top-1 on evaluation data | samples |", "|---|---:|---:|"]
         lines += [f"| {name} | {ref['top1']:.4f} | {ref['samples']} |" for name, ref in sources]
@@ -117,12 +121,12 @@ def _save(figure, path: Path) -> None:
 def _plot_size_accuracy(points, path: Path) -> None:
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
-    markers = {"tflite": "o", "onnx": "s", "coreml": "D"}
     measured = [(name, a, m) for name, a, m in points if "top1" in m]
-    keys = sorted({(name, a["variant"]) for name, a, _ in measured})
+    keys = sorted({(name, a.variant) for name, a, _ in measured})
     for index, (name, variant) in enumerate(keys):
-        for fmt, marker in markers.items():
-            chosen = [m for n, a, m in measured if (n, a["variant"]) == (name, variant) and a["format"] == fmt]
+        for position, fmt in enumerate(formats.FORMATS):
+            marker = _MARKERS[position % len(_MARKERS)]
+            chosen = [m for n, a, m in measured if (n, a.variant) == (name, variant) and a.format == fmt]
             if chosen:
                 axes.scatter([m[metrics.SIZE_KB] for m in chosen], [m["top1"] * 100 for m in chosen], marker=marker,
                              color=f"C{index % 10}", label=f"{name} {variant} ({fmt})", s=50, alpha=0.8)
@@ -140,15 +144,15 @@ def _plot_size_accuracy(points, path: Path) -> None:
 def _plot_per_target(points, path: Path) -> None:
     """One panel per target: every artifact's size, labelled with its top-1 where measured."""
     plt = _pyplot()
-    targets = sorted({a["target"] for _, a, _ in points})
+    targets = sorted({a.target for _, a, _ in points})
     figure, axes = plt.subplots(len(targets) or 1, 1, figsize=(9, 2.2 * max(len(targets), 1)), dpi=100, squeeze=False)
     for row, target in enumerate(targets):
         ax = axes[row][0]
-        chosen = [(name, a, m) for name, a, m in points if a["target"] == target]
-        labels = [f"{name} {a['variant']} {a['format']}" for name, a, _ in chosen]
+        chosen = [(name, a, m) for name, a, m in points if a.target == target]
+        labels = [f"{name} {a.variant} {a.format}" for name, a, _ in chosen]
         sizes = [m[metrics.SIZE_KB] for _, _, m in chosen]
-        bars = ax.barh(labels, sizes, color=[f"C{['tflite', 'onnx', 'coreml'].index(a['format'])}" for _, a, _ in chosen])
-        for bar, (_, _, m) in zip(bars, chosen):
+        bars = ax.barh(labels, sizes, color=[f"C{formats.FORMATS.index(a.format)}" for _, a, _ in chosen])
+        for bar, (_, _, m) in zip(bars, chosen, strict=True):
             text = f"top-1 {m['top1'] * 100:.1f}%" if "top1" in m else "accuracy not measured"
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {text}", va="center", fontsize=7)
         ax.set_xscale("log")

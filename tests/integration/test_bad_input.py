@@ -2,6 +2,8 @@
 import os
 import re
 
+from modelmake.errors import SpecError
+
 from tests.support.workspaces import BUNDLE
 
 
@@ -109,12 +111,12 @@ def test_calibration_data_of_the_wrong_shape_gives_both_shapes_and_the_recipe(bu
     _assert_only_new_outputs_of("shapes", before, built_workspace.outputs())
 
 
-def test_unknown_key_in_the_spec_exits_2_with_the_line_and_builds_nothing(built_workspace):
+def test_unknown_key_in_the_spec_exits_with_the_spec_code_and_the_line_and_builds_nothing(built_workspace):
     built_workspace.edit_spec("  version: \"0.3.0\"\n", "  version: \"0.3.0\"\n  colour: blue\n")
     line = built_workspace.spec().splitlines().index("  colour: blue") + 1
     before = built_workspace.outputs(logs=True)
     run = built_workspace.doit(ok=False)
-    assert run.returncode == 2, run.describe()
+    assert run.returncode == SpecError.exit_code, run.describe()
     assert f"models.yaml:{line}:" in run.stderr
     assert "unknown key 'colour'" in run.stderr
     assert "allowed keys" in run.stderr
@@ -126,7 +128,7 @@ def test_unknown_key_in_the_spec_exits_2_with_the_line_and_builds_nothing(built_
 def test_unknown_key_in_a_new_workspace_builds_nothing(fresh_workspace):
     fresh_workspace.edit_spec("    budgets: {max_size_kb: 64", "    budget: {max_size_kb: 64")
     run = fresh_workspace.doit(ok=False)
-    assert run.returncode == 2, run.describe()
+    assert run.returncode == SpecError.exit_code, run.describe()
     assert "unknown key 'budget'" in run.stderr and "models.yaml:" in run.stderr
     assert not fresh_workspace.build.exists() or fresh_workspace.outputs(logs=True) == {}
 

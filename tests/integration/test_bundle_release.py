@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from modelmake import fsutil
 from modelmake.bundle import keys, signing, streaming_aead
 from modelmake.bundle.archive import ZIP_EPOCH_MIN, extract_archive
-from modelmake.errors import StepError, TamperedFileError
+from modelmake.errors import SpecError, StepError, TamperedFileError
 
 from tests.support.recipes import WIDE_RECIPE
 from tests.support.signing_cli import model_signing_verify
@@ -363,7 +363,7 @@ def test_a_release_build_without_configured_keys_fails_at_load(fresh_workspace, 
         fresh_workspace.edit_spec(SIGNING_LINE, "  encryption: {}")
         env = {"MODELMAKE_RELEASE": "1"}
     run = fresh_workspace.doit(env=env, ok=False)
-    assert run.returncode == 2, run.describe()
+    assert run.returncode == SpecError.exit_code, run.describe()
     assert "Traceback" not in run.output
     assert "models.yaml" in run.stderr
     assert "a release build needs bundle.signing.key (env:VAR or file:path)" in run.stderr

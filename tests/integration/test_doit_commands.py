@@ -1,5 +1,19 @@
-"""`doit clean`, `doit forget` and `doit -n N` behave as doit users expect."""
-from tests.support.workspaces import ALL_TASKS, BUNDLE_TASKS, NOISE
+"""`doit clean`, `doit forget` and `doit -n N` behave as doit users expect; `doit list` and `doit info`
+change nothing; `modelmake build` runs doit and exits with modelmake's codes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelmake import errors
+
+from tests.support.workspaces import ALL_TASKS, BUNDLE, BUNDLE_TASKS, NOISE, DoitRun, Workspace, subprocess_env
+
+SIGNING_LINE = '  signing: {key: "file:keys/signing.pem"}\n'
 
 
 def test_clean_removes_outputs_and_a_parallel_rebuild_gives_the_same_bundle(built, built_workspace):
@@ -29,3 +43,70 @@ def test_forget_without_arguments_forgets_the_default_tasks(built, built_workspa
     run = built_workspace.doit()
     assert run.executed == BUNDLE_TASKS, run.describe()
     assert built_workspace.bundle_bytes() == built.bundle
+
+
+# --- loading the graph changes nothing -----------------------------------------------------
+
+def tree(root: Path) -> dict[str, int | None]:
+    """Every file and directory under ``root``, with each file's size."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_size if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("keys", ["configured", "development"])
+def test_list_and_info_in_a_fresh_workspace_create_nothing(fresh_workspace, keys):
+    if keys == "development":
+        fresh_workspace.edit_spec(SIGNING_LINE, "  encryption: {}\n")
+    before = tree(fresh_workspace.root)
+    fresh_workspace.doit("list", "--all")
+    fresh_workspace.doit("list")
+    fresh_workspace.doit("info", "convert:digits.int8.tflite@pixel-8", ok=None)
+    run = fresh_workspace.doit("info", f"package:{BUNDLE}", ok=None)
+    assert f"package:{BUNDLE}" in run.stdout, run.describe()
+    assert tree(fresh_workspace.root) == before
+    assert not fresh_workspace.build.exists()
+    assert not (fresh_workspace.root / "keys" / "dev").exists()
+
+
+# --- modelmake build: doit with modelmake's exit codes -------------------------------------
+
+def modelmake_build(workspace: Workspace, *args: str) -> DoitRun:
+    command = [sys.executable, "-m", "modelmake.cli", "build", *args]
+    result = subprocess.run(command, cwd=workspace.root, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    return DoitRun(("modelmake build", *args), result.returncode, result.stdout, result.stderr)
+
+
+def failure_records(workspace: Workspace) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((workspace.build / ".modelmake" / "failures").rglob("*.json"))]
+
+
+def test_build_exits_with_the_spec_error_code_on_a_bad_spec(fresh_workspace):
+    fresh_workspace.edit_spec("    budgets: {max_size_kb: 64", "    budget: {max_size_kb: 64")
+    run = modelmake_build(fresh_workspace)
+    assert run.returncode == errors.SpecError.exit_code, run.describe()
+    assert "unknown key 'budget'" in run.stderr and "Traceback" not in run.output
+    assert not fresh_workspace.build.exists()
+
+
+def test_build_passes_a_bad_command_line_on_as_a_usage_error(fresh_workspace):
+    run = modelmake_build(fresh_workspace, "info", "convert:no-such-task")
+    assert run.returncode == errors.USAGE, run.describe()
+
+
+@pytest.mark.slow
+def test_build_exits_with_the_budget_code_and_plain_doit_with_1(built_workspace):
+    """Needs the whole pipeline (real steps)."""
+    built_workspace.edit_spec("budgets: {max_size_kb: 64,", "budgets: {max_size_kb: 1,")
+    run = modelmake_build(built_workspace, "--continue")
+    assert run.returncode == errors.BudgetExceeded.exit_code, run.describe()
+    failed = failure_records(built_workspace)
+    assert failed and {f["exit_code"] for f in failed} == {errors.BudgetExceeded.exit_code}
+    assert all(f["task"].startswith("evaluate:") and "max_size_kb" in f["message"] for f in failed)
+    assert f"{failed[0]['task']} failed (exit {errors.BudgetExceeded.exit_code})" in run.stderr
+
+    # doit itself can only say that a task failed
+    assert built_workspace.doit(ok=False).returncode == 1
+
+    built_workspace.edit_spec("budgets: {max_size_kb: 1,", "budgets: {max_size_kb: 64,")
+    run = modelmake_build(built_workspace)
+    assert run.returncode == 0, run.describe()
+    assert failure_records(built_workspace) == []

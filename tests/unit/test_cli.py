@@ -32,8 +32,11 @@ VARIANTS = {
 }
 EXIT = {
     "ok": 0, "error": 1, "usage": 2, "key": 5, "verification": 6, "decryption": 7, "format_version": 8,
-    "tampered": 9, "file_set": 10, "wrong_key": 11, "unsafe_archive": 12, "signature_format": 13, "bug": 70,
+    "tampered": 9, "file_set": 10, "wrong_key": 11, "unsafe_archive": 12, "signature_format": 13, "publish": 14,
+    "spec": 20, "step": 21, "budget": 22, "bug": 70,
 }
+# doit's own exit codes: a build failure that reached a process as one of these could not be told apart.
+DOIT_CODES = {0, 1, 2, 3}
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -156,11 +159,37 @@ def test_every_failure_class_has_its_own_exit_code():
         "decryption": errors.DecryptionError, "format_version": errors.FormatVersionError,
         "tampered": errors.TamperedFileError, "file_set": errors.FileSetError, "wrong_key": errors.WrongKeyError,
         "unsafe_archive": errors.UnsafeArchiveError, "signature_format": errors.SignatureFormatError,
+        "publish": errors.PublishError, "step": errors.StepError, "budget": errors.BudgetExceeded,
     }
     for name, kind in classes.items():
         assert errors.exit_code_for(kind("x")) == EXIT[name], name
+    assert errors.exit_code_for(errors.SpecError(["x"])) == EXIT["spec"]
     assert errors.exit_code_for(RuntimeError("a bug")) == EXIT["bug"]
     assert len(set(EXIT.values())) == len(EXIT)
+
+
+def test_the_exit_code_table_is_errors_py_and_the_build_codes_stay_clear_of_doits():
+    assert dict(errors.exit_codes()).keys() == set(EXIT.values())
+    build = {errors.SpecError.exit_code, errors.StepError.exit_code, errors.BudgetExceeded.exit_code, errors.BUG}
+    assert not build & DOIT_CODES
+    # Every class with a code of its own is in the table, with its meaning.
+    table = dict(errors.exit_codes())
+    for kind in (errors.ModelmakeError, *_subclasses(errors.ModelmakeError)):
+        assert table[kind.exit_code] == kind.meaning, kind.__name__
+
+
+def _subclasses(kind: type) -> list[type]:
+    return [s for c in kind.__subclasses__() for s in (c, *_subclasses(c))]
+
+
+def test_the_help_lists_errors_py_exit_codes(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["--help"])
+    assert raised.value.code == 0
+    out = capsys.readouterr().out
+    listed = out[out.index("exit codes:"):].splitlines()[1:]
+    rows = [line.strip().split(None, 1) for line in listed if line.strip()]
+    assert [(int(code), meaning) for code, meaning in rows] == errors.exit_codes()
 
 
 def test_a_bug_exits_70_with_its_traceback(capsys, bundle, public_pem, monkeypatch):
@@ -537,7 +566,8 @@ def test_a_file_moved_to_another_path_does_not_decrypt(capsys, tmp_path, encrypt
     """The path is bound into the associated data: a file copied over another fails even with the right key."""
     a, b = encrypted / "files/pixel-8/digits.int8.tflite.enc", encrypted / "files/android-arm64-cpu/digits.int8.tflite.enc"
     b.write_bytes(a.read_bytes())
-    code, _, err = run(capsys, "decrypt", encrypted, "--key", data_key_file, "--out", tmp_path / "out", "--file", "files/android-arm64-cpu/digits.int8.tflite.enc")
+    victim = "files/android-arm64-cpu/digits.int8.tflite.enc"
+    code, _, _ = run(capsys, "decrypt", encrypted, "--key", data_key_file, "--out", tmp_path / "out", "--file", victim)
     assert code == EXIT["decryption"]
 
 

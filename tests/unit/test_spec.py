@@ -198,11 +198,11 @@ def test_the_repository_models_yaml_compiles():
     assert [c for c, _ in plan.models[0].evaluation.conditions] == ["dim", "blur", "noise"]
 
 
-def test_a_spec_error_exits_with_code_2(tmp_path):
+def test_a_spec_error_exits_with_the_spec_code(tmp_path):
     with pytest.raises(SpecError) as caught:
         load_plan(make_workspace(tmp_path, edit(VALID_SPEC, ("format: 1", "format: 2"))), environ={})
 
-    assert exit_code_for(caught.value) == 2
+    assert exit_code_for(caught.value) == SpecError.exit_code == 20
     assert str(caught.value) == "1 problem in the spec:\n  models.yaml:1:9: format: must be 1, got 2"
 
 
