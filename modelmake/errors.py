@@ -121,32 +121,18 @@ class BudgetExceeded(ModelmakeError):
     meaning = "build: an artifact breaks a budget of the spec"
 
 
-# Every class with a code of its own, in the order of their codes.
-_CLASSES: tuple[type[ModelmakeError], ...] = (
-    ModelmakeError,
-    KeyMaterialError,
-    VerificationError,
-    DecryptionError,
-    FormatVersionError,
-    TamperedFileError,
-    FileSetError,
-    WrongKeyError,
-    UnsafeArchiveError,
-    SignatureFormatError,
-    PublishError,
-    SpecError,
-    StepError,
-    BudgetExceeded,
-)
-
-
 def exit_codes() -> list[tuple[int, str]]:
     """Every exit code of a modelmake process and what it means, in ascending order."""
     table = {SUCCESS: "success", USAGE: "the command line is wrong (usage), or doit could not load dodo.py"}
-    for kind in _CLASSES:
+    for kind in _with_codes(ModelmakeError):
         table[kind.exit_code] = kind.meaning
     table[BUG] = "a bug in modelmake or in a step (the traceback is printed)"
     return sorted(table.items())
+
+
+def _with_codes(kind: type[ModelmakeError]) -> list[type[ModelmakeError]]:
+    """``kind`` and every subclass of it: each declares its own code."""
+    return [kind] + [sub for direct in kind.__subclasses__() for sub in _with_codes(direct)]
 
 
 def exit_code_for(error: BaseException) -> int:

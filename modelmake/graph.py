@@ -35,17 +35,16 @@ from .contracts import (
     config_hash,
 )
 from .errors import ModelmakeError, exit_code_for
-from .formats import backend
+from .formats import backend, for_source_kind
 from .kinds import Precision
 from .layout import SPEC_FILE, WORKSPACE_PROFILES
 from .steps.runner import run_step
 from .versions import tool_versions
 
 if TYPE_CHECKING:
-    from .plan import Artifact, BuildPlan, Dataset, Model
+    from .plan import Artifact, BuildPlan, Dataset, Model, Source
 
 STEP_TOOLS = {
-    "source": ("modelmake", "tensorflow", "keras", "onnx"),
     "data": ("modelmake", "numpy"),
     "reference": ("modelmake", "tensorflow", "keras", "ai-edge-litert", "onnxruntime"),
     "package": ("modelmake", "cryptography"),
@@ -173,6 +172,13 @@ def _source_files(workspace: Path, model: Model) -> list[str]:
     return [source.path, *source.depends]
 
 
+def _source_tools(source: Source) -> tuple[str, ...]:
+    """A recipe, Keras or SavedModel source runs TensorFlow; a foreign file is read with its own format's tools."""
+    foreign = for_source_kind(source.kind)
+    tools = ("modelmake", "tensorflow", "keras", *(foreign.convert_tools + foreign.runtime_tools if foreign else ()))
+    return tuple(dict.fromkeys(tools))
+
+
 def _dataset_files(dataset: Dataset) -> list[str]:
     return [dataset.path, *dataset.depends]
 
@@ -194,6 +200,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
         file_dep=_source_files(workspace, model),
         targets=[source_record],
         clean_dirs=[layout.source_dir(model.name)],
+        tools=_source_tools(model.source),
         doc=f"{model.name}: {model.source.kind} source {model.source.path}",
     )
     for dataset in (model.calibration, model.evaluation):

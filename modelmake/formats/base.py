@@ -50,6 +50,7 @@ class FormatBackend(Protocol):
     name: str  # as written in profiles and artifact names: tflite, onnx, coreml
     suffix: str  # the artifact file's suffix; a directory format ships as a reproducible zip
     source_kinds: tuple[str, ...]  # the source kinds it converts from
+    quantizes_own_files: bool  # whether a source file of this format can be built at another precision than fp32
     precisions: tuple[Precision, ...]  # the precisions its converter makes
     convert_tools: tuple[str, ...]  # distributions whose versions decide the converted bytes
     runtime_tools: tuple[str, ...]  # distributions that load and run its files

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from types import MappingProxyType
 
-from .. import layout, metrics
+from .. import formats, layout, metrics
 from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import SpecError
 from ..kinds import Precision
@@ -335,8 +335,13 @@ class Compiler:
         variant_path = base + ("variants", variant.name, "quantize")
         if precision is Precision.INT8 and not has_calibration:
             self.fail(variant_path, f"full int8 quantization needs calibration data: add models -> {model} -> data -> calibration")
-        if source.kind == "tflite" and precision is not Precision.FP32:
-            self.fail(variant_path, "a tflite source is already converted and cannot be re-quantized: use a keras, saved_model or recipe source, or drop 'quantize'")
+        foreign = formats.for_source_kind(source.kind)
+        if foreign is not None and not foreign.quantizes_own_files and precision is not Precision.FP32:
+            self.fail(
+                variant_path,
+                f"a {source.kind} source is already converted and cannot be re-quantized: "
+                "use a keras, saved_model or recipe source, or drop 'quantize'",
+            )
 
     def budgets(self, path, conf, known_metrics) -> list[Budget]:
         model = path[1]  # path is models -> <model> -> budgets or budget_overrides -> <target>

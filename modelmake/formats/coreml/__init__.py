@@ -60,6 +60,7 @@ class CoremlBackend:
     name = "coreml"
     suffix = ".mlpackage.zip"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe")
+    quantizes_own_files: bool = False
     precisions: tuple[Precision, ...] = tuple(Precision)
     # scikit-learn: palettization's k-means
     convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "coremltools", "scikit-learn")

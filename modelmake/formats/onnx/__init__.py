@@ -29,6 +29,7 @@ class OnnxBackend:
     name = "onnx"
     suffix = ".onnx"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite", "onnx")
+    quantizes_own_files: bool = True
     precisions: tuple[Precision, ...] = tuple(Precision)
     convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
     runtime_tools: tuple[str, ...] = ("onnxruntime",)

@@ -25,6 +25,7 @@ class TfliteBackend:
     name = "tflite"
     suffix = ".tflite"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite")
+    quantizes_own_files: bool = False
     precisions: tuple[Precision, ...] = tuple(Precision)
     convert_tools: tuple[str, ...] = ("modelmake", "tensorflow")
     runtime_tools: tuple[str, ...] = ("ai-edge-litert",)
