@@ -38,13 +38,17 @@ def call_recipe(module, path: Path, function: str, *args):
     """Call a recipe function; an exception in it is the recipe's problem, reported as such."""
     target = getattr(module, function, None)
     if not callable(target):
-        raise StepError(f"recipe {Path(path).name} has no function '{function}': define it, or name another with 'function:' in models.yaml")
+        raise StepError(
+            f"recipe {Path(path).name} has no function '{function}': define it, or name another with 'function:' in models.yaml"
+        )
     sys.path.insert(0, str(Path(path).resolve().parent))
     try:
         return target(*args)
     except Exception as exc:
         traceback.print_exc()
-        raise StepError(f"recipe {Path(path).name}: {function}({', '.join(map(repr, args))}) raised {type(exc).__name__}: {exc}; fix the recipe") from exc
+        raise StepError(
+            f"recipe {Path(path).name}: {function}({', '.join(map(repr, args))}) raised {type(exc).__name__}: {exc}; fix the recipe"
+        ) from exc
     finally:
         sys.path.remove(str(Path(path).resolve().parent))
 

@@ -56,16 +56,16 @@ def load_yaml(path: Path, display_name: str) -> YamlDocument:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError([f"{display_name}: file not found: create it, or run `modelmake init` for a starting point"])
+        raise SpecError([f"{display_name}: file not found: create it, or run `modelmake init` for a starting point"]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([f"{display_name}: cannot read the file ({exc})"])
+        raise SpecError([f"{display_name}: cannot read the file ({exc})"]) from None
 
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
         root = yaml.load(text)
     except MarkedYAMLError as exc:
-        raise SpecError([_syntax_problem(exc, display_name)])
+        raise SpecError([_syntax_problem(exc, display_name)]) from None
 
     values: dict = {}
     keys: dict = {}

@@ -42,7 +42,9 @@ class FormatRuntime(Protocol):
     def accelerator_coverage(self, path: Path | str, support: FormatSupport) -> dict | None:
         """{"accelerator", "ops", "on_accelerator", "fallback"} for the profile's accelerator, or None when it names none."""
 
-    def structural_check(self, path: Path | str, *, what: str, source_signature: dict, precision: Precision, palettize: int | None) -> dict | None:
+    def structural_check(
+        self, path: Path | str, *, what: str, source_signature: dict, precision: Precision, palettize: int | None
+    ) -> dict | None:
         """What can be proven without running the file (for formats this host cannot run); None where running it proves more."""
 
 

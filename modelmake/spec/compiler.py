@@ -98,7 +98,11 @@ class Compiler:
             overrides = settings.get("models", {})
             for model in overrides:
                 if model not in models:
-                    self.fail(("publish", "channels", channel, "models", model), f"there is no model '{model}' in models: offer one of {', '.join(models)}", of_key=True)
+                    self.fail(
+                        ("publish", "channels", channel, "models", model),
+                        f"there is no model '{model}' in models: offer one of {', '.join(models)}",
+                        of_key=True,
+                    )
             shared = {k: v for k, v in settings.items() if k != "models"}
             channel_path = ("publish", "channels", channel)
             offers = {}
@@ -128,7 +132,10 @@ class Compiler:
             self.fail(where("arms"), f"the arms' weights add up to {total:g}, not 100: adjust them so that every device falls in one arm")
         previous = settings.get("previous")
         if previous == version:
-            self.fail(where("previous"), f"previous is the offered version {version} itself: name the version devices outside the rollout get, or remove previous")
+            self.fail(
+                where("previous"),
+                f"previous is the offered version {version} itself: name the version devices outside the rollout get, or remove previous",
+            )
         return Offer(
             version=version,
             rollout_basis_points=_basis_points(settings.get("rollout", 100)),
@@ -150,9 +157,16 @@ class Compiler:
         encrypt = "encryption" in conf
         encryption_key = conf.get("encryption", {}).get("key")
         if release and not signing.get("key"):
-            self.fail(("bundle", "signing"), "a release build needs bundle.signing.key (env:VAR or file:path): development keys are refused; run `modelmake keygen` to make a key pair")
+            self.fail(
+                ("bundle", "signing"),
+                "a release build needs bundle.signing.key (env:VAR or file:path): development keys are refused; "
+                "run `modelmake keygen` to make a key pair",
+            )
         if release and encrypt and not encryption_key:
-            self.fail(("bundle", "encryption"), "a release build needs bundle.encryption.key (env:VAR or file:path): the development data key is refused")
+            self.fail(
+                ("bundle", "encryption"),
+                "a release build needs bundle.encryption.key (env:VAR or file:path): the development data key is refused",
+            )
         return BundleSpec(
             name=conf["name"],
             version=conf["version"],
@@ -186,7 +200,9 @@ class Compiler:
                     self.fail(path + (key,), f"'{key}' applies only to recipe sources: remove it", of_key=True)
         self.existing_file(path + (kind,), conf[kind], f"{kind} source", directory=kind == "saved_model")
         depends = tuple(self.existing_file(path + ("depends", i), d, "dependency") for i, d in enumerate(conf.get("depends", ())))
-        return Source(kind=kind, path=conf[kind], function=conf.get("function", DEFAULT_MODEL_FUNCTION if kind == RECIPE else ""), depends=depends)
+        return Source(
+            kind=kind, path=conf[kind], function=conf.get("function", DEFAULT_MODEL_FUNCTION if kind == RECIPE else ""), depends=depends
+        )
 
     def dataset(self, path, role, conf) -> Dataset | None:
         if conf is None:
@@ -305,7 +321,11 @@ class Compiler:
         """The metrics the model's artifacts will have, which its budgets may name."""
         conditions = [c for c in metrics.CONDITIONS if c in data.get("evaluation", {}).get("conditions", {})]
         if input_spec.layout == "NC" and "blur" in conditions:
-            self.fail(base + ("data", "evaluation", "conditions", "blur"), "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout", of_key=True)
+            self.fail(
+                base + ("data", "evaluation", "conditions", "blur"),
+                "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout",
+                of_key=True,
+            )
         return metrics.available_metrics(has_evaluation_data="evaluation" in data, top_k=output_spec.top_k, conditions=conditions)
 
     def check_overrides(self, base, model, overrides, targets) -> None:
@@ -331,7 +351,10 @@ class Compiler:
         """The rules on a variant itself, checked once for each variant some target lists."""
         precision = variant.precision
         if not variant.per_channel and precision is not Precision.INT8:
-            self.fail(base + ("variants", variant.name, "per_channel"), f"per_channel applies to int8 variants only ('{variant.name}' is {precision}): remove it")
+            self.fail(
+                base + ("variants", variant.name, "per_channel"),
+                f"per_channel applies to int8 variants only ('{variant.name}' is {precision}): remove it",
+            )
         variant_path = base + ("variants", variant.name, "quantize")
         if precision is Precision.INT8 and not has_calibration:
             self.fail(variant_path, f"full int8 quantization needs calibration data: add models -> {model} -> data -> calibration")

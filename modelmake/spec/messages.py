@@ -151,5 +151,12 @@ def _json_type(value) -> str:
 
 
 def _article(word) -> str:
-    names = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean"}
+    names = {
+        "object": "a mapping",
+        "array": "a list",
+        "string": "a string",
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "a boolean",
+    }
     return names.get(word, str(word))

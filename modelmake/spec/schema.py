@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path}")
         return 0
     for path in stale:
-        print(f"{path} differs from the precisions and formats modelmake knows: run python -m modelmake.spec.schema --write", file=sys.stderr)
+        print(
+            f"{path} differs from the precisions and formats modelmake knows: run python -m modelmake.spec.schema --write", file=sys.stderr
+        )
     return 1 if stale else 0
 
 

@@ -54,15 +54,20 @@ def check_sample_shape(x: np.ndarray, input_shape: list, *, what: str) -> None:
     """Samples must match the model input, batch dimension aside (None matches any size)."""
     expected = input_shape[1:]
     actual = list(x.shape[1:])
-    if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual)):
+    if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=True)):
         shown = tuple("?" if e is None else e for e in expected)
-        raise StepError(f"{what} has samples of shape {tuple(actual)} but the model input takes {shown}: fix the data so each sample matches the model input")
+        raise StepError(
+            f"{what} has samples of shape {tuple(actual)} but the model input takes {shown}: "
+            "fix the data so each sample matches the model input"
+        )
 
 
 def calibration_samples(job: ConvertJob, input_shape: list) -> np.ndarray:
     """The preprocessed calibration samples a full-int8 conversion runs, checked against the model input."""
     if job.calibration is None:
-        raise StepError(f"{job.artifact_id} is full int8, which needs calibration data: give the model a calibration data set in models.yaml")
+        raise StepError(
+            f"{job.artifact_id} is full int8, which needs calibration data: give the model a calibration data set in models.yaml"
+        )
     x, _ = read_dataset(job.calibration, what="calibration data")
     check_sample_shape(x, input_shape, what=f"calibration data from {job.calibration_origin or job.calibration}")
     return preprocess(x, job.input)

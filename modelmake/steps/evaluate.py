@@ -52,7 +52,9 @@ def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str) -> dict:
             figures |= parity(outputs, saved["outputs"])
         for condition, strength in job.conditions:
             changed = preprocess(_conditions.apply(raw, condition, strength, job.input.layout), job.input)
-            figures[metrics.condition_metric(condition)] = accuracy_figures(runtime.predict(job.artifact, changed, what=what), labels, 1)["top1"]
+            figures[metrics.condition_metric(condition)] = accuracy_figures(
+                runtime.predict(job.artifact, changed, what=what), labels, 1
+            )["top1"]
     figures[metrics.LATENCY_MS] = runtime.median_latency_ms(job.artifact, what=what, sample=sample)
     return figures
 
@@ -69,7 +71,10 @@ def _reason(verdict: dict, coverage: dict | None) -> str:
     side = "over" if verdict["bound"] == "max" else "under"
     text = f"{verdict['metric']} is {verdict['value']:.4g}, {side} its {verdict['key']} of {verdict['limit']:g}"
     if verdict["metric"] == metrics.ACCELERATOR_COVERAGE and coverage:
-        text += f" (ops the {coverage['accelerator']} accelerator does not take: {fallback_ops(coverage)}; replace them or drop the coverage requirement)"
+        text += (
+            f" (ops the {coverage['accelerator']} accelerator does not take: {fallback_ops(coverage)}; "
+            "replace them or drop the coverage requirement)"
+        )
     return text
 
 
@@ -91,7 +96,9 @@ def evaluate(job: EvaluateJob) -> str:
     try:
         figures |= _measure(runtime, job, what)
     except NotMeasurable as reason:
-        names = metrics.available_metrics(has_evaluation_data=bool(job.evaluation), top_k=job.top_k, conditions=[c for c, _ in job.conditions])
+        names = metrics.available_metrics(
+            has_evaluation_data=bool(job.evaluation), top_k=job.top_k, conditions=[c for c, _ in job.conditions]
+        )
         not_measured = {name: str(reason) for name in names if name not in figures and name != metrics.ACCELERATOR_COVERAGE}
     coverage = runtime.accelerator_coverage(job.artifact, job.support)
     if coverage is not None:

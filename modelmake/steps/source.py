@@ -84,7 +84,9 @@ def _load_keras(path: Path):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:
-        raise StepError(f"keras source {path} does not load ({type(exc).__name__}: {exc}): check that it is a .keras file saved by model.save()") from exc
+        raise StepError(
+            f"keras source {path} does not load ({type(exc).__name__}: {exc}): check that it is a .keras file saved by model.save()"
+        ) from exc
 
 
 def _export(model, directory: Path, what: str = "the model") -> None:

@@ -74,7 +74,7 @@ def make_bundle(root: Path, signing_key, *, data_key: bytes | None = None, slice
     for variant_id, (target, platform, precision, plaintext) in VARIANTS.items():
         path = f"files/{target}/digits.{precision}.tflite" + (".enc" if data_key else "")
         (directory / path).parent.mkdir(parents=True, exist_ok=True)
-        entry = {
+        entry: dict = {
             "target": target, "platform": platform, "format": "tflite", "variant": precision, "precision": precision,
             "file": path, "metrics": {"accuracy_drop": "0.001000", "size_kb": "4.000000", "top1": "0.912000"},
         }
@@ -179,7 +179,8 @@ def test_the_exit_code_table_is_errors_py_and_the_build_codes_stay_clear_of_doit
 
 
 def _subclasses(kind: type) -> list[type]:
-    return [s for c in kind.__subclasses__() for s in (c, *_subclasses(c))]
+    direct: list[type] = kind.__subclasses__()
+    return [s for c in direct for s in (c, *_subclasses(c))]
 
 
 def test_the_help_lists_errors_py_exit_codes(capsys):

@@ -52,7 +52,15 @@ def _deployment(target: str) -> FormatSupport:
     return replace(A17, settings=replace(A17.settings, minimum_deployment_target=target))
 
 
-def _job(record: str, precision: Precision, out: Path | str, *, support: FormatSupport = A17, per_channel: bool = True, palettize: int | None = None) -> ConvertJob:
+def _job(
+    record: str,
+    precision: Precision,
+    out: Path | str,
+    *,
+    support: FormatSupport = A17,
+    per_channel: bool = True,
+    palettize: int | None = None,
+) -> ConvertJob:
     """The ConvertJob the graph gives a Core ML artifact (no calibration: Core ML's int8 quantizes weights only)."""
     return ConvertJob(
         artifact_id=Path(out).name,
@@ -83,7 +91,14 @@ def _export(build, directory: Path) -> dict:
     signature = _saved_model_signature(saved_model, what="test model")
     record = directory / "source.json"
     SourceRecord(
-        kind="keras", path="built in code", model=saved_model.as_posix(), model_sha256="", source_files={}, signature=signature, metadata={}, tools={}
+        kind="keras",
+        path="built in code",
+        model=saved_model.as_posix(),
+        model_sha256="",
+        source_files={},
+        signature=signature,
+        metadata={},
+        tools={},
     ).write(str(record))
     return {"record": str(record), "signature": signature}
 
@@ -118,7 +133,14 @@ def _log_gamma_model():
 
 def _convert(source: dict, out: Path, variant: str, support: FormatSupport = A17, per_channel: bool | None = None) -> dict:
     precision, default_per_channel, bits = VARIANTS[variant]
-    job = _job(source["record"], precision, out, support=support, per_channel=default_per_channel if per_channel is None else per_channel, palettize=bits)
+    job = _job(
+        source["record"],
+        precision,
+        out,
+        support=support,
+        per_channel=default_per_channel if per_channel is None else per_channel,
+        palettize=bits,
+    )
     convert.convert(job)
     return fsutil.read_json(str(out) + ".json")
 
@@ -217,7 +239,9 @@ def test_per_tensor_int8_is_reported_and_smaller(built, cnn, tmp_path):
     out = tmp_path / "cnn.int8pt.mlpackage.zip"
     record = _convert(cnn, out, "int8", per_channel=False)
     assert record["compression"]["granularity"] == "per_tensor"
-    report = coreml_runtime.structural_check(out, what="int8 per-tensor", source_signature=cnn["signature"], precision=Precision.INT8, palettize=None)
+    report = coreml_runtime.structural_check(
+        out, what="int8 per-tensor", source_signature=cnn["signature"], precision=Precision.INT8, palettize=None
+    )
     assert report["weights"] == "int8 (linear, per-tensor)"
     assert out.stat().st_size < built["int8"][0].stat().st_size
 
@@ -268,7 +292,9 @@ def test_the_package_coremltools_made_is_checked_against_the_target_os(cnn):
 def test_structural_check_refuses_the_wrong_precision(built, cnn, variant, claimed, bits, message):
     path, _ = built[variant]
     with pytest.raises(StepError, match=message):
-        coreml_runtime.structural_check(path, what="artifact", source_signature=cnn["signature"], precision=Precision(claimed), palettize=bits)
+        coreml_runtime.structural_check(
+            path, what="artifact", source_signature=cnn["signature"], precision=Precision(claimed), palettize=bits
+        )
 
 
 def test_structural_check_refuses_io_that_differs_from_the_source(built, cnn):
@@ -283,7 +309,9 @@ def test_structural_check_refuses_a_file_that_is_not_a_package(tmp_path, cnn):
     not_a_zip = tmp_path / "broken.mlpackage.zip"
     not_a_zip.write_bytes(b"not a zip")
     with pytest.raises(StepError, match="does not unpack"):
-        coreml_runtime.structural_check(not_a_zip, what="broken", source_signature=cnn["signature"], precision=Precision.FP16, palettize=None)
+        coreml_runtime.structural_check(
+            not_a_zip, what="broken", source_signature=cnn["signature"], precision=Precision.FP16, palettize=None
+        )
     empty = tmp_path / "empty.mlpackage.zip"
     with zipfile.ZipFile(empty, "w") as archive:
         archive.writestr("readme.txt", "no package here")
@@ -304,7 +332,9 @@ def test_running_off_macos_is_not_measurable(built):
 def test_a_layer_core_ml_cannot_convert_names_its_op(tmp_path):
     source = _export(_log_gamma_model, tmp_path)
     out = tmp_path / "lgamma.fp16.mlpackage.zip"
-    with pytest.raises(StepError, match=r"TensorFlow op Lgamma \(node \S*log_gamma\S*/Lgamma, in layer 'log_gamma\S*'\) has no Core ML equivalent") as error:
+    with pytest.raises(
+        StepError, match=r"TensorFlow op Lgamma \(node \S*log_gamma\S*/Lgamma, in layer 'log_gamma\S*'\) has no Core ML equivalent"
+    ) as error:
         _convert(source, out, "fp16")
     assert "drop Core ML targets" in str(error.value)
     assert not out.exists() and not Path(str(out) + ".json").exists()
@@ -330,7 +360,8 @@ def test_the_same_bytes_from_another_process_time_zone_and_umask(built, cnn, tmp
         from modelmake.kinds import Precision
         from modelmake.plan import FormatSupport, InputSpec
         from modelmake.steps import convert
-        support = FormatSupport(format="coreml", precisions=tuple(Precision), settings=CoremlSettings(compute_units="ALL", minimum_deployment_target="iOS17"))
+        support = FormatSupport(format="coreml", precisions=tuple(Precision), """  # one line of the script, split for the line length
+        f"""settings=CoremlSettings(compute_units="ALL", minimum_deployment_target="iOS17"))
         for variant, precision, bits in [("int8", "int8", None), ("palette4", "fp16", 4)]:
             out = os.path.join({str(tmp_path)!r}, f"cnn.{{variant}}.mlpackage.zip")
             convert.convert(ConvertJob(

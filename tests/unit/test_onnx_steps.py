@@ -12,6 +12,7 @@ import textwrap
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -44,7 +45,9 @@ CPU = FormatSupport(
 QNN = FormatSupport(
     format="onnx",
     precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
-    settings=OnnxSettings(execution_providers=("QNNExecutionProvider", "CPUExecutionProvider"), quantization="qnn", activation_type="uint16"),
+    settings=OnnxSettings(
+        execution_providers=("QNNExecutionProvider", "CPUExecutionProvider"), quantization="qnn", activation_type="uint16"
+    ),
     accelerator="qnn",
 )
 TARGETS = {"cpu": CPU, "qnn": QNN}
@@ -55,12 +58,20 @@ def _with(support: FormatSupport, **settings) -> FormatSupport:
     return replace(support, settings=replace(support.settings, **settings))
 
 
-def _convert(record: Path | str, precision: str, support: FormatSupport, out: Path | str, *, calibration: Path | None = None, per_channel: bool = True) -> Path:
+def _convert(
+    record: Path | str,
+    precision: str,
+    support: FormatSupport,
+    out: Path | str,
+    *,
+    calibration: Path | None = None,
+    per_channel: bool = True,
+) -> Path:
     """Convert as the convert task does: one ConvertJob, through the step's dispatch to the ONNX backend."""
     job = ConvertJob(
         artifact_id=Path(out).name,
         source_record=str(record),
-        precision=Precision(precision) if precision in set(Precision) else precision,
+        precision=Precision(precision) if precision in set(Precision) else cast(Precision, precision),
         per_channel=per_channel,
         palettize=None,
         calibration=str(calibration) if calibration else None,
@@ -125,7 +136,9 @@ def _materialize(directory: Path, recipe: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "recipe.py").write_text(recipe, encoding="utf-8")
     record = directory / "source.json"
-    source.materialize(SourceJob(Source(kind="recipe", path=str(directory / "recipe.py"), function="build_model"), str(directory / "out"), str(record)))
+    source.materialize(
+        SourceJob(Source(kind="recipe", path=str(directory / "recipe.py"), function="build_model"), str(directory / "out"), str(record))
+    )
     return record
 
 
@@ -243,7 +256,7 @@ def _qdq_summary(model) -> dict:
     """Activation zero-point types, and (dtype, per-channel axis, scale count) of each convolution's weights."""
     initializers = _initializers(model)
     producers = {o: n for n in model.graph.node for o in n.output}
-    activations = Counter()
+    activations: Counter[str] = Counter()
     conv_weights = []
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear":
@@ -252,7 +265,9 @@ def _qdq_summary(model) -> dict:
             dq = producers[node.input[1]]
             assert dq.op_type == "DequantizeLinear"
             axis = next((a.i for a in dq.attribute if a.name == "axis"), None)
-            conv_weights.append((initializers[dq.input[0]].dtype.name, axis, initializers[dq.input[1]].size, int(np.abs(initializers[dq.input[2]]).max())))
+            conv_weights.append(
+                (initializers[dq.input[0]].dtype.name, axis, initializers[dq.input[1]].size, int(np.abs(initializers[dq.input[2]]).max()))
+            )
     return {"activations": dict(activations), "conv_weights": conv_weights}
 
 
@@ -440,7 +455,10 @@ def _tf_function_source(tmp_path: Path, function, shape) -> Path:
     module = tf.Module()
     module.serve = tf.function(lambda x: {"y": function(x)}, input_signature=[tf.TensorSpec(shape, tf.float32, name="x")])
     tf.saved_model.save(module, str(tmp_path / "saved_model"), signatures={"serving_default": module.serve})
-    signature = {"input": {"name": "x", "shape": list(shape), "dtype": "float32"}, "output": {"name": "y", "shape": list(shape), "dtype": "float32"}}
+    signature = {
+        "input": {"name": "x", "shape": list(shape), "dtype": "float32"},
+        "output": {"name": "y", "shape": list(shape), "dtype": "float32"},
+    }
     return _source_record(tmp_path / "source.json", "saved_model", "function.py", tmp_path / "saved_model", signature)
 
 
@@ -448,7 +466,9 @@ def test_a_tensorflow_op_onnx_lacks_is_named(tmp_path):
     import tensorflow as tf
 
     record = _tf_function_source(tmp_path, tf.math.lgamma, [None, 4])
-    with pytest.raises(StepError, match=r"cannot express these TensorFlow ops in ONNX opset 17: Lgamma \(node [^;]*; tf2onnx has no conversion for it\)"):
+    with pytest.raises(
+        StepError, match=r"cannot express these TensorFlow ops in ONNX opset 17: Lgamma \(node [^;]*; tf2onnx has no conversion for it\)"
+    ):
         _convert(record, "fp32", CPU, tmp_path / "o.onnx")
     assert not (tmp_path / "o.onnx").exists()
 
@@ -503,7 +523,11 @@ def test_io_details_reports_quantization_of_integer_io(tmp_path):
     ]
     inits = [numpy_helper.from_array(np.array(0.5, np.float32), "scale"), numpy_helper.from_array(np.array(3, np.uint8), "zero")]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        inits,
     )
     path = tmp_path / "integer.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -556,7 +580,11 @@ def test_float_ops_outside_qdq_fall_back_in_a_quantized_model(tmp_path):
         helper.make_node("Softmax", ["h_dq"], ["y"], name="softmax", axis=-1),
     ]
     graph = helper.make_graph(
-        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        inits,
     )
     path = tmp_path / "qdq.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))

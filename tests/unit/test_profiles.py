@@ -92,7 +92,10 @@ def test_the_built_in_profiles_carry_their_onnx_coreml_and_accelerator_settings(
     )
     assert (snapdragon["tflite"].accelerator, snapdragon["tflite"].require_full_coverage) == ("npu", False)
     assert profiles["pixel-8"].formats["tflite"].accelerator == "gpu"
-    assert profiles["android-arm64-cpu"].formats["onnx"].settings.execution_providers == ("XnnpackExecutionProvider", "CPUExecutionProvider")
+    assert profiles["android-arm64-cpu"].formats["onnx"].settings.execution_providers == (
+        "XnnpackExecutionProvider",
+        "CPUExecutionProvider",
+    )
     assert profiles["raspberry-pi-5"].formats["onnx"].accelerator is None
     assert profiles["apple-a17"].formats["coreml"] == FormatSupport(
         format="coreml",
@@ -353,7 +356,12 @@ def test_a_bad_workspace_profile_is_named_with_its_file_and_line(tmp_path, repla
 def test_a_bad_profile_is_reported_once_where_models_yaml_first_uses_it(tmp_path):
     broken = edit(PIXEL_8_OVERRIDE, ("    delegates", "    delegate"))
     second_model = "  letters:\n    source: {recipe: recipes/digits.py}\n    variants: {fp32: {}}\n    targets: {pixel-8: [fp32]}\n"
-    spec = edit(VALID_SPEC, ("[fp32, fp16, int8]", "[fp32, fp16, int4]"), ("      pixel-8: [", "      raspberry-pi-5: [fp32]\n      pixel-8: [")) + second_model
+    spec = (
+        edit(
+            VALID_SPEC, ("[fp32, fp16, int8]", "[fp32, fp16, int4]"), ("      pixel-8: [", "      raspberry-pi-5: [fp32]\n      pixel-8: [")
+        )
+        + second_model
+    )
 
     assert spec_problems(make_workspace(tmp_path, spec, profiles={"pixel-8": broken})) == [
         "targets/pixel-8.yaml:7:5: formats -> tflite -> delegate: unknown key 'delegate'; "

@@ -118,7 +118,9 @@ def test_an_override_may_add_a_budget_the_model_does_not_set(tmp_path):
 
 def test_whole_floats_where_integers_are_expected_become_integers(tmp_path):
     # JSON Schema counts 3.0 as an integer; the plan must not name a metric "top3.0".
-    spec = edit(VALID_SPEC, ("top_k: 3", "top_k: 3.0"), ("samples: 200", "samples: 200.0"), ("max_size_kb: 200", "max_size_kb: 200, min_top3: 0.99"))
+    spec = edit(
+        VALID_SPEC, ("top_k: 3", "top_k: 3.0"), ("samples: 200", "samples: 200.0"), ("max_size_kb: 200", "max_size_kb: 200, min_top3: 0.99")
+    )
     (model,) = load_plan(make_workspace(tmp_path, spec), environ={}).models
 
     assert (model.output.top_k, model.calibration.samples) == (3, 200)

@@ -125,7 +125,8 @@ def _check_deployment(model, deployment, compression: dict | None, what: str) ->
     if required > deployment.value:
         needs = "/".join(name for name, t in ct.target.__members__.items() if t.value == required and name.startswith(("iOS", "macOS")))
         raise StepError(
-            f"{what}: {COMPRESSED.get(compression['method'], 'compressed') if compression else 'the converted'} weights need {needs} or later, "
+            f"{what}: {COMPRESSED.get(compression['method'], 'compressed') if compression else 'the converted'} "
+            f"weights need {needs} or later, "
             f"but the target's minimum_deployment_target is {deployment.name}: drop this variant from the target, "
             "or raise the profile's minimum_deployment_target"
         )
@@ -142,7 +143,9 @@ def _convert_saved_model(directory: Path, signature: dict, precision: Precision,
         loaded = tf.saved_model.load(str(directory))
         function = loaded.signatures["serving_default"]
     except Exception as exc:
-        raise StepError(f"{what}: {directory} does not load as a SavedModel with a serving_default signature ({type(exc).__name__}: {exc})") from exc
+        raise StepError(
+            f"{what}: {directory} does not load as a SavedModel with a serving_default signature ({type(exc).__name__}: {exc})"
+        ) from exc
     graph_input = function.inputs[0].name.split(":")[0]
     graph_output = function.outputs[0].name.split(":")[0]
     input_shape = _fixed_shape(signature, "input", what)

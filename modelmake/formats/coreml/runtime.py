@@ -58,7 +58,9 @@ def _load_spec(package: Path, *, what: str):
         # skip_model_load: compiling needs Core ML itself, which only macOS has.
         model = ct.models.MLModel(str(package), skip_model_load=True)
     except Exception as exc:
-        raise StepError(f"{what} does not load in coremltools ({type(exc).__name__}: {exc}): the package is corrupt or not a Core ML model") from exc
+        raise StepError(
+            f"{what} does not load in coremltools ({type(exc).__name__}: {exc}): the package is corrupt or not a Core ML model"
+        ) from exc
     spec = model.get_spec()
     if len(spec.description.input) != 1 or len(spec.description.output) != 1:
         raise StepError(f"{what} must have exactly one input and one output")
@@ -114,7 +116,7 @@ def structural_check(path: Path | str, *, what: str, source_signature: dict, pre
 def _io_problems(role: str, actual: dict, expected: dict) -> list[str]:
     problems = []
     want_shape = [1, *expected["shape"][1:]] if expected["shape"] else []
-    if len(actual["shape"]) != len(want_shape) or any(w is not None and w != a for w, a in zip(want_shape, actual["shape"])):
+    if len(actual["shape"]) != len(want_shape) or any(w is not None and w != a for w, a in zip(want_shape, actual["shape"], strict=True)):
         shown = ["?" if d is None else d for d in want_shape]
         problems.append(f"its {role} {actual['name']} has shape {actual['shape']}, the source's {expected['name']} {shown} (batch 1)")
     if actual["dtype"] != expected["dtype"]:

@@ -46,10 +46,15 @@ def static_quantization_settings(settings: OnnxSettings, per_channel: bool) -> S
     scheme = settings.quantization
     activation_type = settings.activation_type
     if activation_type not in ACTIVATION_TYPES:
-        raise StepError(f"activation_type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}: fix the target profile's onnx section")
+        raise StepError(
+            f"activation_type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}: fix the target profile's onnx section"
+        )
     factory = _FACTORIES.get(scheme)
     if factory is None:
-        raise StepError(f"no static int8 settings for quantization {scheme!r}: use one of {', '.join(sorted(_FACTORIES))} in the target profile's onnx section")
+        raise StepError(
+            f"no static int8 settings for quantization {scheme!r}: "
+            f"use one of {', '.join(sorted(_FACTORIES))} in the target profile's onnx section"
+        )
     return factory(activation_type, per_channel)
 
 

@@ -38,7 +38,9 @@ def convert(job: ConvertJob) -> None:
     precision = job.precision
     record = SourceRecord.read(job.source_record)
     if precision not in BACKEND.precisions:
-        raise StepError(f"ONNX artifacts are built at {', '.join(BACKEND.precisions)}, not {precision!r}: pick one of those for this variant")
+        raise StepError(
+            f"ONNX artifacts are built at {', '.join(BACKEND.precisions)}, not {precision!r}: pick one of those for this variant"
+        )
     samples = calibration_samples(job, record.signature["input"]["shape"]) if precision == Precision.INT8 else None
 
     static_batch = chips.needs_static_batch(settings)
@@ -109,7 +111,9 @@ def _saved_model_to_onnx(tf2onnx, directory: Path, opset: int):
         str(directory), None, None, tag=["serve"], signatures=["serving_default"], return_tensors_to_rename=True
     )
     # The name ends up in the graph's doc_string: a fixed one keeps the build directory out of the file.
-    return tf2onnx.convert.from_graph_def(graph_def, name="model", input_names=inputs, output_names=outputs, opset=opset, tensors_to_rename=renames)
+    return tf2onnx.convert.from_graph_def(
+        graph_def, name="model", input_names=inputs, output_names=outputs, opset=opset, tensors_to_rename=renames
+    )
 
 
 def _run_tf2onnx(call, *, what: str):
@@ -121,7 +125,9 @@ def _run_tf2onnx(call, *, what: str):
         raise
     except Exception as exc:
         detail = str(exc).strip().splitlines()
-        raise StepError(f"tf2onnx {tf2onnx.__version__} could not convert the {what}: {detail[-1] if detail else type(exc).__name__}") from exc
+        raise StepError(
+            f"tf2onnx {tf2onnx.__version__} could not convert the {what}: {detail[-1] if detail else type(exc).__name__}"
+        ) from exc
     return model
 
 
@@ -133,7 +139,9 @@ def _check_expressible(model, opset: int) -> None:
     missing: dict[str, list[str]] = {}
     for node in model.graph.node:
         try:
-            onnx.defs.get_schema(node.op_type, max_inclusive_version=opset if node.domain in ("", "ai.onnx") else 2**31 - 1, domain=node.domain)
+            onnx.defs.get_schema(
+                node.op_type, max_inclusive_version=opset if node.domain in ("", "ai.onnx") else 2**31 - 1, domain=node.domain
+            )
         except onnx.defs.SchemaError:
             missing.setdefault(node.op_type, []).append(node.name)
     if not missing:
@@ -145,7 +153,9 @@ def _check_expressible(model, opset: int) -> None:
         if op not in needed:
             problems.append(f"{op} ({where}; tf2onnx has no conversion for it)")
         elif needed[op] > opset:
-            problems.append(f"{op} ({where}; tf2onnx converts it from opset {needed[op]}: set opset: {needed[op]} in the target profile's onnx section)")
+            problems.append(
+                f"{op} ({where}; tf2onnx converts it from opset {needed[op]}: set opset: {needed[op]} in the target profile's onnx section)"
+            )
         else:
             problems.append(f"{op} ({where}; its conversion failed at this opset, see the task's log)")
     raise StepError(
@@ -174,7 +184,9 @@ def _load_onnx_source(path: Path, opset: int, *, what: str):
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         detail = str(exc).strip().splitlines()
-        raise StepError(f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): re-export it, or fix the graph it names") from exc
+        raise StepError(
+            f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): re-export it, or fix the graph it names"
+        ) from exc
     used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if used is not None and used > opset:
         raise StepError(
@@ -202,7 +214,7 @@ def _fix_batch(model):
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:
         return model
-    for output, known in zip(model.graph.output, inferred.graph.output):
+    for output, known in zip(model.graph.output, inferred.graph.output, strict=True):
         shape = known.type.tensor_type.shape
         if shape.dim and all(d.HasField("dim_value") for d in shape.dim):
             output.type.tensor_type.shape.CopyFrom(shape)
@@ -258,7 +270,9 @@ def _dynamic_int8(model, per_channel: bool, scratch: Path):
     try:
         quantize_dynamic(str(source), str(target), per_channel=per_channel, weight_type=QuantType.QInt8)
     except Exception as exc:
-        raise StepError(f"dynamic int8 quantization failed ({type(exc).__name__}: {exc}): try the int8 or fp32 variant for this target") from exc
+        raise StepError(
+            f"dynamic int8 quantization failed ({type(exc).__name__}: {exc}): try the int8 or fp32 variant for this target"
+        ) from exc
     return onnx.load(str(target))
 
 
@@ -307,7 +321,8 @@ def _keep_opset(model, opset: int, activation_type: str):
     except Exception as exc:
         raise StepError(
             f"the quantizer wrote ONNX opset {_default_opset(model)} and the model cannot be brought back to opset {opset} "
-            f"({type(exc).__name__}: {exc}); with {activation_type} activations, raise the profile's onnx opset to 21 or use uint8 activations"
+            f"({type(exc).__name__}: {exc}); with {activation_type} activations, "
+            "raise the profile's onnx opset to 21 or use uint8 activations"
         ) from exc
     return lowered
 
@@ -366,7 +381,10 @@ def _finish(model) -> bytes:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         detail = str(exc).strip().splitlines()
-        raise StepError(f"the converted model fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): try another precision or opset for this target") from exc
+        raise StepError(
+            f"the converted model fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): "
+            "try another precision or opset for this target"
+        ) from exc
     return model.SerializeToString()
 
 

@@ -43,7 +43,9 @@ def load_session(path: Path | str, *, what: str, **settings):
     try:
         session = ort.InferenceSession(str(path), sess_options=_session_options(**settings), providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise StepError(f"{what} does not load in ONNX Runtime ({type(exc).__name__}: {exc}): the file is corrupt or not an ONNX model") from exc
+        raise StepError(
+            f"{what} does not load in ONNX Runtime ({type(exc).__name__}: {exc}): the file is corrupt or not an ONNX model"
+        ) from exc
     if len(session.get_inputs()) != 1 or len(session.get_outputs()) != 1:
         raise StepError(f"{what} must have exactly one input and one output")
     return session
@@ -93,7 +95,7 @@ def predict(path: Path | str, x: np.ndarray, *, what: str) -> np.ndarray:
     session = load_session(path, what=what)
     inp = session.get_inputs()[0]
     expected = inp.shape[1:]
-    if len(expected) != x.ndim - 1 or any(isinstance(e, int) and e != a for e, a in zip(expected, x.shape[1:])):
+    if len(expected) != x.ndim - 1 or any(isinstance(e, int) and e != a for e, a in zip(expected, x.shape[1:], strict=True)):
         shown = tuple(e if isinstance(e, int) else "?" for e in expected)
         raise StepError(f"{what} takes samples of shape {shown} but the evaluation data has {tuple(x.shape[1:])}")
     dtype = _numpy_type(inp, what)
@@ -362,7 +364,9 @@ def source_signature(path: Path, *, what: str) -> dict:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
     if len(inputs) != 1 or len(model.graph.output) != 1:
-        raise StepError(f"{what} has {len(inputs)} inputs and {len(model.graph.output)} outputs; modelmake builds single-input, single-output models")
+        raise StepError(
+            f"{what} has {len(inputs)} inputs and {len(model.graph.output)} outputs; modelmake builds single-input, single-output models"
+        )
 
     def tensor(value) -> dict:
         tensor_type = value.type.tensor_type

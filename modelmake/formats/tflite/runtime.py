@@ -169,7 +169,9 @@ def source_signature(path: Path, *, what: str) -> dict:
     try:
         interpreter = load_interpreter(path, what=what)
     except StepError as exc:
-        raise StepError(f"{exc}; replace {path} with a .tflite file written by the TFLite converter, or fix its path in models.yaml") from exc
+        raise StepError(
+            f"{exc}; replace {path} with a .tflite file written by the TFLite converter, or fix its path in models.yaml"
+        ) from exc
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     return {
         "input": tensor_signature(inp["name"], inp["shape_signature"], inp["dtype"].__name__),

@@ -7,7 +7,11 @@ import numpy as np
 
 SEED = 3
 EPOCHS = 30
-METADATA = {"dataset": "scikit-learn digits (8x8 images flattened to 64 values, 0..16)", "seed": SEED, "hyperparameters": {"epochs": EPOCHS, "hidden_units": 64}}
+METADATA = {
+    "dataset": "scikit-learn digits (8x8 images flattened to 64 values, 0..16)",
+    "seed": SEED,
+    "hyperparameters": {"epochs": EPOCHS, "hidden_units": 64},
+}
 
 
 def load_data(split):
