@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .plan import Budget, BundleSpec, Dataset, FormatSupport, InputSpec, OutputSpec, Source
 from .kinds import OutputKind, Precision
+from .plan import Budget, BundleSpec, Dataset, FormatSupport, InputSpec, OutputSpec, Source
 
 __all__ = [
     "Precision",

@@ -6,11 +6,11 @@ workspace is checked out.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .kinds import Precision
-
 from .repository.offer import Offer
 
 
@@ -84,7 +84,7 @@ class Budget:
     limit: float
 
     @classmethod
-    def parse(cls, key: str, limit: float) -> "Budget":
+    def parse(cls, key: str, limit: float) -> Budget:
         bound, metric = key.split("_", 1)
         return cls(key=key, metric=metric, bound=bound, limit=float(limit))
 

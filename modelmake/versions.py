@@ -1,7 +1,7 @@
 """Versions of the tools a step runs, read from package metadata without importing the tools."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 # A tool may be installed under more than one distribution name; the first one found is reported.
 DISTRIBUTIONS = {
@@ -15,7 +15,7 @@ DISTRIBUTIONS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def version_of(tool: str) -> str:
     from importlib import metadata  # only when a graph is built: a cached one needs no versions
 

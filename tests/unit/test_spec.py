@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from modelmake.bundle.archive import ZIP_EPOCH_MIN
 from modelmake.errors import SpecError, exit_code_for
 from modelmake.kinds import Precision
 from modelmake.plan import Budget
-from modelmake.bundle.archive import ZIP_EPOCH_MIN
 from modelmake.spec import load_plan
 
 from tests.support.spec_workspace import DEFAULT_FILES, VALID_SPEC, edit, make_workspace, spec_problems
@@ -1143,7 +1143,7 @@ def test_a_budget_on_a_condition_the_evaluation_data_does_not_declare(tmp_path):
 
     assert problems == [
         "models.yaml:21:33: models -> digits -> budgets -> min_top1_blur: no metric 'top1_blur' to budget; "
-        f"this model measures: size_kb, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, "
+        "this model measures: size_kb, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, "
         "top1_dim, accelerator_coverage; to measure top1_blur add blur to models -> digits -> data -> evaluation -> conditions",
     ]
 
