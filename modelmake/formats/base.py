@@ -56,6 +56,7 @@ class FormatBackend(Protocol):
     precisions: tuple[Precision, ...]  # the precisions its converter makes
     convert_tools: tuple[str, ...]  # distributions whose versions decide the converted bytes
     runtime_tools: tuple[str, ...]  # distributions that load and run its files
+    accelerators: dict[str, str]  # the accelerators whose op coverage its runtime reports, with what each is
     profile_properties: dict[str, Any]  # JSON schema of the keys of its own section in a target profile
 
     def parse_settings(self, section: dict) -> Any:

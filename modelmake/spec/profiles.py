@@ -10,7 +10,7 @@ from ..kinds import Precision
 from ..layout import WORKSPACE_PROFILES
 from ..plan import FormatSupport, TargetProfile
 from ..yamlfile import load_yaml
-from .schema import COMMON_FORMAT_PROPERTIES, TARGET_SCHEMA, schema_problems
+from .schema import COVERAGE_KEYS, TARGET_SCHEMA, schema_problems
 
 BUILTIN_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -51,8 +51,8 @@ def load_profile(path: Path, display_name: str) -> TargetProfile:
 
 def format_support(name: str, section: dict) -> FormatSupport:
     """A schema-valid format section of a profile: the common keys here, the rest parsed by the format's backend."""
-    common = {key: section[key] for key in COMMON_FORMAT_PROPERTIES if key in section}
-    own = {key: value for key, value in section.items() if key != "precisions" and key not in COMMON_FORMAT_PROPERTIES}
+    common = {key: section[key] for key in COVERAGE_KEYS if key in section}
+    own = {key: value for key, value in section.items() if key != "precisions" and key not in COVERAGE_KEYS}
     return FormatSupport(
         format=name,
         precisions=tuple(Precision(precision) for precision in section["precisions"]),

@@ -28,18 +28,22 @@ TARGET_SCHEMA = "target.schema.json"
 RECIPE = "recipe"  # a Python file whose function builds the model: not a file of any format
 RECIPE_OPTIONS = ("function", "depends")  # the source keys that only a recipe takes
 
-# What every format's section of a profile has besides its own settings: plan.FormatSupport's common fields.
-COMMON_FORMAT_PROPERTIES = {
-    "accelerator": {
-        "enum": ["gpu", "npu", "qnn"],
-        "description": "The accelerator whose op coverage the report shows: gpu (TFLite GPU delegate), npu (integer-only ops "
-        "for an NPU/DSP delegate) or qnn (ONNX Runtime's QNN execution provider).",
-    },
-    "require_full_coverage": {
-        "type": "boolean",
-        "description": "Fail an artifact when any of its ops would fall back to the CPU.",
-    },
-}
+# plan.FormatSupport's common fields on op coverage, which a format's section has when it can report on an accelerator.
+COVERAGE_KEYS = ("accelerator", "require_full_coverage")
+
+
+def _coverage_properties(accelerators: dict[str, str]) -> dict:
+    """The schema of COVERAGE_KEYS for a format whose runtime reports on these accelerators; none without any."""
+    if not accelerators:
+        return {}
+    choices = [f"{name} ({what})" for name, what in accelerators.items()]
+    return {
+        "accelerator": {
+            "enum": list(accelerators),
+            "description": f"The accelerator whose op coverage the report shows: {', '.join(choices)}.",
+        },
+        "require_full_coverage": {"type": "boolean", "description": "Fail an artifact when any of its ops would fall back to the CPU."},
+    }
 
 
 def source_kinds() -> tuple[str, ...]:
@@ -79,7 +83,7 @@ def _compose_target(schema: dict) -> None:
             "required": ["precisions"],
             "properties": {"precisions": {"$ref": "#/$defs/precisions"}}
             | copy.deepcopy(backend.profile_properties)
-            | copy.deepcopy(COMMON_FORMAT_PROPERTIES),
+            | _coverage_properties(backend.accelerators),
         }
         for backend in formats.backends()
     }

@@ -292,7 +292,7 @@ def test_an_unknown_target_lists_the_workspace_profiles_too(tmp_path):
         ),
         pytest.param(
             ("    precisions: [fp32, int8]\n", "    precisions: [fp32, int8]\n    accelerator: tpu\n"),
-            "targets/pixel-8.yaml:9:18: formats -> tflite -> accelerator: 'tpu' is not one of: gpu, npu, qnn; did you mean 'npu'?",
+            "targets/pixel-8.yaml:9:18: formats -> tflite -> accelerator: 'tpu' is not one of: gpu, npu; did you mean 'npu'?",
             id="accelerator",
         ),
         pytest.param(
@@ -325,8 +325,14 @@ def test_an_unknown_target_lists_the_workspace_profiles_too(tmp_path):
         pytest.param(
             ("formats:\n", "formats:\n  coreml: {precisions: [fp16], delegates: [gpu]}\n"),
             "targets/pixel-8.yaml:6:32: formats -> coreml -> delegates: unknown key 'delegates'; "
-            "allowed keys: accelerator, compute_units, minimum_deployment_target, precisions, require_full_coverage",
+            "allowed keys: compute_units, minimum_deployment_target, precisions",
             id="tflite-key-in-coreml",
+        ),
+        pytest.param(
+            ("formats:\n", "formats:\n  coreml: {precisions: [fp16], accelerator: npu}\n"),
+            "targets/pixel-8.yaml:6:32: formats -> coreml -> accelerator: unknown key 'accelerator'; "
+            "allowed keys: compute_units, minimum_deployment_target, precisions",
+            id="accelerator-in-coreml",
         ),
         pytest.param(
             ("formats:\n", "formats:\n  coreml: {precisions: [fp16], compute_units: NE}\n"),

@@ -65,6 +65,7 @@ class CoremlBackend:
     # scikit-learn: palettization's k-means
     convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "coremltools", "scikit-learn")
     runtime_tools: tuple[str, ...] = ("coremltools",)
+    accelerators: dict[str, str] = {}  # Core ML places ops on the Neural Engine itself; nothing reports it off Apple hardware
     profile_properties: dict[str, Any] = {
         "compute_units": {"enum": list(COMPUTE_UNITS)},
         "minimum_deployment_target": {"enum": list(DEPLOYMENT_TARGETS)},

@@ -33,6 +33,7 @@ class OnnxBackend:
     precisions: tuple[Precision, ...] = tuple(Precision)
     convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
     runtime_tools: tuple[str, ...] = ("onnxruntime",)
+    accelerators: dict[str, str] = {"qnn": "ONNX Runtime's QNN execution provider"}
     profile_properties: dict[str, Any] = {
         "execution_providers": {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
         "opset": {"type": "integer", "minimum": OPSETS[0], "maximum": OPSETS[1]},

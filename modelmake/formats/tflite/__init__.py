@@ -29,6 +29,7 @@ class TfliteBackend:
     precisions: tuple[Precision, ...] = tuple(Precision)
     convert_tools: tuple[str, ...] = ("modelmake", "tensorflow")
     runtime_tools: tuple[str, ...] = ("ai-edge-litert",)
+    accelerators: dict[str, str] = {"gpu": "TFLite GPU delegate", "npu": "integer-only ops for an NPU/DSP delegate"}
     profile_properties: dict[str, Any] = {
         "delegates": {"type": "array", "uniqueItems": True, "items": {"enum": list(DELEGATES)}},
         "integer_io": {
