@@ -29,7 +29,9 @@ from modelmake.steps import convert, source  # noqa: E402
 from modelmake.steps._arrays import write_npz  # noqa: E402
 
 CPU = FormatSupport(
-    format="onnx", precisions=tuple(Precision), settings=OnnxSettings(execution_providers=("CPUExecutionProvider",), quantization="cpu", opset=17)
+    format="onnx",
+    precisions=tuple(Precision),
+    settings=OnnxSettings(execution_providers=("CPUExecutionProvider",), quantization="cpu", opset=17),
 )
 QNN = FormatSupport(
     format="onnx",
@@ -298,7 +300,8 @@ def test_coverage_counts_the_nodes_inside_if_branches(tmp_path):
 
 
 def test_an_int8_conversion_leaves_nothing_in_the_current_directory(tmp_path, monkeypatch):
-    """Inverse (com.microsoft) has no rule in ONNX Runtime's symbolic shape inference, which then saves its partial model in the current directory."""
+    """Inverse (com.microsoft) has no rule in ONNX Runtime's symbolic shape inference,
+    which then saves its partial model in the current directory."""
     w = numpy_helper.from_array((np.eye(4) * 2 + 0.1).astype(np.float32), "w")
     graph = helper.make_graph(
         [
