@@ -326,3 +326,15 @@ def test_an_int8_conversion_leaves_nothing_in_the_current_directory(tmp_path, mo
     assert os.listdir(root) == []
     assert Path.cwd() == root
     assert _ops(onnx.load(str(out)).graph)["DequantizeLinear"]
+
+
+def test_coverage_of_an_int8_model_sees_the_float_branches(tmp_path):
+    original = _if_classifier(tmp_path / "given" / "single.onnx", batch=1)
+    out = _convert(_record(tmp_path, original), "int8", tmp_path / "single.int8.onnx", calibration=_calibration(tmp_path))
+    coverage = onnx_runtime.accelerator_coverage(out, QNN)
+    assert coverage is not None
+    body_nodes = sum(len(body.node) for body in all_graphs(onnx_runtime._as_partitioned(out).graph)[1:])
+    assert body_nodes == 4 and coverage["ops"] == len(onnx_runtime._as_partitioned(out).graph.node) + body_nodes
+    # The branches were left float, so their nodes split the quantized graph: each one is a CPU fallback.
+    assert coverage["fallback"]["If"] == 1
+    assert coverage["fallback"]["Conv (float)"] == 2 and coverage["fallback"]["Relu (float)"] == 2
