@@ -1,7 +1,8 @@
 """ONNX conversion: a SavedModel, .tflite or .onnx source -> .onnx at the variant's precision.
 
 A SavedModel or .tflite source goes through tf2onnx at the profile's opset;
-an ONNX source is used as it is.  fp32 stops there; fp16 stores float16
+an ONNX source is used as it is, upgraded first to the profile's opset when
+it was exported at an older one (opset.py).  fp32 stops there; fp16 stores float16
 weights and computes in float16 behind float32 inputs and outputs;
 dynamic_int8 stores int8 weights and quantizes activations at run time; int8
 is static QDQ calibrated on the calibration data, with the settings of the
@@ -24,7 +25,10 @@ from ...steps._arrays import calibration_samples
 from ...versions import tool_versions
 from . import BACKEND, OnnxSettings, chips
 from .canonical import canonicalize, sort_topologically
+from .opset import upgraded
 from .runtime import io_details
+from .scratch import working_directory
+from .subgraphs import has_subgraphs, report_float_subgraph_nodes
 
 # Samples per calibration run when the batch dimension is dynamic; MinMax
 # calibration gives the same ranges however the samples are grouped.
@@ -53,13 +57,14 @@ def convert(job: ConvertJob) -> None:
         model = _float_model(record, settings.opset)
         if static_batch:
             model = _fix_batch(model)
-        with tempfile.TemporaryDirectory(prefix="modelmake-onnx-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="modelmake-onnx-") as scratch, working_directory(Path(scratch)):
+            directory = Path(scratch).resolve()
             if precision == Precision.FP16:
                 model = _float16(model)
             elif precision == Precision.DYNAMIC_INT8:
-                model = _dynamic_int8(model, job.per_channel, Path(scratch))
+                model = _dynamic_int8(model, job.per_channel, directory)
             elif samples is not None:  # int8: static QDQ from the calibration samples
-                model = _static_int8(model, samples, settings, job.per_channel, Path(scratch))
+                model = _static_int8(model, samples, settings, job.per_channel, directory)
         fsutil.write_bytes(job.out, _finish(model))
 
     ArtifactRecord(
@@ -81,7 +86,8 @@ def convert(job: ConvertJob) -> None:
 def _float_model(record: SourceRecord, opset: int):
     kind, path = record.kind, Path(record.model)
     if kind == "onnx":
-        return _load_onnx_source(path, opset, what=f"onnx source {record.path}")
+        what = f"onnx source {record.path}"
+        return upgraded(_load_onnx_source(path, opset, what=what), opset, what=what)
     _check_opset_for_tf2onnx(opset)
     if kind == "tflite":
         model = _run_tf2onnx(lambda tf2onnx: tf2onnx.convert.from_tflite(str(path), opset=opset), what=f"tflite source {record.path}")
@@ -267,13 +273,17 @@ def _dynamic_int8(model, per_channel: bool, scratch: Path):
 
     source = _preprocessed(model, scratch)
     target = scratch / "dynamic_int8.onnx"
+    # Only asked for where there are bodies: the option changes nothing else, and today's files keep their bytes.
+    extra = {"EnableSubgraph": True} if has_subgraphs(model) else None
     try:
-        quantize_dynamic(str(source), str(target), per_channel=per_channel, weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(target), per_channel=per_channel, weight_type=QuantType.QInt8, extra_options=extra)
     except Exception as exc:
         raise StepError(
             f"dynamic int8 quantization failed ({type(exc).__name__}: {exc}): try the int8 or fp32 variant for this target"
         ) from exc
-    return onnx.load(str(target))
+    quantized = onnx.load(str(target))
+    report_float_subgraph_nodes(quantized, str(Precision.DYNAMIC_INT8))
+    return quantized
 
 
 def _static_int8(model, samples: np.ndarray, profile: OnnxSettings, per_channel: bool, scratch: Path):
@@ -296,7 +306,9 @@ def _static_int8(model, samples: np.ndarray, profile: OnnxSettings, per_channel:
             f"static int8 quantization ({settings.scheme} settings, {settings.activation_type} activations) failed: "
             f"{detail[-1] if detail else type(exc).__name__}; check the calibration data, or try another precision for this target"
         ) from exc
-    return _keep_opset(onnx.load(str(target)), max(profile.opset, _default_opset(model)), settings.activation_type)
+    quantized = onnx.load(str(target))
+    report_float_subgraph_nodes(quantized, str(Precision.INT8))
+    return _keep_opset(quantized, max(profile.opset, _default_opset(model)), settings.activation_type)
 
 
 def _default_opset(model) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ...errors import StepError
 from ..base import tensor_signature
+from .subgraphs import all_graphs
 
 if TYPE_CHECKING:
     from ...kinds import Precision
@@ -209,7 +210,10 @@ def accelerator_coverage(path: Path | str, support: FormatSupport) -> dict | Non
     "<op> (float)": the HTP runs quantized node groups, and a float island
     splits the graph between the NPU and the CPU.  A model with a dynamic
     input dimension falls back whole, as "<op> (dynamic shape)": the provider
-    requires static shapes.
+    requires static shapes.  Nodes inside If/Loop/Scan bodies are counted
+    and checked like the others: ONNX Runtime offers each body to the
+    providers on its own, and the control-flow node itself, which the HTP
+    lacks, stays on the CPU.
     """
     accelerator = support.accelerator
     if accelerator != "qnn":
@@ -242,14 +246,15 @@ FLOAT_TYPES = frozenset({1, 10, 11, 16})  # TensorProto FLOAT, FLOAT16, DOUBLE, 
 
 
 def _tensor_types(model) -> dict[str, int]:
-    """Element type of every tensor the graph names, where it can be known."""
+    """Element type of every tensor the graph and its bodies name, where it can be known."""
     import onnx
 
     graph = model.graph
-    types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
+    graphs = all_graphs(graph)
+    types: dict[str, int] = {t.name: t.data_type for g in graphs for t in g.initializer}
     # Q/DQ of the com.microsoft domain (16-bit) have no ONNX schema, so shape
     # inference cannot type their outputs; their types follow from their inputs.
-    for node in graph.node:
+    for node in (n for g in graphs for n in g.node):
         if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in types:
             types[node.output[0]] = types[node.input[2]]
         elif node.op_type == "DequantizeLinear" and node.input[1] in types:
@@ -264,7 +269,8 @@ def _tensor_types(model) -> dict[str, int]:
         inferred = onnx.shape_inference.infer_shapes(seeded)
     except Exception:
         inferred = seeded
-    for value in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]:
+    values = [v for g in all_graphs(inferred.graph) for v in (*g.input, *g.output, *g.value_info)]
+    for value in values:
         if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
             types.setdefault(value.name, value.type.tensor_type.elem_type)
     return types
@@ -274,18 +280,20 @@ def _qnn_fallback(model) -> tuple[int, list[str]]:
     from .ops import QDQ_OPS, QNN_DYNAMIC_QUANT_OPS, QNN_HTP_OPS
 
     graph = model.graph
-    nodes = list(graph.node)
+    # A body reads the tensors of the graphs around it by name, so one namespace serves them all.
+    graphs = all_graphs(graph)
+    nodes = [node for g in graphs for node in g.node]
     producers = {output: node for node in nodes for output in node.output}
     consumers: dict[str, list] = {}
     for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    graph_outputs = {v.name for v in graph.output}
-    initializers = {t.name: t for t in graph.initializer}
+    graph_outputs = {v.name for g in graphs for v in g.output}
+    initializers = {t.name: t for g in graphs for t in g.initializer}
     # Constants (a Resize's scales, a Pad's value) are parameters the op builders read, not float data flowing through.
     constants = set(initializers) | {n.output[0] for n in nodes if n.op_type == "Constant"}
 
-    if _has_dynamic_input(graph, initializers):
+    if _has_dynamic_input(graph, {t.name for t in graph.initializer}):
         # The provider's documented model requirement: no dynamic shapes, so it takes no node at all.
         return len(nodes), [f"{node.op_type} (dynamic shape)" for node in nodes]
 
