@@ -34,10 +34,7 @@ def _constants(graph) -> Iterator[tuple[str, object]]:
     for tensor in graph.initializer:
         yield tensor.name, tensor
     for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            for attribute in node.attribute:
-                if attribute.name == "value" and attribute.HasField("t"):
-                    yield node.output[0], attribute.t
+        yield from _constants_of(node)
 
 
 def _nbytes(tensor) -> int:
@@ -82,29 +79,44 @@ def weight_share(path: Path | str, precision: Precision, palettize: int | None =
 def beyond_float16(model) -> dict[str, list[str]]:
     """Nodes fed a float constant float16 cannot hold (|x| > 65504), with those constants' names.
 
-    A Constant node holding such a value is listed too: the float16
-    converter would otherwise cast its output down before any consumer.
-    Unnamed nodes get a name, which the converter's block list needs.
+    Such a Constant node becomes an initializer of its graph: the float16
+    converter casts every node output down to float16 on the way to the
+    next node, even between two nodes it keeps in float32, but feeds
+    initializers to the nodes it keeps as they are.  Unnamed nodes get a
+    name, which the converter's block list needs.
     """
     from onnx import TensorProto, numpy_helper
 
+    def too_large(tensor) -> bool:
+        if tensor.data_type not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+            return False
+        values = numpy_helper.to_array(tensor)
+        finite = values[np.isfinite(values)]
+        return bool(finite.size) and float(np.max(np.abs(finite))) > FLOAT16_MAX
+
     found: dict[str, list[str]] = {}
     outer: set[str] = set()
-    for index, graph in enumerate(_graphs(model.graph)):
-        large = set(outer)
-        for name, tensor in _constants(graph):
-            if tensor.data_type in (TensorProto.FLOAT, TensorProto.DOUBLE):
-                values = numpy_helper.to_array(tensor)
-                finite = values[np.isfinite(values)]
-                if finite.size and float(np.max(np.abs(finite))) > FLOAT16_MAX:
-                    large.add(name)
-        # Subgraphs see their enclosing graph's constants; a later subgraph keeps those found so far.
-        outer |= large
+    for index, graph in enumerate(list(_graphs(model.graph))):
+        lifted = [(node, tensor) for node in graph.node for name, tensor in _constants_of(node) if too_large(tensor)]
+        for node, tensor in lifted:
+            value = graph.initializer.add()
+            value.CopyFrom(tensor)
+            value.name = node.output[0]
+            graph.node.remove(node)
+        large = outer | {name for name, tensor in _constants(graph) if too_large(tensor)}
+        # A subgraph reads the constants of the graphs around it.
+        outer = large
         for position, node in enumerate(graph.node):
             fed = [name for name in node.input if name in large]
-            holds = node.op_type == "Constant" and node.output and node.output[0] in large
-            if fed or holds:
+            if fed:
                 if not node.name:
                     node.name = f"fp32_kept_{index}_{position}"
-                found[node.name] = fed or [node.output[0]]
+                found[node.name] = fed
     return found
+
+
+def _constants_of(node) -> Iterator[tuple[str, object]]:
+    if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+        for attribute in node.attribute:
+            if attribute.name == "value" and attribute.HasField("t"):
+                yield node.output[0], attribute.t
