@@ -27,7 +27,8 @@ NAME_RULE = (
 )
 KNOWN_TARGETS = "android-arm64-cpu, apple-a17, pixel-8, raspberry-pi-5, snapdragon-8-gen-3"
 MEASURED = (
-    "size_kb, quantized_share, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, accelerator_coverage"
+    "size_kb, quantized_share, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, "
+    "accelerator_coverage"
 )
 BUILDS = (
     "tflite from keras/saved_model/recipe/tflite sources; onnx from keras/saved_model/recipe/tflite/onnx sources; "
@@ -1143,7 +1144,8 @@ def test_a_budget_on_a_condition_the_evaluation_data_does_not_declare(tmp_path):
 
     assert problems == [
         "models.yaml:21:33: models -> digits -> budgets -> min_top1_blur: no metric 'top1_blur' to budget; "
-        "this model measures: size_kb, quantized_share, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, "
+        "this model measures: size_kb, quantized_share, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, "
+        "top1_agreement, "
         "top1_dim, accelerator_coverage; to measure top1_blur add blur to models -> digits -> data -> evaluation -> conditions",
     ]
 
@@ -1358,7 +1360,11 @@ def test_a_bad_signing_or_encryption_section(tmp_path, lines, expected):
 def test_a_quantized_share_budget_bounds_the_quantized_variants_only(tmp_path):
     workspace = make_workspace(
         tmp_path,
-        edit(VALID_SPEC, ("max_latency_ms: 33}", "max_latency_ms: 33, min_quantized_share: 0.9}"), ("int8: {quantize: int8}", "int8: {quantize: int8, budgets: {min_quantized_share: 0.95}}")),
+        edit(
+            VALID_SPEC,
+            ("max_latency_ms: 33}", "max_latency_ms: 33, min_quantized_share: 0.9}"),
+            ("int8: {quantize: int8}", "int8: {quantize: int8, budgets: {min_quantized_share: 0.95}}"),
+        ),
     )
     budgets = {a.id: {b.key: b.limit for b in a.budgets} for a in load_plan(workspace, environ={}).artifacts()}
     assert "min_quantized_share" not in budgets["digits.fp32.tflite@pixel-8"]

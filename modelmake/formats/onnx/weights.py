@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def _graphs(graph) -> Iterator:
                 yield from _graphs(sub)
 
 
-def _constants(graph) -> Iterator[tuple[str, object]]:
+def _constants(graph) -> Iterator[tuple[str, Any]]:
     """(name, TensorProto) of the graph's own initializers and Constant node values."""
     for tensor in graph.initializer:
         yield tensor.name, tensor
@@ -115,7 +116,7 @@ def beyond_float16(model) -> dict[str, list[str]]:
     return found
 
 
-def _constants_of(node) -> Iterator[tuple[str, object]]:
+def _constants_of(node) -> Iterator[tuple[str, Any]]:
     if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
         for attribute in node.attribute:
             if attribute.name == "value" and attribute.HasField("t"):
