@@ -11,6 +11,10 @@ MAX_ABS_ERROR = "max_abs_error"
 COSINE_SIMILARITY = "cosine_similarity"  # mean over samples
 TOP1_AGREEMENT = "top1_agreement"  # fraction of samples whose top-1 class matches the source's
 ACCELERATOR_COVERAGE = "accelerator_coverage"  # fraction of ops the target's accelerator runs
+# Fraction of the weight bytes stored at the variant's precision (float16, or 8-bit integers); quantized variants only.
+QUANTIZED_SHARE = "quantized_share"
+# Below this share the report flags a quantized artifact as mostly float.
+MOSTLY_FLOAT_SHARE = 0.5
 
 # The conditions phones meet, each applied to the raw evaluation inputs at a stated strength.
 CONDITIONS = ("dim", "blur", "noise")
@@ -32,13 +36,15 @@ def condition_metric(condition: str) -> str:
     return f"top1_{condition}"
 
 
-def available_metrics(*, has_evaluation_data: bool, top_k: int, conditions=()) -> list[str]:
+def available_metrics(*, has_evaluation_data: bool, top_k: int, conditions=(), quantized: bool = False) -> list[str]:
     """Names of the metrics an artifact of this model can have, in report order.
 
+    The quantized share is read from the file, so every quantized artifact has it;
+    an fp32 artifact stores nothing at a reduced precision and has no such figure.
     Accelerator coverage is measured only on targets whose profile names an accelerator;
     elsewhere, like accuracy on a host that cannot run the format, it is "not measured".
     """
-    names = [SIZE_KB, LATENCY_MS]
+    names = [SIZE_KB, *([QUANTIZED_SHARE] if quantized else []), LATENCY_MS]
     if has_evaluation_data:
         names += [top_k_metric(1)]
         if top_k > 1:

@@ -47,6 +47,10 @@ class FormatRuntime(Protocol):
     ) -> dict | None:
         """What can be proven without running the file (for formats this host cannot run); None where running it proves more."""
 
+    def weight_share(self, path: Path | str, precision: Precision, palettize: int | None = None) -> float | None:
+        """Share of the weight bytes stored at ``precision`` (float16; 8-bit integers for the int8 kinds), read
+        from the file; None for fp32, where no weight is meant to be reduced."""
+
 
 class FormatBackend(Protocol):
     name: str  # as written in profiles and artifact names: tflite, onnx, coreml

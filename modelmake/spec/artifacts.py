@@ -157,4 +157,7 @@ def merged_budgets(
         merged[key] = Budget.parse(key, 1.0)
     for chosen in (model_budgets, variant.budgets, override):
         merged |= {budget.key: budget for budget in chosen}
+    if variant.precision == Precision.FP32:
+        # A model's quantized-share budget bounds its quantized variants; an fp32 one has no such figure.
+        merged = {key: budget for key, budget in merged.items() if budget.metric != metrics.QUANTIZED_SHARE}
     return tuple(merged.values())

@@ -265,7 +265,8 @@ class Compiler:
         calibration = self.dataset(base + ("data", "calibration"), "calibration", data.get("calibration"))
         evaluation = self.dataset(base + ("data", "evaluation"), "evaluation", data.get("evaluation"))
         input_spec, output_spec = self.io(base, conf.get("io", {}))
-        known_metrics = self.measured_metrics(base, data, input_spec, output_spec)
+        quantized = any(v.get("quantize", Precision.FP32) != Precision.FP32 for v in conf["variants"].values())
+        known_metrics = self.measured_metrics(base, data, input_spec, output_spec, quantized=quantized)
         model_budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
         overrides = conf.get("budget_overrides", {})
         self.check_overrides(base, name, overrides, conf["targets"])
@@ -317,7 +318,7 @@ class Compiler:
                 self.fail(base + ("io", "input", key), f"'{value}' divides by zero: use a non-zero denominator")
         return input_spec, OutputSpec(labels=labels, top_k=int(output_conf.get("top_k", 1)))
 
-    def measured_metrics(self, base, data, input_spec: InputSpec, output_spec: OutputSpec) -> list[str]:
+    def measured_metrics(self, base, data, input_spec: InputSpec, output_spec: OutputSpec, *, quantized: bool) -> list[str]:
         """The metrics the model's artifacts will have, which its budgets may name."""
         conditions = [c for c in metrics.CONDITIONS if c in data.get("evaluation", {}).get("conditions", {})]
         if input_spec.layout == "NC" and "blur" in conditions:
@@ -326,7 +327,9 @@ class Compiler:
                 "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout",
                 of_key=True,
             )
-        return metrics.available_metrics(has_evaluation_data="evaluation" in data, top_k=output_spec.top_k, conditions=conditions)
+        return metrics.available_metrics(
+            has_evaluation_data="evaluation" in data, top_k=output_spec.top_k, conditions=conditions, quantized=quantized
+        )
 
     def check_overrides(self, base, model, overrides, targets) -> None:
         for target in overrides:
@@ -339,9 +342,12 @@ class Compiler:
                 )
 
     def variant(self, base, name, conf, known_metrics) -> Variant:
+        precision = Precision(conf.get("quantize", Precision.FP32))
+        if precision == Precision.FP32:
+            known_metrics = [m for m in known_metrics if m != metrics.QUANTIZED_SHARE]
         return Variant(
             name=name,
-            precision=Precision(conf.get("quantize", Precision.FP32)),
+            precision=precision,
             per_channel=conf.get("per_channel", True),
             palettize=conf.get("palettize"),
             budgets=tuple(self.budgets(base + ("variants", name, "budgets"), conf.get("budgets", {}), known_metrics)),
@@ -372,12 +378,12 @@ class Compiler:
         for key, limit in conf.items():
             metric = key.split("_", 1)[1]
             if metric not in known_metrics:
-                self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics, key), of_key=True)
+                self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics, key, path=path), of_key=True)
                 continue
             out.append(Budget.parse(key, limit))
         return out
 
-    def unknown_metric(self, model, metric, known_metrics, key="") -> str:
+    def unknown_metric(self, model, metric, known_metrics, key="", *, path=()) -> str:
         message = f"no metric '{metric}' to budget; this model measures: {', '.join(known_metrics)}"
         top = re.fullmatch(r"top([0-9]+)", metric)
         condition = next((c for c in metrics.CONDITIONS if metric == metrics.condition_metric(c)), None)
@@ -389,6 +395,9 @@ class Compiler:
             return f"{message}; to measure {metric} set models -> {model} -> io -> output -> top_k: {int(top.group(1))}"
         if condition is not None:
             return f"{message}; to measure {metric} add {condition} to models -> {model} -> data -> evaluation -> conditions"
+        if metric == metrics.QUANTIZED_SHARE:
+            where = f"variant '{path[3]}' is fp32" if len(path) > 3 and path[2] == "variants" else f"no variant of {model} is quantized"
+            return f"{message}; {metric} applies to quantized variants only and {where}: remove {key} or set quantize"
         if key in known_metrics:
             return f"{message}; '{key}' is itself a metric: write max_{key} or min_{key}"
         hint = difflib.get_close_matches(metric, known_metrics, n=1)

@@ -75,6 +75,8 @@ def _reason(verdict: dict, coverage: dict | None) -> str:
             f" (ops the {coverage['accelerator']} accelerator does not take: {fallback_ops(coverage)}; "
             "replace them or drop the coverage requirement)"
         )
+    if verdict["metric"] == metrics.QUANTIZED_SHARE:
+        text += " (the converter left the rest of the weights float: tensors too small to quantize, or ops it has no quantized form for)"
     return text
 
 
@@ -86,6 +88,10 @@ def evaluate(job: EvaluateJob) -> str:
     figures: dict[str, float] = {metrics.SIZE_KB: size / 1024.0}
     not_measured: dict[str, str] = {}
     built = ArtifactRecord.read(job.record)
+    # Read from the file, so it is known even where the format cannot run.
+    share = runtime.weight_share(job.artifact, Precision(built.precision), built.extra.get("palettize"))
+    if share is not None:
+        figures[metrics.QUANTIZED_SHARE] = share
     structure = runtime.structural_check(
         job.artifact,
         what=what,
@@ -97,7 +103,10 @@ def evaluate(job: EvaluateJob) -> str:
         figures |= _measure(runtime, job, what)
     except NotMeasurable as reason:
         names = metrics.available_metrics(
-            has_evaluation_data=bool(job.evaluation), top_k=job.top_k, conditions=[c for c, _ in job.conditions]
+            has_evaluation_data=bool(job.evaluation),
+            top_k=job.top_k,
+            conditions=[c for c, _ in job.conditions],
+            quantized=share is not None,
         )
         not_measured = {name: str(reason) for name in names if name not in figures and name != metrics.ACCELERATOR_COVERAGE}
     coverage = runtime.accelerator_coverage(job.artifact, job.support)

@@ -37,6 +37,15 @@ def _coverage_cell(measured: MetricsRecord) -> str:
     return cell
 
 
+def _precision_cell(precision: str, measured: MetricsRecord) -> str:
+    """The precision, flagged where the label is mostly untrue: most weight bytes are not stored at it."""
+    share = measured.metrics.get(metrics.QUANTIZED_SHARE)
+    if share is None or share >= metrics.MOSTLY_FLOAT_SHARE:
+        return precision
+    stored = "fp16" if precision == "fp16" else "int8"
+    return f"{precision} **(mostly float: {precision} label, {share:.0%} of weights {stored})**"
+
+
 def _rows(inputs):
     for model in inputs.models:
         shipped, dropped = choose(model)
@@ -74,7 +83,7 @@ def report(job: ReportJob) -> str:
         top_k = model.output.top_k
         drop = m.get(metrics.ACCURACY_DROP)
         cells = [
-            model.name, artifact.target, artifact.format, artifact.variant, artifact.precision,
+            model.name, artifact.target, artifact.format, artifact.variant, _precision_cell(artifact.precision, measured),
             f"{m[metrics.SIZE_KB]:.1f}",
             _fmt(m.get("top1"), missing=not_measured),
             _fmt(m.get(metrics.top_k_metric(top_k)) if top_k > 1 else None, missing=not_measured),

@@ -374,3 +374,19 @@ def test_the_same_bytes_from_another_process_time_zone_and_umask(built, cnn, tmp
     subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True)
     for variant in ("int8", "palette4"):
         assert (tmp_path / f"cnn.{variant}.mlpackage.zip").read_bytes() == built[variant][0].read_bytes()
+
+
+# The share of weight bytes stored compressed (fp16, int8, or palettized), read from the package off macOS too.
+SHARES = {"fp32": None, "fp16": (0.99, 1.0), "int8": (0.9, 1.0), "palette4": (0.9, 1.0)}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_weight_share_is_read_from_the_package(built, variant):
+    path, _ = built[variant]
+    precision, _, bits = VARIANTS[variant]
+    share = coreml_runtime.weight_share(path, precision, bits)
+    if SHARES[variant] is None:
+        assert share is None
+    else:
+        low, high = SHARES[variant]
+        assert share is not None and low <= share <= high, share

@@ -27,7 +27,8 @@ NAME_RULE = (
 )
 KNOWN_TARGETS = "android-arm64-cpu, apple-a17, pixel-8, raspberry-pi-5, snapdragon-8-gen-3"
 MEASURED = (
-    "size_kb, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, accelerator_coverage"
+    "size_kb, quantized_share, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, "
+    "accelerator_coverage"
 )
 BUILDS = (
     "tflite from keras/saved_model/recipe/tflite sources; onnx from keras/saved_model/recipe/tflite/onnx sources; "
@@ -488,7 +489,7 @@ def test_a_budget_on_a_top_k_the_model_does_not_report(tmp_path):
 def test_an_accuracy_budget_without_evaluation_data(tmp_path):
     assert problems_for(tmp_path, ("      evaluation: {recipe: recipes/digits.py, split: test}\n", "")) == [
         "models.yaml:20:33: models -> digits -> budgets -> max_accuracy_drop: no metric 'accuracy_drop' to budget; "
-        "this model measures: size_kb, latency_ms, accelerator_coverage; "
+        "this model measures: size_kb, quantized_share, latency_ms, accelerator_coverage; "
         "accuracy_drop is measured on evaluation data: add models -> digits -> data -> evaluation",
     ]
 
@@ -857,7 +858,7 @@ def test_a_parity_budget_without_evaluation_data(tmp_path):
 
     assert problems == [
         "models.yaml:20:33: models -> digits -> budgets -> min_cosine_similarity: no metric 'cosine_similarity' to budget; "
-        "this model measures: size_kb, latency_ms, accelerator_coverage; "
+        "this model measures: size_kb, quantized_share, latency_ms, accelerator_coverage; "
         "cosine_similarity is measured on evaluation data: add models -> digits -> data -> evaluation",
     ]
 
@@ -1143,7 +1144,8 @@ def test_a_budget_on_a_condition_the_evaluation_data_does_not_declare(tmp_path):
 
     assert problems == [
         "models.yaml:21:33: models -> digits -> budgets -> min_top1_blur: no metric 'top1_blur' to budget; "
-        "this model measures: size_kb, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, top1_agreement, "
+        "this model measures: size_kb, quantized_share, latency_ms, top1, top3, accuracy_drop, max_abs_error, cosine_similarity, "
+        "top1_agreement, "
         "top1_dim, accelerator_coverage; to measure top1_blur add blur to models -> digits -> data -> evaluation -> conditions",
     ]
 
@@ -1157,7 +1159,7 @@ def test_a_condition_budget_without_evaluation_data(tmp_path):
 
     assert problems == [
         "models.yaml:20:33: models -> digits -> budgets -> min_top1_noise: no metric 'top1_noise' to budget; "
-        "this model measures: size_kb, latency_ms, accelerator_coverage; "
+        "this model measures: size_kb, quantized_share, latency_ms, accelerator_coverage; "
         "top1_noise is measured on evaluation data: add models -> digits -> data -> evaluation",
     ]
 
@@ -1350,3 +1352,45 @@ def test_load_plan_reads_modelmake_release_from_os_environ_by_default(tmp_path, 
 )
 def test_a_bad_signing_or_encryption_section(tmp_path, lines, expected):
     assert problems_for(tmp_path, ('  version: "1.4.0"\n', '  version: "1.4.0"\n' + lines)) == [expected]
+
+
+# ------------------------------------------------------------------ quantized share
+
+
+def test_a_quantized_share_budget_bounds_the_quantized_variants_only(tmp_path):
+    workspace = make_workspace(
+        tmp_path,
+        edit(
+            VALID_SPEC,
+            ("max_latency_ms: 33}", "max_latency_ms: 33, min_quantized_share: 0.9}"),
+            ("int8: {quantize: int8}", "int8: {quantize: int8, budgets: {min_quantized_share: 0.95}}"),
+        ),
+    )
+    budgets = {a.id: {b.key: b.limit for b in a.budgets} for a in load_plan(workspace, environ={}).artifacts()}
+    assert "min_quantized_share" not in budgets["digits.fp32.tflite@pixel-8"]
+    assert budgets["digits.fp16.tflite@pixel-8"]["min_quantized_share"] == 0.9
+    assert budgets["digits.int8.onnx@snapdragon-8-gen-3"]["min_quantized_share"] == 0.95
+
+
+def test_a_quantized_share_budget_on_an_fp32_variant(tmp_path):
+    assert problems_for(tmp_path, ("fp32: {}", "fp32: {budgets: {min_quantized_share: 0.9}}")) == [
+        "models.yaml:15:24: models -> digits -> variants -> fp32 -> budgets -> min_quantized_share: "
+        "no metric 'quantized_share' to budget; this model measures: "
+        + MEASURED.replace("quantized_share, ", "")
+        + "; quantized_share applies to quantized variants only and variant 'fp32' is fp32: remove min_quantized_share or set quantize",
+    ]
+
+
+def test_a_quantized_share_budget_where_no_variant_is_quantized(tmp_path):
+    assert problems_for(
+        tmp_path,
+        ("      fp16: {quantize: fp16}\n", ""),
+        ("      int8: {quantize: int8}\n", ""),
+        ("[fp32, fp16, int8]", "[fp32]"),
+        ("snapdragon-8-gen-3: [int8]", "snapdragon-8-gen-3: [fp32]"),
+        ("max_latency_ms: 33}", "max_latency_ms: 33, min_quantized_share: 0.9}"),
+    ) == [
+        "models.yaml:19:79: models -> digits -> budgets -> min_quantized_share: no metric 'quantized_share' to budget; "
+        f"this model measures: {MEASURED.replace('quantized_share, ', '')}; quantized_share applies to quantized variants "
+        "only and no variant of digits is quantized: remove min_quantized_share or set quantize",
+    ]

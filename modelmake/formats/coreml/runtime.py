@@ -156,7 +156,8 @@ def _weights(program) -> dict:
         arguments = op.inputs[name].arguments if name in op.inputs else ()
         return arguments[0].name if arguments and arguments[0].name else None
 
-    found: dict = {"float": [], "quantized": [], "palettized": [], "ops": 0}
+    # "stored": (how, bytes) of each weight, as weight_share counts them
+    found: dict = {"float": [], "quantized": [], "palettized": [], "ops": 0, "stored": []}
     lut_feeders = set()
     for op in ops:
         if op.type in PALETTE_OPS:
@@ -168,6 +169,7 @@ def _weights(program) -> dict:
                 lut_feeders.add(feeder.outputs[0].name)
                 lut_dtype = param(feeder, "data")[0]
             found["palettized"].append({"bits": int(math.log2(entries)), "lut_dtype": lut_dtype, "dtype": types[op.outputs[0].name][0]})
+            found["stored"].append(("palettized", math.prod(types[op.outputs[0].name][1]) * found["palettized"][-1]["bits"] / 8))
     for op in ops:
         if op.type in QUANTIZE_OPS and op.outputs[0].name not in lut_feeders:
             data = param(op, "quantized_data" if op.type == "constexpr_affine_dequantize" else "data")
@@ -175,6 +177,7 @@ def _weights(program) -> dict:
             found["quantized"].append(
                 {"data": data[0], "per_channel": math.prod(scale[1]) > 1, "dtype": types[op.outputs[0].name][0]}
             )
+            found["stored"].append((data[0], math.prod(data[1]) * _ITEM_BYTES.get(data[0], 4)))
         elif op.type == "const":
             value = op.attributes["val"]
             dtype, _ = tensor(value.type)
@@ -182,9 +185,32 @@ def _weights(program) -> dict:
             # small parameters stay inline in the specification.
             if dtype in ("FLOAT16", "FLOAT32") and value.WhichOneof("value") == "blobFileValue":
                 found["float"].append(dtype)
+                found["stored"].append((dtype, math.prod(tensor(value.type)[1]) * _ITEM_BYTES[dtype]))
         elif not op.type.startswith("constexpr_"):
             found["ops"] += 1
     return found
+
+
+# Bytes per element of the MIL data types weights are stored in (sub-byte types as fractions).
+_ITEM_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT8": 1, "UINT8": 1, "INT4": 0.5, "UINT4": 0.5}
+
+
+def weight_share(path: Path | str, precision: Precision, palettize: int | None = None) -> float | None:
+    """Share of the weight bytes stored at ``precision``, read from the package without running it; None for fp32.
+
+    A palettized weight counts as compressed for a palettized variant, whatever the precision of its table.
+    """
+    if precision == Precision.FP32:
+        return None
+    what = Path(path).name
+    with unpacked(path, what=what) as package:
+        spec = _load_spec(package, what=what)
+    stored = _weights(spec.mlProgram)["stored"]
+    wanted = {"FLOAT16"} if precision == Precision.FP16 else {"INT8", "UINT8"}
+    if palettize:
+        wanted.add("palettized")
+    total = sum(size for _, size in stored)
+    return sum(size for how, size in stored if how in wanted) / total if total else None
 
 
 def _float_kind(dtypes) -> str:

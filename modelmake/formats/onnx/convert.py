@@ -233,9 +233,15 @@ def _fix_batch(model):
 def _float16(model):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from .weights import beyond_float16
+
+    kept = beyond_float16(model)
+    if kept:
+        # The converter clamps such constants to 65504; the ops they feed stay float32 instead.
+        print("kept in float32, fed constants beyond float16's range: " + "; ".join(f"{n} ({', '.join(t)})" for n, t in kept.items()))
     try:
         # keep_io_types: the app keeps feeding and reading float32, as for every other precision.
-        converted = convert_float_to_float16(model, keep_io_types=True)
+        converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(kept))
     except Exception as exc:
         raise StepError(f"float16 conversion failed ({type(exc).__name__}: {exc}): try the fp32 variant for this target") from exc
     # The converter appends its input and output Casts at the end of the node

@@ -382,3 +382,10 @@ def source_signature(path: Path, *, what: str) -> dict:
         return tensor_signature(value.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name)
 
     return {"input": tensor(inputs[0]), "output": tensor(model.graph.output[0])}
+
+
+def weight_share(path: Path | str, precision: Precision, palettize: int | None = None) -> float | None:
+    """Share of the weight bytes stored at ``precision`` (float16, or 8-bit integers); None for fp32."""
+    from .weights import weight_share as share
+
+    return share(path, precision, palettize)

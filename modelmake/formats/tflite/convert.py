@@ -62,10 +62,29 @@ def _convert_saved_model(directory: Path, precision: Precision, integer_io: bool
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        return converter.convert()
+        converted = converter.convert()
     except Exception as exc:
         detail = str(exc).strip().splitlines()
         raise StepError(
             f"TFLite conversion to {precision} failed: {detail[-1] if detail else type(exc).__name__} "
             "(an op the TFLite builtins cannot express at this precision; try another precision for this target)"
         ) from exc
+    if precision == Precision.FP16:
+        _check_float16_range(converted)
+    return converted
+
+
+def _check_float16_range(converted: bytes) -> None:
+    """The converter clamps constants beyond float16's range to its largest value, silently changing the model.
+
+    Its float16 mode has no way to keep single tensors in float32, so such a model cannot be built at fp16.
+    """
+    from .weights import FLOAT16_MAX, clamped_float16
+
+    clamped = clamped_float16(converted)
+    if clamped:
+        raise StepError(
+            f"constant tensor {', '.join(clamped[:5])} holds values beyond float16's range (|x| > {FLOAT16_MAX:g}), "
+            "which the TFLite fp16 conversion clamps: rescale the layer (a BatchNormalization's variance, a large "
+            "constant factor) into range, or build this model at fp32 or an int8 precision for this target"
+        )

@@ -177,3 +177,10 @@ def source_signature(path: Path, *, what: str) -> dict:
         "input": tensor_signature(inp["name"], inp["shape_signature"], inp["dtype"].__name__),
         "output": tensor_signature(out["name"], out["shape_signature"], out["dtype"].__name__),
     }
+
+
+def weight_share(path: Path | str, precision: Precision, palettize: int | None = None) -> float | None:
+    """Share of the weight bytes stored at ``precision`` (float16, or 8-bit integers); None for fp32."""
+    from .weights import weight_share as share
+
+    return share(path, precision, palettize)
