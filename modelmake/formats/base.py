@@ -7,8 +7,9 @@ calls them.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,6 +57,7 @@ class FormatBackend(Protocol):
     name: str  # as written in profiles and artifact names: tflite, onnx, coreml
     suffix: str  # the artifact file's suffix; a directory format ships as a reproducible zip
     source_kinds: tuple[str, ...]  # the source kinds it converts from
+    palettizes: bool  # whether its files can store weights as palettes (look-up tables)
     quantizes_own_files: bool  # whether a source file of this format can be built at another precision than fp32
     precisions: tuple[Precision, ...]  # the precisions its converter makes
     convert_tools: tuple[str, ...]  # distributions whose versions decide the converted bytes
@@ -77,3 +79,26 @@ class FormatBackend(Protocol):
 
     def source_signature(self, path: Path, *, what: str) -> dict:
         """The input and output of a file of this format given as a model's source (for formats in SOURCE_FORMATS)."""
+
+
+class PackageBackend:
+    """What every backend does alike: its convert and runtime modules, imported when a step first needs them.
+
+    A backend subclasses this in its package's ``__init__.py`` and sets the
+    attributes of ``FormatBackend``; the heavy modules sit beside it as
+    ``convert.py`` and ``runtime.py``.
+    """
+
+    palettizes: bool = False
+
+    def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
+        return None
+
+    def convert(self, job: ConvertJob) -> None:
+        importlib.import_module(f"{type(self).__module__}.convert").convert(job)
+
+    def runtime(self) -> FormatRuntime:
+        return cast("FormatRuntime", importlib.import_module(f"{type(self).__module__}.runtime"))
+
+    def source_signature(self, path: Path, *, what: str) -> dict:
+        return importlib.import_module(f"{type(self).__module__}.runtime").source_signature(path, what=what)

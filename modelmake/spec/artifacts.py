@@ -132,6 +132,12 @@ def _unbuildable(entry: TargetEntry, profile_file: str, support: FormatSupport, 
     problem: str | None
     if variant.precision not in backend.precisions:
         problem = f"modelmake builds {support.format} in {', '.join(backend.precisions)} only"
+    elif variant.palettize and not backend.palettizes:
+        palettizing = [b.name for b in formats.backends() if b.palettizes]
+        problem = (
+            f"{support.format} files cannot store palettized weights (only {', '.join(palettizing)} can); "
+            f"list this variant only for targets that build {' or '.join(palettizing)}"
+        )
     else:
         problem = backend.variant_problem(support, variant.precision, variant.palettize)
     if problem is None:

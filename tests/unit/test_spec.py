@@ -947,10 +947,11 @@ def test_a_palettized_variant_for_a_target_that_builds_tflite_or_onnx(tmp_path):
 
     assert problems == [
         "models.yaml:20:23: models -> digits -> targets -> pixel-8 -> 1: 'palette4' cannot be built for pixel-8 in tflite: "
-        "palettized weights are a Core ML feature; list this variant only for Core ML targets",
+        "tflite files cannot store palettized weights (only coreml can); list this variant only for targets that build coreml",
     ] + [
         "models.yaml:21:28: models -> digits -> targets -> snapdragon-8-gen-3 -> 0: 'palette4' cannot be built for "
-        f"snapdragon-8-gen-3 in {fmt}: palettized weights are a Core ML feature; list this variant only for Core ML targets"
+        f"snapdragon-8-gen-3 in {fmt}: {fmt} files cannot store palettized weights (only coreml can); "
+        "list this variant only for targets that build coreml"
         for fmt in ("tflite", "onnx")
     ]
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...kinds import Precision
+from ..base import PackageBackend
 
 if TYPE_CHECKING:
-    from ...contracts import ConvertJob
     from ...plan import FormatSupport
-    from ..base import FormatRuntime
 
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
@@ -56,10 +54,11 @@ def _version(target: str) -> int:
     return int(re.sub(r"\D", "", target))
 
 
-class CoremlBackend:
+class CoremlBackend(PackageBackend):
     name = "coreml"
     suffix = ".mlpackage.zip"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe")
+    palettizes: bool = True
     quantizes_own_files: bool = False
     precisions: tuple[Precision, ...] = tuple(Precision)
     # scikit-learn: palettization's k-means
@@ -78,19 +77,6 @@ class CoremlBackend:
         if palettize is not None and palettize not in PALETTE_BITS:
             return f"palettize must be one of {', '.join(map(str, PALETTE_BITS))} bits, not {palettize}"
         return deployment_problem(support.settings.minimum_deployment_target, precision, palettize)
-
-    def convert(self, job: ConvertJob) -> None:
-        from .convert import convert
-
-        convert(job)
-
-    def runtime(self) -> FormatRuntime:
-        from . import runtime
-
-        return runtime
-
-    def source_signature(self, path: Path, *, what: str) -> dict:
-        raise NotImplementedError("Core ML packages are not a source kind")
 
 
 BACKEND = CoremlBackend()

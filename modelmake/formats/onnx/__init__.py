@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...kinds import Precision
-
-if TYPE_CHECKING:
-    from ...contracts import ConvertJob
-    from ...plan import FormatSupport
-    from ..base import FormatRuntime
+from ..base import PackageBackend
 
 QUANTIZATION_SCHEMES = ("cpu", "qnn")  # whose static int8 settings apply: chips.py
 ACTIVATION_TYPES = ("uint8", "uint16")
@@ -25,7 +20,7 @@ class OnnxSettings:
     activation_type: str = "uint8"  # static int8: uint8 or uint16 activations
 
 
-class OnnxBackend:
+class OnnxBackend(PackageBackend):
     name = "onnx"
     suffix = ".onnx"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite", "onnx")
@@ -51,26 +46,6 @@ class OnnxBackend:
     def parse_settings(self, section: dict) -> OnnxSettings:
         fields: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value for key, value in section.items()}
         return OnnxSettings(**fields)
-
-    def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
-        if palettize:
-            return "palettized weights are a Core ML feature; list this variant only for Core ML targets"
-        return None
-
-    def convert(self, job: ConvertJob) -> None:
-        from .convert import convert
-
-        convert(job)
-
-    def runtime(self) -> FormatRuntime:
-        from . import runtime
-
-        return runtime
-
-    def source_signature(self, path: Path, *, what: str) -> dict:
-        from .runtime import source_signature
-
-        return source_signature(path, what=what)
 
 
 BACKEND = OnnxBackend()

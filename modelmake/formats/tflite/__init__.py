@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...kinds import Precision
-
-if TYPE_CHECKING:
-    from ...contracts import ConvertJob
-    from ...plan import FormatSupport
-    from ..base import FormatRuntime
+from ..base import PackageBackend
 
 DELEGATES = ("xnnpack", "gpu", "nnapi", "qnn", "hexagon", "edgetpu")
 
@@ -21,7 +16,7 @@ class TfliteSettings:
     integer_io: bool = False  # full-int8 artifacts take and return int8 tensors
 
 
-class TfliteBackend:
+class TfliteBackend(PackageBackend):
     name = "tflite"
     suffix = ".tflite"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite")
@@ -40,26 +35,6 @@ class TfliteBackend:
 
     def parse_settings(self, section: dict) -> TfliteSettings:
         return TfliteSettings(delegates=tuple(section.get("delegates", ())), integer_io=section.get("integer_io", False))
-
-    def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
-        if palettize:
-            return "palettized weights are a Core ML feature; list this variant only for Core ML targets"
-        return None
-
-    def convert(self, job: ConvertJob) -> None:
-        from .convert import convert
-
-        convert(job)
-
-    def runtime(self) -> FormatRuntime:
-        from . import runtime
-
-        return runtime
-
-    def source_signature(self, path: Path, *, what: str) -> dict:
-        from .runtime import source_signature
-
-        return source_signature(path, what=what)
 
 
 BACKEND = TfliteBackend()
