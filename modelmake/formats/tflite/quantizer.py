@@ -44,6 +44,7 @@ def recipe_name(precision: Precision, *, per_channel: bool, integer_io: bool) ->
 
 
 def _recipe(precision: Precision, *, per_channel: bool, integer_io: bool):
+    """The recipe as LiteRT Quantizer's RecipeManager holds it."""
     from ai_edge_quantizer import qtyping, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -63,7 +64,7 @@ def _recipe(precision: Precision, *, per_channel: bool, integer_io: bool):
             manager.add_quantization_config(".*", ops.OUTPUT, None, AlgorithmName.NO_QUANTIZE)
     else:
         raise ValueError(f"no LiteRT Quantizer recipe for {precision}")
-    return manager.get_quantization_recipe()
+    return manager
 
 
 def quantize(
@@ -96,12 +97,13 @@ def quantize(
         print(f"{what}: the source has no signature; calibrating through an added '{SIGNATURE_KEY}' signature")
     name = recipe_name(precision, per_channel=per_channel, integer_io=integer_io)
     try:
-        engine = quantizer.Quantizer(model, _recipe(precision, per_channel=per_channel, integer_io=integer_io))
+        recipe = _recipe(precision, per_channel=per_channel, integer_io=integer_io)
+        engine = quantizer.Quantizer(model, recipe.get_quantization_recipe())
         calibration_result = None
         if engine.need_calibration:
             if calibration is None:
                 raise StepError(f"{what} is full int8, which needs calibration data: give the model a calibration data set")
-            calibration_result = engine.calibrate(_calibration_data(model, calibration), num_threads=1)
+            calibration_result = _calibrate(model, recipe, calibration)
         result = engine.quantize(calibration_result, enable_progress_report=False)
     except StepError:
         raise
@@ -127,7 +129,8 @@ def quantize(
     }
     if notes:
         summary["notes"] = notes
-    print(f"{what}: LiteRT Quantizer recipe {name} stored {count} weight tensors as {stored.lower()}; weights now {summary['weights_in_artifact']}")
+    print(f"{what}: LiteRT Quantizer recipe {name} stored {count} weight tensors as {stored.lower()}")
+    print(f"{what}: weight tensors by type, source {summary['weights_in_source']}, artifact {summary['weights_in_artifact']}")
     if count == 0:
         print(f"{what}: nothing was quantized: the artifact holds the source's weights as they were")
     return Quantized(quantized, summary)
@@ -135,6 +138,27 @@ def quantize(
 
 def _weight_types(data: bytes, *, what: str) -> Counter:
     return Counter(kind for _, kind, _ in constant_tensors(data, what=what))
+
+
+def _calibrate(model: bytes, recipe, samples: np.ndarray) -> dict:
+    """Each tensor's range over all calibration samples.
+
+    ``Quantizer.calibrate`` keeps a moving average of each sample's range (weight 0.95 on the past), which
+    forgets the extremes: on the digits CNN its int8 file scored cosine 0.989 to the float model against
+    0.99993 with the whole range, which is also what the TFLite converter's calibration keeps.  One thread,
+    so the figures do not depend on the host's core count.
+    """
+    from ai_edge_quantizer import calibrator
+
+    engine = calibrator.Calibrator(model, num_threads=1, qsv_update_func=_widest_range)
+    engine.calibrate(_calibration_data(model, samples), recipe)
+    return engine.get_model_qsvs()
+
+
+def _widest_range(seen: dict, new: dict) -> dict:
+    if not seen:
+        return new
+    return {**seen, "min": np.minimum(seen["min"], new["min"]), "max": np.maximum(seen["max"], new["max"])}
 
 
 def _calibration_data(model: bytes, samples: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
@@ -251,7 +275,8 @@ def _drop_tensors(model, number: int, dropped: set[int]) -> None:
     if not dropped:
         return
     subgraph = model.subgraphs[number]
-    renumbered, kept = {}, []
+    renumbered: dict[int, int] = {}
+    kept: list = []
     for index, tensor in enumerate(subgraph.tensors):
         if index not in dropped:
             renumbered[index] = len(kept)
