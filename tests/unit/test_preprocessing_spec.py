@@ -75,7 +75,8 @@ def test_mean_alone_divides_by_one(tmp_path):
         pytest.param(
             "scale: 1/16",
             "scale: 1/2/3",
-            "models.yaml:12:36: models -> digits -> io -> input -> scale: '1/2/3' is not valid: expected a number or a fraction such as 1/255",
+            "models.yaml:12:36: models -> digits -> io -> input -> scale: '1/2/3' is not valid: "
+            "expected a number or a fraction such as 1/255",
             id="bad-fraction",
         ),
         pytest.param(
