@@ -8,6 +8,7 @@ each side is read as a ``decimal.Decimal`` and the quotient kept exact.
 """
 from __future__ import annotations
 
+import math
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -19,6 +20,13 @@ NOT_A_RATIO = "is not a number or a fraction of two numbers: write a decimal, or
 
 class RatioError(ValueError):
     """Why a text is not a usable ratio, worded to follow the quoted text in a message."""
+
+
+def ratio_text(value: str | int | float) -> str:
+    """A spec value as the text the plan and the manifest keep: a YAML number in plain notation (1e-05 -> 0.00001)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return format(Decimal(repr(value)), "f")
+    return str(value)
 
 
 def parse_ratio(text: str) -> Fraction:

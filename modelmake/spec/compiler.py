@@ -30,7 +30,7 @@ from ..plan import (
     Source,
     TargetProfile,
 )
-from ..preprocessing import CHANNEL_AXIS, RatioError, parse_ratio
+from ..preprocessing import CHANNEL_AXIS, RatioError, parse_ratio, ratio_text
 from ..repository.offer import BASIS_POINTS, Arm, Offer
 from ..yamlfile import YamlDocument, load_yaml
 from .artifacts import INVALID_SOURCE, TargetEntry, Variant, target_artifacts
@@ -311,8 +311,8 @@ class Compiler:
             self.existing_file(base + ("io", "output", "labels"), labels, "labels")
         input_spec = InputSpec(
             layout=input_conf.get("layout", "NHWC"),
-            scale=str(input_conf.get("scale", "1")),
-            offset=str(input_conf.get("offset", "0")),
+            scale=ratio_text(input_conf.get("scale", "1")),
+            offset=ratio_text(input_conf.get("offset", "0")),
         )
         where = base + ("io", "input")
         for key in ("scale", "offset"):
@@ -348,8 +348,8 @@ class Compiler:
                 f"set io -> input -> layout to {' or '.join(CHANNEL_AXIS)}, or use scale and offset",
                 of_key=True,
             )
-        mean = [str(value) for value in conf.get("mean", ())]
-        std = [str(value) for value in conf.get("std", ())]
+        mean = [ratio_text(value) for value in conf.get("mean", ())]
+        std = [ratio_text(value) for value in conf.get("std", ())]
         if mean and std and len(mean) != len(std):
             self.fail(
                 where + ("std",),

@@ -56,6 +56,11 @@ def test_a_decimal_denominator_compiles_and_keeps_its_text(tmp_path):
     assert (spec.scale, spec.offset, spec.mean, spec.std) == ("1/127.5", "-1", (), ())
 
 
+def test_a_number_in_exponent_notation_is_kept_in_the_plain_form_the_manifest_documents(tmp_path):
+    spec = _input(tmp_path, "scale: 1e-5, offset: -2.5e1")
+    assert (spec.scale, spec.offset) == ("0.00001", "-25.0")
+
+
 def test_per_channel_mean_and_std_compile_to_their_text(tmp_path):
     spec = _input(tmp_path, IMAGENET)
     assert spec.mean == ("123.675", "116.28", "103.53")
