@@ -14,6 +14,7 @@ from modelmake.formats.tflite import TfliteSettings
 from modelmake.kinds import Precision
 from modelmake.plan import FormatSupport, InputSpec, Source
 from modelmake.steps import _batching
+
 from tests.support import batch_one
 
 WEIGHTS = np.random.default_rng(0).normal(size=(6, 3))
