@@ -305,3 +305,5 @@ class MetricsRecord(_JsonRecord):
     budgets: list[dict]
     tools: dict[str, str]
     latency_host: str | None
+    # How the outputs were computed: batched, or one sample at a time and why (steps/_batching.py); None when not run.
+    batching: str | None = None

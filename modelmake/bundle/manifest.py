@@ -158,5 +158,7 @@ def _model(model: ModelInputs, stored: dict) -> dict:
     }
     if model.reference:
         reference = read_json(model.reference)
-        entry["source_metrics"] = {k: _decimal(v) for k, v in reference.items() if k != "samples"} | {"samples": reference["samples"]}
+        # Figures only: a note beside them (how the source was batched) is the build's business, not the app's.
+        figures = {k: v for k, v in reference.items() if k != "samples" and isinstance(v, int | float)}
+        entry["source_metrics"] = {k: _decimal(v) for k, v in figures.items()} | {"samples": reference["samples"]}
     return entry
