@@ -97,7 +97,7 @@ def _record_not_built(job: EvaluateJob, reason: str) -> str:
         latency_host=None,
         not_built=reason,
     ).write(job.out)
-    return f"{job.artifact_id}: not built ({reason}); dropped from its target's selection"
+    return f"{job.artifact_id}: not built (its conversion failed), dropped from its target's selection"
 
 
 def evaluate(job: EvaluateJob) -> str:
