@@ -142,12 +142,13 @@ def _task(
     from doit.tools import config_changed
 
     task_name = f"{kind}:{name}"
+    action = (run_step, [step, task_name, job], {"drop_on_failure": True}) if drop_on_failure else (run_step, [step, task_name, job])
     hashed = {"config": config_hash(job), "tools": tool_versions(*(tools or STEP_TOOLS[kind])), "also": also_hash}
     return {
         "basename": kind,
         "name": name,
         "doc": doc,
-        "actions": [(run_step, [step, task_name, job], {"drop_on_failure": True}) if drop_on_failure else (run_step, [step, task_name, job])],
+        "actions": [action],
         "file_dep": sorted(set(file_dep)),
         "targets": list(targets),
         "uptodate": [config_changed(hashed), *uptodate],

@@ -158,6 +158,7 @@ def _serve(connection: Connection, parent: int) -> None:
             return
         step, job, log, cwd = request
         os.chdir(cwd)
+        reply: tuple[str, object, str | None]
         try:
             module_name, function_name = step.rsplit(".", 1)
             function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)

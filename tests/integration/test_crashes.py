@@ -5,6 +5,7 @@ import json
 import textwrap
 
 from modelmake import errors
+
 from tests.support.onnx_workspaces import report_rows
 from tests.support.workspaces import BUNDLE, VERSION, modelmake
 
