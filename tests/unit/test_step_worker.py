@@ -148,3 +148,10 @@ def test_the_worker_leaves_when_its_parent_dies(tmp_path):
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     pytest.fail("the worker outlived its parent by 10 s")
+
+
+def test_a_bug_in_a_worker_step_keeps_its_type_and_the_workers_traceback(workspace):
+    with pytest.raises(AttributeError) as raised:
+        worker.run("data.materialize", None, "logs/bug.log")  # not a DataJob: a bug, not a user error
+    cause = raised.value.__cause__
+    assert isinstance(cause, worker.RemoteTraceback) and "in materialize" in str(cause), str(cause)
