@@ -22,6 +22,7 @@ from .plan import Budget, BundleSpec, Dataset, FormatSupport, InputSpec, OutputS
 __all__ = [
     "Precision",
     "OutputKind",
+    "ChannelValues",
     "SourceJob",
     "DataJob",
     "ReferenceJob",
@@ -50,10 +51,20 @@ def config_hash(job: Any) -> dict:
 
 
 @dataclass(frozen=True)
+class ChannelValues:
+    """Per-channel preprocessing the model input must have a channel for each value of, checked once its shape is known."""
+
+    key: str  # where the spec gives the values, for messages
+    layout: str
+    count: int
+
+
+@dataclass(frozen=True)
 class SourceJob:
     source: Source
     out_dir: str
     record: str
+    channels: ChannelValues | None = None  # only the count and layout: other preprocessing changes do not rebuild the source
 
 
 @dataclass(frozen=True)
@@ -295,6 +306,8 @@ class MetricsRecord(_JsonRecord):
     budgets: list[dict]
     tools: dict[str, str]
     latency_host: str | None
+    # How the outputs were computed: batched, or one sample at a time and why (steps/_batching.py); None when not run.
+    batching: str | None = None
     not_built: str | None = None  # why a selecting target's candidate has no file: its conversion failed
 
     def write(self, path: str) -> None:

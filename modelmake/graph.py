@@ -20,6 +20,7 @@ from . import layout, taskcache
 from .contracts import (
     ArtifactInputs,
     BundleInputs,
+    ChannelValues,
     ConvertJob,
     DataJob,
     EvaluateJob,
@@ -193,13 +194,23 @@ def _data_origin(dataset: Dataset) -> str:
     return dataset.path
 
 
+def _channel_values(plan: BuildPlan, model: Model) -> ChannelValues | None:
+    spec = model.input
+    if not spec.mean:
+        return None
+    key = f"{plan.spec_file}: models -> {model.name} -> io -> input -> mean/std"
+    return ChannelValues(key=key, layout=spec.layout, count=len(spec.mean))
+
+
 def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
     source_record = layout.source_record(model.name)
     yield _task(
         "source",
         model.name,
         "source.materialize",
-        SourceJob(source=model.source, out_dir=layout.source_dir(model.name), record=source_record),
+        SourceJob(
+            source=model.source, out_dir=layout.source_dir(model.name), record=source_record, channels=_channel_values(plan, model)
+        ),
         file_dep=_source_files(workspace, model),
         targets=[source_record],
         clean_dirs=[layout.source_dir(model.name)],

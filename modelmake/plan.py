@@ -68,6 +68,9 @@ class InputSpec:
     layout: str = "NHWC"
     scale: str = "1"
     offset: str = "0"
+    # Per-channel (x - mean[c]) / std[c] on the layout's channel axis, instead of scale and offset; empty when not set.
+    mean: tuple[str, ...] = ()
+    std: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from ..errors import FormatVersionError, VerificationError
 
 if TYPE_CHECKING:
     from ..contracts import ArtifactInputs, BundleInputs, ModelInputs
+    from ..plan import InputSpec
 
 FORMAT_VERSION = 1
 # Every format version this modelmake reads; a reader refuses anything else rather than guess.
@@ -123,6 +124,17 @@ def _variant(artifact: ArtifactInputs, stored: dict) -> dict:
     return entry
 
 
+def _input(spec: InputSpec) -> dict:
+    """The preprocessing an app applies; mean and std only where the model has them."""
+    entry = asdict(spec)
+    for key in ("mean", "std"):
+        if entry[key]:
+            entry[key] = list(entry[key])
+        else:
+            del entry[key]
+    return entry
+
+
 def _model(model: ModelInputs, stored: dict) -> dict:
     from ..contracts import SourceRecord
     from ..fsutil import read_json
@@ -135,7 +147,7 @@ def _model(model: ModelInputs, stored: dict) -> dict:
     signature = source.signature["input"]
     entry = {
         "description": model.description,
-        "input": {**asdict(model.input), "name": signature["name"], "shape": signature["shape"]},
+        "input": {**_input(model.input), "name": signature["name"], "shape": signature["shape"]},
         "output": output,
         "provenance": {
             "source": {"kind": source.kind, "path": source.path, "files": source.source_files},
@@ -146,5 +158,7 @@ def _model(model: ModelInputs, stored: dict) -> dict:
     }
     if model.reference:
         reference = read_json(model.reference)
-        entry["source_metrics"] = {k: _decimal(v) for k, v in reference.items() if k != "samples"} | {"samples": reference["samples"]}
+        # Figures only: a note beside them (how the source was batched) is the build's business, not the app's.
+        figures = {k: v for k, v in reference.items() if k != "samples" and isinstance(v, int | float)}
+        entry["source_metrics"] = {k: _decimal(v) for k, v in figures.items()} | {"samples": reference["samples"]}
     return entry

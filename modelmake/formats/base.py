@@ -31,8 +31,9 @@ class NotMeasurable(Exception):
 class FormatRuntime(Protocol):
     """Loads and runs a file of the format; imported only by the steps that need it."""
 
-    def predict(self, path: Path | str, x: np.ndarray, *, what: str) -> np.ndarray:
-        """Outputs for a batch of preprocessed inputs; raises NotMeasurable where this host cannot run the format."""
+    def predict(self, path: Path | str, x: np.ndarray, *, what: str, batch: int | None = None) -> np.ndarray:
+        """Outputs for preprocessed inputs, run ``batch`` samples at a time (None: as many as the runtime suits;
+        1 must work for every file); raises NotMeasurable where this host cannot run the format."""
 
     def median_latency_ms(self, path: Path | str, *, what: str, sample: np.ndarray | None = None) -> float:
         """Median single-sample latency on the build host, one thread."""

@@ -6,6 +6,7 @@ the YAML path, the line and what to do.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -29,6 +30,7 @@ from ..plan import (
     Source,
     TargetProfile,
 )
+from ..preprocessing import CHANNEL_AXIS, RatioError, parse_ratio, ratio_text
 from ..repository.offer import BASIS_POINTS, Arm, Offer
 from ..yamlfile import YamlDocument, load_yaml
 from .artifacts import INVALID_SOURCE, TargetEntry, Variant, target_artifacts
@@ -309,14 +311,60 @@ class Compiler:
             self.existing_file(base + ("io", "output", "labels"), labels, "labels")
         input_spec = InputSpec(
             layout=input_conf.get("layout", "NHWC"),
-            scale=str(input_conf.get("scale", "1")),
-            offset=str(input_conf.get("offset", "0")),
+            scale=ratio_text(input_conf.get("scale", "1")),
+            offset=ratio_text(input_conf.get("offset", "0")),
         )
+        where = base + ("io", "input")
         for key in ("scale", "offset"):
-            value = getattr(input_spec, key)
-            if "/" in value and float(value.split("/")[1]) == 0:
-                self.fail(base + ("io", "input", key), f"'{value}' divides by zero: use a non-zero denominator")
+            self.check_ratio(where + (key,), getattr(input_spec, key))
+        if "mean" in input_conf or "std" in input_conf:
+            input_spec = self.per_channel(where, input_conf, input_spec)
         return input_spec, OutputSpec(labels=labels, top_k=int(output_conf.get("top_k", 1)))
+
+    def check_ratio(self, yaml_path, text: str) -> bool:
+        try:
+            parse_ratio(text)
+        except RatioError as reason:
+            self.fail(yaml_path, f"'{text}' {reason}")
+            return False
+        return True
+
+    def per_channel(self, where, conf, input_spec: InputSpec) -> InputSpec:
+        """mean/std in place of scale/offset; either alone leaves the other at no change (mean 0, std 1)."""
+        given = [key for key in ("mean", "std") if key in conf]
+        both = " and ".join(given)
+        replace, apply = ("replace", "apply") if len(given) == 2 else ("replaces", "applies")
+        for key in ("scale", "offset"):
+            if key in conf:
+                self.fail(
+                    where + (key,),
+                    f"cannot be combined with {both}, which {replace} scale and offset: give either scale and offset or mean and std",
+                    of_key=True,
+                )
+        if input_spec.layout not in CHANNEL_AXIS:
+            self.fail(
+                where + (given[0],),
+                f"{both} {apply} per channel, and the layout {input_spec.layout} has no channel axis: "
+                f"set io -> input -> layout to {' or '.join(CHANNEL_AXIS)}, or use scale and offset",
+                of_key=True,
+            )
+        mean = [ratio_text(value) for value in conf.get("mean", ())]
+        std = [ratio_text(value) for value in conf.get("std", ())]
+        if mean and std and len(mean) != len(std):
+            self.fail(
+                where + ("std",),
+                f"std has {len(std)} values and mean has {len(mean)}: give both one value per channel of the model input",
+            )
+        for index, value in enumerate(mean):
+            self.check_ratio(where + ("mean", index), value)
+        for index, value in enumerate(std):
+            if self.check_ratio(where + ("std", index), value) and parse_ratio(value) == 0:
+                self.fail(where + ("std", index), f"'{value}' divides by zero (each channel is divided by its std): use a non-zero value")
+        return dataclasses.replace(
+            input_spec,
+            mean=tuple(mean or ["0"] * len(std)),
+            std=tuple(std or ["1"] * len(mean)),
+        )
 
     def measured_metrics(self, base, data, input_spec: InputSpec, output_spec: OutputSpec, *, quantized: bool) -> list[str]:
         """The metrics the model's artifacts will have, which its budgets may name."""

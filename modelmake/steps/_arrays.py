@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import time
 import zipfile
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ from .. import fsutil
 from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import StepError
 from ..plan import InputSpec
+from ..preprocessing import CHANNEL_AXIS, ratio
 
 if TYPE_CHECKING:
     from ..contracts import ConvertJob
@@ -40,14 +40,23 @@ def read_dataset(path: Path | str, *, what: str) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
-def ratio(text: str) -> float:
-    """'1/255' or '0.5' as a float; the spec keeps the text so manifests carry no float rounding."""
-    return float(Fraction(text))
-
-
 def preprocess(x: np.ndarray, input: InputSpec) -> np.ndarray:
-    """What every platform does to raw input before the model sees it: x * scale + offset."""
-    return (x.astype(np.float32) * ratio(input.scale) + ratio(input.offset)).astype(np.float32)
+    """What every platform does to raw input before the model sees it: x * scale + offset, or (x - mean[c]) / std[c]."""
+    if not input.mean:
+        return (x.astype(np.float32) * ratio(input.scale) + ratio(input.offset)).astype(np.float32)
+    axis = CHANNEL_AXIS[input.layout]
+    channels = x.shape[axis] if x.ndim >= 2 else None
+    if channels != len(input.mean):
+        raise StepError(
+            f"the data has samples of shape {tuple(x.shape[1:])}, whose {input.layout} channel axis does not hold the "
+            f"{len(input.mean)} channels that io -> input -> mean and std give values for: "
+            "fix the data, or give mean and std one value per channel"
+        )
+    shape = [1] * x.ndim
+    shape[axis] = len(input.mean)
+    mean = np.array([ratio(m) for m in input.mean], np.float32).reshape(shape)
+    std = np.array([ratio(s) for s in input.std], np.float32).reshape(shape)
+    return ((x.astype(np.float32) - mean) / std).astype(np.float32)
 
 
 def check_sample_shape(x: np.ndarray, input_shape: list, *, what: str) -> None:

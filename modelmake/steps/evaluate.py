@@ -19,7 +19,7 @@ from ..formats.base import FormatRuntime, NotMeasurable
 from ..kinds import Precision
 from ..plan import Budget
 from ..versions import tool_versions
-from . import _conditions
+from . import _batching, _conditions
 from ._arrays import preprocess, read_dataset
 from ._scoring import accuracy_figures, fallback_ops
 from ._selection import not_built
@@ -38,26 +38,33 @@ def parity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
-def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str) -> dict:
+def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str, built: ArtifactRecord) -> tuple[dict, _batching.Batching | None]:
+    """The figures, and how the file's outputs were computed (None when it never ran on the evaluation data)."""
     figures: dict[str, float] = {}
-    sample = None
+    sample, batching = None, None
     if job.evaluation:
         assert job.reference and job.reference_outputs, "evaluation data comes with the reference step's figures"
         raw, labels = read_dataset(job.evaluation, what="evaluation data")
         x = preprocess(raw, job.input)
         sample = x[0]
-        outputs = runtime.predict(job.artifact, x, what=what)
+
+        def predict(samples: np.ndarray, batch: int | None) -> np.ndarray:
+            return runtime.predict(job.artifact, samples, what=what, batch=batch)
+
+        shape = built.io.get("input", {}).get("shape") or [None]
+        batching = _batching.decide(
+            predict, x, batch_dimension=shape[0], tolerance=_batching.tolerance(Precision(built.precision))
+        )
+        outputs = batching.run(predict, x)
         figures |= accuracy_figures(outputs, labels, job.top_k)
         figures[metrics.ACCURACY_DROP] = fsutil.read_json(job.reference)[metrics.top_k_metric(1)] - figures[metrics.top_k_metric(1)]
         with np.load(job.reference_outputs) as saved:
             figures |= parity(outputs, saved["outputs"])
         for condition, strength in job.conditions:
             changed = preprocess(_conditions.apply(raw, condition, strength, job.input.layout), job.input)
-            figures[metrics.condition_metric(condition)] = accuracy_figures(
-                runtime.predict(job.artifact, changed, what=what), labels, 1
-            )["top1"]
+            figures[metrics.condition_metric(condition)] = accuracy_figures(batching.run(predict, changed), labels, 1)["top1"]
     figures[metrics.LATENCY_MS] = runtime.median_latency_ms(job.artifact, what=what, sample=sample)
-    return figures
+    return figures, batching
 
 
 def _verdict(budget: Budget, figures: dict, not_measured: dict) -> dict:
@@ -121,8 +128,10 @@ def evaluate(job: EvaluateJob) -> str:
         precision=Precision(built.precision),
         palettize=built.extra.get("palettize"),
     )
+    batching = None
     try:
-        figures |= _measure(runtime, job, what)
+        measured, batching = _measure(runtime, job, what, built)
+        figures |= measured
     except NotMeasurable as reason:
         names = metrics.available_metrics(
             has_evaluation_data=bool(job.evaluation),
@@ -147,9 +156,12 @@ def evaluate(job: EvaluateJob) -> str:
         budgets=verdicts,
         tools=tool_versions(*backend.runtime_tools),
         latency_host="build host CPU, 1 thread, median of 50 runs" if metrics.LATENCY_MS in figures else None,
+        batching=batching.note if batching else None,
     ).write(job.out)
     broken = [v for v in verdicts if v["passed"] is False]
     summary = ", ".join(f"{name} {value:.4g}" for name, value in figures.items())
+    if batching and batching.mishandled:
+        summary += f"; {batching.note}"
     if not_measured:
         summary += f"; not measured ({next(iter(not_measured.values()))}): {', '.join(not_measured)}"
     if broken and job.enforce_budgets:

@@ -8,7 +8,9 @@ import numpy as np
 from .. import formats, fsutil
 from ..contracts import ReferenceJob, SourceRecord
 from ..errors import StepError
+from . import _batching
 from ._arrays import check_sample_shape, preprocess, read_dataset, write_npz
+from ._batching import Predict
 from ._scoring import accuracy_figures
 
 
@@ -19,24 +21,43 @@ def evaluate_source(job: ReferenceJob) -> str:
     x = preprocess(x, job.input)
     # A source that is already a converted file runs in its own format's runtime.
     foreign = formats.for_source_kind(record.kind)
+    predict: Predict
     if foreign is not None:
-        outputs = foreign.runtime().predict(record.model, x, what=f"source {record.path}")
+        runtime, what = foreign.runtime(), f"source {record.path}"
+
+        def predict(samples: np.ndarray, batch: int | None) -> np.ndarray:
+            return runtime.predict(record.model, samples, what=what, batch=batch)
     else:
-        outputs = _predict_saved_model(Path(record.model), x)
+        predict = _saved_model_predictor(Path(record.model))
+    batching = _batching.decide(
+        predict, x, batch_dimension=record.signature["input"]["shape"][0], tolerance=_batching.tolerance(None)
+    )
+    outputs = batching.run(predict, x)
     figures = accuracy_figures(outputs, y, job.top_k)
     write_npz(job.out_outputs, outputs=outputs)
-    fsutil.write_json(job.out_metrics, {"samples": len(y), **figures})
-    return f"source {record.path}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+    # Only a mishandled batch is recorded: readers take this file's other entries as figures.
+    noted = {"batching": batching.note} if batching.mishandled else {}
+    fsutil.write_json(job.out_metrics, {"samples": len(y), **figures, **noted})
+    summary = f"source {record.path}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+    return f"{summary}; {batching.note}" if batching.mishandled else summary
 
 
-def _predict_saved_model(directory: Path, x: np.ndarray) -> np.ndarray:
+def _saved_model_predictor(directory: Path) -> Predict:
+    """The SavedModel's serving function, loaded once, as a ``predict(samples, batch)``."""
     import tensorflow as tf
 
     function = tf.saved_model.load(str(directory)).signatures["serving_default"]
     (name, spec), = function.structured_input_signature[1].items()
-    try:
-        result = function(**{name: tf.constant(x, dtype=spec.dtype)})
-    except Exception as exc:
-        raise StepError(f"the source model fails on the evaluation data ({type(exc).__name__}: {exc})") from exc
-    (output,) = result.values()
-    return output.numpy().astype(np.float32)
+
+    def predict(x: np.ndarray, batch: int | None) -> np.ndarray:
+        step = batch or max(len(x), 1)
+        outputs = []
+        try:
+            for start in range(0, len(x), step):
+                (output,) = function(**{name: tf.constant(x[start : start + step], dtype=spec.dtype)}).values()
+                outputs.append(output.numpy().astype(np.float32))
+        except Exception as exc:
+            raise StepError(f"the source model fails on the evaluation data ({type(exc).__name__}: {exc})") from exc
+        return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+
+    return predict

@@ -12,9 +12,10 @@ import shutil
 from pathlib import Path
 
 from .. import formats, fsutil
-from ..contracts import SourceJob, SourceRecord
+from ..contracts import ChannelValues, SourceJob, SourceRecord
 from ..errors import StepError
 from ..formats.base import tensor_signature
+from ..preprocessing import channel_count
 from ..recipes import call_recipe, load_recipe, recipe_metadata
 from ..versions import tool_versions
 
@@ -29,6 +30,7 @@ def materialize(job: SourceJob) -> str:
         # A file already in a format: checked and described by its own runtime, then copied as it is.
         model_path = out / f"model{foreign.suffix}"
         signature = foreign.source_signature(path, what=f"{kind} source {path}")
+        _check_channels(job.channels, signature)
         with fsutil.atomic_output(model_path) as handle, open(path, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
@@ -47,6 +49,7 @@ def materialize(job: SourceJob) -> str:
             else:
                 raise StepError(f"{kind} sources are not built into TensorFlow models")
         signature = _saved_model_signature(model_path, what=f"{kind} source {path}")
+        _check_channels(job.channels, signature)
 
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     files += [Path(d) for d in source.depends]
@@ -61,6 +64,22 @@ def materialize(job: SourceJob) -> str:
         tools=tool_versions("tensorflow", "keras"),
     ).write(job.record)
     return f"source {path}: input {signature['input']['shape']} -> output {signature['output']['shape']}"
+
+
+def _check_channels(channels: ChannelValues | None, signature: dict) -> None:
+    """Per-channel mean/std must fit the model's channel axis: checked here, the first time its shape is known."""
+    if channels is None:
+        return
+    shape = signature["input"]["shape"]
+    count = channel_count(channels.layout, shape)
+    if count is None or count == channels.count:
+        return  # a dynamic channel axis is checked against the data when it is preprocessed
+    shown = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+    raise StepError(
+        f"{channels.key} gives {channels.count} values, but the model input {signature['input']['name']} {shown} has "
+        f"{count} channel{'s' if count != 1 else ''} ({channels.layout}): give mean and std {count} value"
+        f"{'s' if count != 1 else ''} each, or correct io -> input -> layout"
+    )
 
 
 def _seed(seed: int) -> None:

@@ -143,9 +143,9 @@ def _materialize(directory: Path, recipe: str) -> Path:
 
 
 def _saved_model_outputs(directory: Path, x: np.ndarray) -> np.ndarray:
-    from modelmake.steps.reference import _predict_saved_model
+    from modelmake.steps.reference import _saved_model_predictor
 
-    return _predict_saved_model(Path(directory), x)
+    return _saved_model_predictor(Path(directory))(x, None)
 
 
 class Tiny:
@@ -612,7 +612,9 @@ def test_dynamic_int8_runs_on_qnn_as_the_fused_pattern_only(tiny, tmp_path):
 
 # ---------------------------------------------------------------- the steps through the registry
 
-METRICS_KEYS = {"artifact", "size_bytes", "metrics", "not_measured", "coverage", "structure", "source", "budgets", "tools", "latency_host"}
+METRICS_KEYS = {
+    "artifact", "size_bytes", "metrics", "not_measured", "coverage", "structure", "source", "budgets", "tools", "latency_host", "batching"
+}
 TFLITE_NPU = FormatSupport(
     format="tflite", precisions=tuple(Precision), settings=TfliteSettings(delegates=("nnapi",), integer_io=True), accelerator="npu"
 )

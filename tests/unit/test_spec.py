@@ -561,15 +561,18 @@ def test_a_source_with_no_kind(tmp_path):
     ]
 
 
-def test_a_tflite_source_cannot_be_quantized(tmp_path):
+def test_a_tflite_source_can_be_quantized(tmp_path):
+    # LiteRT Quantizer quantizes the .tflite file itself; ONNX is converted from it and quantized by ORT as before.
     files = {**DEFAULT_FILES, "models/digits.tflite": ""}
-    problems = problems_for(tmp_path, ("source: {recipe: recipes/digits.py}", "source: {tflite: models/digits.tflite}"), files=files)
+    spec = edit(VALID_SPEC, ("source: {recipe: recipes/digits.py}", "source: {tflite: models/digits.tflite}"))
+    plan = load_plan(make_workspace(tmp_path, spec, files=files), environ={})
 
-    assert problems == [
-        "models.yaml:16:24: models -> digits -> variants -> fp16 -> quantize: a tflite source is already converted and "
-        "cannot be re-quantized: use a keras, saved_model or recipe source, or drop 'quantize'",
-        "models.yaml:17:24: models -> digits -> variants -> int8 -> quantize: a tflite source is already converted and "
-        "cannot be re-quantized: use a keras, saved_model or recipe source, or drop 'quantize'",
+    assert [a.id for a in plan.artifacts()] == [
+        "digits.fp32.tflite@pixel-8",
+        "digits.fp16.tflite@pixel-8",
+        "digits.int8.tflite@pixel-8",
+        "digits.int8.tflite@snapdragon-8-gen-3",
+        "digits.int8.onnx@snapdragon-8-gen-3",
     ]
 
 

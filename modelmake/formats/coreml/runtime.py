@@ -288,8 +288,9 @@ def _feed(model, inp: dict, out: dict, sample: np.ndarray, *, what: str) -> np.n
     return np.asarray(result[out["name"]], dtype=np.float32)
 
 
-def predict(path: Path | str, x: np.ndarray, *, what: str) -> np.ndarray:
-    """Float outputs for float inputs ``x`` (already preprocessed), one sample at a time (the input's batch is 1)."""
+def predict(path: Path | str, x: np.ndarray, *, what: str, batch: int | None = None) -> np.ndarray:
+    """Float outputs for float inputs ``x`` (already preprocessed), one sample at a time whatever ``batch`` asks
+    (the input's batch is 1)."""
     _require_core_ml()
     with _loaded(path, what=what) as (model, inp, out):
         expected = tuple(inp["shape"][1:])

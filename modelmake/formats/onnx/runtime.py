@@ -86,8 +86,8 @@ def _static_batch(shape) -> int | None:
     return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
 
-def predict(path: Path | str, x: np.ndarray, *, what: str) -> np.ndarray:
-    """Float outputs for float inputs ``x`` (already preprocessed).
+def predict(path: Path | str, x: np.ndarray, *, what: str, batch: int | None = None) -> np.ndarray:
+    """Float outputs for float inputs ``x`` (already preprocessed), ``batch`` samples a run (None: as many as suit).
 
     A model with a dynamic batch dimension takes the samples in large batches;
     one with a fixed batch (usually 1, for static-shape accelerators) takes
@@ -100,15 +100,15 @@ def predict(path: Path | str, x: np.ndarray, *, what: str) -> np.ndarray:
         shown = tuple(e if isinstance(e, int) else "?" for e in expected)
         raise StepError(f"{what} takes samples of shape {shown} but the evaluation data has {tuple(x.shape[1:])}")
     dtype = _numpy_type(inp, what)
-    batch = _static_batch(inp.shape)
-    step = batch or BATCH
+    fixed = _static_batch(inp.shape)
+    step = min(batch or BATCH, fixed or BATCH)
     outputs = []
     try:
         for start in range(0, len(x), step):
             chunk = x[start : start + step]
             used = len(chunk)
-            if batch and used < batch:
-                chunk = np.concatenate([chunk, np.zeros((batch - used, *chunk.shape[1:]), chunk.dtype)])
+            if fixed and used < fixed:
+                chunk = np.concatenate([chunk, np.zeros((fixed - used, *chunk.shape[1:]), chunk.dtype)])
             (result,) = session.run(None, {inp.name: _as_input(chunk, dtype)})
             outputs.append(np.asarray(result)[:used])
     except Exception as exc:

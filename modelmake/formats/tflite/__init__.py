@@ -1,4 +1,4 @@
-"""TFLite (LiteRT): converted by TensorFlow's TFLite converter, run by LiteRT."""
+"""TFLite (LiteRT): converted by TensorFlow's TFLite converter (a .tflite source quantized by LiteRT Quantizer), run by LiteRT."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +20,9 @@ class TfliteBackend(PackageBackend):
     name = "tflite"
     suffix = ".tflite"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite")
-    quantizes_own_files: bool = False
+    quantizes_own_files: bool = True  # through LiteRT Quantizer
     precisions: tuple[Precision, ...] = tuple(Precision)
-    convert_tools: tuple[str, ...] = ("modelmake", "tensorflow")
+    convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "ai-edge-quantizer")
     runtime_tools: tuple[str, ...] = ("ai-edge-litert",)
     accelerators: dict[str, str] = {"gpu": "TFLite GPU delegate", "npu": "integer-only ops for an NPU/DSP delegate"}
     profile_properties: dict[str, Any] = {

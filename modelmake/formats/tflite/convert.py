@@ -3,7 +3,8 @@
 fp32 converts as is; fp16 stores float16 weights; dynamic_int8 stores int8
 weights with float activations; int8 quantizes weights and activations from
 the calibration data, with int8 input and output tensors when the target
-profile asks for integer-only I/O.
+profile asks for integer-only I/O.  A .tflite source ships as it is at fp32
+and is quantized by LiteRT Quantizer (``quantizer.py``) at the others.
 """
 from __future__ import annotations
 
@@ -24,12 +25,29 @@ def convert(job: ConvertJob) -> None:
     settings: TfliteSettings = job.support.settings
     integer_io = settings.integer_io and job.precision == Precision.INT8
     record = SourceRecord.read(job.source_record)
-    if record.kind == "tflite":
-        # A converted model ships as it is; the spec allows only fp32 variants of it.
+    samples = calibration_samples(job, record.signature["input"]["shape"]) if job.precision == Precision.INT8 else None
+    extra: dict = {}
+    tools = tool_versions("tensorflow")
+    if record.kind == "tflite" and job.precision == Precision.FP32:
         with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
             shutil.copyfileobj(src, handle)
+    elif record.kind == "tflite":
+        from .quantizer import quantize
+
+        quantized = quantize(
+            Path(record.model).read_bytes(),
+            job.precision,
+            per_channel=job.per_channel,
+            integer_io=integer_io,
+            calibration=samples,
+            what=f"tflite source {record.path}",
+        )
+        if job.precision == Precision.FP16:
+            _check_float16_range(quantized.model)
+        fsutil.write_bytes(job.out, quantized.model)
+        extra = {"quantization": quantized.summary}
+        tools = tool_versions("ai-edge-quantizer", "ai-edge-litert")
     else:
-        samples = calibration_samples(job, record.signature["input"]["shape"]) if job.precision == Precision.INT8 else None
         fsutil.write_bytes(job.out, _convert_saved_model(Path(record.model), job.precision, integer_io, job.per_channel, samples))
     ArtifactRecord(
         precision=str(job.precision),
@@ -39,7 +57,8 @@ def convert(job: ConvertJob) -> None:
         io=io_details(job.out, what=f"converted {Path(job.out).name}"),
         sha256=fsutil.sha256_file(job.out),
         size=Path(job.out).stat().st_size,
-        tools=tool_versions("tensorflow"),
+        tools=tools,
+        extra=extra,
     ).write(job.out_record)
 
 

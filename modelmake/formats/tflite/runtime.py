@@ -48,19 +48,32 @@ def _dequantize(y: np.ndarray, detail) -> np.ndarray:
     return (y.astype(np.float32) - zero_point) * scale
 
 
-def predict(path: Path | str, x: np.ndarray, *, what: str) -> np.ndarray:
-    """Float outputs for float inputs ``x`` (already preprocessed), quantizing at the edges when the model is integer-only."""
-    interpreter = load_interpreter(path, what=what, batch=len(x))
+def predict(path: Path | str, x: np.ndarray, *, what: str, batch: int | None = None) -> np.ndarray:
+    """Float outputs for float inputs ``x`` (already preprocessed), quantizing at the edges when the model is integer-only.
+
+    The input is resized to ``batch`` samples (all of ``x`` when None) and
+    ``x`` runs through it that many at a time.  A batch of 1 is the shape a
+    file with a fixed batch of 1 already has, so resizing to it is a no-op there.
+    """
+    step = batch or max(len(x), 1)
+    interpreter = load_interpreter(path, what=what, batch=step)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     expected = tuple(inp["shape"][1:])
     if tuple(x.shape[1:]) != expected:
         raise StepError(f"{what} takes samples of shape {expected} but the evaluation data has {tuple(x.shape[1:])}")
+    outputs = []
     try:
-        interpreter.set_tensor(inp["index"], _quantize(x, inp))
-        interpreter.invoke()
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            if len(chunk) != step:
+                interpreter.resize_tensor_input(inp["index"], [len(chunk), *expected])
+                interpreter.allocate_tensors()
+            interpreter.set_tensor(inp["index"], _quantize(chunk, inp))
+            interpreter.invoke()
+            outputs.append(_dequantize(interpreter.get_tensor(out["index"]), out))
     except Exception as exc:
         raise StepError(f"{what} fails to run in LiteRT ({type(exc).__name__}: {exc})") from exc
-    return _dequantize(interpreter.get_tensor(out["index"]), out)
+    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
 
 def median_latency_ms(path: Path | str, *, what: str, sample: np.ndarray | None = None, warmup: int = 5, runs: int = 50) -> float:
