@@ -182,7 +182,8 @@ class BundleInputs:
                 deps.append(model.output.labels)
             deps += model.datasets
             for artifact in model.artifacts:
-                deps += [artifact.file, artifact.record, artifact.metrics]
+                # A selecting target's candidate may have no file (dropped: its conversion failed); its record stands for it.
+                deps += ([artifact.file] if artifact.selection is None else []) + [artifact.record, artifact.metrics]
         return deps
 
 
@@ -307,3 +308,12 @@ class MetricsRecord(_JsonRecord):
     latency_host: str | None
     # How the outputs were computed: batched, or one sample at a time and why (steps/_batching.py); None when not run.
     batching: str | None = None
+    not_built: str | None = None  # why a selecting target's candidate has no file: its conversion failed
+
+    def write(self, path: str) -> None:
+        from .fsutil import write_json
+
+        data = dataclasses.asdict(self)
+        if data["not_built"] is None:
+            del data["not_built"]
+        write_json(path, data)

@@ -106,6 +106,10 @@ class SpecError(ModelmakeError):
         noun = "problem" if len(self.problems) == 1 else "problems"
         super().__init__(f"{len(self.problems)} {noun} in the spec:\n" + "\n".join(f"  {p}" for p in self.problems))
 
+    def __reduce__(self):
+        # Rebuilt from its problems, not its message, when it comes back from the step worker.
+        return type(self), (self.problems,)
+
 
 class StepError(ModelmakeError):
     """A build step could not do its work on the given input (corrupt model, recipe raised, bad data)."""

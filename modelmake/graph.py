@@ -135,18 +135,21 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
 
 
 def _task(
-    kind: str, name: str, step: str, job, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, uptodate=(), meta=None
+    kind: str, name: str, step: str, job, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, uptodate=(), meta=None,
+    drop_on_failure=False,
 ):
-    """``also_hash`` joins the change detection without reaching the step (key fingerprints)."""
+    """``also_hash`` joins the change detection without reaching the step (key fingerprints);
+    ``drop_on_failure`` records a failure for the selection instead of failing (``runner.run_step``)."""
     from doit.tools import config_changed
 
     task_name = f"{kind}:{name}"
+    action = (run_step, [step, task_name, job], {"drop_on_failure": True}) if drop_on_failure else (run_step, [step, task_name, job])
     hashed = {"config": config_hash(job), "tools": tool_versions(*(tools or STEP_TOOLS[kind])), "also": also_hash}
     return {
         "basename": kind,
         "name": name,
         "doc": doc,
-        "actions": [(run_step, [step, task_name, job])],
+        "actions": [action],
         "file_dep": sorted(set(file_dep)),
         "targets": list(targets),
         "uptodate": [config_changed(hashed), *uptodate],
@@ -277,6 +280,9 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
         targets=[job.out, job.out_record],
         # Per format, so that upgrading one format's tools rebuilds only that format's artifacts.
         tools=backend(artifact.format).convert_tools,
+        # A candidate of a selecting target that fails to convert is dropped like one over budget: its record
+        # says why, and its missing file makes doit try the conversion again on the next build.
+        drop_on_failure=artifact.selection is not None,
         doc=f"{model.name} {artifact.variant} ({artifact.precision}) as {artifact.format} for {artifact.target}",
     )
 
@@ -309,7 +315,11 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         artifact.id,
         "evaluate.evaluate",
         job,
-        file_dep=[job.artifact, job.record, job.source_record] + [p for p in (evaluation, reference, reference_outputs) if p],
+        # A selecting target's candidate may have no file (its conversion failed); its record, always written,
+        # carries the file's digest, so a new file still re-evaluates.
+        file_dep=([job.artifact] if artifact.selection is None else [])
+        + [job.record, job.source_record]
+        + [p for p in (evaluation, reference, reference_outputs) if p],
         targets=[job.out],
         # Per format, as for convert; numpy does the measuring for every format.
         tools=tuple(dict.fromkeys(("modelmake", "numpy", *runtime_tools))),

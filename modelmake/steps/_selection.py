@@ -1,10 +1,29 @@
 """Which variant a target ships when the spec lets it choose (select: first_passing)."""
 from __future__ import annotations
 
-from .. import metrics
-from ..contracts import ArtifactInputs, MetricsRecord, ModelInputs
-from ..errors import BudgetExceeded
+from pathlib import Path
+
+from .. import fsutil, metrics
+from ..contracts import ArtifactInputs, ConvertJob, MetricsRecord, ModelInputs
+from ..errors import BudgetExceeded, ModelmakeError, StepError
 from ._scoring import fallback_ops
+
+# The key of an artifact record that says the candidate was not built, and why.
+NOT_BUILT = "not_built"
+
+
+def record_not_built(job: ConvertJob, error: ModelmakeError, log: str) -> str:
+    """A candidate's conversion failed: its record says why (the evaluation and the selection read it), and no
+    file is left from an earlier conversion.  Returns the console line."""
+    reason = str(error).splitlines()[0]
+    Path(job.out).unlink(missing_ok=True)
+    fsutil.write_json(job.out_record, {NOT_BUILT: reason, "log": log})
+    return f"{job.artifact_id}: not built, dropped from its target's selection: {reason}"
+
+
+def not_built(record: str) -> str | None:
+    """Why the artifact of this record was not built, or None when it was."""
+    return fsutil.read_json(record).get(NOT_BUILT)
 
 
 def broken_budgets(measured: MetricsRecord) -> list[str]:
@@ -23,8 +42,9 @@ def choose(model: ModelInputs) -> tuple[set[str], dict[str, str]]:
 
     Artifacts of targets without a selection rule always ship (their budgets
     were enforced when they were evaluated).  For a target with a rule, the
-    first variant in preference order that passes every budget ships; the
-    others are dropped with the reason.  No passing variant is a failure.
+    first variant in preference order that was built and passes every budget
+    ships; the others are dropped with the reason.  No passing variant is a
+    failure: a broken budget if any was built, a failed step if none was.
     """
     shipped: set[str] = set()
     dropped: dict[str, str] = {}
@@ -37,8 +57,11 @@ def choose(model: ModelInputs) -> tuple[set[str], dict[str, str]]:
     for candidates in groups.values():
         winner = None
         for artifact in sorted(candidates, key=lambda a: a.preference):
-            problems = broken_budgets(MetricsRecord.read(artifact.metrics))
-            if winner is None and not problems:
+            measured = MetricsRecord.read(artifact.metrics)
+            problems = broken_budgets(measured)
+            if measured.not_built is not None:
+                dropped[artifact.id] = f"not built: {measured.not_built}"
+            elif winner is None and not problems:
                 winner = artifact
                 shipped.add(artifact.id)
             elif winner is None:
@@ -46,8 +69,11 @@ def choose(model: ModelInputs) -> tuple[set[str], dict[str, str]]:
             else:
                 dropped[artifact.id] = f"not needed: {winner.variant} is preferred and passes"
         if winner is None:
-            raise BudgetExceeded(
-                f"no variant of {model.name} for {candidates[0].target} passes its budgets: "
+            none_built = all(dropped[a.id].startswith("not built: ") for a in candidates)
+            failure = StepError if none_built else BudgetExceeded
+            raise failure(
+                f"no variant of {model.name} for {candidates[0].target} "
+                + ("could be built: " if none_built else "passes its budgets: ")
                 + " | ".join(f"{a.variant}: {dropped[a.id]}" for a in candidates)
             )
     return shipped, dropped

@@ -22,6 +22,7 @@ from ..versions import tool_versions
 from . import _batching, _conditions
 from ._arrays import preprocess, read_dataset
 from ._scoring import accuracy_figures, fallback_ops
+from ._selection import not_built
 
 
 def parity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -87,7 +88,28 @@ def _reason(verdict: dict, coverage: dict | None) -> str:
     return text
 
 
+def _record_not_built(job: EvaluateJob, reason: str) -> str:
+    """A selecting target's candidate whose conversion failed: its figures say so, and the selection drops it."""
+    note = f"not checked: not built ({reason})"
+    MetricsRecord(
+        artifact=job.artifact_id,
+        size_bytes=0,
+        metrics={},
+        not_measured={},
+        coverage=None,
+        structure=None,
+        source=None,
+        budgets=[{**asdict(budget), "value": None, "passed": None, "note": note} for budget in job.budgets],
+        tools={},
+        latency_host=None,
+        not_built=reason,
+    ).write(job.out)
+    return f"{job.artifact_id}: not built (its conversion failed), dropped from its target's selection"
+
+
 def evaluate(job: EvaluateJob) -> str:
+    if not job.enforce_budgets and (reason := not_built(job.record)) is not None:
+        return _record_not_built(job, reason)
     backend = formats.backend(job.format)
     runtime = backend.runtime()
     what = f"artifact {job.artifact_id}"

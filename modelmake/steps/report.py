@@ -19,6 +19,8 @@ def _fmt(value, spec=".4f", missing="n/a"):
 
 
 def _budget_cell(measured: MetricsRecord) -> str:
+    if measured.not_built:
+        return "not checked: not built"
     if not measured.budgets:
         return "none set"
     problems = broken_budgets(measured)
@@ -79,12 +81,12 @@ def report(job: ReportJob) -> str:
     for model, artifact, measured, status in _rows(inputs):
         notes.update(measured.not_measured.values())
         m = measured.metrics
-        not_measured = "not measured" if measured.not_measured else "n/a"
+        not_measured = "not built" if measured.not_built else "not measured" if measured.not_measured else "n/a"
         top_k = model.output.top_k
         drop = m.get(metrics.ACCURACY_DROP)
         cells = [
             model.name, artifact.target, artifact.format, artifact.variant, _precision_cell(artifact.precision, measured),
-            f"{m[metrics.SIZE_KB]:.1f}",
+            _fmt(m.get(metrics.SIZE_KB), ".1f", missing=not_measured),
             _fmt(m.get("top1"), missing=not_measured),
             _fmt(m.get(metrics.top_k_metric(top_k)) if top_k > 1 else None, missing=not_measured),
             _fmt(None if drop is None else drop * 100, "+.2f", missing=not_measured),
@@ -97,7 +99,8 @@ def report(job: ReportJob) -> str:
             status,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-        points.append((model.name, artifact, m))
+        if not measured.not_built:
+            points.append((model.name, artifact, m))
     if notes:
         lines += ["", "Not measured on this host: " + "; ".join(sorted(notes)) + "."]
     sources = [(m.name, fsutil.read_json(m.reference)) for m in inputs.models if m.reference]

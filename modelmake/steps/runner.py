@@ -9,32 +9,49 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import layout
-from ..errors import ModelmakeError, exit_code_for
+from ..errors import ModelmakeError, StepError, exit_code_for
+from . import worker
 
 
-def run_step(step: str, task_name: str, job):
+def run_step(step: str, task_name: str, job, drop_on_failure: bool = False):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
 
     The step module is imported here, not when the graph loads, so that a
-    no-op ``doit`` never imports TensorFlow.  Everything the converters print
-    goes to the task's log; the console gets the one line the step returns.
-    A ModelmakeError is a failed task (bad input, broken budget) with its
-    message; any other exception is a bug and doit shows its traceback.
-    Either way the task's exit code and message are recorded under
-    build/.modelmake/failures/ for ``modelmake build`` (doit itself can only
-    exit 1 or 2); the record goes when the task succeeds.
+    no-op ``doit`` never imports TensorFlow; the steps that run converters and
+    runtimes run in the worker process (``worker.py``), so that a native crash
+    fails this task with the signal instead of ending the build.  Everything
+    the converters print goes to the task's log; the console gets the one
+    line the step returns.  A ModelmakeError is a failed task (bad input,
+    broken budget, a crashed tool) with its message; any other exception is a
+    bug and doit shows its traceback.  Either way the task's exit code and
+    message are recorded under build/.modelmake/failures/ for ``modelmake
+    build`` (doit itself can only exit 1 or 2); the record goes when the task
+    succeeds.
+
+    ``drop_on_failure`` is for the conversion of a candidate of a target that
+    selects among variants: a failure is recorded in place of its artifact
+    record (``_selection.record_not_built``) and the task succeeds, so that
+    the selection drops the candidate with the reason and ships the next one.
     """
     from doit.exceptions import TaskFailed
 
     log = layout.log_file(task_name)
     module_name, function_name = step.rsplit(".", 1)
-    function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
     try:
-        with output_captured_in(Path(log)):
-            summary = function(job)
+        if module_name in worker.MODEL_STEPS:
+            summary = _in_worker(step, task_name, job, log)
+        else:
+            function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
+            with output_captured_in(Path(log)):
+                summary = function(job)
     except ModelmakeError as error:
-        _record_failure(task_name, error, log)
-        return TaskFailed(f"{error}\n(details in {log})")
+        if drop_on_failure:
+            from ._selection import record_not_built
+
+            summary = record_not_built(job, error, log)
+        else:
+            _record_failure(task_name, error, log)
+            return TaskFailed(f"{error}\n(details in {log})")
     except Exception as error:
         _record_failure(task_name, error, log)
         raise
@@ -42,6 +59,43 @@ def run_step(step: str, task_name: str, job):
     if summary:
         print(summary)
     return None
+
+
+def _in_worker(step: str, task_name: str, job, log: str):
+    try:
+        return worker.run(step, job, log)
+    except worker.WorkerCrashed as crash:
+        kind = step.split(".", 1)[0]
+        raise StepError(
+            f"{task_name}: {_tool(kind, job)} crashed ({crash}) while {_doing(kind, task_name, job)}; "
+            f"the Python stack at the crash is in the log. {_ADVICE.get(kind, _ADVICE['source'])}"
+        ) from None
+
+
+_ADVICE = {
+    "convert": "Try another precision or opset for this artifact, or another version of the converter.",
+    "evaluate": "The runtime could not run this artifact: try another precision for it, or another version of the runtime.",
+    "source": "Check the model file or recipe, and the versions of the tools it loads with.",
+}
+
+
+def _tool(kind: str, job) -> str:
+    if kind == "convert":
+        return f"the {job.support.format} converter"
+    if kind == "evaluate":
+        return f"the {job.format} runtime"
+    return f"the {kind} step"
+
+
+def _doing(kind: str, task_name: str, job) -> str:
+    name = task_name.partition(":")[2]
+    return {
+        "convert": f"converting {getattr(job, 'artifact_id', name)}",
+        "evaluate": f"evaluating {getattr(job, 'artifact_id', name)}",
+        "source": f"materializing the source of {name}",
+        "data": f"materializing the data set {name}",
+        "reference": f"running the source model of {name}",
+    }.get(kind, f"running {task_name}")
 
 
 def _record_failure(task_name: str, error: Exception, log: str) -> None:

@@ -1,0 +1,196 @@
+"""A warm process for the steps that run converters and runtimes, so that a native crash fails one task, not the build.
+
+TensorFlow, LiteRT, ONNX Runtime and coremltools are C++ underneath: a
+segfault or an abort in one of them ends the process it happens in.  The
+steps that load them (``MODEL_STEPS``) therefore run in a worker process,
+one per doit process (so ``doit -n 2`` gets one per doit subprocess),
+started on first use and kept for the rest of the run so that TensorFlow is
+imported once.  It is started with ``spawn``, never forked: forking a
+process that has imported TensorFlow copies threads and locks it cannot
+recover.  A worker that dies mid-step raises ``WorkerCrashed`` with the
+signal, and the next step gets a fresh worker.
+
+The worker exits when its doit process does: at doit's exit it is
+terminated, and if doit is killed the worker sees its parent change and
+leaves on its own.
+"""
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from ..errors import ModelmakeError
+
+# The step modules that import a framework or run a recipe (user code, often importing one);
+# package, report and publish run in the doit process.
+MODEL_STEPS = frozenset({"source", "data", "reference", "convert", "evaluate"})
+
+# How often an idle or busy worker checks that the doit process that started it is still there.
+_PARENT_POLL_SECONDS = 0.5
+
+
+class WorkerCrashed(Exception):
+    """The worker died while running a step: killed by a signal, or it exited on its own."""
+
+    def __init__(self, exitcode: int | None):
+        self.exitcode = exitcode
+        super().__init__(describe_exit(exitcode))
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in the worker, attached as the cause of the one raised here."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\nin the step worker:\n{self.text}"
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``signal 11, SIGSEGV`` for a process killed by a signal, ``exit code 3`` for one that exited."""
+    if exitcode is None:
+        return "no exit status"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+        return f"signal {-exitcode}, {name}"
+    return f"exit code {exitcode}"
+
+
+def run(step: str, job, log: str):
+    """Run ``modelmake.steps.<step>(job)`` in this process's worker, its output going to ``log``; returns the step's summary.
+
+    A ModelmakeError raised by the step is raised here with its type and
+    message; any other exception is raised with the worker's traceback as its
+    cause; a worker that dies raises WorkerCrashed.
+    """
+    global _worker
+    with _lock:
+        if _worker is None or not _worker.alive():
+            _worker = _Worker()
+        worker = _worker
+        try:
+            return worker.run(step, job, log)
+        except BaseException as error:
+            # A crash, or an interrupt while the step runs: the worker's state is unknown, the next step gets a new one.
+            if isinstance(error, WorkerCrashed) or not isinstance(error, Exception):
+                worker.stop()
+                _worker = None
+            raise
+
+
+def shutdown() -> None:
+    """Stop this process's worker, if it has one (also done at exit)."""
+    global _worker
+    with _lock:
+        if _worker is not None:
+            _worker.stop()
+            _worker = None
+
+
+_worker: _Worker | None = None
+_lock = threading.Lock()
+
+
+class _Worker:
+    def __init__(self):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        # daemon: multiprocessing terminates it when this process exits, doit subprocesses included
+        # (they leave through multiprocessing's exit path, which skips atexit).
+        self.process = context.Process(target=_serve, args=(child, os.getpid()), name="modelmake-step-worker", daemon=True)
+        self.process.start()
+        child.close()
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def run(self, step: str, job, log: str):
+        try:
+            self.connection.send((step, job, log, os.getcwd()))
+            reply = self.connection.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            self.process.join(timeout=10)
+            raise WorkerCrashed(self.process.exitcode) from None
+        kind, value, remote = reply
+        if kind == "ok":
+            return value
+        if remote:
+            value.__cause__ = RemoteTraceback(remote)
+        raise value
+
+    def stop(self) -> None:
+        self.connection.close()
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _serve(connection: Connection, parent: int) -> None:
+    """The worker's loop: one step at a time until the connection closes or the parent goes."""
+    # Ctrl-C reaches the whole process group: doit stops the build and then this worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+    # On a native crash, the Python stack goes to descriptor 2: the log of the step that crashed.
+    faulthandler.enable()
+    _quiet_between_steps()
+    from .runner import output_captured_in
+
+    while True:
+        try:
+            request = connection.recv()
+        except (EOFError, OSError):
+            return
+        step, job, log, cwd = request
+        os.chdir(cwd)
+        reply: tuple[str, object, str | None]
+        try:
+            module_name, function_name = step.rsplit(".", 1)
+            function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
+            with output_captured_in(Path(log)):
+                reply = ("ok", function(job), None)
+        except ModelmakeError as error:
+            reply = ("error", error, None)
+        except Exception as error:
+            reply = ("bug", _portable(error), traceback.format_exc())
+        try:
+            connection.send(reply)
+        except Exception as error:  # an exception that does not pickle: its type, message and traceback still go back
+            text = reply[2] or traceback.format_exc()
+            connection.send(("bug", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} ({error})"), text))
+
+
+def _portable(error: Exception) -> Exception:
+    """The exception itself when the doit process can unpickle it without importing a framework, else its text."""
+    if type(error).__module__ == "builtins" or type(error).__module__.startswith("modelmake."):
+        return error
+    return RuntimeError(f"{type(error).__module__}.{type(error).__qualname__}: {error}")
+
+
+def _quiet_between_steps() -> None:
+    """Between steps, what the frameworks print (at exit, from their threads) goes nowhere rather than to the console."""
+    sink = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(sink, 1)
+    os.dup2(sink, 2)
+    os.close(sink)
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
