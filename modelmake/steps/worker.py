@@ -16,6 +16,7 @@ leaves on its own.
 """
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import importlib
 import multiprocessing
@@ -35,6 +36,7 @@ MODEL_STEPS = frozenset({"source", "data", "reference", "convert", "evaluate"})
 
 # How often an idle or busy worker checks that the doit process that started it is still there.
 _PARENT_POLL_SECONDS = 0.5
+_EXIT_GRACE_SECONDS = 5  # how long a worker told to stop may take to exit on its own
 
 
 class WorkerCrashed(Exception):
@@ -80,6 +82,10 @@ def run(step: str, job, log: str):
     with _lock:
         if _worker is None or not _worker.alive():
             _worker = _Worker()
+            # Registered after multiprocessing's own exit handler, so it runs first (atexit is last in, first
+            # out) and lets the worker exit rather than be terminated; once, however many workers were started.
+            atexit.unregister(shutdown)
+            atexit.register(shutdown)
         worker = _worker
         try:
             return worker.run(step, job, log)
@@ -132,7 +138,10 @@ class _Worker:
         raise value
 
     def stop(self) -> None:
+        # Closing the connection ends the worker's loop: it then exits on its own, so the semaphores
+        # that libraries made in it are released rather than reported as leaked by multiprocessing.
         self.connection.close()
+        self.process.join(timeout=_EXIT_GRACE_SECONDS)
         if self.process.is_alive():
             self.process.terminate()
         self.process.join(timeout=10)
