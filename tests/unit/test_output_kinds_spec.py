@@ -7,6 +7,7 @@ from modelmake import metrics
 from modelmake.kinds import OutputKind, Precision
 from modelmake.plan import Budget
 from modelmake.spec import load_plan
+
 from tests.support.spec_workspace import DEFAULT_FILES, VALID_SPEC, edit, make_workspace, spec_problems
 
 CLASSES_OUTPUT = "output: {labels: recipes/digits_labels.txt, top_k: 3}"
@@ -16,6 +17,11 @@ MASK_MEASURED = (
 )
 EMBEDDING_MEASURED = (
     "size_kb, quantized_share, latency_ms, max_abs_error, cosine_similarity, snr_db, worst_cosine_similarity, accelerator_coverage"
+)
+
+WITH_CONDITIONS = (
+    "evaluation: {recipe: recipes/digits.py, split: test}",
+    "evaluation: {recipe: recipes/digits.py, split: test, conditions: {dim: 0.5}}",
 )
 
 
@@ -98,7 +104,7 @@ def test_labels_on_an_embedding(tmp_path):
 def test_conditions_on_an_output_without_labels(tmp_path, kind):
     spec = _spec(
         f"output: {{kind: {kind}}}",
-        ("evaluation: {recipe: recipes/digits.py, split: test}", "evaluation: {recipe: recipes/digits.py, split: test, conditions: {dim: 0.5}}"),
+        WITH_CONDITIONS,
     )
     assert _problems(tmp_path, spec) == [
         f"models.yaml:10:60: models -> digits -> data -> evaluation -> conditions: conditions measure accuracy against labels, "
@@ -109,7 +115,7 @@ def test_conditions_on_an_output_without_labels(tmp_path, kind):
 def test_a_mask_measures_mean_iou_under_conditions(tmp_path):
     spec = _spec(
         "output: {kind: mask}",
-        ("evaluation: {recipe: recipes/digits.py, split: test}", "evaluation: {recipe: recipes/digits.py, split: test, conditions: {dim: 0.5}}"),
+        WITH_CONDITIONS,
         ("max_size_kb: 200", "max_size_kb: 200, min_mean_iou_dim: 0.5, max_iou_drop: 0.02"),
     )
     (model,) = _plan(tmp_path, spec).models
