@@ -71,6 +71,7 @@ class SourceJob:
 class DataJob:
     dataset: Dataset
     out: str
+    kind: OutputKind = OutputKind.CLASSES  # what labels the data may carry (kinds.OutputKind)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class ReferenceJob:
     top_k: int
     out_metrics: str
     out_outputs: str
+    kind: OutputKind = OutputKind.CLASSES
+    threshold: float = 0.5  # a mask's threshold on a one-channel probability map
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class EvaluateJob:
     support: FormatSupport
     enforce_budgets: bool  # False on a target that selects among variants: over budget drops, not fails
     out: str
+    kind: OutputKind = OutputKind.CLASSES
+    threshold: float = 0.5  # a mask's threshold on a one-channel probability map
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             "data",
             f"{model.name}.{dataset.role}",
             "data.materialize",
-            DataJob(dataset=dataset, out=out),
+            DataJob(dataset=dataset, out=out, kind=model.output.kind),
             file_dep=_dataset_files(dataset),
             targets=[out],
             doc=f"{model.name}: {dataset.role} data from {dataset.path}",
@@ -239,6 +239,8 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             top_k=model.output.top_k,
             out_metrics=layout.reference_metrics(model.name),
             out_outputs=layout.reference_outputs(model.name),
+            kind=model.output.kind,
+            threshold=model.output.threshold,
         )
         yield _task(
             "reference",
@@ -308,6 +310,8 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         # A target that selects among variants drops one over budget instead of failing the build.
         enforce_budgets=artifact.selection is None,
         out=layout.artifact_metrics(artifact),
+        kind=model.output.kind,
+        threshold=model.output.threshold,
     )
     runtime_tools = backend(artifact.format).runtime_tools
     return _task(

@@ -21,3 +21,11 @@ class OutputKind(StrEnum):
     """What a model's output means, which decides the figures an evaluation can give."""
 
     CLASSES = "classes"  # class scores: top-k accuracy against integer labels
+    MASK = "mask"  # a per-pixel segmentation map: class scores per pixel, or one probability map
+    EMBEDDING = "embedding"  # one vector per sample, compared with the source's by cosine
+    TENSOR = "tensor"  # anything else: parity with the source model only
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether evaluation data may carry labels for this kind (class ids per sample or per pixel)."""
+        return self in (OutputKind.CLASSES, OutputKind.MASK)

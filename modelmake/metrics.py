@@ -1,7 +1,7 @@
 """The metrics an evaluation measures: the one list that budgets are checked against."""
 from __future__ import annotations
 
-from .kinds import Precision
+from .kinds import OutputKind, Precision
 
 SIZE_KB = "size_kb"  # kibibytes (1024 bytes) of the artifact file
 LATENCY_MS = "latency_ms"  # median single-sample latency on the build host
@@ -9,7 +9,19 @@ ACCURACY_DROP = "accuracy_drop"  # source model's top-1 minus the artifact's, as
 # Parity with the source model's outputs on the evaluation inputs
 MAX_ABS_ERROR = "max_abs_error"
 COSINE_SIMILARITY = "cosine_similarity"  # mean over samples
+# Signal to noise of the artifact's outputs against the source's, over all samples: 10*log10(sum(ref^2) / sum((out-ref)^2)).
+SNR_DB = "snr_db"
+# An exact match has no noise and an infinite SNR, which JSON cannot hold: figures are clipped to +-SNR_CAP_DB.
+# 160 dB is beyond what float32 rounding leaves (about 140 dB), so only an exact match reaches it.
+SNR_CAP_DB = 160.0
 TOP1_AGREEMENT = "top1_agreement"  # fraction of samples whose top-1 class matches the source's
+# Embeddings: the smallest per-sample cosine to the source's vector, which a mean hides.
+WORST_COSINE_SIMILARITY = "worst_cosine_similarity"
+# Masks, against per-pixel labels: intersection over union averaged over classes, and the share of pixels labelled right.
+MEAN_IOU = "mean_iou"
+PIXEL_ACCURACY = "pixel_accuracy"
+IOU_DROP = "iou_drop"  # source model's mean IoU minus the artifact's, as a fraction
+MASK_AGREEMENT = "mask_agreement"  # share of pixels whose class matches the source model's mask
 ACCELERATOR_COVERAGE = "accelerator_coverage"  # fraction of ops the target's accelerator runs
 # Fraction of the weight bytes stored at the variant's precision (float16, or 8-bit integers); quantized variants only.
 QUANTIZED_SHARE = "quantized_share"
@@ -19,12 +31,27 @@ MOSTLY_FLOAT_SHARE = 0.5
 # The conditions phones meet, each applied to the raw evaluation inputs at a stated strength.
 CONDITIONS = ("dim", "blur", "noise")
 
-# Parity tolerances each precision gets unless the spec sets its own.
-DEFAULT_TOLERANCES: dict[Precision, dict[str, float]] = {
-    Precision.FP32: {f"min_{COSINE_SIMILARITY}": 0.9999, f"min_{TOP1_AGREEMENT}": 0.99},
-    Precision.FP16: {f"min_{COSINE_SIMILARITY}": 0.999, f"min_{TOP1_AGREEMENT}": 0.98},
-    Precision.DYNAMIC_INT8: {f"min_{COSINE_SIMILARITY}": 0.99, f"min_{TOP1_AGREEMENT}": 0.95},
-    Precision.INT8: {f"min_{COSINE_SIMILARITY}": 0.98, f"min_{TOP1_AGREEMENT}": 0.95},
+# A mask's default threshold on a one-channel probability map: a pixel belongs to the mask when its value is at least this.
+DEFAULT_THRESHOLD = 0.5
+
+# Parity tolerances each precision gets unless the spec sets its own, per output kind: only metrics the kind has.
+# Cosine is shared by all kinds, with the classifiers' values.  A mask's pixels near a class boundary have close
+# scores and flip first under rounding, as a classifier's close calls do, so mask_agreement gets top1_agreement's
+# values.  An embedding is read whole (nearest neighbours, thresholds on distance), so one bad vector matters:
+# its worst per-sample cosine gets a bound about one order of magnitude looser than the mean's, 0.95 at int8.
+_COSINE = {Precision.FP32: 0.9999, Precision.FP16: 0.999, Precision.DYNAMIC_INT8: 0.99, Precision.INT8: 0.98}
+_AGREEMENT = {Precision.FP32: 0.99, Precision.FP16: 0.98, Precision.DYNAMIC_INT8: 0.95, Precision.INT8: 0.95}
+_WORST_COSINE = {Precision.FP32: 0.999, Precision.FP16: 0.99, Precision.DYNAMIC_INT8: 0.95, Precision.INT8: 0.95}
+
+DEFAULT_TOLERANCES: dict[OutputKind, dict[Precision, dict[str, float]]] = {
+    OutputKind.CLASSES: {
+        p: {f"min_{COSINE_SIMILARITY}": _COSINE[p], f"min_{TOP1_AGREEMENT}": _AGREEMENT[p]} for p in Precision
+    },
+    OutputKind.MASK: {p: {f"min_{COSINE_SIMILARITY}": _COSINE[p], f"min_{MASK_AGREEMENT}": _AGREEMENT[p]} for p in Precision},
+    OutputKind.EMBEDDING: {
+        p: {f"min_{COSINE_SIMILARITY}": _COSINE[p], f"min_{WORST_COSINE_SIMILARITY}": _WORST_COSINE[p]} for p in Precision
+    },
+    OutputKind.TENSOR: {p: {f"min_{COSINE_SIMILARITY}": _COSINE[p]} for p in Precision},
 }
 
 
@@ -32,24 +59,58 @@ def top_k_metric(k: int) -> str:
     return f"top{k}"
 
 
-def condition_metric(condition: str) -> str:
-    return f"top1_{condition}"
+def condition_metric(condition: str, kind: OutputKind = OutputKind.CLASSES) -> str:
+    """The figure measured under a condition: top-1 for classes, mean IoU for masks."""
+    return f"{MEAN_IOU if kind is OutputKind.MASK else 'top1'}_{condition}"
 
 
-def available_metrics(*, has_evaluation_data: bool, top_k: int, conditions=(), quantized: bool = False) -> list[str]:
+def parity_metrics(kind: OutputKind) -> list[str]:
+    """Parity with the source model's outputs, which needs no labels.
+
+    Classifiers keep the figures they have always had (their manifests keep their bytes);
+    every other kind also gets the SNR, and an embedding its worst per-sample cosine.
+    """
+    if kind is OutputKind.CLASSES:
+        return [MAX_ABS_ERROR, COSINE_SIMILARITY, TOP1_AGREEMENT]
+    names = [MAX_ABS_ERROR, COSINE_SIMILARITY, SNR_DB]
+    if kind is OutputKind.EMBEDDING:
+        names.append(WORST_COSINE_SIMILARITY)
+    if kind is OutputKind.MASK:
+        names.append(MASK_AGREEMENT)
+    return names
+
+
+def labelled_metrics(kind: OutputKind, *, top_k: int = 1, conditions=()) -> list[str]:
+    """The figures measured against the evaluation data's labels (absent where the data has none)."""
+    if kind is OutputKind.CLASSES:
+        names = [top_k_metric(1)] + ([top_k_metric(top_k)] if top_k > 1 else []) + [ACCURACY_DROP]
+    elif kind is OutputKind.MASK:
+        names = [MEAN_IOU, PIXEL_ACCURACY, IOU_DROP]
+    else:
+        return []
+    return names + [condition_metric(c, kind) for c in conditions]
+
+
+def available_metrics(
+    *, has_evaluation_data: bool, top_k: int, conditions=(), quantized: bool = False, kind: OutputKind = OutputKind.CLASSES
+) -> list[str]:
     """Names of the metrics an artifact of this model can have, in report order.
 
     The quantized share is read from the file, so every quantized artifact has it;
     an fp32 artifact stores nothing at a reduced precision and has no such figure.
     Accelerator coverage is measured only on targets whose profile names an accelerator;
     elsewhere, like accuracy on a host that cannot run the format, it is "not measured".
+    A mask's figures against labels are measured only when its evaluation data has labels.
     """
     names = [SIZE_KB, *([QUANTIZED_SHARE] if quantized else []), LATENCY_MS]
     if has_evaluation_data:
-        names += [top_k_metric(1)]
-        if top_k > 1:
-            names.append(top_k_metric(top_k))
-        names += [ACCURACY_DROP, MAX_ABS_ERROR, COSINE_SIMILARITY, TOP1_AGREEMENT]
-        names += [condition_metric(c) for c in conditions]
+        labelled = labelled_metrics(kind, top_k=top_k, conditions=conditions)
+        parity = parity_metrics(kind)
+        if kind is OutputKind.CLASSES:
+            # Today's order: accuracy, drop, parity, then the conditions.
+            conditioned = [condition_metric(c, kind) for c in conditions]
+            names += [m for m in labelled if m not in conditioned] + parity + conditioned
+        else:
+            names += labelled + parity
     names.append(ACCELERATOR_COVERAGE)
     return names

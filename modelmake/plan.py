@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .kinds import Precision
+from .kinds import OutputKind, Precision
 from .repository.offer import Offer
 
 
@@ -75,8 +75,10 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    labels: str | None = None
-    top_k: int = 1
+    labels: str | None = None  # classes: the class names; mask: the names of the mask's classes
+    top_k: int = 1  # classes only
+    kind: OutputKind = OutputKind.CLASSES
+    threshold: float = 0.5  # mask only: on a one-channel probability map, a pixel is in the mask when its value is at least this
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ..errors import FormatVersionError, VerificationError
 
 if TYPE_CHECKING:
     from ..contracts import ArtifactInputs, BundleInputs, ModelInputs
-    from ..plan import InputSpec
+    from ..plan import InputSpec, OutputSpec
 
 FORMAT_VERSION = 1
 # Every format version this modelmake reads; a reader refuses anything else rather than guess.
@@ -135,15 +135,28 @@ def _input(spec: InputSpec) -> dict:
     return entry
 
 
+def _output(spec: OutputSpec) -> dict:
+    """How an app reads the output.  A classifier's entry is what it has always been (top_k, labels); other
+    kinds name their kind, and only the keys that apply to it: a mask's threshold and labels, nothing else."""
+    from ..kinds import OutputKind
+
+    if spec.kind is OutputKind.CLASSES:
+        output: dict = {"top_k": spec.top_k}
+    elif spec.kind is OutputKind.MASK:
+        output = {"kind": str(spec.kind), "threshold": repr(spec.threshold)}  # as text: the manifest carries no binary floats
+    else:
+        output = {"kind": str(spec.kind)}
+    if spec.labels:
+        output["labels"] = Path(spec.labels).read_text(encoding="utf-8").splitlines()
+    return output
+
+
 def _model(model: ModelInputs, stored: dict) -> dict:
     from ..contracts import SourceRecord
     from ..fsutil import read_json
 
     source = SourceRecord.read(model.source_record)
-    output = asdict(model.output)
-    labels = output.pop("labels")
-    if labels:
-        output["labels"] = Path(labels).read_text(encoding="utf-8").splitlines()
+    output = _output(model.output)
     signature = source.signature["input"]
     entry = {
         "description": model.description,

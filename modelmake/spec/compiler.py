@@ -16,7 +16,7 @@ from types import MappingProxyType
 from .. import formats, layout, metrics
 from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import SpecError
-from ..kinds import Precision
+from ..kinds import OutputKind, Precision
 from ..layout import SPEC_FILE
 from ..plan import (
     Budget,
@@ -71,6 +71,7 @@ class Compiler:
         self._found: list[tuple[tuple[int, int], str]] = []  # (where in models.yaml, message)
         self.available_profiles = profile_files(workspace)
         self.profiles: dict[str, TargetProfile] = {}
+        self.kinds: dict[str, OutputKind] = {}  # each model's output kind, for the messages on its budgets
 
     @property
     def problems(self) -> list[str]:
@@ -267,6 +268,7 @@ class Compiler:
         calibration = self.dataset(base + ("data", "calibration"), "calibration", data.get("calibration"))
         evaluation = self.dataset(base + ("data", "evaluation"), "evaluation", data.get("evaluation"))
         input_spec, output_spec = self.io(base, conf.get("io", {}))
+        self.kinds[name] = output_spec.kind
         quantized = any(v.get("quantize", Precision.FP32) != Precision.FP32 for v in conf["variants"].values())
         known_metrics = self.measured_metrics(base, data, input_spec, output_spec, quantized=quantized)
         model_budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
@@ -292,6 +294,7 @@ class Compiler:
                 override=override,
                 # A declared but invalid data set is reported on its own; judge the rest as if it were valid.
                 has_evaluation="evaluation" in data,
+                kind=output_spec.kind,
             )
         return Model(
             name=name,
@@ -309,6 +312,7 @@ class Compiler:
         labels = output_conf.get("labels")
         if labels is not None:
             self.existing_file(base + ("io", "output", "labels"), labels, "labels")
+        output_spec = self.output(base + ("io", "output"), output_conf)
         input_spec = InputSpec(
             layout=input_conf.get("layout", "NHWC"),
             scale=ratio_text(input_conf.get("scale", "1")),
@@ -319,7 +323,32 @@ class Compiler:
             self.check_ratio(where + (key,), getattr(input_spec, key))
         if "mean" in input_conf or "std" in input_conf:
             input_spec = self.per_channel(where, input_conf, input_spec)
-        return input_spec, OutputSpec(labels=labels, top_k=int(output_conf.get("top_k", 1)))
+        return input_spec, output_spec
+
+    def output(self, where, conf) -> OutputSpec:
+        """The output's kind and the keys only some kinds take."""
+        kind = OutputKind(conf.get("kind", OutputKind.CLASSES))
+        if "top_k" in conf and kind is not OutputKind.CLASSES:
+            self.fail(where + ("top_k",), f"top_k applies to classes outputs only and this output's kind is {kind}: remove it", of_key=True)
+        if "threshold" in conf and kind is not OutputKind.MASK:
+            self.fail(
+                where + ("threshold",),
+                f"threshold applies to mask outputs only (it cuts a probability map into a mask) and this output's kind is {kind}: "
+                "remove it",
+                of_key=True,
+            )
+        if "labels" in conf and not kind.has_labels:
+            self.fail(
+                where + ("labels",),
+                f"this output's kind is {kind}, which has no classes to name: remove labels, or set kind to classes or mask",
+                of_key=True,
+            )
+        return OutputSpec(
+            labels=conf.get("labels"),
+            top_k=int(conf.get("top_k", 1)),
+            kind=kind,
+            threshold=float(conf.get("threshold", metrics.DEFAULT_THRESHOLD)),
+        )
 
     def check_ratio(self, yaml_path, text: str) -> bool:
         try:
@@ -375,8 +404,20 @@ class Compiler:
                 "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout",
                 of_key=True,
             )
+        if conditions and not output_spec.kind.has_labels:
+            self.fail(
+                base + ("data", "evaluation", "conditions"),
+                f"conditions measure accuracy against labels, and this model's output kind {output_spec.kind} has none: "
+                "remove conditions (parity with the source model is measured without them)",
+                of_key=True,
+            )
+            conditions = []
         return metrics.available_metrics(
-            has_evaluation_data="evaluation" in data, top_k=output_spec.top_k, conditions=conditions, quantized=quantized
+            has_evaluation_data="evaluation" in data,
+            top_k=output_spec.top_k,
+            conditions=conditions,
+            quantized=quantized,
+            kind=output_spec.kind,
         )
 
     def check_overrides(self, base, model, overrides, targets) -> None:
@@ -433,11 +474,23 @@ class Compiler:
 
     def unknown_metric(self, model, metric, known_metrics, key="", *, path=()) -> str:
         message = f"no metric '{metric}' to budget; this model measures: {', '.join(known_metrics)}"
+        kind = self.kinds.get(model, OutputKind.CLASSES)
         top = re.fullmatch(r"top([0-9]+)", metric)
-        condition = next((c for c in metrics.CONDITIONS if metric == metrics.condition_metric(c)), None)
-        compared = (metrics.ACCURACY_DROP, metrics.MAX_ABS_ERROR, metrics.COSINE_SIMILARITY, metrics.TOP1_AGREEMENT)
-        needs_evaluation = metric in compared or top is not None or condition is not None
-        if needs_evaluation and metrics.top_k_metric(1) not in known_metrics:
+        condition = next((c for c in metrics.CONDITIONS if metric == metrics.condition_metric(c, kind)), None)
+        # Which kinds measure it with evaluation data: a metric of another kind is refused for that reason.
+        measured_by = [
+            other
+            for other in OutputKind
+            if metric in metrics.parity_metrics(other) + metrics.labelled_metrics(other, conditions=metrics.CONDITIONS)
+            or (other is OutputKind.CLASSES and top is not None)
+        ]
+        if measured_by and kind not in measured_by:
+            return (
+                f"{message}; {metric} is measured for {' and '.join(measured_by)} outputs and this model's output is {kind} "
+                f"(models -> {model} -> io -> output -> kind): bound one of the metrics it measures"
+            )
+        needs_evaluation = bool(measured_by)
+        if needs_evaluation and metrics.COSINE_SIMILARITY not in known_metrics:
             return f"{message}; {metric} is measured on evaluation data: add models -> {model} -> data -> evaluation"
         if top is not None and int(top.group(1)) > 1:
             return f"{message}; to measure {metric} set models -> {model} -> io -> output -> top_k: {int(top.group(1))}"

@@ -1,7 +1,7 @@
 """The JSON schemas of models.yaml and of the chipset profiles, and validation against them.
 
 The files under modelmake/schema/ stay complete for editors (YAML modelines
-point at them), but the precision names come from ``kinds.Precision`` and the
+point at them), but the precision names and output kinds come from ``kinds`` and the
 source kinds and each format's profile section from the format registry.
 Validation uses the schemas composed from both; ``python -m
 modelmake.spec.schema --write`` writes them back to the files, and a unit test
@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from .. import formats
-from ..kinds import Precision
+from ..kinds import OutputKind, Precision
 from ..yamlfile import YamlDocument
 from .messages import describe
 
@@ -68,6 +68,7 @@ def composed_schemas() -> dict[str, dict]:
 def _compose_models(schema: dict) -> None:
     definitions = schema["$defs"]
     definitions["precision"]["enum"] = [precision.value for precision in Precision]
+    definitions["output_kind"]["enum"] = [kind.value for kind in OutputKind]
     source = definitions["source"]
     kinds = source_kinds()
     options = {key: source["properties"][key] for key in RECIPE_OPTIONS}

@@ -29,12 +29,23 @@ def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
                 archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=time.gmtime(ZIP_EPOCH_MIN)[:6]), buffer.getvalue())
 
 
-def read_dataset(path: Path | str, *, what: str) -> tuple[np.ndarray, np.ndarray]:
+def read_dataset(path: Path | str, *, what: str, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The samples x and their labels y; with ``labels=False`` y is optional (None when the file has none)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            x, y = data["x"], data["y"]
-    except KeyError as exc:
-        raise StepError(f"{what} ({path}) needs arrays named x and y; it has {exc}") from exc
+            names = list(data.files)
+            needed = ["x", "y"] if labels else ["x"]
+            missing = [name for name in needed if name not in names]
+            if missing:
+                has = ", ".join(names) or "no arrays"
+                raise StepError(
+                    f"{what} ({path}) needs arrays named {' and '.join(needed)}; it has {has}: "
+                    f"save the samples as x{' and their labels as y' if labels else ''} (numpy.savez(path, x=..., y=...))"
+                )
+            x = data["x"]
+            y = data["y"] if "y" in names else None
+    except StepError:
+        raise
     except Exception as exc:
         raise StepError(f"{what} ({path}) is not a readable .npz file ({type(exc).__name__}: {exc})") from exc
     return x, y
@@ -77,6 +88,6 @@ def calibration_samples(job: ConvertJob, input_shape: list) -> np.ndarray:
         raise StepError(
             f"{job.artifact_id} is full int8, which needs calibration data: give the model a calibration data set in models.yaml"
         )
-    x, _ = read_dataset(job.calibration, what="calibration data")
+    x, _ = read_dataset(job.calibration, what="calibration data", labels=False)
     check_sample_shape(x, input_shape, what=f"calibration data from {job.calibration_origin or job.calibration}")
     return preprocess(x, job.input)

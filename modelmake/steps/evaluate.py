@@ -16,26 +16,14 @@ from .. import formats, fsutil, metrics
 from ..contracts import ArtifactRecord, EvaluateJob, MetricsRecord, SourceRecord
 from ..errors import BudgetExceeded
 from ..formats.base import FormatRuntime, NotMeasurable
-from ..kinds import Precision
+from ..kinds import OutputKind, Precision
 from ..plan import Budget
 from ..versions import tool_versions
 from . import _batching, _conditions
 from ._arrays import preprocess, read_dataset
-from ._scoring import accuracy_figures, fallback_ops
+from ._kinds import Scoring
+from ._scoring import fallback_ops
 from ._selection import not_built
-
-
-def parity(outputs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """How closely an artifact reproduces its source model's outputs on the same inputs."""
-    a = outputs.reshape(len(outputs), -1).astype(np.float64)
-    b = reference.reshape(len(reference), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cosine = np.where(norms > 0, np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
-    return {
-        metrics.MAX_ABS_ERROR: float(np.max(np.abs(a - b))),
-        metrics.COSINE_SIMILARITY: float(np.mean(cosine)),
-        metrics.TOP1_AGREEMENT: float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1))),
-    }
 
 
 def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str, built: ArtifactRecord) -> tuple[dict, _batching.Batching | None]:
@@ -44,7 +32,8 @@ def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str, built: Artifac
     sample, batching = None, None
     if job.evaluation:
         assert job.reference and job.reference_outputs, "evaluation data comes with the reference step's figures"
-        raw, labels = read_dataset(job.evaluation, what="evaluation data")
+        scoring = _scoring(job)
+        raw, labels = read_dataset(job.evaluation, what="evaluation data", labels=job.kind is OutputKind.CLASSES)
         x = preprocess(raw, job.input)
         sample = x[0]
 
@@ -56,15 +45,26 @@ def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str, built: Artifac
             predict, x, batch_dimension=shape[0], tolerance=_batching.tolerance(Precision(built.precision))
         )
         outputs = batching.run(predict, x)
-        figures |= accuracy_figures(outputs, labels, job.top_k)
-        figures[metrics.ACCURACY_DROP] = fsutil.read_json(job.reference)[metrics.top_k_metric(1)] - figures[metrics.top_k_metric(1)]
+        figures |= scoring.labelled(outputs, labels)
+        figures |= scoring.drop(fsutil.read_json(job.reference), figures)
         with np.load(job.reference_outputs) as saved:
-            figures |= parity(outputs, saved["outputs"])
+            figures |= scoring.parity(outputs, saved["outputs"])
         for condition, strength in job.conditions:
             changed = preprocess(_conditions.apply(raw, condition, strength, job.input.layout), job.input)
-            figures[metrics.condition_metric(condition)] = accuracy_figures(batching.run(predict, changed), labels, 1)["top1"]
+            figures |= scoring.condition(batching.run(predict, changed), labels, condition)
     figures[metrics.LATENCY_MS] = runtime.median_latency_ms(job.artifact, what=what, sample=sample)
     return figures, batching
+
+
+def _scoring(job: EvaluateJob) -> Scoring:
+    return Scoring(job.kind, job.input.layout, job.top_k, job.threshold)
+
+
+def _unlabelled(job: EvaluateJob, figures: dict) -> dict[str, str]:
+    """The labelled figures a mask could not have, with why: its evaluation data has no labels."""
+    expected = metrics.labelled_metrics(job.kind, top_k=job.top_k, conditions=[c for c, _ in job.conditions])
+    reason = "the evaluation data has no labels (array y, one class id per pixel)"
+    return {name: reason for name in expected if name not in figures} if metrics.COSINE_SIMILARITY in figures else {}
 
 
 def _verdict(budget: Budget, figures: dict, not_measured: dict) -> dict:
@@ -132,12 +132,14 @@ def evaluate(job: EvaluateJob) -> str:
     try:
         measured, batching = _measure(runtime, job, what, built)
         figures |= measured
+        not_measured = _unlabelled(job, figures)
     except NotMeasurable as reason:
         names = metrics.available_metrics(
             has_evaluation_data=bool(job.evaluation),
             top_k=job.top_k,
             conditions=[c for c, _ in job.conditions],
             quantized=share is not None,
+            kind=job.kind,
         )
         not_measured = {name: str(reason) for name in names if name not in figures and name != metrics.ACCELERATOR_COVERAGE}
     coverage = runtime.accelerator_coverage(job.artifact, job.support)

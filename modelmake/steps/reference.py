@@ -8,16 +8,20 @@ import numpy as np
 from .. import formats, fsutil
 from ..contracts import ReferenceJob, SourceRecord
 from ..errors import StepError
+from ..kinds import OutputKind
 from . import _batching
 from ._arrays import check_sample_shape, preprocess, read_dataset, write_npz
 from ._batching import Predict
-from ._scoring import accuracy_figures
+from ._kinds import Scoring
 
 
 def evaluate_source(job: ReferenceJob) -> str:
     record = SourceRecord.read(job.source_record)
-    x, y = read_dataset(job.evaluation, what="evaluation data")
-    check_sample_shape(x, record.signature["input"]["shape"], what=f"evaluation data from {job.evaluation_origin or job.evaluation}")
+    scoring = Scoring(job.kind, job.input.layout, job.top_k, job.threshold)
+    scoring.check_shape(record.signature.get("output", {}).get("shape"), what=f"source {record.path}")
+    origin = f"evaluation data from {job.evaluation_origin or job.evaluation}"
+    x, y = read_dataset(job.evaluation, what="evaluation data", labels=job.kind is OutputKind.CLASSES)
+    check_sample_shape(x, record.signature["input"]["shape"], what=origin)
     x = preprocess(x, job.input)
     # A source that is already a converted file runs in its own format's runtime.
     foreign = formats.for_source_kind(record.kind)
@@ -33,12 +37,14 @@ def evaluate_source(job: ReferenceJob) -> str:
         predict, x, batch_dimension=record.signature["input"]["shape"][0], tolerance=_batching.tolerance(None)
     )
     outputs = batching.run(predict, x)
-    figures = accuracy_figures(outputs, y, job.top_k)
+    scoring.check_labels(outputs, y, what=origin)
+    figures = scoring.labelled(outputs, y)
     write_npz(job.out_outputs, outputs=outputs)
     # Only a mishandled batch is recorded: readers take this file's other entries as figures.
     noted = {"batching": batching.note} if batching.mishandled else {}
-    fsutil.write_json(job.out_metrics, {"samples": len(y), **figures, **noted})
-    summary = f"source {record.path}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+    fsutil.write_json(job.out_metrics, {"samples": len(x), **figures, **noted})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items()) or f"{len(x)} samples, outputs of shape {tuple(outputs.shape[1:])}"
+    summary = f"source {record.path}: {shown}"
     return f"{summary}; {batching.note}" if batching.mishandled else summary
 
 

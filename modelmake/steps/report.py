@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .. import formats, fsutil, metrics
 from ..contracts import MetricsRecord, ReportJob
+from ..kinds import OutputKind
 from ._scoring import fallback_ops
 from ._selection import broken_budgets, choose
 
@@ -57,11 +58,74 @@ def _rows(inputs):
             yield model, artifact, measured, status
 
 
+# The columns of a model whose output is not class scores: (metric, heading, format), in this order; a column
+# shows only when some artifact of the model has the figure (or could not have it measured on this host).
+_KIND_COLUMNS = {
+    OutputKind.MASK: [
+        (metrics.MEAN_IOU, "mean IoU", ".4f"),
+        (metrics.PIXEL_ACCURACY, "pixel accuracy", ".4f"),
+        (metrics.IOU_DROP, "IoU drop (points)", "+.2f"),
+        (metrics.MASK_AGREEMENT, "mask agreement", ".4f"),
+    ],
+    OutputKind.EMBEDDING: [(metrics.WORST_COSINE_SIMILARITY, "worst cosine", ".5f")],
+    OutputKind.TENSOR: [],
+}
+_PARITY_COLUMNS = [
+    (metrics.COSINE_SIMILARITY, "cosine", ".5f"),
+    (metrics.SNR_DB, "SNR (dB)", ".1f"),
+    (metrics.MAX_ABS_ERROR, "max abs error", ".3g"),
+]
+
+
+def _kind_table(model, rows) -> list[str]:
+    """One model's table with the columns its output kind has: absent figures get no column, not a 0 or an n/a."""
+    kind = model.output.kind
+    conditions = [(metrics.condition_metric(c, kind), f"mean IoU {c}", ".4f") for c in model.conditions]
+    candidates = _KIND_COLUMNS[kind] + (conditions if kind is OutputKind.MASK else []) + _PARITY_COLUMNS
+    present = {name for _, measured, _ in rows for name in (*measured.metrics, *measured.not_measured)}
+    columns = [column for column in candidates if column[0] in present]
+    lines = [
+        "",
+        f"## {model.name} ({kind} output)",
+        "",
+        "| target | format | variant | precision | size (KiB) | " + "".join(f"{heading} | " for _, heading, _ in columns)
+        + "latency (ms) | accelerator coverage | budgets | bundle |",
+        "|---|---|---|---|---:|" + "---:|" * len(columns) + "---:|---|---|---|",
+    ]
+    for artifact, measured, status in rows:
+        m = measured.metrics
+        missing = "not built" if measured.not_built else "not measured" if measured.not_measured else "n/a"
+
+        def cell(name, spec, m=m, measured=measured, missing=missing):
+            value = m.get(name)
+            if value is not None and name == metrics.IOU_DROP:
+                value *= 100  # percentage points, as a classifier's accuracy drop
+            return _fmt(value, spec, missing="not measured" if name in measured.not_measured else "—" if m else missing)
+
+        cells = [
+            artifact.target, artifact.format, artifact.variant, _precision_cell(artifact.precision, measured),
+            _fmt(m.get(metrics.SIZE_KB), ".1f", missing=missing),
+            *[cell(name, spec) for name, _, spec in columns],
+            _fmt(m.get(metrics.LATENCY_MS), ".3f", missing=missing),
+            _coverage_cell(measured),
+            _budget_cell(measured),
+            status,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _source_line(model, figures: dict) -> str:
+    shown = ", ".join(f"{name} {value:.4f}" for name, value in figures.items() if name != "samples" and isinstance(value, int | float))
+    return f"| {model.name} | {model.output.kind} | {shown or 'parity only (no labels)'} | {figures['samples']} |"
+
+
 def report(job: ReportJob) -> str:
     inputs = job.inputs
     out = Path(job.out_dir)
     bundle = inputs.bundle
-    conditions = sorted({c for m in inputs.models for c in m.conditions})
+    classifiers = {m.name for m in inputs.models if m.output.kind is OutputKind.CLASSES}
+    conditions = sorted({c for m in inputs.models if m.name in classifiers for c in m.conditions})
     lines = [
         f"# {bundle.name} {bundle.version}",
         "",
@@ -72,14 +136,24 @@ def report(job: ReportJob) -> str:
         "(they load in coremltools, inputs and outputs match the source, weights carry the requested precision) "
         "and their accuracy and latency are marked not measured.",
         "",
+    ]
+    table = [
         "| model | target | format | variant | precision | size (KiB) | top-1 | top-k | drop (points) | cosine | top-1 agreement | "
         + "".join(f"top-1 {c} | " for c in conditions)
         + "latency (ms) | accelerator coverage | budgets | bundle |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(conditions) + "---:|---|---|---|",
     ]
     points, notes = [], set()
+    if classifiers:
+        lines += table
+    others: dict[str, tuple] = {}  # model name -> (model, rows): the models whose output is not class scores
     for model, artifact, measured, status in _rows(inputs):
         notes.update(measured.not_measured.values())
+        if model.name not in classifiers:
+            others.setdefault(model.name, (model, []))[1].append((artifact, measured, status))
+            if not measured.not_built:
+                points.append((model.name, artifact, measured.metrics))
+            continue
         m = measured.metrics
         not_measured = "not built" if measured.not_built else "not measured" if measured.not_measured else "n/a"
         top_k = model.output.top_k
@@ -101,12 +175,26 @@ def report(job: ReportJob) -> str:
         lines.append("| " + " | ".join(cells) + " |")
         if not measured.not_built:
             points.append((model.name, artifact, m))
+    if others:
+        lines += [
+            "",
+            "Models whose output is not class scores have a table each, with the figures their kind has: a mask's mean IoU "
+            "and pixel accuracy against its per-pixel labels, the IoU drop in points and the share of pixels agreeing with the "
+            "source model's mask; an embedding's worst per-sample cosine; for all, parity with the source model's outputs "
+            f"(cosine, SNR in dB up to {metrics.SNR_CAP_DB:g} for an exact match, max abs error). '—': no such figure.",
+        ]
+    for model, rows in others.values():
+        lines += _kind_table(model, rows)
     if notes:
         lines += ["", "Not measured on this host: " + "; ".join(sorted(notes)) + "."]
-    sources = [(m.name, fsutil.read_json(m.reference)) for m in inputs.models if m.reference]
+    sources = [(m.name, fsutil.read_json(m.reference)) for m in inputs.models if m.reference and m.name in classifiers]
     if sources:
         lines += ["", "## Source models", "", "| model | top-1 on evaluation data | samples |", "|---|---:|---:|"]
         lines += [f"| {name} | {ref['top1']:.4f} | {ref['samples']} |" for name, ref in sources]
+    other_sources = [(m, fsutil.read_json(m.reference)) for m in inputs.models if m.reference and m.name not in classifiers]
+    if other_sources:
+        lines += ["", "## Source models (other outputs)", "", "| model | output | figures on evaluation data | samples |"]
+        lines += ["|---|---|---|---:|"] + [_source_line(model, figures) for model, figures in other_sources]
     lines += ["", f"![size against accuracy]({PLOT})", "", f"![per target]({TARGET_PLOT})", ""]
     out.mkdir(parents=True, exist_ok=True)
     _plot_size_accuracy(points, out / PLOT)
@@ -165,7 +253,14 @@ def _plot_per_target(points, path: Path) -> None:
         sizes = [m[metrics.SIZE_KB] for _, _, m in chosen]
         bars = ax.barh(labels, sizes, color=[f"C{formats.FORMATS.index(a.format)}" for _, a, _ in chosen])
         for bar, (_, _, m) in zip(bars, chosen, strict=True):
-            text = f"top-1 {m['top1'] * 100:.1f}%" if "top1" in m else "accuracy not measured"
+            if "top1" in m:
+                text = f"top-1 {m['top1'] * 100:.1f}%"
+            elif metrics.MEAN_IOU in m:
+                text = f"mean IoU {m[metrics.MEAN_IOU]:.3f}"
+            elif metrics.COSINE_SIMILARITY in m:
+                text = f"cosine {m[metrics.COSINE_SIMILARITY]:.4f}"
+            else:
+                text = "accuracy not measured"
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {text}", va="center", fontsize=7)
         ax.set_xscale("log")
         ax.set_title(target, fontsize=9)
