@@ -13,7 +13,7 @@ import pytest
 
 from modelmake.bundle.archive import ZIP_EPOCH_MIN
 from modelmake.errors import SpecError, exit_code_for
-from modelmake.kinds import Precision
+from modelmake.kinds import OutputKind, Precision
 from modelmake.plan import Budget
 from modelmake.spec import load_plan
 
@@ -186,7 +186,8 @@ def test_the_repository_models_yaml_compiles():
     plan = load_plan(REPOSITORY, environ={})
     artifacts = {a.id: a for a in plan.artifacts()}
 
-    assert [m.name for m in plan.models] == ["digits", "mobilenet"]
+    assert [m.name for m in plan.models] == ["digits", "mobilenet", "segmenter"]
+    assert [m.output.kind for m in plan.models] == [OutputKind.CLASSES, OutputKind.CLASSES, OutputKind.MASK]
     assert plan.targets["snapdragon-8-gen-3"].formats["tflite"].settings.integer_io
     assert {b.key: b.limit for b in artifacts["digits.fp32.tflite@raspberry-pi-5"].budgets}["max_latency_ms"] == 10.0
     assert {b.key: b.limit for b in artifacts["digits.fp32.tflite@pixel-8"].budgets}["max_latency_ms"] == 5.0
