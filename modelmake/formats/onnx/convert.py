@@ -26,7 +26,7 @@ from ...versions import tool_versions
 from . import BACKEND, OnnxSettings, chips
 from .canonical import canonicalize, sort_topologically
 from .opset import upgraded
-from .runtime import io_details
+from .runtime import io_details, load_checked
 from .scratch import working_directory
 from .subgraphs import has_subgraphs, report_float_subgraph_nodes
 
@@ -183,16 +183,7 @@ def _opsets_with_a_conversion() -> dict[str, int]:
 
 
 def _load_onnx_source(path: Path, opset: int, *, what: str):
-    import onnx
-
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()
-        raise StepError(
-            f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): re-export it, or fix the graph it names"
-        ) from exc
+    model = load_checked(path, what=what, advice="re-export it, or fix the graph it names")
     used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if used is not None and used > opset:
         raise StepError(

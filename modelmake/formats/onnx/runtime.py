@@ -355,20 +355,24 @@ def structural_check(path: Path | str, *, what: str, source_signature: dict, pre
     return None
 
 
-def source_signature(path: Path, *, what: str) -> dict:
-    """The single input and output of an ONNX file that passes the checker and strict shape inference."""
+def load_checked(path: Path, *, what: str, advice: str):
+    """The ONNX model at ``path`` once it passes the checker with strict shape inference; else a StepError with ``advice``."""
     import onnx
-    import onnx.helper
 
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         detail = str(exc).strip().splitlines()
-        raise StepError(
-            f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): "
-            "re-export it from its framework, or fix its path in models.yaml"
-        ) from exc
+        raise StepError(f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): {advice}") from exc
+    return model
+
+
+def source_signature(path: Path, *, what: str) -> dict:
+    """The single input and output of an ONNX file that passes the checker and strict shape inference."""
+    import onnx.helper
+
+    model = load_checked(path, what=what, advice="re-export it from its framework, or fix its path in models.yaml")
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
     if len(inputs) != 1 or len(model.graph.output) != 1:
