@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .kinds import OutputKind, Precision
-from .plan import Budget, BundleSpec, Dataset, FormatSupport, InputSpec, OutputSpec, Source
+from .plan import Budget, BundleSpec, CustomMetrics, Dataset, FormatSupport, InputSpec, OutputSpec, Source
 
 __all__ = [
     "Precision",
@@ -72,6 +72,8 @@ class DataJob:
     dataset: Dataset
     out: str
     kind: OutputKind = OutputKind.CLASSES  # what labels the data may carry (kinds.OutputKind)
+    # Evaluation data a custom metric reads: keep y whatever the kind, and every other array of an .npz file.
+    keep_arrays: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class ReferenceJob:
     out_outputs: str
     kind: OutputKind = OutputKind.CLASSES
     threshold: float = 0.5  # a mask's threshold on a one-channel probability map
+    custom_metrics: CustomMetrics | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ class EvaluateJob:
     out: str
     kind: OutputKind = OutputKind.CLASSES
     threshold: float = 0.5  # a mask's threshold on a one-channel probability map
+    custom_metrics: CustomMetrics | None = None
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,12 @@ def _dataset_files(dataset: Dataset) -> list[str]:
     return [dataset.path, *dataset.depends]
 
 
+def _metrics_files(model: Model) -> list[str]:
+    """A custom metric's recipe and what it reads: editing them re-measures without re-converting."""
+    custom = model.output.metrics
+    return [custom.recipe, *custom.depends] if custom else []
+
+
 def _data_origin(dataset: Dataset) -> str:
     """A data set as the user declared it, so that an error about its contents names the file to fix."""
     if dataset.from_recipe:
@@ -225,7 +231,12 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             "data",
             f"{model.name}.{dataset.role}",
             "data.materialize",
-            DataJob(dataset=dataset, out=out, kind=model.output.kind),
+            DataJob(
+                dataset=dataset,
+                out=out,
+                kind=model.output.kind,
+                keep_arrays=dataset.role == "evaluation" and model.output.metrics is not None,
+            ),
             file_dep=_dataset_files(dataset),
             targets=[out],
             doc=f"{model.name}: {dataset.role} data from {dataset.path}",
@@ -241,13 +252,14 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             out_outputs=layout.reference_outputs(model.name),
             kind=model.output.kind,
             threshold=model.output.threshold,
+            custom_metrics=model.output.metrics,
         )
         yield _task(
             "reference",
             model.name,
             "reference.evaluate_source",
             job,
-            file_dep=[source_record, job.evaluation],
+            file_dep=[source_record, job.evaluation, *_metrics_files(model)],
             targets=[job.out_metrics, job.out_outputs],
             doc=f"{model.name}: accuracy of the source model",
         )
@@ -312,6 +324,7 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         out=layout.artifact_metrics(artifact),
         kind=model.output.kind,
         threshold=model.output.threshold,
+        custom_metrics=model.output.metrics if model.evaluation else None,
     )
     runtime_tools = backend(artifact.format).runtime_tools
     return _task(
@@ -323,7 +336,8 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         # carries the file's digest, so a new file still re-evaluates.
         file_dep=([job.artifact] if artifact.selection is None else [])
         + [job.record, job.source_record]
-        + [p for p in (evaluation, reference, reference_outputs) if p],
+        + [p for p in (evaluation, reference, reference_outputs) if p]
+        + (_metrics_files(model) if model.evaluation else []),
         targets=[job.out],
         # Per format, as for convert; numpy does the measuring for every format.
         tools=tuple(dict.fromkeys(("modelmake", "numpy", *runtime_tools))),

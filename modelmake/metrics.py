@@ -1,6 +1,9 @@
 """The metrics an evaluation measures: the one list that budgets are checked against."""
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from .kinds import OutputKind, Precision
 
 SIZE_KB = "size_kb"  # kibibytes (1024 bytes) of the artifact file
@@ -91,8 +94,28 @@ def labelled_metrics(kind: OutputKind, *, top_k: int = 1, conditions=()) -> list
     return names + [condition_metric(c, kind) for c in conditions]
 
 
+# Keys the reference step's record holds beside its figures: a custom metric cannot take these names.
+RESERVED_NAMES = ("samples", "batching")
+
+
+def builtin_metric(name: str) -> bool:
+    """Whether modelmake measures a metric of this name itself (for some output kind, precision or target)."""
+    if re.fullmatch(r"top[0-9]+", name) or name in RESERVED_NAMES:
+        return True
+    kinds_names = {
+        m for kind in OutputKind for m in parity_metrics(kind) + labelled_metrics(kind, top_k=2, conditions=CONDITIONS)
+    }
+    return name in kinds_names | {SIZE_KB, LATENCY_MS, QUANTIZED_SHARE, ACCELERATOR_COVERAGE}
+
+
 def available_metrics(
-    *, has_evaluation_data: bool, top_k: int, conditions=(), quantized: bool = False, kind: OutputKind = OutputKind.CLASSES
+    *,
+    has_evaluation_data: bool,
+    top_k: int,
+    conditions=(),
+    quantized: bool = False,
+    kind: OutputKind = OutputKind.CLASSES,
+    custom: Sequence[str] = (),
 ) -> list[str]:
     """Names of the metrics an artifact of this model can have, in report order.
 
@@ -101,6 +124,7 @@ def available_metrics(
     Accelerator coverage is measured only on targets whose profile names an accelerator;
     elsewhere, like accuracy on a host that cannot run the format, it is "not measured".
     A mask's figures against labels are measured only when its evaluation data has labels.
+    Custom figures (``custom``, a recipe's) are measured on the evaluation data, after parity.
     """
     names = [SIZE_KB, *([QUANTIZED_SHARE] if quantized else []), LATENCY_MS]
     if has_evaluation_data:
@@ -112,5 +136,6 @@ def available_metrics(
             names += [m for m in labelled if m not in conditioned] + parity + conditioned
         else:
             names += labelled + parity
+        names += list(custom)
     names.append(ACCELERATOR_COVERAGE)
     return names

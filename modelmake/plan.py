@@ -74,11 +74,22 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class CustomMetrics:
+    """A recipe function that scores an output: ``function(outputs, data)`` returns the figures named in ``names``."""
+
+    recipe: str
+    function: str = "metrics"
+    names: tuple[str, ...] = ()  # declared in the spec, so budgets can bound them before anything runs
+    depends: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     labels: str | None = None  # classes: the class names; mask: the names of the mask's classes
     top_k: int = 1  # classes only
     kind: OutputKind = OutputKind.CLASSES
     threshold: float = 0.5  # mask only: on a one-channel probability map, a pixel is in the mask when its value is at least this
+    metrics: CustomMetrics | None = None  # figures of the user's own, measured on the evaluation data
 
 
 @dataclass(frozen=True)

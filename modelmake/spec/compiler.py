@@ -22,6 +22,7 @@ from ..plan import (
     Budget,
     BuildPlan,
     BundleSpec,
+    CustomMetrics,
     Dataset,
     InputSpec,
     Model,
@@ -39,6 +40,7 @@ from .schema import MODELS_SCHEMA, RECIPE, RECIPE_OPTIONS, schema_problems, sour
 
 DEFAULT_MODEL_FUNCTION = "build_model"
 DEFAULT_DATA_FUNCTION = "load_data"
+DEFAULT_METRICS_FUNCTION = "metrics"
 DEFAULT_INDEX_LIFETIME_DAYS = 30
 
 
@@ -348,6 +350,25 @@ class Compiler:
             top_k=int(conf.get("top_k", 1)),
             kind=kind,
             threshold=float(conf.get("threshold", metrics.DEFAULT_THRESHOLD)),
+            metrics=self.custom_metrics(where + ("metrics",), conf["metrics"]) if "metrics" in conf else None,
+        )
+
+    def custom_metrics(self, where, conf) -> CustomMetrics:
+        """A recipe's figures: the file must exist and its names must not shadow a metric modelmake measures itself."""
+        self.existing_file(where + ("recipe",), conf["recipe"], "metrics recipe")
+        depends = tuple(self.existing_file(where + ("depends", i), d, "dependency") for i, d in enumerate(conf.get("depends", ())))
+        for index, name in enumerate(conf["names"]):
+            if metrics.builtin_metric(name):
+                self.fail(
+                    where + ("names", index),
+                    f"'{name}' is a name modelmake gives to a figure of its own: give the recipe's figure another name "
+                    f"(for example {conf.get('function', DEFAULT_METRICS_FUNCTION)}_{name})",
+                )
+        return CustomMetrics(
+            recipe=conf["recipe"],
+            function=conf.get("function", DEFAULT_METRICS_FUNCTION),
+            names=tuple(conf["names"]),
+            depends=depends,
         )
 
     def check_ratio(self, yaml_path, text: str) -> bool:
@@ -412,12 +433,21 @@ class Compiler:
                 of_key=True,
             )
             conditions = []
+        custom = output_spec.metrics.names if output_spec.metrics else ()
+        if custom and "evaluation" not in data:
+            self.fail(
+                base + ("io", "output", "metrics"),
+                f"custom metrics are measured on evaluation data and {base[1]} has none: "
+                f"add models -> {base[1]} -> data -> evaluation, or remove metrics",
+                of_key=True,
+            )
         return metrics.available_metrics(
             has_evaluation_data="evaluation" in data,
             top_k=output_spec.top_k,
             conditions=conditions,
             quantized=quantized,
             kind=output_spec.kind,
+            custom=custom,
         )
 
     def check_overrides(self, base, model, overrides, targets) -> None:
@@ -502,4 +532,6 @@ class Compiler:
         if key in known_metrics:
             return f"{message}; '{key}' is itself a metric: write max_{key} or min_{key}"
         hint = difflib.get_close_matches(metric, known_metrics, n=1)
-        return f"{message}; did you mean '{hint[0]}'?" if hint else message
+        if hint:
+            return f"{message}; did you mean '{hint[0]}'?"
+        return f"{message}; to bound a figure of your own, name it in models -> {model} -> io -> output -> metrics -> names"

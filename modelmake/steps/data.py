@@ -50,6 +50,12 @@ def _check_labels(job: DataJob, what: str, x: np.ndarray, y: np.ndarray) -> None
         )
 
 
+def _other_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file besides x and y."""
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files if name not in ("x", "y")}
+
+
 def materialize(job: DataJob) -> str:
     dataset = job.dataset
     path = Path(dataset.path)
@@ -62,15 +68,20 @@ def materialize(job: DataJob) -> str:
         raise StepError(f"{what}: x must be a numeric array of samples (got dtype {x.dtype}, shape {x.shape})")
     if y is None and _labels_required(job):
         raise StepError(f"{what}: a classifier's evaluation data needs labels y, one integer per sample")
-    if y is not None and not job.kind.has_labels:
+    if y is not None and not job.kind.has_labels and not job.keep_arrays:
         y = None  # an embedding or tensor output has nothing to compare labels with; parity needs none
-    if y is not None:
+    if y is not None and job.kind.has_labels:
         _check_labels(job, what, x, y)
+        y = y.astype(np.int64)
+    # A custom metric reads what it likes of the file (targets of a regression, boxes...): it gets every array.
+    others = _other_arrays(path) if job.keep_arrays and not dataset.from_recipe else {}
     if dataset.samples is not None:
         if dataset.samples > len(x):
             raise StepError(f"{what}: 'samples: {dataset.samples}' asks for more than the {len(x)} samples available: lower it")
+        # Arrays with one entry per sample are cut with x; others (anchors, a vocabulary) are kept whole.
+        others = {k: v[: dataset.samples] if v.ndim and len(v) == len(x) else v for k, v in others.items()}
+        y = None if y is None else y[: dataset.samples] if y.ndim and len(y) == len(x) else y
         x = x[: dataset.samples]
-        y = None if y is None else y[: dataset.samples]
-    write_npz(job.out, x=x, **({} if y is None else {"y": y.astype(np.int64)}))
+    write_npz(job.out, **others, x=x, **({} if y is None else {"y": y}))
     labelled = "" if y is not None or job.kind is OutputKind.CLASSES else ", no labels"
     return f"{what}: {len(x)} samples of shape {tuple(x.shape[1:])}{labelled}"

@@ -19,7 +19,7 @@ from ..formats.base import FormatRuntime, NotMeasurable
 from ..kinds import OutputKind, Precision
 from ..plan import Budget
 from ..versions import tool_versions
-from . import _batching, _conditions
+from . import _batching, _conditions, _custom_metrics
 from ._arrays import preprocess, read_dataset
 from ._kinds import Scoring
 from ._scoring import fallback_ops
@@ -49,6 +49,7 @@ def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str, built: Artifac
         figures |= scoring.drop(fsutil.read_json(job.reference), figures)
         with np.load(job.reference_outputs) as saved:
             figures |= scoring.parity(outputs, saved["outputs"])
+        figures |= _custom_metrics.measure(job.custom_metrics, outputs, job.evaluation)
         for condition, strength in job.conditions:
             changed = preprocess(_conditions.apply(raw, condition, strength, job.input.layout), job.input)
             figures |= scoring.condition(batching.run(predict, changed), labels, condition)
@@ -140,6 +141,7 @@ def evaluate(job: EvaluateJob) -> str:
             conditions=[c for c, _ in job.conditions],
             quantized=share is not None,
             kind=job.kind,
+            custom=job.custom_metrics.names if job.custom_metrics else (),
         )
         not_measured = {name: str(reason) for name in names if name not in figures and name != metrics.ACCELERATOR_COVERAGE}
     coverage = runtime.accelerator_coverage(job.artifact, job.support)

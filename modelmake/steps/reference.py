@@ -9,7 +9,7 @@ from .. import formats, fsutil
 from ..contracts import ReferenceJob, SourceRecord
 from ..errors import StepError
 from ..kinds import OutputKind
-from . import _batching
+from . import _batching, _custom_metrics
 from ._arrays import check_sample_shape, preprocess, read_dataset, write_npz
 from ._batching import Predict
 from ._kinds import Scoring
@@ -38,7 +38,7 @@ def evaluate_source(job: ReferenceJob) -> str:
     )
     outputs = batching.run(predict, x)
     scoring.check_labels(outputs, y, what=origin)
-    figures = scoring.labelled(outputs, y)
+    figures = scoring.labelled(outputs, y) | _custom_metrics.measure(job.custom_metrics, outputs, job.evaluation)
     write_npz(job.out_outputs, outputs=outputs)
     # Only a mishandled batch is recorded: readers take this file's other entries as figures.
     noted = {"batching": batching.note} if batching.mishandled else {}

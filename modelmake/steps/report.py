@@ -77,11 +77,17 @@ _PARITY_COLUMNS = [
 ]
 
 
+def _custom_columns(models) -> list[tuple[str, str, str]]:
+    """The figures the models' own metric recipes return, each a column headed by its name."""
+    names = dict.fromkeys(name for model in models if model.output.metrics for name in model.output.metrics.names)
+    return [(name, name, ".4g") for name in names]
+
+
 def _kind_table(model, rows) -> list[str]:
     """One model's table with the columns its output kind has: absent figures get no column, not a 0 or an n/a."""
     kind = model.output.kind
     conditions = [(metrics.condition_metric(c, kind), f"mean IoU {c}", ".4f") for c in model.conditions]
-    candidates = _KIND_COLUMNS[kind] + (conditions if kind is OutputKind.MASK else []) + _PARITY_COLUMNS
+    candidates = _KIND_COLUMNS[kind] + (conditions if kind is OutputKind.MASK else []) + _PARITY_COLUMNS + _custom_columns([model])
     present = {name for _, measured, _ in rows for name in (*measured.metrics, *measured.not_measured)}
     columns = [column for column in candidates if column[0] in present]
     lines = [
@@ -126,6 +132,7 @@ def report(job: ReportJob) -> str:
     bundle = inputs.bundle
     classifiers = {m.name for m in inputs.models if m.output.kind is OutputKind.CLASSES}
     conditions = sorted({c for m in inputs.models if m.name in classifiers for c in m.conditions})
+    custom = [name for name, _, _ in _custom_columns([m for m in inputs.models if m.name in classifiers])]
     lines = [
         f"# {bundle.name} {bundle.version}",
         "",
@@ -140,8 +147,9 @@ def report(job: ReportJob) -> str:
     table = [
         "| model | target | format | variant | precision | size (KiB) | top-1 | top-k | drop (points) | cosine | top-1 agreement | "
         + "".join(f"top-1 {c} | " for c in conditions)
+        + "".join(f"{name} | " for name in custom)
         + "latency (ms) | accelerator coverage | budgets | bundle |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(conditions) + "---:|---|---|---|",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(conditions) + len(custom)) + "---:|---|---|---|",
     ]
     points, notes = [], set()
     if classifiers:
@@ -167,6 +175,7 @@ def report(job: ReportJob) -> str:
             _fmt(m.get(metrics.COSINE_SIMILARITY), ".5f", missing=not_measured),
             _fmt(m.get(metrics.TOP1_AGREEMENT), missing=not_measured),
             *[_fmt(m.get(metrics.condition_metric(c)), missing=not_measured) for c in conditions],
+            *[_fmt(m.get(name), ".4g", missing=not_measured if name in measured.not_measured or not m else "—") for name in custom],
             _fmt(m.get(metrics.LATENCY_MS), ".3f", missing=not_measured),
             _coverage_cell(measured),
             _budget_cell(measured),
