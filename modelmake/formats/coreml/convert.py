@@ -56,14 +56,15 @@ def convert(job: ConvertJob) -> None:
         package = Path(scratch) / package_name
         deployment_target, compute_units = _target(settings, what)
         model = _convert_saved_model(Path(record.model), record.signature, precision, deployment_target, compute_units, what)
-        kept = fp16range.kept_ops(model._mil_program) if precision != Precision.FP32 else {}
+        model, compression = _compress(model, precision, job.per_channel, palettize, what)
+        # coremltools keeps such ops in float32 on its own, and says nothing; read from the final
+        # program, so the names are those the structural check finds in the package.
+        kept = fp16range.float32_kept(model.get_spec().mlProgram, Path(model.weights_dir))[0] if precision != Precision.FP32 else {}
         if kept:
-            # coremltools keeps these ops in float32 on its own, and says nothing.
             print(
                 f"{what}: kept in float32, fed constants beyond float16's range (|x| > {fp16range.FLOAT16_MAX:g}): "
                 f"{fp16range.describe(kept)}; their outputs are float16 again for the next op"
             )
-        model, compression = _compress(model, precision, job.per_channel, palettize, what)
         _check_deployment(model, deployment_target, compression, what)
         model.save(str(package))
         del model  # coremltools keeps a temporary package per model until the object goes

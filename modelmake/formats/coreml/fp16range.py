@@ -3,9 +3,9 @@
 coremltools' float16 pass leaves an op in float32 when one of its constant
 inputs lies beyond float16's range (|x| > 65504; values of 1e38 and more
 count as infinities, which float16 holds), instead of clamping the constant.
-It does so silently: these helpers name the ops it kept, in the converted
-program (for the conversion's log and record) and in a saved package (so the
-structural check accepts exactly those float32 weights in a float16 program).
+It does so silently: ``float32_kept`` names the ops it kept, for the
+conversion's log and record, and for the structural check, which accepts
+exactly those float32 weights in a float16 program.
 """
 from __future__ import annotations
 
@@ -21,35 +21,6 @@ INFINITE = 1e38
 def beyond_float16(values) -> bool:
     magnitude = np.abs(np.asarray(values, dtype=np.float64)).ravel()
     return float(np.max(magnitude[magnitude < INFINITE], initial=0.0)) > FLOAT16_MAX
-
-
-def _mil_blocks(block):
-    yield block
-    for op in block.operations:
-        for nested in op.blocks:
-            yield from _mil_blocks(nested)
-
-
-def kept_ops(program) -> dict[str, list[str]]:
-    """Ops of a converted program (coremltools' Program) fed float32 constants beyond float16's range, with those constants' names."""
-    kept: dict[str, list[str]] = {}
-    for function in program.functions.values():
-        for block in _mil_blocks(function):
-            for op in block.operations:
-                if op.op_type == "const":
-                    continue
-                for value in op.inputs.values():
-                    for var in value if isinstance(value, (list, tuple)) else [value]:
-                        producer = var.op
-                        if (
-                            producer is not None
-                            and producer.op_type == "const"
-                            and var.is_tensor_or_scalar_of(dtype="fp32")
-                            and beyond_float16(producer.val.val)
-                        ):
-                            # Named by its output, as the saved program names it.
-                            kept.setdefault(op.outputs[0].name if op.outputs else op.name, []).append(var.name)
-    return kept
 
 
 def describe(kept: dict[str, list[str]]) -> str:
