@@ -18,6 +18,7 @@ pytest.importorskip("tensorflow")
 
 from modelmake.formats.coreml import runtime as coreml_runtime  # noqa: E402
 from modelmake.steps import convert  # noqa: E402
+
 from tests.unit.test_coreml_steps import _export, _job  # noqa: E402
 
 GAIN = 1e6
@@ -118,6 +119,8 @@ def test_without_such_constants_nothing_is_recorded(tmp_path):
     out = tmp_path / "cnn.fp16.mlpackage.zip"
     convert.convert(_job(source["record"], Precision.FP16, out))
     assert "float32_ops" not in fsutil.read_json(str(out) + ".json")
-    report = coreml_runtime.structural_check(out, what="cnn", source_signature=source["signature"], precision=Precision.FP16, palettize=None)
+    report = coreml_runtime.structural_check(
+        out, what="cnn", source_signature=source["signature"], precision=Precision.FP16, palettize=None
+    )
     assert "float32_ops" not in report
     assert np.isclose(coreml_runtime.weight_share(out, Precision.FP16), 1.0)

@@ -63,7 +63,8 @@ def convert(job: ConvertJob) -> None:
         if kept:
             print(
                 f"{what}: kept in float32, fed constants beyond float16's range (|x| > {fp16range.FLOAT16_MAX:g}): "
-                f"{fp16range.describe(kept)}; their outputs are float16 again for the next op"
+                f"{fp16range.describe(kept)}; their outputs are float16 again for the next op, so an output beyond that range "
+                "still overflows: compare the fp16 figures with fp32 on a Mac, or rescale the layer"
             )
         _check_deployment(model, deployment_target, compression, what)
         model.save(str(package))

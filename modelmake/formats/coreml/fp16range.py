@@ -44,7 +44,8 @@ def float32_kept(program, weights_dir: Path) -> tuple[dict[str, list[str]], set[
     from coremltools.proto import MIL_pb2
 
     float32 = MIL_pb2.DataType.Value("FLOAT32")
-    ops = [op for function in program.functions.values() for block in function.block_specializations.values() for op in _proto_operations(block)]
+    blocks = [block for function in program.functions.values() for block in function.block_specializations.values()]
+    ops = [op for block in blocks for op in _proto_operations(block)]
     readers: dict[str, object] = {}
 
     def large(value) -> bool:
@@ -71,7 +72,9 @@ def float32_kept(program, weights_dir: Path) -> tuple[dict[str, list[str]], set[
                 if argument.name in beyond:
                     kept.setdefault(name, []).append(argument.name)
             elif argument.HasField("value") and large(argument.value):
-                kept.setdefault(name, []).append("(inline)")
+                # An inline constant has no name of its own: it is named by its op and the value.
+                values = np.asarray(argument.value.immediateValue.tensor.floats.values)
+                kept.setdefault(name, []).append(f"inline {values.flat[np.argmax(np.abs(values))]:g}")
     allowed = {
         name
         for name, value in constants.items()
