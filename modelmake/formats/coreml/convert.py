@@ -27,7 +27,7 @@ from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
 from ...errors import StepError
 from ...kinds import Precision
 from ...versions import tool_versions
-from . import BACKEND, CoremlSettings
+from . import BACKEND, CoremlSettings, fp16range
 from .runtime import io_details
 
 # Item identifiers in Manifest.json are random UUIDs; this namespace turns each
@@ -57,6 +57,15 @@ def convert(job: ConvertJob) -> None:
         deployment_target, compute_units = _target(settings, what)
         model = _convert_saved_model(Path(record.model), record.signature, precision, deployment_target, compute_units, what)
         model, compression = _compress(model, precision, job.per_channel, palettize, what)
+        # coremltools keeps such ops in float32 on its own, and says nothing; read from the final
+        # program, so the names are those the structural check finds in the package.
+        kept = fp16range.float32_kept(model.get_spec().mlProgram, Path(model.weights_dir))[0] if precision != Precision.FP32 else {}
+        if kept:
+            print(
+                f"{what}: kept in float32, fed constants beyond float16's range (|x| > {fp16range.FLOAT16_MAX:g}): "
+                f"{fp16range.describe(kept)}; their outputs are float16 again for the next op, so an output beyond that range "
+                "still overflows: compare the fp16 figures with fp32 on a Mac, or rescale the layer"
+            )
         _check_deployment(model, deployment_target, compression, what)
         model.save(str(package))
         del model  # coremltools keeps a temporary package per model until the object goes
@@ -78,7 +87,13 @@ def convert(job: ConvertJob) -> None:
         sha256=fsutil.sha256_file(out_path),
         size=out_path.stat().st_size,
         tools=tool_versions(*tools),
-        extra={"palettize": palettize, "compression": compression, "minimum_deployment_target": settings.minimum_deployment_target},
+        extra={
+            "palettize": palettize,
+            "compression": compression,
+            "minimum_deployment_target": settings.minimum_deployment_target,
+            # Only where there are such ops, so other records keep their bytes.
+            **({"float32_ops": {op: sorted(c) for op, c in sorted(kept.items())}} if kept else {}),
+        },
     ).write(job.out_record)
 
 

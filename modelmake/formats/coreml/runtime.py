@@ -13,6 +13,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from ...bundle.archive import extract_archive
 from ...errors import ModelmakeError, StepError
 from ...kinds import Precision
 from ..base import NotMeasurable
+from . import fp16range
 
 if TYPE_CHECKING:
     from ...plan import FormatSupport
@@ -91,17 +93,20 @@ def structural_check(path: Path | str, *, what: str, source_signature: dict, pre
     """What can be proven about a package without running it; a failed check is a StepError."""
     with unpacked(path, what=what) as package:
         spec = _load_spec(package, what=what)
-    if spec.WhichOneof("Type") != "mlProgram":
-        raise StepError(f"{what} is a {spec.WhichOneof('Type')} model, not an ML program: convert it with convert_to='mlprogram'")
+        if spec.WhichOneof("Type") != "mlProgram":
+            raise StepError(f"{what} is a {spec.WhichOneof('Type')} model, not an ML program: convert it with convert_to='mlprogram'")
+        kept, allowed = ({}, set()) if precision == Precision.FP32 else fp16range.float32_kept(spec.mlProgram, _weights_dir(package))
     io = {"input": _describe(spec.description.input[0]), "output": _describe(spec.description.output[0])}
     problems = [p for role in ("input", "output") for p in _io_problems(role, io[role], source_signature[role])]
     if problems:
         raise StepError(f"{what} does not match its source model: {'; '.join(problems)}")
 
-    weights = _weights(spec.mlProgram)
+    weights = _weights(spec.mlProgram, float32_kept=allowed)
     problem = _precision_problem(weights, precision, palettize)
     if problem:
         raise StepError(f"{what} was built as {precision}{f' palettized to {palettize} bits' if palettize else ''} but {problem}")
+    # Only where there are such ops, so other records keep their bytes.
+    extra = {"float32_ops": {op: sorted(c) for op, c in sorted(kept.items())}} if kept else {}
     return {
         "loads": True,
         "io_matches": True,
@@ -110,7 +115,12 @@ def structural_check(path: Path | str, *, what: str, source_signature: dict, pre
         "weight_tensors": {"compressed": len(weights["quantized"]) + len(weights["palettized"]), "float": len(weights["float"])},
         "ops": weights["ops"],
         "checked": CHECKED,
+        **extra,
     }
+
+
+def _weights_dir(package: Path) -> Path:
+    return package / "Data" / "com.apple.CoreML" / "weights"
 
 
 def _io_problems(role: str, actual: dict, expected: dict) -> list[str]:
@@ -131,8 +141,12 @@ def _operations(block):
             yield from _operations(nested)
 
 
-def _weights(program) -> dict:
-    """The program's weight tensors by kind, read from the specification (the MIL ops)."""
+def _weights(program, float32_kept: AbstractSet[str] = frozenset()) -> dict:
+    """The program's weight tensors by kind, read from the specification (the MIL ops).
+
+    ``float32_kept``: float32 weights of ops a float16 program keeps in float32 (see fp16range); they
+    count as stored weights but not as "float" ones, whose precision must be the program's.
+    """
     from coremltools.proto import MIL_pb2
 
     def tensor(value_type) -> tuple[str, list[int]]:
@@ -184,7 +198,8 @@ def _weights(program) -> dict:
             # Weights are what coremltools stores in weights/weight.bin; scalars and
             # small parameters stay inline in the specification.
             if dtype in ("FLOAT16", "FLOAT32") and value.WhichOneof("value") == "blobFileValue":
-                found["float"].append(dtype)
+                if op.outputs[0].name not in float32_kept:
+                    found["float"].append(dtype)
                 found["stored"].append((dtype, math.prod(tensor(value.type)[1]) * _ITEM_BYTES[dtype]))
         elif not op.type.startswith("constexpr_"):
             found["ops"] += 1
