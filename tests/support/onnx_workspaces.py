@@ -15,7 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
+from modelmake.formats.onnx import OnnxSettings
+from modelmake.kinds import Precision
+from modelmake.plan import FormatSupport
+
 from tests.support.workspaces import Workspace
+
+# An ONNX target running on the CPU at opset 17: what most tests of the ONNX steps convert for.
+ONNX_CPU = FormatSupport(
+    format="onnx",
+    precisions=tuple(Precision),
+    settings=OnnxSettings(execution_providers=("CPUExecutionProvider",), quantization="cpu", opset=17),
+)
 
 INPUTS = 64
 HIDDEN = 256  # 64x256 + 256x10 float weights: about 75 KiB as fp32, about a quarter of that as int8

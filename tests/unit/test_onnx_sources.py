@@ -18,6 +18,8 @@ from modelmake.formats.onnx import OnnxSettings
 from modelmake.kinds import Precision
 from modelmake.plan import FormatSupport, InputSpec, Source
 
+from tests.support.onnx_workspaces import ONNX_CPU as CPU
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
@@ -28,11 +30,6 @@ from modelmake.formats.onnx.subgraphs import all_graphs  # noqa: E402
 from modelmake.steps import convert, source  # noqa: E402
 from modelmake.steps._arrays import write_npz  # noqa: E402
 
-CPU = FormatSupport(
-    format="onnx",
-    precisions=tuple(Precision),
-    settings=OnnxSettings(execution_providers=("CPUExecutionProvider",), quantization="cpu", opset=17),
-)
 QNN = FormatSupport(
     format="onnx",
     precisions=(Precision.FP32, Precision.INT8),

@@ -25,6 +25,8 @@ from modelmake.formats.tflite import TfliteSettings
 from modelmake.kinds import Precision
 from modelmake.plan import Budget, FormatSupport, InputSpec, Source
 
+from tests.support.onnx_workspaces import ONNX_CPU as CPU
+
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -39,9 +41,6 @@ from modelmake.steps._arrays import preprocess, write_npz  # noqa: E402
 PREPROCESSING = InputSpec(layout="NHWC", scale="1/16", offset="0")
 RECORD_KEYS = {"precision", "integer_io", "per_channel", "delegates", "io", "sha256", "size", "tools"}
 
-CPU = FormatSupport(
-    format="onnx", precisions=tuple(Precision), settings=OnnxSettings(execution_providers=("CPUExecutionProvider",), quantization="cpu")
-)
 QNN = FormatSupport(
     format="onnx",
     precisions=(Precision.FP32, Precision.FP16, Precision.INT8),

@@ -12,13 +12,13 @@ import pytest
 
 from modelmake.contracts import ChannelValues, ConvertJob, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob
 from modelmake.errors import StepError
-from modelmake.formats.onnx import OnnxSettings
 from modelmake.graph import model_tasks
 from modelmake.kinds import Precision
-from modelmake.plan import FormatSupport, InputSpec, Source
+from modelmake.plan import InputSpec, Source
 from modelmake.spec import load_plan
 from modelmake.steps._arrays import preprocess, write_npz
 
+from tests.support.onnx_workspaces import ONNX_CPU as CPU
 from tests.support.spec_workspace import VALID_SPEC, edit, make_workspace
 
 onnx = pytest.importorskip("onnx")
@@ -28,11 +28,6 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from modelmake.steps import convert, evaluate, reference, source  # noqa: E402
 
-CPU = FormatSupport(
-    format="onnx",
-    precisions=tuple(Precision),
-    settings=OnnxSettings(execution_providers=("CPUExecutionProvider",), quantization="cpu", opset=17),
-)
 IMAGENET = InputSpec(layout="NCHW", mean=("123.675", "116.28", "103.53"), std=("58.395", "57.12", "57.375"))
 TO_SIGNED_UNIT = InputSpec(layout="NCHW", scale="1/127.5", offset="-1")  # [0, 255] -> [-1, 1]
 CLASSES = 6
