@@ -24,6 +24,13 @@ def tensor_signature(name: str, shape, dtype) -> dict:
     return {"name": name, "shape": [None if d is None or d < 0 else int(d) for d in shape], "dtype": str(dtype)}
 
 
+def tool_message(error: BaseException, *, first: bool = False) -> str:
+    """What a converter's or checker's exception says, in one line: its last line (where converters put the
+    cause), or with ``first`` its first (where checkers put the verdict); its type when it says nothing."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if first else lines[-1]) if lines else type(error).__name__
+
+
 class NotMeasurable(Exception):
     """A figure this host cannot measure (Core ML off macOS); the reason is reported instead of a number."""
 

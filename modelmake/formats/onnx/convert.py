@@ -23,6 +23,7 @@ from ...errors import StepError
 from ...kinds import Precision
 from ...steps._arrays import calibration_samples
 from ...versions import tool_versions
+from ..base import tool_message
 from . import BACKEND, OnnxSettings, chips
 from .canonical import canonicalize, sort_topologically
 from .opset import upgraded
@@ -130,9 +131,8 @@ def _run_tf2onnx(call, *, what: str):
     except StepError:
         raise
     except Exception as exc:
-        detail = str(exc).strip().splitlines()
         raise StepError(
-            f"tf2onnx {tf2onnx.__version__} could not convert the {what}: {detail[-1] if detail else type(exc).__name__}"
+            f"tf2onnx {tf2onnx.__version__} could not convert the {what}: {tool_message(exc)}"
         ) from exc
     return model
 
@@ -298,10 +298,9 @@ def _static_int8(model, samples: np.ndarray, profile: OnnxSettings, per_channel:
     except StepError:
         raise
     except Exception as exc:
-        detail = str(exc).strip().splitlines()
         raise StepError(
             f"static int8 quantization ({settings.scheme} settings, {settings.activation_type} activations) failed: "
-            f"{detail[-1] if detail else type(exc).__name__}; check the calibration data, or try another precision for this target"
+            f"{tool_message(exc)}; check the calibration data, or try another precision for this target"
         ) from exc
     quantized = onnx.load(str(target))
     report_float_subgraph_nodes(quantized, str(Precision.INT8))
@@ -389,9 +388,8 @@ def _finish(model) -> bytes:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        detail = str(exc).strip().splitlines()
         raise StepError(
-            f"the converted model fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): "
+            f"the converted model fails the ONNX checker ({tool_message(exc, first=True)}): "
             "try another precision or opset for this target"
         ) from exc
     return model.SerializeToString()

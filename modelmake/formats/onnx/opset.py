@@ -9,6 +9,7 @@ before any precision rewrites the graph.
 from __future__ import annotations
 
 from ...errors import StepError
+from ..base import tool_message
 
 # The first opset whose QuantizeLinear/DequantizeLinear take a per-channel axis.
 PER_CHANNEL_QDQ_OPSET = 13
@@ -34,10 +35,9 @@ def upgraded(model, opset: int, *, what: str):
         converted = version_converter.convert_version(model, opset)
         onnx.checker.check_model(converted, full_check=True)
     except Exception as exc:
-        detail = str(exc).strip().splitlines()
         raise StepError(
             f"{what} uses ONNX opset {used}, and onnx's version converter could not upgrade it to the profile's opset {opset} "
-            f"({detail[0] if detail else type(exc).__name__}): re-export it at opset {opset} "
+            f"({tool_message(exc, first=True)}): re-export it at opset {opset} "
             f"(int8 needs opset {PER_CHANNEL_QDQ_OPSET} or newer)"
         ) from exc
     print(f"{what}: upgraded from opset {used} to {opset}")

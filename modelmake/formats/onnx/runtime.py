@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import StepError
-from ..base import tensor_signature
+from ..base import tensor_signature, tool_message
 from .subgraphs import all_graphs
 
 if TYPE_CHECKING:
@@ -363,8 +363,7 @@ def load_checked(path: Path, *, what: str, advice: str):
         model = onnx.load(str(path))
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        detail = str(exc).strip().splitlines()
-        raise StepError(f"{what} fails the ONNX checker ({detail[0] if detail else type(exc).__name__}): {advice}") from exc
+        raise StepError(f"{what} fails the ONNX checker ({tool_message(exc, first=True)}): {advice}") from exc
     return model
 
 

@@ -17,6 +17,7 @@ from ...errors import StepError
 from ...kinds import Precision
 from ...steps._arrays import calibration_samples
 from ...versions import tool_versions
+from ..base import tool_message
 from . import TfliteSettings
 from .runtime import io_details
 
@@ -83,9 +84,8 @@ def _convert_saved_model(directory: Path, precision: Precision, integer_io: bool
     try:
         converted = converter.convert()
     except Exception as exc:
-        detail = str(exc).strip().splitlines()
         raise StepError(
-            f"TFLite conversion to {precision} failed: {detail[-1] if detail else type(exc).__name__} "
+            f"TFLite conversion to {precision} failed: {tool_message(exc)} "
             "(an op the TFLite builtins cannot express at this precision; try another precision for this target)"
         ) from exc
     if precision == Precision.FP16:

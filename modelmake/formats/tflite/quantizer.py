@@ -21,6 +21,7 @@ import numpy as np
 
 from ...errors import StepError
 from ...kinds import Precision
+from ..base import tool_message
 from .weights import constant_tensors
 
 # The signature key LiteRT Quantizer's own tools give a model's only signature.
@@ -108,10 +109,9 @@ def quantize(
     except StepError:
         raise
     except Exception as exc:
-        detail = str(exc).strip().splitlines()
         raise StepError(
             f"LiteRT Quantizer could not quantize {what} to {precision} with recipe {name}: "
-            f"{detail[-1] if detail else type(exc).__name__} (try another precision for this target, or give a float32 "
+            f"{tool_message(exc)} (try another precision for this target, or give a float32 "
             ".tflite file written by the TFLite converter)"
         ) from exc
     quantized = bytes(result.quantized_model)
