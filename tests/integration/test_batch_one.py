@@ -6,6 +6,7 @@ import json
 import numpy as np
 
 from tests.support import batch_one
+from tests.support.workspaces import tflite_cpu_profile
 
 SPEC = """\
 format: 1
@@ -20,14 +21,6 @@ models:
     targets: {android-arm64-cpu: [fp32]}
 """
 
-PROFILE = """\
-name: android-arm64-cpu
-soc: generic arm64
-platform: android
-formats:
-  tflite: {precisions: [fp32]}
-"""
-
 NOTE = "one sample at a time: batched outputs have shape (1, 5), single-sample outputs (4, 5)"
 
 
@@ -39,7 +32,7 @@ def test_a_batch_one_tflite_source_is_measured_one_sample_at_a_time(fresh_worksp
     labels = batch_one.labels_for(expected)
     np.savez(workspace.root / "models" / "eval.npz", x=x, y=labels)
     workspace.write("models.yaml", SPEC)
-    workspace.write("targets/android-arm64-cpu.yaml", PROFILE)
+    workspace.write("targets/android-arm64-cpu.yaml", tflite_cpu_profile("fp32"))
 
     run = workspace.doit()
 

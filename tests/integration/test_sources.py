@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from tests.support.workspaces import subprocess_env
+from tests.support.workspaces import subprocess_env, tflite_cpu_profile
 
 SAVE_MODELS = """
 import sys
@@ -42,14 +42,6 @@ models:
     targets: {android-arm64-cpu: [fp32]}
 """
 
-PROFILE = """\
-name: android-arm64-cpu
-soc: generic arm64
-platform: android
-formats:
-  tflite: {precisions: [fp32]}
-"""
-
 
 def test_keras_and_saved_model_sources_build_the_same_model(fresh_workspace):
     workspace = fresh_workspace
@@ -58,7 +50,7 @@ def test_keras_and_saved_model_sources_build_the_same_model(fresh_workspace):
         [sys.executable, "-c", SAVE_MODELS, str(workspace.root / "models")], check=True, env=subprocess_env(), capture_output=True
     )
     workspace.write("models.yaml", SPEC)
-    workspace.write("targets/android-arm64-cpu.yaml", PROFILE)
+    workspace.write("targets/android-arm64-cpu.yaml", tflite_cpu_profile("fp32"))
 
     workspace.doit()
 

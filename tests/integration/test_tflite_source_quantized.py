@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from tests.support.workspaces import subprocess_env
+from tests.support.workspaces import subprocess_env, tflite_cpu_profile
 
 SAVE_MODEL = """
 import sys
@@ -43,14 +43,6 @@ models:
     budgets: {min_quantized_share: 0.9}
 """
 
-PROFILE = """\
-name: android-arm64-cpu
-soc: generic arm64
-platform: android
-formats:
-  tflite: {precisions: [fp32, fp16, dynamic_int8, int8]}
-"""
-
 
 def test_a_tflite_source_builds_every_precision(fresh_workspace):
     workspace = fresh_workspace
@@ -59,7 +51,7 @@ def test_a_tflite_source_builds_every_precision(fresh_workspace):
         [sys.executable, "-c", SAVE_MODEL, str(workspace.root / "models")], check=True, env=subprocess_env(), capture_output=True
     )
     workspace.write("models.yaml", SPEC)
-    workspace.write("targets/android-arm64-cpu.yaml", PROFILE)
+    workspace.write("targets/android-arm64-cpu.yaml", tflite_cpu_profile("fp32", "fp16", "dynamic_int8", "int8"))
 
     workspace.doit()
 

@@ -295,3 +295,11 @@ class BuiltWorkspace:
     workspace: Workspace
     first_build: DoitRun  # the output of the build from scratch
     bundle: dict[str, bytes]
+
+
+def tflite_cpu_profile(*precisions: str) -> str:
+    """A workspace's own android-arm64-cpu profile: TFLite only, at the given precisions (the shipped one adds ONNX)."""
+    return (
+        "name: android-arm64-cpu\nsoc: generic arm64\nplatform: android\nformats:\n"
+        f"  tflite: {{precisions: [{', '.join(precisions)}]}}\n"
+    )
