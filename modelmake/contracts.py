@@ -22,7 +22,9 @@ from .plan import Budget, BundleSpec, CustomMetrics, Dataset, FormatSupport, Inp
 __all__ = [
     "Precision",
     "OutputKind",
-    "ChannelValues",
+    "DeclaredInput",
+    "DeclaredIo",
+    "DataLabels",
     "SourceJob",
     "DataJob",
     "ReferenceJob",
@@ -51,12 +53,29 @@ def config_hash(job: Any) -> dict:
 
 
 @dataclass(frozen=True)
-class ChannelValues:
-    """Per-channel preprocessing the model input must have a channel for each value of, checked once its shape is known."""
+class DeclaredInput:
+    """What io declares of one input that the model file must match, checked once the file is known."""
 
-    key: str  # where the spec gives the values, for messages
+    name: str  # "" for the model's only input
+    key: str  # where the spec declares it, for messages: models.yaml: models -> m -> io -> inputs -> audio
     layout: str
-    count: int
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+    channels: int | None = None  # how many values per-channel mean/std give
+
+
+@dataclass(frozen=True)
+class DeclaredIo:
+    """The names io gives, checked against the model file by the source step before any conversion.
+
+    Only names, dtypes, shapes and channel counts: changing a scale or an
+    output's kind does not rebuild the source.
+    """
+
+    key: str  # models.yaml: models -> m -> io
+    inputs: tuple[DeclaredInput, ...]
+    outputs: tuple[str, ...]  # "" for the model's only output
+    states: tuple[tuple[str, str], ...] = ()  # (output, input) pairs: the output feeds the input at the next step
 
 
 @dataclass(frozen=True)
@@ -64,16 +83,31 @@ class SourceJob:
     source: Source
     out_dir: str
     record: str
-    channels: ChannelValues | None = None  # only the count and layout: other preprocessing changes do not rebuild the source
+    io: DeclaredIo | None = None
+
+
+@dataclass(frozen=True)
+class DataLabels:
+    """The labels one output may have in a data set: the array that holds them and the output's kind."""
+
+    array: str  # y for a model's only output, y_<output> otherwise
+    output: str
+    kind: OutputKind
 
 
 @dataclass(frozen=True)
 class DataJob:
     dataset: Dataset
     out: str
-    kind: OutputKind = OutputKind.CLASSES  # what labels the data may carry (kinds.OutputKind)
-    # Evaluation data a custom metric reads: keep y whatever the kind, and every other array of an .npz file.
+    # The arrays that feed the inputs: x for a model's only input when io names none, else each input's name.
+    inputs: tuple[str, ...] = ("x",)
+    labels: tuple[DataLabels, ...] = (DataLabels("y", "", OutputKind.CLASSES),)
+    # Evaluation data a custom metric reads: keep every label and every other array of an .npz file.
     keep_arrays: bool = False
+    # A stateful model's data: each input array holds sequences, (sequences, steps, *sample); state inputs may be
+    # absent (they start at zero) or hold each sequence's first state.
+    sequences: bool = False
+    optional_inputs: tuple[str, ...] = ()  # state inputs
 
 
 @dataclass(frozen=True)
@@ -81,12 +115,10 @@ class ReferenceJob:
     source_record: str
     evaluation: str
     evaluation_origin: str  # the data set as the user declared it, for messages
-    input: InputSpec
-    top_k: int
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
     out_metrics: str
     out_outputs: str
-    kind: OutputKind = OutputKind.CLASSES
-    threshold: float = 0.5  # a mask's threshold on a one-channel probability map
     custom_metrics: CustomMetrics | None = None
 
 
@@ -103,7 +135,7 @@ class ConvertJob:
     palettize: int | None
     calibration: str | None  # the calibration .npz, for full int8
     calibration_origin: str | None
-    input: InputSpec
+    inputs: tuple[InputSpec, ...]
     support: FormatSupport
     out: str
     out_record: str
@@ -119,15 +151,13 @@ class EvaluateJob:
     evaluation: str | None
     reference: str | None
     reference_outputs: str | None
-    input: InputSpec
-    top_k: int
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
     conditions: tuple[tuple[str, float], ...]
     budgets: tuple[Budget, ...]
     support: FormatSupport
     enforce_budgets: bool  # False on a target that selects among variants: over budget drops, not fails
     out: str
-    kind: OutputKind = OutputKind.CLASSES
-    threshold: float = 0.5  # a mask's threshold on a one-channel probability map
     custom_metrics: CustomMetrics | None = None
 
 
@@ -156,11 +186,12 @@ class ModelInputs:
     description: str
     source_record: str
     reference: str | None
-    input: InputSpec
-    output: OutputSpec
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
     datasets: tuple[str, ...]
     conditions: tuple[str, ...]
     artifacts: tuple[ArtifactInputs, ...]
+    metrics: CustomMetrics | None = None
 
 
 @dataclass(frozen=True)
@@ -187,8 +218,7 @@ class BundleInputs:
             deps.append(model.source_record)
             if model.reference:
                 deps.append(model.reference)
-            if model.output.labels:
-                deps.append(model.output.labels)
+            deps += [output.labels for output in model.outputs if output.labels]
             deps += model.datasets
             for artifact in model.artifacts:
                 # A selecting target's candidate may have no file (dropped: its conversion failed); its record stands for it.
@@ -275,7 +305,7 @@ class SourceRecord(_JsonRecord):
     model: str  # the SavedModel directory or the copied file under build/
     model_sha256: str
     source_files: dict[str, str]  # file -> sha256, every file the source was made from
-    signature: dict  # {"input": {name, shape, dtype}, "output": {...}}
+    signature: dict  # {"inputs": [{name, shape, dtype}, ...], "outputs": [...]} (modelmake/tensors.py)
     metadata: dict  # the recipe's METADATA
     tools: dict[str, str]
 
@@ -288,7 +318,7 @@ class ArtifactRecord(_JsonRecord):
     integer_io: bool
     per_channel: bool
     delegates: list[str]  # TFLite delegates, ONNX execution providers or Core ML compute units
-    io: dict  # {"input": {...}, "output": {...}} as an app binds them
+    io: dict  # {"inputs": [{name, dtype, shape, quantization?}, ...], "outputs": [...]} as an app binds them
     sha256: str
     size: int
     tools: dict[str, str]
@@ -317,12 +347,15 @@ class MetricsRecord(_JsonRecord):
     latency_host: str | None
     # How the outputs were computed: batched, or one sample at a time and why (steps/_batching.py); None when not run.
     batching: str | None = None
+    # A model with several outputs: each output's own figures by name; the top-level parity figures are the worst of them.
+    outputs: dict[str, dict[str, float]] | None = None
     not_built: str | None = None  # why a selecting target's candidate has no file: its conversion failed
 
     def write(self, path: str) -> None:
         from .fsutil import write_json
 
         data = dataclasses.asdict(self)
-        if data["not_built"] is None:
-            del data["not_built"]
+        for key in ("not_built", "outputs"):
+            if data[key] is None:
+                del data[key]
         write_json(path, data)

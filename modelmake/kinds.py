@@ -23,6 +23,8 @@ class OutputKind(StrEnum):
     CLASSES = "classes"  # class scores: top-k accuracy against integer labels
     MASK = "mask"  # a per-pixel segmentation map: class scores per pixel, or one probability map
     EMBEDDING = "embedding"  # one vector per sample, compared with the source's by cosine
+    BOXES = "boxes"  # a detection head's box coordinates: parity, and a custom metric for mAP
+    SCORES = "scores"  # a detection head's per-box scores: parity, and a custom metric for mAP
     TENSOR = "tensor"  # anything else: parity with the source model only
 
     @property

@@ -65,12 +65,18 @@ class Dataset:
 
 @dataclass(frozen=True)
 class InputSpec:
+    """One model input: how an app feeds it.  ``name`` is empty for a model's only input when io names none."""
+
+    name: str = ""
     layout: str = "NHWC"
     scale: str = "1"
     offset: str = "0"
     # Per-channel (x - mean[c]) / std[c] on the layout's channel axis, instead of scale and offset; empty when not set.
     mean: tuple[str, ...] = ()
     std: tuple[str, ...] = ()
+    dtype: str | None = None  # what the app feeds (float32, int64...), checked against the model; None: the model's
+    # Every dimension, batch first, fixed in the artifact so accelerators see no dynamic dimension; None keeps the model's.
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,15 +87,32 @@ class CustomMetrics:
     function: str = "metrics"
     names: tuple[str, ...] = ()  # declared in the spec, so budgets can bound them before anything runs
     depends: tuple[str, ...] = ()
+    # Declared under io -> metrics (every output, by name) rather than one output's: the function receives
+    # {output name: array} instead of the output's array.
+    by_name: bool = False
 
 
 @dataclass(frozen=True)
 class OutputSpec:
+    """One model output: what it means and how it is evaluated.  ``name`` is empty for a model's only output
+    when io names none."""
+
+    name: str = ""
     labels: str | None = None  # classes: the class names; mask: the names of the mask's classes
     top_k: int = 1  # classes only
     kind: OutputKind = OutputKind.CLASSES
     threshold: float = 0.5  # mask only: on a one-channel probability map, a pixel is in the mask when its value is at least this
-    metrics: CustomMetrics | None = None  # figures of the user's own, measured on the evaluation data
+    state: str | None = None  # the input this output feeds at the next step of a stream (a recurrent state)
+
+
+def input_arrays(inputs: tuple[InputSpec, ...]) -> tuple[str, ...]:
+    """The data sets' arrays that feed the inputs: x for a model with one input, else each input's name."""
+    return ("x",) if len(inputs) == 1 else tuple(spec.name for spec in inputs)
+
+
+def label_array(output: OutputSpec, outputs: tuple[OutputSpec, ...]) -> str:
+    """The data sets' array of an output's labels: y for a model with one output, else y_<output>."""
+    return "y" if len(outputs) == 1 else f"y_{output.name}"
 
 
 @dataclass(frozen=True)
@@ -140,10 +163,16 @@ class Model:
     source: Source
     calibration: Dataset | None
     evaluation: Dataset | None
-    input: InputSpec
-    output: OutputSpec
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
     artifacts: tuple[Artifact, ...]
     description: str = ""
+    metrics: CustomMetrics | None = None  # figures of the user's own, measured on the evaluation data
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the model runs over streams: an output feeds an input at the next step."""
+        return any(output.state for output in self.outputs)
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
 
     from ..contracts import ConvertJob
     from ..kinds import Precision
     from ..plan import FormatSupport
+    from ..tensors import Tensors
 
 
 def tensor_signature(name: str, shape, dtype) -> dict:
-    """One side of a source signature: {name, shape (None for a dynamic dimension), dtype}."""
+    """One input or output of a signature (modelmake/tensors.py): {name, shape (None for a dynamic dimension), dtype}."""
     return {"name": name, "shape": [None if d is None or d < 0 else int(d) for d in shape], "dtype": str(dtype)}
 
 
@@ -36,17 +39,23 @@ class NotMeasurable(Exception):
 
 
 class FormatRuntime(Protocol):
-    """Loads and runs a file of the format; imported only by the steps that need it."""
+    """Loads and runs a file of the format; imported only by the steps that need it.
 
-    def predict(self, path: Path | str, x: np.ndarray, *, what: str, batch: int | None = None) -> np.ndarray:
-        """Outputs for preprocessed inputs, run ``batch`` samples at a time (None: as many as the runtime suits;
-        1 must work for every file); raises NotMeasurable where this host cannot run the format."""
+    Inputs and outputs are named tensors (modelmake/tensors.py) under the
+    file's own names, which every converter keeps from the source.
+    """
 
-    def median_latency_ms(self, path: Path | str, *, what: str, sample: np.ndarray | None = None) -> float:
-        """Median single-sample latency on the build host, one thread."""
+    def predict(self, path: Path | str, inputs: Mapping[str, np.ndarray], *, what: str, batch: int | None = None) -> Tensors:
+        """Float32 outputs by name for preprocessed inputs by name (every input of the file; each cast to the
+        input's dtype), run ``batch`` samples at a time (None: as many as the runtime suits; 1 must work for
+        every file); raises NotMeasurable where this host cannot run the format."""
+
+    def median_latency_ms(self, path: Path | str, *, what: str, sample: Mapping[str, np.ndarray] | None = None) -> float:
+        """Median single-sample latency on the build host, one thread; ``sample`` is one sample per input, without
+        its batch dimension (zeros when None)."""
 
     def io_details(self, path: Path | str, *, what: str) -> dict:
-        """{"input": {name, dtype, shape, ...}, "output": {...}} as an app binds them."""
+        """{"inputs": [{name, dtype, shape, quantization?}, ...], "outputs": [...]} as an app binds them."""
 
     def accelerator_coverage(self, path: Path | str, support: FormatSupport) -> dict | None:
         """{"accelerator", "ops", "on_accelerator", "fallback"} for the profile's accelerator, or None when it names none."""
@@ -86,7 +95,7 @@ class FormatBackend(Protocol):
         """The module or object that loads and runs its files."""
 
     def source_signature(self, path: Path, *, what: str) -> dict:
-        """The input and output of a file of this format given as a model's source (for formats in SOURCE_FORMATS)."""
+        """The inputs and outputs (tensors.signature) of a file of this format given as a model's source."""
 
 
 class PackageBackend:

@@ -1,4 +1,4 @@
-"""Data sets on disk (x, y in an .npz) and the input preprocessing a model declares."""
+"""Data sets on disk (named arrays in an .npz: plan.input_arrays, plan.label_array) and the input preprocessing a model declares."""
 from __future__ import annotations
 
 import io
@@ -12,8 +12,10 @@ import numpy as np
 from .. import fsutil
 from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import StepError
-from ..plan import InputSpec
+from ..plan import InputSpec, input_arrays
 from ..preprocessing import CHANNEL_AXIS, ratio
+from ..tensors import INPUTS, Tensors, shown
+from ..tensors import entry as tensor_entry
 
 if TYPE_CHECKING:
     from ..contracts import ConvertJob
@@ -29,26 +31,41 @@ def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
                 archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=time.gmtime(ZIP_EPOCH_MIN)[:6]), buffer.getvalue())
 
 
-def read_dataset(path: Path | str, *, what: str, labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """The samples x and their labels y; with ``labels=False`` y is optional (None when the file has none)."""
+def read_arrays(path: Path | str, *, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file by name."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            names = list(data.files)
-            needed = ["x", "y"] if labels else ["x"]
-            missing = [name for name in needed if name not in names]
-            if missing:
-                has = ", ".join(names) or "no arrays"
-                raise StepError(
-                    f"{what} ({path}) needs arrays named {' and '.join(needed)}; it has {has}: "
-                    f"save the samples as x{' and their labels as y' if labels else ''} (numpy.savez(path, x=..., y=...))"
-                )
-            x = data["x"]
-            y = data["y"] if "y" in names else None
-    except StepError:
-        raise
+            return {name: data[name] for name in data.files}
     except Exception as exc:
         raise StepError(f"{what} ({path}) is not a readable .npz file ({type(exc).__name__}: {exc})") from exc
-    return x, y
+
+
+def model_inputs(
+    arrays: dict[str, np.ndarray], inputs: tuple[InputSpec, ...], signature: dict, *, what: str, sequences: bool = False
+) -> Tensors:
+    """The model's inputs by its names, read from a data set's arrays (plan.input_arrays) and preprocessed.
+
+    Float inputs get their preprocessing; integer inputs (a sample rate, token
+    ids) are cast to the model's dtype as they are.  ``sequences``: the arrays
+    hold (sequences, steps, *sample) and only the sample shape is checked; a
+    state input without an array is left out (it starts at zero).
+    """
+    tensors: Tensors = {}
+    for spec, array in zip(inputs, input_arrays(inputs), strict=True):
+        model_input = tensor_entry(signature, INPUTS, spec.name)
+        if array not in arrays:
+            if sequences:
+                continue  # a state input: the stream starts it at zero
+            has = ", ".join(sorted(arrays)) or "no arrays"
+            raise StepError(f"{what} has no array {array} for the model input {model_input['name']}; it has {has}")
+        values = arrays[array]
+        shape = model_input["shape"]
+        check_sample_shape(values[:, 0] if sequences and values.ndim > 1 else values, shape, what=f"{what}, array {array},")
+        if np.issubdtype(np.dtype(model_input["dtype"]), np.floating):
+            tensors[model_input["name"]] = preprocess(values, spec)
+        else:
+            tensors[model_input["name"]] = values.astype(model_input["dtype"])
+    return tensors
 
 
 def preprocess(x: np.ndarray, input: InputSpec) -> np.ndarray:
@@ -60,7 +77,7 @@ def preprocess(x: np.ndarray, input: InputSpec) -> np.ndarray:
     if channels != len(input.mean):
         raise StepError(
             f"the data has samples of shape {tuple(x.shape[1:])}, whose {input.layout} channel axis does not hold the "
-            f"{len(input.mean)} channels that io -> input -> mean and std give values for: "
+            f"{len(input.mean)} channels that io gives mean and std values for{f' (input {input.name})' if input.name else ''}: "
             "fix the data, or give mean and std one value per channel"
         )
     shape = [1] * x.ndim
@@ -75,19 +92,17 @@ def check_sample_shape(x: np.ndarray, input_shape: list, *, what: str) -> None:
     expected = input_shape[1:]
     actual = list(x.shape[1:])
     if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=True)):
-        shown = tuple("?" if e is None else e for e in expected)
         raise StepError(
-            f"{what} has samples of shape {tuple(actual)} but the model input takes {shown}: "
+            f"{what} has samples of shape {tuple(actual)} but the model input takes {shown(expected)}: "
             "fix the data so each sample matches the model input"
         )
 
 
-def calibration_samples(job: ConvertJob, input_shape: list) -> np.ndarray:
-    """The preprocessed calibration samples a full-int8 conversion runs, checked against the model input."""
+def calibration_samples(job: ConvertJob, signature: dict) -> Tensors:
+    """The preprocessed calibration samples a full-int8 conversion runs, by input name, checked against the model."""
     if job.calibration is None:
         raise StepError(
             f"{job.artifact_id} is full int8, which needs calibration data: give the model a calibration data set in models.yaml"
         )
-    x, _ = read_dataset(job.calibration, what="calibration data", labels=False)
-    check_sample_shape(x, input_shape, what=f"calibration data from {job.calibration_origin or job.calibration}")
-    return preprocess(x, job.input)
+    what = f"calibration data from {job.calibration_origin or job.calibration}"
+    return model_inputs(read_arrays(job.calibration, what=what), job.inputs, signature, what=what)
