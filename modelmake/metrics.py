@@ -139,3 +139,13 @@ def available_metrics(
         names += list(custom)
     names.append(ACCELERATOR_COVERAGE)
     return names
+
+
+# Figures where a smaller value is better; for every other figure a larger one is.  A model with several outputs
+# is held to the worst of its outputs' figures.
+LOWER_IS_BETTER = frozenset({MAX_ABS_ERROR, ACCURACY_DROP, IOU_DROP, SIZE_KB, LATENCY_MS})
+
+
+def worst(name: str, values: Sequence[float]) -> float:
+    """The worst of several outputs' values of one figure."""
+    return max(values) if name in LOWER_IS_BETTER else min(values)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import tensors
 from ..errors import FormatVersionError, VerificationError
 
 if TYPE_CHECKING:
@@ -124,15 +125,18 @@ def _variant(artifact: ArtifactInputs, stored: dict) -> dict:
     return entry
 
 
-def _input(spec: InputSpec) -> dict:
-    """The preprocessing an app applies; mean and std only where the model has them."""
-    entry = asdict(spec)
+def _input(spec: InputSpec, signature: dict) -> dict:
+    """The preprocessing an app applies and the tensor it feeds; keys a model does not use are left out."""
+    entry = {k: v for k, v in asdict(spec).items() if k in ("layout", "scale", "offset", "mean", "std")}
     for key in ("mean", "std"):
         if entry[key]:
             entry[key] = list(entry[key])
         else:
             del entry[key]
-    return entry
+    fed = tensors.entry(signature, tensors.INPUTS, spec.name)
+    shape = list(spec.shape) if spec.shape else fed["shape"]
+    # A model with one input keeps the entry it has always had; with several each names its dtype too.
+    return {**entry, "name": fed["name"], "shape": shape} | ({"dtype": fed["dtype"]} if spec.name else {})
 
 
 def _output(spec: OutputSpec) -> dict:
@@ -148,6 +152,10 @@ def _output(spec: OutputSpec) -> dict:
         output = {"kind": str(spec.kind)}
     if spec.labels:
         output["labels"] = Path(spec.labels).read_text(encoding="utf-8").splitlines()
+    if spec.name:
+        output = {"name": spec.name, "kind": str(spec.kind), **output}
+    if spec.state:
+        output["state"] = spec.state  # the input this output's value goes back into at the next step
     return output
 
 
@@ -156,12 +164,14 @@ def _model(model: ModelInputs, stored: dict) -> dict:
     from ..fsutil import read_json
 
     source = SourceRecord.read(model.source_record)
-    output = _output(model.output)
-    signature = source.signature["input"]
+    inputs = [_input(spec, source.signature) for spec in model.inputs]
+    outputs = [_output(spec) for spec in model.outputs]
+    # A model with one input and one output keeps the entries it has always had; several are listed in the model's order.
+    io: dict[str, dict | list] = {"input": inputs[0]} if len(inputs) == 1 and not model.inputs[0].name else {"inputs": inputs}
+    io |= {"output": outputs[0]} if len(outputs) == 1 and not model.outputs[0].name else {"outputs": outputs}
     entry = {
         "description": model.description,
-        "input": {**_input(model.input), "name": signature["name"], "shape": signature["shape"]},
-        "output": output,
+        **io,
         "provenance": {
             "source": {"kind": source.kind, "path": source.path, "files": source.source_files},
             "recipe": source.metadata,

@@ -17,9 +17,10 @@ import numpy as np
 
 from ..formats.base import NotMeasurable
 from ..kinds import Precision
+from ..tensors import Tensors, rows, samples
 
-# (samples, samples per run or None for as many as the runtime takes at once) -> outputs
-Predict = Callable[[np.ndarray, "int | None"], np.ndarray]
+# (inputs by name, samples per run or None for as many as the runtime takes at once) -> outputs by name
+Predict = Callable[[Tensors, "int | None"], Tensors]
 
 PROBE_SAMPLES = 4
 ONE_AT_A_TIME = "one sample at a time"
@@ -53,21 +54,21 @@ class Batching:
     note: str
     mishandled: bool = False
 
-    def run(self, predict: Predict, x: np.ndarray) -> np.ndarray:
+    def run(self, predict: Predict, x: Tensors) -> Tensors:
         return predict(x, None if self.batched else 1)
 
 
-def decide(predict: Predict, x: np.ndarray, *, batch_dimension: int | None, tolerance: float) -> Batching:
+def decide(predict: Predict, x: Tensors, *, batch_dimensions: list[int | None], tolerance: float) -> Batching:
     """Check the first samples of ``x`` batched against one at a time.
 
-    ``batch_dimension`` is the input's first dimension as the file declares it
-    (None or -1 when dynamic).  A file that declares a batch of 1 runs one
+    ``batch_dimensions`` are the inputs' first dimensions as the file declares
+    them (None or -1 when dynamic).  A file that declares a batch of 1 runs one
     sample at a time unchecked: a batch is not what it was made for.
     """
-    if batch_dimension == 1:
+    if any(dimension == 1 for dimension in batch_dimensions):
         return Batching(False, f"{ONE_AT_A_TIME}: the input's batch dimension is fixed at 1")
-    probe = x[:PROBE_SAMPLES]
-    if len(probe) < 2:
+    probe = rows(x, 0, PROBE_SAMPLES)
+    if samples(probe) < 2:
         return Batching(True, "batched: too few samples to compare, one sample is a batch of one")
     single = predict(probe, 1)  # a file that cannot run one sample fails here, with the runtime's own message
     try:
@@ -76,25 +77,28 @@ def decide(predict: Predict, x: np.ndarray, *, batch_dimension: int | None, tole
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a batch means the file cannot take one
         return Batching(
-            False, f"{ONE_AT_A_TIME}: a batch of {len(probe)} samples fails to run ({type(exc).__name__}: {exc})", mishandled=True
+            False, f"{ONE_AT_A_TIME}: a batch of {samples(probe)} samples fails to run ({type(exc).__name__}: {exc})", mishandled=True
         )
-    difference = _difference(batched, single)
-    if difference is None:
-        return Batching(
-            False,
-            f"{ONE_AT_A_TIME}: batched outputs have shape {tuple(np.shape(batched))}, "
-            f"single-sample outputs {tuple(np.shape(single))}",
-            mishandled=True,
-        )
-    scale = max(1.0, _finite_max(single))
-    if difference > tolerance * scale:
-        return Batching(
-            False,
-            f"{ONE_AT_A_TIME}: batched outputs differ from single-sample outputs "
-            f"(max abs diff {difference:.3g} on {len(probe)} samples)",
-            mishandled=True,
-        )
-    return Batching(True, f"batched: {len(probe)} samples batched give their single-sample outputs")
+    for name, expected in single.items():
+        got = batched.get(name)
+        label = f"output {name}" if len(single) > 1 else "outputs"
+        difference = None if got is None else _difference(got, expected)
+        if difference is None:
+            return Batching(
+                False,
+                f"{ONE_AT_A_TIME}: batched {label} have shape {None if got is None else tuple(got.shape)}, "
+                f"single-sample {label} {tuple(np.shape(expected))}",
+                mishandled=True,
+            )
+        scale = max(1.0, _finite_max(expected))
+        if difference > tolerance * scale:
+            return Batching(
+                False,
+                f"{ONE_AT_A_TIME}: batched {label} differ from single-sample {label} "
+                f"(max abs diff {difference:.3g} on {samples(probe)} samples)",
+                mishandled=True,
+            )
+    return Batching(True, f"batched: {samples(probe)} samples batched give their single-sample outputs")
 
 
 def _difference(batched: np.ndarray, single: np.ndarray) -> float | None:

@@ -17,16 +17,21 @@ import numpy as np
 from ..errors import StepError
 from ..plan import CustomMetrics
 from ..recipes import load_recipe
+from ..tensors import Tensors
 
 
 def evaluation_arrays(path: str) -> dict[str, np.ndarray]:
-    """Every array of the materialized evaluation data: x, y and whatever else its file holds."""
+    """Every array of the materialized evaluation data: the inputs, labels and whatever else its file holds."""
     with np.load(path, allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
 
 
-def measure(spec: CustomMetrics | None, outputs: np.ndarray, evaluation: str) -> dict[str, float]:
-    """``spec.function(outputs, data)``'s figures, checked against the names the spec declares; none without a spec."""
+def measure(spec: CustomMetrics | None, outputs: Tensors, evaluation: str) -> dict[str, float]:
+    """``spec.function(outputs, data)``'s figures, checked against the names the spec declares; none without a spec.
+
+    The function receives every output by name when the spec declares it for
+    the model (io -> metrics), else the one output's array (io -> output -> metrics).
+    """
     if spec is None:
         return {}
     call = f"{spec.function}(outputs, data) in {spec.recipe}"
@@ -40,7 +45,7 @@ def measure(spec: CustomMetrics | None, outputs: np.ndarray, evaluation: str) ->
     folder = str(Path(spec.recipe).resolve().parent)
     sys.path.insert(0, folder)  # helper modules beside the recipe, as for other recipes
     try:
-        result = function(outputs, evaluation_arrays(evaluation))
+        result = function(dict(outputs) if spec.by_name else next(iter(outputs.values())), evaluation_arrays(evaluation))
     except Exception as exc:
         traceback.print_exc()
         raise StepError(f"{call} raised {type(exc).__name__}: {exc}; fix the function") from exc

@@ -1,87 +1,121 @@
-"""Step `data`: materialize a calibration or evaluation data set as build/data/<model>/<role>.npz."""
+"""Step `data`: materialize a calibration or evaluation data set as build/data/<model>/<role>.npz.
+
+The arrays are named as the model's inputs and outputs say (plan.input_arrays,
+plan.label_array): x and y for a model with one input and one output, the
+input names and y_<output> otherwise.  A recipe returns them as a dict, or
+(x, y) or x alone for a model with one input.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from ..contracts import DataJob
+from ..contracts import DataJob, DataLabels
 from ..errors import StepError
 from ..kinds import OutputKind
 from ..recipes import call_recipe, load_recipe
-from ._arrays import read_dataset, write_npz
+from ._arrays import read_arrays, write_npz
 
 
 def _labels_required(job: DataJob) -> bool:
-    """A classifier's evaluation needs its labels; a mask's are optional, and other kinds have none."""
-    return job.kind is OutputKind.CLASSES and job.dataset.role == "evaluation"
+    """A classifier's evaluation needs its labels; other kinds' and several outputs' are optional."""
+    return job.dataset.role == "evaluation" and len(job.labels) == 1 and job.labels[0].kind is OutputKind.CLASSES
 
 
-def _from_recipe(job: DataJob, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _from_recipe(job: DataJob, what: str) -> dict[str, np.ndarray]:
     dataset = job.dataset
     path = Path(dataset.path)
     result = call_recipe(load_recipe(path), path, dataset.function, dataset.split)
     call = f"{dataset.function}({dataset.split!r})"
-    if isinstance(result, tuple) and len(result) == 2:
-        x, y = result
-        return np.asarray(x), None if y is None else np.asarray(y)
-    if isinstance(result, np.ndarray) and not _labels_required(job):
-        return result, None
-    expected = "a tuple (x, y) of numpy arrays" if _labels_required(job) else "a tuple (x, y) of numpy arrays, or x alone"
-    raise StepError(f"{what}: {call} must return {expected} (it returned {type(result).__name__})")
+    if isinstance(result, dict) and all(isinstance(k, str) for k in result):
+        return {name: np.asarray(value) for name, value in result.items()}
+    if len(job.inputs) == 1 and len(job.labels) == 1:
+        if isinstance(result, tuple) and len(result) == 2:
+            x, y = result
+            return {job.inputs[0]: np.asarray(x)} | ({} if y is None else {job.labels[0].array: np.asarray(y)})
+        if isinstance(result, np.ndarray) and not _labels_required(job):
+            return {job.inputs[0]: result}
+    arrays = ", ".join([*job.inputs, *(label.array for label in job.labels)])
+    expected = "a dict of numpy arrays by name" + (
+        " or a tuple (x, y)" + ("" if _labels_required(job) else ", or x alone") if len(job.inputs) == len(job.labels) == 1 else ""
+    )
+    raise StepError(f"{what}: {call} must return {expected} ({arrays}); it returned {type(result).__name__}")
 
 
-def _check_labels(job: DataJob, what: str, x: np.ndarray, y: np.ndarray) -> None:
-    if not np.issubdtype(y.dtype, np.integer) or len(y) != len(x):
-        shape = "one integer class id per pixel, shape (samples, height, width)" if job.kind is OutputKind.MASK else (
-            "one integer label per sample"
-        )
+def _check_labels(label: DataLabels, what: str, samples: int, y: np.ndarray, sequences: bool) -> None:
+    rows = y.shape[:2] if sequences else y.shape[:1]
+    per_sample = 2 if sequences else 1
+    expected = "one integer class id per pixel, shape (samples, height, width)" if label.kind is OutputKind.MASK else (
+        "one integer label per sample"
+    )
+    if sequences:
+        expected += ", for every step of every sequence (sequences, steps, ...)"
+    rank = per_sample + (2 if label.kind is OutputKind.MASK else 0)
+    if not np.issubdtype(y.dtype, np.integer) or rows[0] != samples or y.ndim != rank:
         raise StepError(
-            f"{what}: y must be {shape} (x has {len(x)} samples, y has shape {y.shape} and dtype {y.dtype})"
-        )
-    if job.kind is OutputKind.MASK and y.ndim != 3:
-        raise StepError(
-            f"{what}: a mask output's labels y must be one integer class id per pixel, shape (samples, height, width); "
-            f"y has shape {y.shape}: give each sample a (height, width) array of class ids"
-        )
-    if job.kind is OutputKind.CLASSES and y.ndim != 1:
-        raise StepError(
-            f"{what}: y must be one integer label per sample (x has {len(x)} samples, y has shape {y.shape} and dtype {y.dtype})"
+            f"{what}: {label.array} must be {expected} ({samples} {'sequences' if sequences else 'samples'}; "
+            f"{label.array} has shape {y.shape} and dtype {y.dtype}): give the labels of output "
+            f"{label.output or 'the output'} in that shape"
         )
 
 
-def _other_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an .npz file besides x and y."""
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files if name not in ("x", "y")}
+def _inputs(job: DataJob, what: str, arrays: dict[str, np.ndarray]) -> int:
+    """Check the input arrays; the number of samples (or sequences) they hold."""
+    counts = {}
+    for name in job.inputs:
+        if name not in arrays:
+            if name in job.optional_inputs:
+                continue
+            has = ", ".join(sorted(arrays)) or "no arrays"
+            hint = "save the samples as x (numpy.savez(path, x=..., y=...))" if name == "x" else (
+                "save one array per model input, named as the input"
+            )
+            raise StepError(f"{what} needs an array named {name}; it has {has}: {hint}")
+        array = arrays[name]
+        minimum = 3 if job.sequences and name not in job.optional_inputs else 1
+        if not np.issubdtype(array.dtype, np.number) or array.ndim < max(minimum, 2 if name == "x" else 1):
+            shape = "(sequences, steps, *sample)" if minimum == 3 else "(samples, *sample)"
+            raise StepError(f"{what}: {name} must be a numeric array of shape {shape} (got dtype {array.dtype}, shape {array.shape})")
+        counts[name] = len(array)
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{name} {count}" for name, count in counts.items())
+        raise StepError(f"{what}: the input arrays must hold the same number of samples; they hold {shown}")
+    return next(iter(counts.values()))
 
 
 def materialize(job: DataJob) -> str:
     dataset = job.dataset
     path = Path(dataset.path)
     what = f"{dataset.role} data from {path}"
-    if dataset.from_recipe:
-        x, y = _from_recipe(job, what)
-    else:
-        x, y = read_dataset(path, what=what, labels=_labels_required(job))
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
-        raise StepError(f"{what}: x must be a numeric array of samples (got dtype {x.dtype}, shape {x.shape})")
-    if y is None and _labels_required(job):
-        raise StepError(f"{what}: a classifier's evaluation data needs labels y, one integer per sample")
-    if y is not None and not job.kind.has_labels and not job.keep_arrays:
-        y = None  # an embedding or tensor output has nothing to compare labels with; parity needs none
-    if y is not None and job.kind.has_labels:
-        _check_labels(job, what, x, y)
-        y = y.astype(np.int64)
+    arrays = _from_recipe(job, what) if dataset.from_recipe else read_arrays(path, what=what)
+    count = _inputs(job, what, arrays)
+    kept = {name: arrays[name] for name in job.inputs if name in arrays}
+    for label in job.labels:
+        y = arrays.get(label.array)
+        if y is None:
+            if _labels_required(job):
+                raise StepError(f"{what}: a classifier's evaluation data needs labels {label.array}, one integer per sample")
+            continue
+        if label.kind.has_labels:
+            _check_labels(label, what, count, y, job.sequences)
+            kept[label.array] = y.astype(np.int64)
+        elif job.keep_arrays:
+            kept[label.array] = y  # an embedding or tensor output has nothing to compare labels with; a custom metric may
     # A custom metric reads what it likes of the file (targets of a regression, boxes...): it gets every array.
-    others = _other_arrays(path) if job.keep_arrays and not dataset.from_recipe else {}
+    if job.keep_arrays:
+        kept = {name: value for name, value in arrays.items() if name not in kept} | kept
     if dataset.samples is not None:
-        if dataset.samples > len(x):
-            raise StepError(f"{what}: 'samples: {dataset.samples}' asks for more than the {len(x)} samples available: lower it")
-        # Arrays with one entry per sample are cut with x; others (anchors, a vocabulary) are kept whole.
-        others = {k: v[: dataset.samples] if v.ndim and len(v) == len(x) else v for k, v in others.items()}
-        y = None if y is None else y[: dataset.samples] if y.ndim and len(y) == len(x) else y
-        x = x[: dataset.samples]
-    write_npz(job.out, **others, x=x, **({} if y is None else {"y": y}))
-    labelled = "" if y is not None or job.kind is OutputKind.CLASSES else ", no labels"
-    return f"{what}: {len(x)} samples of shape {tuple(x.shape[1:])}{labelled}"
+        if dataset.samples > count:
+            raise StepError(f"{what}: 'samples: {dataset.samples}' asks for more than the {count} samples available: lower it")
+        # Arrays with one entry per sample are cut with the inputs; others (anchors, a vocabulary) are kept whole.
+        kept = {k: v[: dataset.samples] if v.ndim and len(v) == count else v for k, v in kept.items()}
+        count = dataset.samples
+    write_npz(job.out, **kept)
+    labelled = any(label.array in kept and label.kind.has_labels for label in job.labels)
+    note = "" if labelled or _labels_required(job) else ", no labels"
+    unit = "sequences" if job.sequences else "samples"
+    shapes = ", ".join(f"{name} {tuple(kept[name].shape[1:])}" for name in job.inputs if name in kept)
+    if len(job.inputs) == 1:
+        return f"{what}: {count} {unit} of shape {tuple(kept[job.inputs[0]].shape[1:])}{note}"
+    return f"{what}: {count} {unit}: {shapes}{note}"

@@ -10,62 +10,68 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from .. import formats, fsutil, metrics
 from ..contracts import ArtifactRecord, EvaluateJob, MetricsRecord, SourceRecord
 from ..errors import BudgetExceeded
 from ..formats.base import FormatRuntime, NotMeasurable
 from ..kinds import OutputKind, Precision
-from ..plan import Budget
+from ..plan import Budget, label_array
+from ..tensors import Tensors, first
 from ..versions import tool_versions
-from . import _batching, _conditions, _custom_metrics
-from ._arrays import preprocess, read_dataset
-from ._kinds import Scoring
+from . import _batching, _custom_metrics, _evaluation, _outputs
 from ._scoring import fallback_ops
 from ._selection import not_built
+from .reference import reference_outputs
 
 
-def _measure(runtime: FormatRuntime, job: EvaluateJob, what: str, built: ArtifactRecord) -> tuple[dict, _batching.Batching | None]:
-    """The figures, and how the file's outputs were computed (None when it never ran on the evaluation data)."""
+def _measure(
+    runtime: FormatRuntime, job: EvaluateJob, what: str, built: ArtifactRecord
+) -> tuple[_outputs.Figures | None, dict, _batching.Batching | None]:
+    """The figures (model-wide and per output), and how the file's outputs were computed (None when it never ran on
+    the evaluation data)."""
     figures: dict[str, float] = {}
-    sample, batching = None, None
+    sample, batching, scored = None, None, None
     if job.evaluation:
         assert job.reference and job.reference_outputs, "evaluation data comes with the reference step's figures"
-        scoring = _scoring(job)
-        raw, labels = read_dataset(job.evaluation, what="evaluation data", labels=job.kind is OutputKind.CLASSES)
-        x = preprocess(raw, job.input)
-        sample = x[0]
+        signature = SourceRecord.read(job.source_record).signature
+        data = _evaluation.load(job.evaluation, job.inputs, job.outputs, signature, origin="evaluation data")
+        sample = first(data.inputs) if not data.states else None
 
-        def predict(samples: np.ndarray, batch: int | None) -> np.ndarray:
-            return runtime.predict(job.artifact, samples, what=what, batch=batch)
+        def predict(inputs: Tensors, batch: int | None) -> Tensors:
+            return runtime.predict(job.artifact, inputs, what=what, batch=batch)
 
-        shape = built.io.get("input", {}).get("shape") or [None]
-        batching = _batching.decide(
-            predict, x, batch_dimension=shape[0], tolerance=_batching.tolerance(Precision(built.precision))
-        )
-        outputs = batching.run(predict, x)
-        figures |= scoring.labelled(outputs, labels)
-        figures |= scoring.drop(fsutil.read_json(job.reference), figures)
-        with np.load(job.reference_outputs) as saved:
-            figures |= scoring.parity(outputs, saved["outputs"])
-        figures |= _custom_metrics.measure(job.custom_metrics, outputs, job.evaluation)
+        batching = data.decide(predict, _evaluation.batch_dimensions(built.io), _batching.tolerance(Precision(built.precision)))
+        outputs = data.run(predict, batching)
+        reference = reference_outputs(job.reference_outputs)
+        source = _outputs.per_output_source(data.scored, fsutil.read_json(job.reference))
+        scored = _outputs.new_figures(data.scored)
+        per_output = {}
+        for o in data.scored:
+            labelled = o.scoring.labelled(outputs[o.name], data.labels[o.name])
+            per_output[o.name] = labelled | o.scoring.drop(source[o.name], labelled) | o.scoring.parity(outputs[o.name], reference[o.name])
+        scored.add(per_output)
+        scored.model |= _custom_metrics.measure(job.custom_metrics, outputs, job.evaluation)
         for condition, strength in job.conditions:
-            changed = preprocess(_conditions.apply(raw, condition, strength, job.input.layout), job.input)
-            figures |= scoring.condition(batching.run(predict, changed), labels, condition)
+            changed = data.run(predict, batching, data.conditioned(condition, strength))
+            scored.add({o.name: o.scoring.condition(changed[o.name], data.labels[o.name], condition) for o in data.scored})
+        figures = scored.model
     figures[metrics.LATENCY_MS] = runtime.median_latency_ms(job.artifact, what=what, sample=sample)
-    return figures, batching
-
-
-def _scoring(job: EvaluateJob) -> Scoring:
-    return Scoring(job.kind, job.input.layout, job.top_k, job.threshold)
+    return scored, figures, batching
 
 
 def _unlabelled(job: EvaluateJob, figures: dict) -> dict[str, str]:
-    """The labelled figures a mask could not have, with why: its evaluation data has no labels."""
-    expected = metrics.labelled_metrics(job.kind, top_k=job.top_k, conditions=[c for c, _ in job.conditions])
-    reason = "the evaluation data has no labels (array y, one class id per pixel)"
-    return {name: reason for name in expected if name not in figures} if metrics.COSINE_SIMILARITY in figures else {}
+    """The labelled figures an output could not have, with why: the evaluation data has no labels for it."""
+    if metrics.COSINE_SIMILARITY not in figures:
+        return {}
+    missing: dict[str, str] = {}
+    for output in job.outputs:
+        if output.kind is OutputKind.CLASSES and len(job.outputs) == 1:
+            continue  # a classifier's evaluation data always has its labels
+        expected = metrics.labelled_metrics(output.kind, top_k=output.top_k, conditions=[c for c, _ in job.conditions])
+        array = label_array(output, job.outputs)
+        reason = f"the evaluation data has no labels for {'the output' if not output.name else output.name} (array {array})"
+        missing |= {name: reason for name in expected if name not in figures}
+    return missing
 
 
 def _verdict(budget: Budget, figures: dict, not_measured: dict) -> dict:
@@ -129,18 +135,18 @@ def evaluate(job: EvaluateJob) -> str:
         precision=Precision(built.precision),
         palettize=built.extra.get("palettize"),
     )
-    batching = None
+    batching, scored = None, None
     try:
-        measured, batching = _measure(runtime, job, what, built)
+        scored, measured, batching = _measure(runtime, job, what, built)
         figures |= measured
         not_measured = _unlabelled(job, figures)
     except NotMeasurable as reason:
         names = metrics.available_metrics(
             has_evaluation_data=bool(job.evaluation),
-            top_k=job.top_k,
+            top_k=max(output.top_k for output in job.outputs),
             conditions=[c for c, _ in job.conditions],
             quantized=share is not None,
-            kind=job.kind,
+            kinds=tuple(output.kind for output in job.outputs),
             custom=job.custom_metrics.names if job.custom_metrics else (),
         )
         not_measured = {name: str(reason) for name in names if name not in figures and name != metrics.ACCELERATOR_COVERAGE}
@@ -161,6 +167,7 @@ def evaluate(job: EvaluateJob) -> str:
         tools=tool_versions(*backend.runtime_tools),
         latency_host="build host CPU, 1 thread, median of 50 runs" if metrics.LATENCY_MS in figures else None,
         batching=batching.note if batching else None,
+        outputs=scored.outputs if scored else None,
     ).write(job.out)
     broken = [v for v in verdicts if v["passed"] is False]
     summary = ", ".join(f"{name} {value:.4g}" for name, value in figures.items())

@@ -78,7 +78,7 @@ def _dependencies(inputs: BundleInputs, spec_file: str) -> dict[str, str]:
     dependencies = {spec_file: fsutil.sha256_file(spec_file)}
     for model in inputs.models:
         dependencies |= SourceRecord.read(model.source_record).source_files
-        for path in [*model.datasets, model.output.labels]:
+        for path in [*model.datasets, *(output.labels for output in model.outputs)]:
             if path:
                 dependencies[path] = fsutil.sha256_file(path)
     return dependencies

@@ -79,20 +79,38 @@ _PARITY_COLUMNS = [
 
 def _custom_columns(models) -> list[tuple[str, str, str]]:
     """The figures the models' own metric recipes return, each a column headed by its name."""
-    names = dict.fromkeys(name for model in models if model.output.metrics for name in model.output.metrics.names)
+    names = dict.fromkeys(name for model in models if model.metrics for name in model.metrics.names)
     return [(name, name, ".4g") for name in names]
 
 
+def _is_classifier(model) -> bool:
+    """A model with one output of class scores: the classifiers' shared table."""
+    return len(model.outputs) == 1 and model.outputs[0].kind is OutputKind.CLASSES
+
+
+def _kind_columns(kind: OutputKind, conditions) -> list[tuple[str, str, str]]:
+    if kind is OutputKind.CLASSES:
+        return [
+            ("top1", "top-1", ".4f"),
+            (metrics.ACCURACY_DROP, "drop (points)", "+.2f"),
+            (metrics.TOP1_AGREEMENT, "top-1 agreement", ".4f"),
+        ]
+    mask_conditions = [(metrics.condition_metric(c, kind), f"mean IoU {c}", ".4f") for c in conditions]
+    return _KIND_COLUMNS.get(kind, []) + (mask_conditions if kind is OutputKind.MASK else [])
+
+
 def _kind_table(model, rows) -> list[str]:
-    """One model's table with the columns its output kind has: absent figures get no column, not a 0 or an n/a."""
-    kind = model.output.kind
-    conditions = [(metrics.condition_metric(c, kind), f"mean IoU {c}", ".4f") for c in model.conditions]
-    candidates = _KIND_COLUMNS[kind] + (conditions if kind is OutputKind.MASK else []) + _PARITY_COLUMNS + _custom_columns([model])
+    """One model's table with the columns its outputs' kinds have: absent figures get no column, not a 0 or an n/a.
+    A model with several outputs shows the worst of its outputs' figures here, and each output's below."""
+    kinds = dict.fromkeys(output.kind for output in model.outputs)
+    candidates = [c for kind in kinds for c in _kind_columns(kind, model.conditions)] + _PARITY_COLUMNS + _custom_columns([model])
     present = {name for _, measured, _ in rows for name in (*measured.metrics, *measured.not_measured)}
-    columns = [column for column in candidates if column[0] in present]
+    columns = list(dict.fromkeys(column for column in candidates if column[0] in present))
+    described = ", ".join(f"{o.name}: {o.kind}{' (state)' if o.state else ''}" for o in model.outputs)
+    title = f"{model.outputs[0].kind} output" if len(model.outputs) == 1 else f"outputs {described}; worst of the outputs"
     lines = [
         "",
-        f"## {model.name} ({kind} output)",
+        f"## {model.name} ({title})",
         "",
         "| target | format | variant | precision | size (KiB) | " + "".join(f"{heading} | " for _, heading, _ in columns)
         + "latency (ms) | accelerator coverage | budgets | bundle |",
@@ -118,19 +136,35 @@ def _kind_table(model, rows) -> list[str]:
             status,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if len(model.outputs) > 1:
+        lines += _output_table(model, rows)
+    return lines
+
+
+def _output_table(model, rows) -> list[str]:
+    """Each output's own figures, one row per artifact and output."""
+    lines = ["", f"Each output of {model.name}:", "", "| target | format | variant | output | figures |", "|---|---|---|---|---|"]
+    for artifact, measured, _ in rows:
+        for output in model.outputs:
+            figures = (measured.outputs or {}).get(output.name)
+            shown = ", ".join(f"{name} {value:.4g}" for name, value in figures.items()) if figures else (
+                "not built" if measured.not_built else "not measured"
+            )
+            lines.append(f"| {artifact.target} | {artifact.format} | {artifact.variant} | {output.name} ({output.kind}) | {shown} |")
     return lines
 
 
 def _source_line(model, figures: dict) -> str:
     shown = ", ".join(f"{name} {value:.4f}" for name, value in figures.items() if name != "samples" and isinstance(value, int | float))
-    return f"| {model.name} | {model.output.kind} | {shown or 'parity only (no labels)'} | {figures['samples']} |"
+    kinds = ", ".join(f"{o.name}: {o.kind}" if o.name else str(o.kind) for o in model.outputs)
+    return f"| {model.name} | {kinds} | {shown or 'parity only (no labels)'} | {figures['samples']} |"
 
 
 def report(job: ReportJob) -> str:
     inputs = job.inputs
     out = Path(job.out_dir)
     bundle = inputs.bundle
-    classifiers = {m.name for m in inputs.models if m.output.kind is OutputKind.CLASSES}
+    classifiers = {m.name for m in inputs.models if _is_classifier(m)}
     conditions = sorted({c for m in inputs.models if m.name in classifiers for c in m.conditions})
     custom = [name for name, _, _ in _custom_columns([m for m in inputs.models if m.name in classifiers])]
     lines = [
@@ -164,7 +198,7 @@ def report(job: ReportJob) -> str:
             continue
         m = measured.metrics
         not_measured = "not built" if measured.not_built else "not measured" if measured.not_measured else "n/a"
-        top_k = model.output.top_k
+        top_k = model.outputs[0].top_k
         drop = m.get(metrics.ACCURACY_DROP)
         cells = [
             model.name, artifact.target, artifact.format, artifact.variant, _precision_cell(artifact.precision, measured),
@@ -187,10 +221,12 @@ def report(job: ReportJob) -> str:
     if others:
         lines += [
             "",
-            "Models whose output is not class scores have a table each, with the figures their kind has: a mask's mean IoU "
+            "Models whose output is not class scores, and models with several outputs, have a table each, with the figures "
+            "their outputs' kinds have: a mask's mean IoU "
             "and pixel accuracy against its per-pixel labels, the IoU drop in points and the share of pixels agreeing with the "
             "source model's mask; an embedding's worst per-sample cosine; for all, parity with the source model's outputs "
-            f"(cosine, SNR in dB up to {metrics.SNR_CAP_DB:g} for an exact match, max abs error). '—': no such figure.",
+            f"(cosine, SNR in dB up to {metrics.SNR_CAP_DB:g} for an exact match, max abs error). '—': no such figure. "
+            "A stateful model is run over its evaluation sequences one step at a time, its state carried from step to step.",
         ]
     for model, rows in others.values():
         lines += _kind_table(model, rows)

@@ -12,11 +12,13 @@ import shutil
 from pathlib import Path
 
 from .. import formats, fsutil
-from ..contracts import ChannelValues, SourceJob, SourceRecord
+from ..contracts import DeclaredInput, DeclaredIo, SourceJob, SourceRecord
 from ..errors import StepError
 from ..formats.base import tensor_signature
 from ..preprocessing import channel_count
 from ..recipes import call_recipe, load_recipe, recipe_metadata
+from ..tensors import INPUTS, OUTPUTS, entry, names, shown
+from ..tensors import signature as make_signature
 from ..versions import tool_versions
 
 
@@ -30,7 +32,7 @@ def materialize(job: SourceJob) -> str:
         # A file already in a format: checked and described by its own runtime, then copied as it is.
         model_path = out / f"model{foreign.suffix}"
         signature = foreign.source_signature(path, what=f"{kind} source {path}")
-        _check_channels(job.channels, signature)
+        _check_io(job.io, signature, path)
         with fsutil.atomic_output(model_path) as handle, open(path, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
@@ -49,7 +51,7 @@ def materialize(job: SourceJob) -> str:
             else:
                 raise StepError(f"{kind} sources are not built into TensorFlow models")
         signature = _saved_model_signature(model_path, what=f"{kind} source {path}")
-        _check_channels(job.channels, signature)
+        _check_io(job.io, signature, path)
 
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     files += [Path(d) for d in source.depends]
@@ -63,23 +65,73 @@ def materialize(job: SourceJob) -> str:
         metadata=metadata,
         tools=tool_versions("tensorflow", "keras"),
     ).write(job.record)
-    return f"source {path}: input {signature['input']['shape']} -> output {signature['output']['shape']}"
+    described = {role: ", ".join(f"{e['name']} {shown(e['shape'])}" for e in signature[role]) for role in (INPUTS, OUTPUTS)}
+    return f"source {path}: {described[INPUTS]} -> {described[OUTPUTS]}"
 
 
-def _check_channels(channels: ChannelValues | None, signature: dict) -> None:
-    """Per-channel mean/std must fit the model's channel axis: checked here, the first time its shape is known."""
-    if channels is None:
+def _check_io(io: DeclaredIo | None, signature: dict, path: Path) -> None:
+    """What io declares must match the model file: checked here, the first time the file is known, before any conversion."""
+    if io is None:
         return
-    shape = signature["input"]["shape"]
-    count = channel_count(channels.layout, shape)
-    if count is None or count == channels.count:
+    for role, declared in ((INPUTS, [spec.name for spec in io.inputs]), (OUTPUTS, list(io.outputs))):
+        actual = names(signature, role)
+        singular = role[:-1]
+        if declared == [""]:
+            if len(actual) != 1:
+                raise StepError(
+                    f"{io.key}: {path} has {len(actual)} {role} ({', '.join(actual)}): declare each by its name under "
+                    f"io -> {role}, e.g. io: {{{role}: {{{actual[0]}: {{...}}, ...}}}}"
+                )
+            continue
+        unknown = [name for name in declared if name not in actual]
+        undeclared = [name for name in actual if name not in declared]
+        if unknown or undeclared:
+            parts = [
+                f"{path} has no {singular} {', '.join(unknown)}" if unknown else "",
+                f"{', '.join(undeclared)} not declared" if undeclared else "",
+            ]
+            raise StepError(
+                f"{io.key} -> {role}: {'; '.join(p for p in parts if p)}; the model's {role} are {', '.join(actual)}: "
+                f"declare each of them by that name"
+            )
+    for spec in io.inputs:
+        _check_input(spec, entry(signature, INPUTS, spec.name))
+    for output, state_input in io.states:
+        _check_state(io, entry(signature, OUTPUTS, output), entry(signature, INPUTS, state_input))
+
+
+def _check_input(spec: DeclaredInput, model_input: dict) -> None:
+    shape = model_input["shape"]
+    if spec.dtype is not None and spec.dtype != model_input["dtype"]:
+        raise StepError(
+            f"{spec.key} -> dtype is {spec.dtype}, but the model input {model_input['name']} takes {model_input['dtype']}: "
+            f"set dtype to {model_input['dtype']}, or remove it"
+        )
+    if spec.shape is not None and (
+        len(spec.shape) != len(shape) or any(d is not None and d != s for d, s in zip(shape, spec.shape, strict=False))
+    ):
+        raise StepError(
+            f"{spec.key} -> shape {list(spec.shape)} does not fit the model input {model_input['name']} {shown(shape)}: "
+            "fix only its dynamic dimensions (shown ?) and keep the others"
+        )
+    count = channel_count(spec.layout, shape)
+    if spec.channels is None or count is None or count == spec.channels:
         return  # a dynamic channel axis is checked against the data when it is preprocessed
-    shown = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
     raise StepError(
-        f"{channels.key} gives {channels.count} values, but the model input {signature['input']['name']} {shown} has "
-        f"{count} channel{'s' if count != 1 else ''} ({channels.layout}): give mean and std {count} value"
-        f"{'s' if count != 1 else ''} each, or correct io -> input -> layout"
+        f"{spec.key} gives {spec.channels} mean/std values, but the model input {model_input['name']} {shown(shape)} has "
+        f"{count} channel{'s' if count != 1 else ''} ({spec.layout}): give mean and std {count} value"
+        f"{'s' if count != 1 else ''} each, or correct the layout"
     )
+
+
+def _check_state(io: DeclaredIo, output: dict, state_input: dict) -> None:
+    """A state output must fit the input it feeds: same rank and the same fixed dimensions."""
+    a, b = output["shape"], state_input["shape"]
+    if len(a) != len(b) or any(x is not None and y is not None and x != y for x, y in zip(a, b, strict=False)):
+        raise StepError(
+            f"{io.key} -> outputs -> {output['name']} -> state: the output {output['name']} {shown(a)} cannot feed the "
+            f"input {state_input['name']} {shown(b)}: name the input this output's value goes back into"
+        )
 
 
 def _seed(seed: int) -> None:
@@ -129,11 +181,7 @@ def _saved_model_signature(directory: Path, what: str) -> dict:
         raise StepError(f"{what} does not load as a SavedModel with a serving_default signature ({type(exc).__name__}: {exc})") from exc
     inputs = function.structured_input_signature[1]
     outputs = function.structured_outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise StepError(f"{what} has {len(inputs)} inputs and {len(outputs)} outputs; modelmake builds single-input, single-output models")
-    (in_name, in_spec), = inputs.items()
-    (out_name, out_spec), = outputs.items()
-    return {
-        "input": tensor_signature(in_name, in_spec.shape.as_list(), in_spec.dtype.name),
-        "output": tensor_signature(out_name, out_spec.shape.as_list(), out_spec.dtype.name),
-    }
+    return make_signature(
+        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in inputs.items()],
+        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in outputs.items()],
+    )
