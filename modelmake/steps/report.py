@@ -122,7 +122,7 @@ def _kind_table(model, rows) -> list[str]:
 
         def cell(name, spec, m=m, measured=measured, missing=missing):
             value = m.get(name)
-            if value is not None and name == metrics.IOU_DROP:
+            if value is not None and name in (metrics.IOU_DROP, metrics.ACCURACY_DROP):
                 value *= 100  # percentage points, as a classifier's accuracy drop
             return _fmt(value, spec, missing="not measured" if name in measured.not_measured else "—" if m else missing)
 
