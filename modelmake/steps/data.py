@@ -37,10 +37,10 @@ def _from_recipe(job: DataJob, what: str) -> dict[str, np.ndarray]:
         if isinstance(result, np.ndarray) and not _labels_required(job):
             return {job.inputs[0]: result}
     arrays = ", ".join([*job.inputs, *(label.array for label in job.labels)])
-    expected = "a dict of numpy arrays by name" + (
-        " or a tuple (x, y)" + ("" if _labels_required(job) else ", or x alone") if len(job.inputs) == len(job.labels) == 1 else ""
-    )
-    raise StepError(f"{what}: {call} must return {expected} ({arrays}); it returned {type(result).__name__}")
+    alternatives = ""
+    if len(job.inputs) == len(job.labels) == 1:
+        alternatives = "a tuple (x, y) or " if _labels_required(job) else "a tuple (x, y), x alone, or "
+    raise StepError(f"{what}: {call} must return {alternatives}a dict of numpy arrays named {arrays}; it returned {type(result).__name__}")
 
 
 def _check_labels(label: DataLabels, what: str, samples: int, y: np.ndarray, sequences: bool) -> None:
@@ -73,9 +73,11 @@ def _inputs(job: DataJob, what: str, arrays: dict[str, np.ndarray]) -> int:
             )
             raise StepError(f"{what} needs an array named {name}; it has {has}: {hint}")
         array = arrays[name]
-        minimum = 3 if job.sequences and name not in job.optional_inputs else 1
+        # A stream's input holds (sequences, steps, *sample), the sample a scalar for a scalar input (a sample rate).
+        stream = job.sequences and name not in job.optional_inputs
+        minimum = 2 if stream else 1
         if not np.issubdtype(array.dtype, np.number) or array.ndim < max(minimum, 2 if name == "x" else 1):
-            shape = "(sequences, steps, *sample)" if minimum == 3 else "(samples, *sample)"
+            shape = "(sequences, steps, *sample)" if stream else "(samples, *sample)"
             raise StepError(f"{what}: {name} must be a numeric array of shape {shape} (got dtype {array.dtype}, shape {array.shape})")
         counts[name] = len(array)
     if len(set(counts.values())) > 1:

@@ -80,7 +80,8 @@ def test_an_abort_names_sigabrt(workspace):
 
 def test_a_step_error_in_the_worker_comes_back_as_itself_and_the_worker_stays(workspace):
     first = worker._worker
-    with pytest.raises(errors.StepError, match=r"must return a tuple \(x, y\)"):
+    message = r"load_data\('wrong'\) must return a tuple \(x, y\) or a dict of numpy arrays named x, y; it returned ndarray$"
+    with pytest.raises(errors.StepError, match=message):
         worker.run("data.materialize", _job("wrong"), "logs/wrong.log")
     pid = worker._worker.process.pid
     assert first is None or first.process.pid != pid
