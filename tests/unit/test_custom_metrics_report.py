@@ -13,14 +13,15 @@ CUSTOM = CustomMetrics(recipe="recipes/scores.py", names=("hit_rate", "mean_erro
 
 def test_custom_figures_have_a_column_each(tmp_path):
     regression = _model(
-        tmp_path, "gauge", OutputSpec(kind=OutputKind.TENSOR, metrics=CUSTOM), {"samples": 10, "hit_rate": 0.7, "mean_error": 0.035},
+        tmp_path, "gauge", OutputSpec(kind=OutputKind.TENSOR), {"samples": 10, "hit_rate": 0.7, "mean_error": 0.035},
         _artifact(tmp_path, "gauge", {"cosine_similarity": 0.99, "snr_db": 37.4, "max_abs_error": 0.03, "hit_rate": 0.6953,
                                       "mean_error": 0.0368}),
+        CUSTOM,
     )
     classifier = _model(
-        tmp_path, "digits", OutputSpec(metrics=CustomMetrics(recipe="recipes/scores.py", names=("recall",))),
-        {"samples": 10, "top1": 0.9, "recall": 0.8},
+        tmp_path, "digits", OutputSpec(), {"samples": 10, "top1": 0.9, "recall": 0.8},
         _artifact(tmp_path, "digits", {"top1": 0.9, "accuracy_drop": 0.0, "cosine_similarity": 0.999, "top1_agreement": 1.0}),
+        CustomMetrics(recipe="recipes/scores.py", names=("recall",)),
     )
     bundle = BundleSpec(name="b", version="1", created=0, signing_key=None, release=False, encrypt=False, encryption_key=None)
     report.report(ReportJob(BundleInputs(bundle, {}, (classifier, regression)), str(tmp_path / "out")))

@@ -7,7 +7,7 @@ from modelmake import fsutil
 from modelmake.bundle.manifest import _output
 from modelmake.contracts import ArtifactInputs, BundleInputs, MetricsRecord, ModelInputs, ReportJob
 from modelmake.kinds import OutputKind, Precision
-from modelmake.plan import BundleSpec, InputSpec, OutputSpec
+from modelmake.plan import BundleSpec, CustomMetrics, InputSpec, OutputSpec
 
 
 def test_a_classifiers_output_entry_is_unchanged_and_other_kinds_name_theirs(tmp_path):
@@ -33,12 +33,14 @@ def _artifact(root: Path, model: str, figures: dict, not_measured: dict | None =
     )
 
 
-def _model(root: Path, name: str, output: OutputSpec, reference: dict, artifact: ArtifactInputs) -> ModelInputs:
+def _model(
+    root: Path, name: str, output: OutputSpec, reference: dict, artifact: ArtifactInputs, metrics: CustomMetrics | None = None
+) -> ModelInputs:
     path = root / f"{name}.reference.json"
     fsutil.write_json(path, reference)
     return ModelInputs(
-        name=name, description="", source_record="", reference=str(path), input=InputSpec(), output=output,
-        datasets=(), conditions=(), artifacts=(artifact,),
+        name=name, description="", source_record="", reference=str(path), inputs=(InputSpec(),), outputs=(output,),
+        datasets=(), conditions=(), artifacts=(artifact,), metrics=metrics,
     )
 
 
@@ -79,3 +81,38 @@ def test_the_report_shows_each_models_own_figures(tmp_path):
     assert "top-1" not in embedding_header and "mean IoU" not in embedding_header
     assert "| blobs | mask | mean_iou 0.9100, pixel_accuracy 0.9700 | 10 |" in lines
     assert "| faces | embedding | parity only (no labels) | 10 |" in lines
+
+
+def test_a_model_with_two_outputs_shows_the_worst_and_each_outputs_figures(tmp_path):
+    path = tmp_path / "detector.metrics.json"
+    MetricsRecord(
+        artifact="detector.int8.tflite@pixel-8", size_bytes=2048,
+        metrics={"size_kb": 2.0, "latency_ms": 0.1, "cosine_similarity": 0.98, "max_abs_error": 0.2, "snr_db": 30.0},
+        not_measured={}, coverage=None, structure=None, source=None, budgets=[], tools={}, latency_host=None,
+        outputs={
+            "boxes": {"cosine_similarity": 0.98, "max_abs_error": 0.2, "snr_db": 30.0},
+            "scores": {"cosine_similarity": 0.999, "max_abs_error": 0.01, "snr_db": 45.0},
+        },
+    ).write(str(path))
+    artifact = ArtifactInputs(
+        id="detector.int8.tflite@pixel-8", variant="int8", target="pixel-8", platform="android", format="tflite",
+        precision=Precision.INT8, file="", record="", metrics=str(path), bundle_path="", selection=None, preference=0, budgets=(),
+    )
+    reference = tmp_path / "detector.reference.json"
+    fsutil.write_json(reference, {"samples": 10, "outputs": {}})
+    detector = ModelInputs(
+        name="detector", description="", source_record="", reference=str(reference), inputs=(InputSpec(name="image"),),
+        outputs=(OutputSpec(name="boxes", kind=OutputKind.BOXES), OutputSpec(name="scores", kind=OutputKind.SCORES)),
+        datasets=(), conditions=(), artifacts=(artifact,),
+    )
+    from modelmake.steps import report
+
+    bundle = BundleSpec(name="b", version="1", created=0, signing_key=None, release=False, encrypt=False, encryption_key=None)
+    report.report(ReportJob(BundleInputs(bundle, {}, (detector,)), str(tmp_path / "out")))
+    lines = (tmp_path / "out" / "report.md").read_text(encoding="utf-8").splitlines()
+    title = "## detector (outputs boxes: boxes, scores: scores; worst of the outputs)"
+    assert title in lines
+    assert "| 0.98000 | 30.0 | 0.2 |" in lines[lines.index(title) + 4]
+    assert "| pixel-8 | tflite | int8 | boxes (boxes) | cosine_similarity 0.98, max_abs_error 0.2, snr_db 30 |" in lines
+    assert "| pixel-8 | tflite | int8 | scores (scores) | cosine_similarity 0.999, max_abs_error 0.01, snr_db 45 |" in lines
+    assert "| detector | boxes: boxes, scores: scores | parity only (no labels) | 10 |" in lines
