@@ -106,13 +106,13 @@ class OutputSpec:
 
 
 def input_arrays(inputs: tuple[InputSpec, ...]) -> tuple[str, ...]:
-    """The data sets' arrays that feed the inputs: x for a model with one input, else each input's name."""
-    return ("x",) if len(inputs) == 1 else tuple(spec.name for spec in inputs)
+    """The data sets' arrays that feed the inputs: each input's name, or x for the only input when io names none."""
+    return tuple(spec.name or "x" for spec in inputs)
 
 
 def label_array(output: OutputSpec, outputs: tuple[OutputSpec, ...]) -> str:
-    """The data sets' array of an output's labels: y for a model with one output, else y_<output>."""
-    return "y" if len(outputs) == 1 else f"y_{output.name}"
+    """The data sets' array of an output's labels: y_<output name>, or y for the only output when io names none."""
+    return f"y_{output.name}" if output.name else "y"
 
 
 @dataclass(frozen=True)

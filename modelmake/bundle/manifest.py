@@ -95,7 +95,19 @@ def _decimal(value: float) -> str:
     return f"{value:.6f}"
 
 
-def _variant(artifact: ArtifactInputs, stored: dict) -> dict:
+def _io(io: dict, named: bool) -> dict:
+    """A file's tensors as an app binds them: the one input and output as they have always been listed, or every
+    one of a model whose io names them (in the file's order)."""
+    if not named and len(io[tensors.INPUTS]) == 1 and len(io[tensors.OUTPUTS]) == 1:
+        return {"input": io[tensors.INPUTS][0], "output": io[tensors.OUTPUTS][0]}
+    return io
+
+
+def _output_metrics(outputs: dict[str, dict[str, float]]) -> dict:
+    return {name: {k: _decimal(v) for k, v in figures.items()} for name, figures in outputs.items()}
+
+
+def _variant(artifact: ArtifactInputs, stored: dict, named: bool) -> dict:
     from ..contracts import ArtifactRecord, MetricsRecord
 
     record = ArtifactRecord.read(artifact.record)
@@ -111,9 +123,11 @@ def _variant(artifact: ArtifactInputs, stored: dict) -> dict:
         "file": artifact.bundle_path,
         "sha256": stored["sha256"],
         "size": stored["size"],
-        "io": record.io,
+        "io": _io(record.io, named),
         "delegates": record.delegates,
         "metrics": reproducible,
+        # A model with several outputs: each output's own figures, beside the worst of them above.
+        **({"output_metrics": _output_metrics(measured.outputs)} if measured.outputs else {}),
         "budgets": [
             {"metric": v["metric"], "bound": v["bound"], "limit": _decimal(v["limit"]), "passed": v["passed"]}
             for v in measured.budgets
@@ -167,6 +181,7 @@ def _model(model: ModelInputs, stored: dict) -> dict:
     inputs = [_input(spec, source.signature) for spec in model.inputs]
     outputs = [_output(spec) for spec in model.outputs]
     # A model with one input and one output keeps the entries it has always had; several are listed in the model's order.
+    named = any(spec.name for spec in model.inputs + model.outputs)
     io: dict[str, dict | list] = {"input": inputs[0]} if len(inputs) == 1 and not model.inputs[0].name else {"inputs": inputs}
     io |= {"output": outputs[0]} if len(outputs) == 1 and not model.outputs[0].name else {"outputs": outputs}
     entry = {
@@ -177,7 +192,7 @@ def _model(model: ModelInputs, stored: dict) -> dict:
             "recipe": source.metadata,
             "tools": source.tools,
         },
-        "variants": {a.id: _variant(a, stored[a.bundle_path]) for a in model.artifacts if a.bundle_path in stored},
+        "variants": {a.id: _variant(a, stored[a.bundle_path], named) for a in model.artifacts if a.bundle_path in stored},
     }
     if model.reference:
         reference = read_json(model.reference)

@@ -60,7 +60,10 @@ def model_inputs(
             raise StepError(f"{what} has no array {array} for the model input {model_input['name']}; it has {has}")
         values = arrays[array]
         shape = model_input["shape"]
-        check_sample_shape(values[:, 0] if sequences and values.ndim > 1 else values, shape, what=f"{what}, array {array},")
+        if sequences:
+            _check_step_shape(values, shape, what=f"{what}, array {array},")
+        else:
+            check_sample_shape(values, shape, what=f"{what}, array {array},")
         if np.issubdtype(np.dtype(model_input["dtype"]), np.floating):
             tensors[model_input["name"]] = preprocess(values, spec)
         else:
@@ -96,6 +99,19 @@ def check_sample_shape(x: np.ndarray, input_shape: list, *, what: str) -> None:
             f"{what} has samples of shape {tuple(actual)} but the model input takes {shown(expected)}: "
             "fix the data so each sample matches the model input"
         )
+
+
+def _check_step_shape(values: np.ndarray, shape: list, *, what: str) -> None:
+    """A stream's array: (sequences, steps, *fed) for an input, (sequences, *fed) for a state's first value, where
+    what is fed each step is the model input's shape, with or without its batch dimension."""
+    for step in (values.shape[2:], values.shape[1:]):
+        for expected in (shape, shape[1:]):
+            if len(step) == len(expected) and all(e is None or e == a for e, a in zip(expected, step, strict=True)):
+                return
+    raise StepError(
+        f"{what} has shape {tuple(values.shape)}, which is not (sequences, steps, *sample) for the model input "
+        f"{shown(shape)}: give each sequence its steps, each step shaped as the input"
+    )
 
 
 def calibration_samples(job: ConvertJob, signature: dict) -> Tensors:
