@@ -52,8 +52,10 @@ def run(predict: Predict, inputs: Tensors, states: dict[str, str], signature: di
     state_inputs = set(states.values())
     collected: dict[str, list[np.ndarray]] = {}
     for sequence in range(sequences):
+        # The data's first state may leave out the batch dimension, as a step's sample may.
         state = {
-            name: inputs[name][sequence] if name in inputs else initial_state(entries[name]) for name in state_inputs
+            name: _as_fed(inputs[name][sequence], len(entries[name]["shape"])) if name in inputs else initial_state(entries[name])
+            for name in state_inputs
         }
         for step in range(steps):
             feed = {

@@ -77,6 +77,15 @@ def test_a_stream_starts_at_the_datas_initial_state():
     assert not np.allclose(outputs["y"][0], 0.0)
 
 
+def test_an_initial_state_given_without_its_batch_dimension_is_fed_with_it():
+    model = Recurrent((1, WIDTH))
+    initial = np.random.default_rng(3).normal(size=(SEQUENCES, WIDTH)).astype(np.float32)
+    outputs = _streams.run(model, {"x": X, "state": initial}, STATES, _signature([None, WIDTH]), what="data")
+    y, _ = _by_hand(initial[:, np.newaxis])
+    np.testing.assert_allclose(outputs["y"], y, rtol=1e-6)
+    assert all(fed["state"].shape == (1, WIDTH) for fed in model.fed)
+
+
 @pytest.mark.parametrize("initial", [None, "data"])
 def test_an_onnx_style_state_whose_batch_is_not_first_round_trips(initial):
     shape = (2, 1, WIDTH)
