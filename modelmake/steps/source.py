@@ -97,6 +97,11 @@ def _check_io(io: DeclaredIo | None, signature: dict, path: Path) -> None:
     for spec in io.inputs:
         _check_input(spec, entry(signature, INPUTS, spec.name))
     for output, state_input in io.states:
+        if state_input not in names(signature, INPUTS):
+            raise StepError(
+                f"{io.key} -> outputs -> {output} -> state: {path} has no input {state_input}; its inputs are "
+                f"{', '.join(names(signature, INPUTS))}: name the input this output's value goes back into"
+            )
         _check_state(io, entry(signature, OUTPUTS, output), entry(signature, INPUTS, state_input))
 
 
