@@ -20,9 +20,11 @@ from . import layout, taskcache
 from .contracts import (
     ArtifactInputs,
     BundleInputs,
-    ChannelValues,
     ConvertJob,
     DataJob,
+    DataLabels,
+    DeclaredInput,
+    DeclaredIo,
     EvaluateJob,
     KeyReferences,
     ModelInputs,
@@ -39,6 +41,7 @@ from .errors import ModelmakeError, exit_code_for
 from .formats import backend, for_source_kind
 from .kinds import Precision
 from .layout import SPEC_FILE, WORKSPACE_PROFILES
+from .plan import input_arrays, label_array
 from .steps.runner import run_step
 from .versions import tool_versions
 
@@ -103,8 +106,7 @@ def _plan_inputs(plan: BuildPlan, workspace: Path) -> tuple[list[str], list[str]
         for dataset in (model.calibration, model.evaluation):
             if dataset:
                 paths += _dataset_files(dataset)
-        if model.output.labels:
-            paths.append(model.output.labels)
+        paths += [output.labels for output in model.outputs if output.labels]
     for reference in (plan.bundle.signing_key, plan.bundle.encryption_key):
         if reference and reference.startswith("env:"):
             variables.append(reference[len("env:"):])
@@ -189,7 +191,7 @@ def _dataset_files(dataset: Dataset) -> list[str]:
 
 def _metrics_files(model: Model) -> list[str]:
     """A custom metric's recipe and what it reads: editing them re-measures without re-converting."""
-    custom = model.output.metrics
+    custom = model.metrics
     return [custom.recipe, *custom.depends] if custom else []
 
 
@@ -200,12 +202,43 @@ def _data_origin(dataset: Dataset) -> str:
     return dataset.path
 
 
-def _channel_values(plan: BuildPlan, model: Model) -> ChannelValues | None:
-    spec = model.input
-    if not spec.mean:
-        return None
-    key = f"{plan.spec_file}: models -> {model.name} -> io -> input -> mean/std"
-    return ChannelValues(key=key, layout=spec.layout, count=len(spec.mean))
+def _declared_io(plan: BuildPlan, model: Model) -> DeclaredIo:
+    """What io declares that the model file must match: the source step checks it before any conversion."""
+    key = f"{plan.spec_file}: models -> {model.name} -> io"
+    inputs = tuple(
+        DeclaredInput(
+            name=spec.name,
+            key=f"{key} -> inputs -> {spec.name}" if spec.name else f"{key} -> input",
+            layout=spec.layout,
+            dtype=spec.dtype,
+            shape=spec.shape,
+            # How many values per-channel mean/std give: the model's channel axis must have as many.
+            channels=len(spec.mean) if spec.mean else None,
+        )
+        for spec in model.inputs
+    )
+    return DeclaredIo(
+        key=key,
+        inputs=inputs,
+        outputs=tuple(output.name for output in model.outputs),
+        states=tuple((output.name, output.state) for output in model.outputs if output.state),
+    )
+
+
+def _data_job(model: Model, dataset: Dataset, out: str) -> DataJob:
+    """The arrays a data set must hold: one per input, labels per output, sequences for a stateful model."""
+    arrays = input_arrays(model.inputs)
+    state_inputs = {output.state for output in model.outputs if output.state}
+    return DataJob(
+        dataset=dataset,
+        out=out,
+        inputs=arrays,
+        labels=tuple(DataLabels(label_array(output, model.outputs), output.name, output.kind) for output in model.outputs),
+        keep_arrays=dataset.role == "evaluation" and model.metrics is not None,
+        sequences=model.stateful,
+        # A state input starts at zero unless the data gives each sequence's first state.
+        optional_inputs=tuple(array for spec, array in zip(model.inputs, arrays, strict=True) if spec.name in state_inputs),
+    )
 
 
 def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
@@ -214,9 +247,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
         "source",
         model.name,
         "source.materialize",
-        SourceJob(
-            source=model.source, out_dir=layout.source_dir(model.name), record=source_record, channels=_channel_values(plan, model)
-        ),
+        SourceJob(source=model.source, out_dir=layout.source_dir(model.name), record=source_record, io=_declared_io(plan, model)),
         file_dep=_source_files(workspace, model),
         targets=[source_record],
         clean_dirs=[layout.source_dir(model.name)],
@@ -231,12 +262,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             "data",
             f"{model.name}.{dataset.role}",
             "data.materialize",
-            DataJob(
-                dataset=dataset,
-                out=out,
-                kind=model.output.kind,
-                keep_arrays=dataset.role == "evaluation" and model.output.metrics is not None,
-            ),
+            _data_job(model, dataset, out),
             file_dep=_dataset_files(dataset),
             targets=[out],
             doc=f"{model.name}: {dataset.role} data from {dataset.path}",
@@ -246,13 +272,11 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             source_record=source_record,
             evaluation=layout.dataset(model.name, "evaluation"),
             evaluation_origin=_data_origin(model.evaluation),
-            input=model.input,
-            top_k=model.output.top_k,
+            inputs=model.inputs,
+            outputs=model.outputs,
             out_metrics=layout.reference_metrics(model.name),
             out_outputs=layout.reference_outputs(model.name),
-            kind=model.output.kind,
-            threshold=model.output.threshold,
-            custom_metrics=model.output.metrics,
+            custom_metrics=model.metrics,
         )
         yield _task(
             "reference",
@@ -279,7 +303,7 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
         palettize=artifact.palettize,
         calibration=calibration,
         calibration_origin=_data_origin(model.calibration) if calibration and model.calibration else None,
-        input=model.input,
+        inputs=model.inputs,
         # Which accelerator is reported on, and whether it must take every op, is the evaluation's business.
         support=dataclasses.replace(support, accelerator=None, require_full_coverage=False),
         out=layout.artifact_file(artifact),
@@ -314,17 +338,15 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         evaluation=evaluation,
         reference=reference,
         reference_outputs=reference_outputs,
-        input=model.input,
-        top_k=model.output.top_k,
+        inputs=model.inputs,
+        outputs=model.outputs,
         conditions=model.evaluation.conditions if model.evaluation else (),
         budgets=artifact.budgets,
         support=plan.targets[artifact.target].formats[artifact.format],
         # A target that selects among variants drops one over budget instead of failing the build.
         enforce_budgets=artifact.selection is None,
         out=layout.artifact_metrics(artifact),
-        kind=model.output.kind,
-        threshold=model.output.threshold,
-        custom_metrics=model.output.metrics if model.evaluation else None,
+        custom_metrics=model.metrics if model.evaluation else None,
     )
     runtime_tools = backend(artifact.format).runtime_tools
     return _task(
@@ -373,11 +395,12 @@ def _bundle_inputs(plan: BuildPlan) -> BundleInputs:
                 description=model.description,
                 source_record=layout.source_record(model.name),
                 reference=layout.reference_metrics(model.name) if model.evaluation else None,
-                input=model.input,
-                output=model.output,
+                inputs=model.inputs,
+                outputs=model.outputs,
                 datasets=tuple(layout.dataset(model.name, d.role) for d in (model.calibration, model.evaluation) if d),
                 conditions=tuple(c for c, _ in model.evaluation.conditions) if model.evaluation else (),
                 artifacts=artifacts,
+                metrics=model.metrics,
             )
         )
     return BundleInputs(

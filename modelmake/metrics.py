@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .kinds import OutputKind, Precision
 
@@ -54,8 +54,14 @@ DEFAULT_TOLERANCES: dict[OutputKind, dict[Precision, dict[str, float]]] = {
     OutputKind.EMBEDDING: {
         p: {f"min_{COSINE_SIMILARITY}": _COSINE[p], f"min_{WORST_COSINE_SIMILARITY}": _WORST_COSINE[p]} for p in Precision
     },
+    # Detection heads are read as numbers (box decoding, mAP in a custom metric): parity only, as for any tensor.
+    OutputKind.BOXES: {p: {f"min_{COSINE_SIMILARITY}": _COSINE[p]} for p in Precision},
+    OutputKind.SCORES: {p: {f"min_{COSINE_SIMILARITY}": _COSINE[p]} for p in Precision},
     OutputKind.TENSOR: {p: {f"min_{COSINE_SIMILARITY}": _COSINE[p]} for p in Precision},
 }
+
+# Figures where less is better; every other figure is better the higher it is.
+LOWER_IS_BETTER = (MAX_ABS_ERROR, ACCURACY_DROP, IOU_DROP, SIZE_KB, LATENCY_MS)
 
 
 def top_k_metric(k: int) -> str:
@@ -108,16 +114,41 @@ def builtin_metric(name: str) -> bool:
     return name in kinds_names | {SIZE_KB, LATENCY_MS, QUANTIZED_SHARE, ACCELERATOR_COVERAGE}
 
 
+def default_tolerances(kinds: Iterable[OutputKind], precision: Precision) -> dict[str, float]:
+    """The parity tolerances of a model whose outputs have these kinds: each kind's, which agree where they share a metric."""
+    merged: dict[str, float] = {}
+    for kind in dict.fromkeys(kinds):
+        merged |= DEFAULT_TOLERANCES[kind][precision]
+    return merged
+
+
+def worst(metric: str, values: Iterable[float]) -> float:
+    """The worst of several outputs' values of a figure: the largest where less is better, else the smallest."""
+    return max(values) if metric in LOWER_IS_BETTER else min(values)
+
+
+def model_figures(per_output: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """A model's figures from its outputs' (by output name): each figure is the worst over the outputs that have it.
+
+    Budgets bound these: parity figures over every output, labelled figures over the outputs whose kind measures them.
+    """
+    names = dict.fromkeys(name for figures in per_output.values() for name in figures)
+    return {name: worst(name, [figures[name] for figures in per_output.values() if name in figures]) for name in names}
+
+
 def available_metrics(
     *,
     has_evaluation_data: bool,
-    top_k: int,
+    top_k: int | Iterable[int] = 1,
     conditions=(),
     quantized: bool = False,
-    kind: OutputKind = OutputKind.CLASSES,
+    kind: OutputKind | Iterable[OutputKind] = OutputKind.CLASSES,
     custom: Sequence[str] = (),
 ) -> list[str]:
     """Names of the metrics an artifact of this model can have, in report order.
+
+    A model with several outputs passes every output's kind (and every classes output's top_k):
+    it has the union of their figures, each kind's in turn.
 
     The quantized share is read from the file, so every quantized artifact has it;
     an fp32 artifact stores nothing at a reduced precision and has no such figure.
@@ -128,24 +159,22 @@ def available_metrics(
     """
     names = [SIZE_KB, *([QUANTIZED_SHARE] if quantized else []), LATENCY_MS]
     if has_evaluation_data:
-        labelled = labelled_metrics(kind, top_k=top_k, conditions=conditions)
-        parity = parity_metrics(kind)
-        if kind is OutputKind.CLASSES:
-            # Today's order: accuracy, drop, parity, then the conditions.
-            conditioned = [condition_metric(c, kind) for c in conditions]
-            names += [m for m in labelled if m not in conditioned] + parity + conditioned
-        else:
-            names += labelled + parity
-        names += list(custom)
+        kinds = [kind] if isinstance(kind, OutputKind) else list(kind)
+        top_ks = [top_k] if isinstance(top_k, int) else list(top_k)
+        for each in dict.fromkeys(kinds):
+            for k in dict.fromkeys(top_ks if each is OutputKind.CLASSES else [1]):
+                names += [m for m in _kind_metrics(each, k, conditions) if m not in names]
+        names += [m for m in custom if m not in names]
     names.append(ACCELERATOR_COVERAGE)
     return names
 
 
-# Figures where a smaller value is better; for every other figure a larger one is.  A model with several outputs
-# is held to the worst of its outputs' figures.
-LOWER_IS_BETTER = frozenset({MAX_ABS_ERROR, ACCURACY_DROP, IOU_DROP, SIZE_KB, LATENCY_MS})
-
-
-def worst(name: str, values: Sequence[float]) -> float:
-    """The worst of several outputs' values of one figure."""
-    return max(values) if name in LOWER_IS_BETTER else min(values)
+def _kind_metrics(kind: OutputKind, top_k: int, conditions) -> list[str]:
+    """One output kind's figures on evaluation data, in report order."""
+    labelled = labelled_metrics(kind, top_k=top_k, conditions=conditions)
+    parity = parity_metrics(kind)
+    if kind is OutputKind.CLASSES:
+        # Today's order: accuracy, drop, parity, then the conditions.
+        conditioned = [condition_metric(c, kind) for c in conditions]
+        return [m for m in labelled if m not in conditioned] + parity + conditioned
+    return labelled + parity

@@ -80,7 +80,7 @@ def target_artifacts(
     model_budgets: Sequence[Budget],
     override: Sequence[Budget],
     has_evaluation: bool,
-    kind: OutputKind = OutputKind.CLASSES,
+    kinds: Sequence[OutputKind] = (OutputKind.CLASSES,),
 ) -> list[Artifact]:
     """The target's artifacts in the order it lists its variants, each variant in the profile's order of formats.
 
@@ -112,7 +112,7 @@ def target_artifacts(
                     format=support.format,
                     target=entry.name,
                     precision=variant.precision,
-                    budgets=merged_budgets(support, variant, model_budgets, override, has_evaluation=has_evaluation, kind=kind),
+                    budgets=merged_budgets(support, variant, model_budgets, override, has_evaluation=has_evaluation, kinds=kinds),
                     per_channel=variant.per_channel,
                     palettize=variant.palettize,
                     selection=entry.selection,
@@ -153,13 +153,13 @@ def merged_budgets(
     override: Sequence[Budget],
     *,
     has_evaluation: bool,
-    kind: OutputKind = OutputKind.CLASSES,
+    kinds: Sequence[OutputKind] = (OutputKind.CLASSES,),
 ) -> tuple[Budget, ...]:
-    """The precision's parity tolerances for the output's kind, full accelerator coverage where the profile requires it, then the
+    """The precision's parity tolerances for the outputs' kinds, full accelerator coverage where the profile requires it, then the
     model's budgets, the variant's and the target's override: a later budget of the same name replaces an earlier one."""
     merged: dict[str, Budget] = {}
     if has_evaluation:
-        merged |= {key: Budget.parse(key, limit) for key, limit in metrics.DEFAULT_TOLERANCES[kind][variant.precision].items()}
+        merged |= {key: Budget.parse(key, limit) for key, limit in metrics.default_tolerances(kinds, variant.precision).items()}
     if support.require_full_coverage and support.accelerator:
         key = f"min_{metrics.ACCELERATOR_COVERAGE}"
         merged[key] = Budget.parse(key, 1.0)

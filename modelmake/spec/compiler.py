@@ -43,6 +43,24 @@ DEFAULT_DATA_FUNCTION = "load_data"
 DEFAULT_METRICS_FUNCTION = "metrics"
 DEFAULT_INDEX_LIFETIME_DAYS = 30
 
+# How many dimensions an input of each layout has, batch included, and what they are.
+LAYOUT_AXES = {"NHWC": "batch, height, width, channels", "NCHW": "batch, channels, height, width", "NC": "batch, values"}
+FLOAT_DTYPES = ("float32", "float16")  # the dtypes an app preprocesses; other inputs are fed as they are
+PREPROCESSING_KEYS = ("scale", "offset", "mean", "std")
+
+
+def shown_path(yaml_path) -> str:
+    """A place in models.yaml as messages name it: models -> digits -> io -> input."""
+    return " -> ".join(str(part) for part in yaml_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeclaredOutput:
+    """An output and where models.yaml declares it, for the messages on the model's budgets."""
+
+    spec: OutputSpec
+    where: tuple
+
 
 def _basis_points(percent) -> int:
     return round(percent * 100)
@@ -73,7 +91,9 @@ class Compiler:
         self._found: list[tuple[tuple[int, int], str]] = []  # (where in models.yaml, message)
         self.available_profiles = profile_files(workspace)
         self.profiles: dict[str, TargetProfile] = {}
-        self.kinds: dict[str, OutputKind] = {}  # each model's output kind, for the messages on its budgets
+        # Each model's outputs and where its custom metrics are (or would be) declared, for the messages on its budgets.
+        self.declared_outputs: dict[str, tuple[DeclaredOutput, ...]] = {}
+        self.metrics_paths: dict[str, tuple] = {}
 
     @property
     def problems(self) -> list[str]:
@@ -269,10 +289,13 @@ class Compiler:
         data = conf.get("data", {})
         calibration = self.dataset(base + ("data", "calibration"), "calibration", data.get("calibration"))
         evaluation = self.dataset(base + ("data", "evaluation"), "evaluation", data.get("evaluation"))
-        input_spec, output_spec = self.io(base, conf.get("io", {}))
-        self.kinds[name] = output_spec.kind
+        io_path, io_conf = base + ("io",), conf.get("io", {})
+        inputs = self.inputs(io_path, io_conf)
+        outputs = self.outputs(io_path, io_conf, inputs)
+        custom = self.model_custom_metrics(io_path, io_conf)
+        kinds = tuple(output.kind for output in outputs)
         quantized = any(v.get("quantize", Precision.FP32) != Precision.FP32 for v in conf["variants"].values())
-        known_metrics = self.measured_metrics(base, data, input_spec, output_spec, quantized=quantized)
+        known_metrics = self.measured_metrics(base, data, inputs, outputs, custom, quantized=quantized)
         model_budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
         overrides = conf.get("budget_overrides", {})
         self.check_overrides(base, name, overrides, conf["targets"])
@@ -296,40 +319,113 @@ class Compiler:
                 override=override,
                 # A declared but invalid data set is reported on its own; judge the rest as if it were valid.
                 has_evaluation="evaluation" in data,
-                kind=output_spec.kind,
+                kinds=kinds,
             )
         return Model(
             name=name,
             source=source,
             calibration=calibration,
             evaluation=evaluation,
-            input=input_spec,
-            output=output_spec,
+            inputs=inputs,
+            outputs=outputs,
             artifacts=tuple(found),
             description=conf.get("description", ""),
+            metrics=custom,
         )
 
-    def io(self, base, conf) -> tuple[InputSpec, OutputSpec]:
-        input_conf, output_conf = conf.get("input", {}), conf.get("output", {})
-        labels = output_conf.get("labels")
-        if labels is not None:
-            self.existing_file(base + ("io", "output", "labels"), labels, "labels")
-        output_spec = self.output(base + ("io", "output"), output_conf)
+    def one_or_named(self, io_path, conf, single: str, named: str) -> None:
+        """io -> input or io -> inputs (output or outputs), never both."""
+        if single in conf and named in conf:
+            self.fail(
+                io_path + (named,),
+                f"io -> {single} and io -> {named} cannot both be given: declare a model's only {single} under {single}, "
+                f"or every {single} of the model by its name under {named}",
+                of_key=True,
+            )
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def inputs(self, io_path, conf) -> tuple[InputSpec, ...]:
+        """The model's inputs: its only one (name "") under io -> input, or each by its name under io -> inputs."""
+        self.one_or_named(io_path, conf, "input", "inputs")
+        if "inputs" in conf:
+            return tuple(self.input(io_path + ("inputs", name), spec, name) for name, spec in conf["inputs"].items())
+        return (self.input(io_path + ("input",), conf.get("input", {}), ""),)
+
+    def input(self, where, conf, name: str) -> InputSpec:
         input_spec = InputSpec(
-            layout=input_conf.get("layout", "NHWC"),
-            scale=ratio_text(input_conf.get("scale", "1")),
-            offset=ratio_text(input_conf.get("offset", "0")),
+            name=name,
+            layout=conf.get("layout", "NHWC"),
+            scale=ratio_text(conf.get("scale", "1")),
+            offset=ratio_text(conf.get("offset", "0")),
+            dtype=conf.get("dtype"),
+            shape=tuple(int(dimension) for dimension in conf["shape"]) if "shape" in conf else None,
         )
-        where = base + ("io", "input")
         for key in ("scale", "offset"):
             self.check_ratio(where + (key,), getattr(input_spec, key))
-        if "mean" in input_conf or "std" in input_conf:
-            input_spec = self.per_channel(where, input_conf, input_spec)
-        return input_spec, output_spec
+        if "mean" in conf or "std" in conf:
+            input_spec = self.per_channel(where, conf, input_spec)
+        self.check_dtype(where, conf, input_spec)
+        self.check_shape(where, conf, input_spec)
+        return input_spec
 
-    def output(self, where, conf) -> OutputSpec:
-        """The output's kind and the keys only some kinds take."""
-        kind = OutputKind(conf.get("kind", OutputKind.CLASSES))
+    def check_dtype(self, where, conf, input_spec: InputSpec) -> None:
+        """Integer and bool inputs (a sample rate, token ids) are fed as they are: preprocessing would never apply."""
+        if input_spec.dtype is None or input_spec.dtype in FLOAT_DTYPES:
+            return
+        for key in PREPROCESSING_KEYS:
+            if key in conf:
+                self.fail(
+                    where + (key,),
+                    f"{key} applies to float inputs, and this input's dtype is {input_spec.dtype}, which the app feeds as it is: "
+                    f"remove {key}, or set dtype to float32",
+                    of_key=True,
+                )
+
+    def check_shape(self, where, conf, input_spec: InputSpec) -> None:
+        """A fixed shape fits the layout where the spec gives one (or relies on it, for mean/std), and has their channels."""
+        shape = input_spec.shape
+        if shape is None or not ("layout" in conf or input_spec.mean):
+            return
+        axes = LAYOUT_AXES[input_spec.layout]
+        rank = len(axes.split(", "))
+        if len(shape) != rank:
+            self.fail(
+                where + ("shape",),
+                f"{list(shape)} has {len(shape)} dimensions and the layout {input_spec.layout} has {rank} ({axes}): "
+                f"give every dimension, batch first, or set {shown_path(where[2:] + ('layout',))} to the input's",
+            )
+            return
+        if input_spec.mean and input_spec.layout in CHANNEL_AXIS:
+            channels = shape[CHANNEL_AXIS[input_spec.layout]]
+            given = "mean" if "mean" in conf else "std"
+            if len(conf[given]) != channels:
+                self.fail(
+                    where + (given,),
+                    f"{given} has {len(conf[given])} values and the shape {list(shape)} has {channels} channels "
+                    f"(layout {input_spec.layout}): give one value per channel",
+                )
+
+    # --- outputs --------------------------------------------------------------------------
+
+    def outputs(self, io_path, conf, inputs: tuple[InputSpec, ...]) -> tuple[OutputSpec, ...]:
+        """The model's outputs: its only one (name "") under io -> output, or each by its name under io -> outputs."""
+        self.one_or_named(io_path, conf, "output", "outputs")
+        if "outputs" in conf:
+            declared = tuple(
+                DeclaredOutput(self.output(io_path + ("outputs", name), spec, name), io_path + ("outputs", name))
+                for name, spec in conf["outputs"].items()
+            )
+        else:
+            declared = (DeclaredOutput(self.output(io_path + ("output",), conf.get("output", {}), ""), io_path + ("output",)),)
+        self.declared_outputs[io_path[1]] = declared
+        self.check_states(io_path, conf, declared, inputs)
+        return tuple(output.spec for output in declared)
+
+    def output(self, where, conf, name: str) -> OutputSpec:
+        """The output's kind and the keys only some kinds take; a state output is a tensor unless it says otherwise."""
+        state = conf.get("state")
+        kind = OutputKind(conf.get("kind", OutputKind.TENSOR if state else OutputKind.CLASSES))
         if "top_k" in conf and kind is not OutputKind.CLASSES:
             self.fail(where + ("top_k",), f"top_k applies to classes outputs only and this output's kind is {kind}: remove it", of_key=True)
         if "threshold" in conf and kind is not OutputKind.MASK:
@@ -339,21 +435,92 @@ class Compiler:
                 "remove it",
                 of_key=True,
             )
-        if "labels" in conf and not kind.has_labels:
-            self.fail(
-                where + ("labels",),
-                f"this output's kind is {kind}, which has no classes to name: remove labels, or set kind to classes or mask",
-                of_key=True,
-            )
+        if "labels" in conf:
+            self.existing_file(where + ("labels",), conf["labels"], "labels")
+            if not kind.has_labels:
+                self.fail(
+                    where + ("labels",),
+                    f"this output's kind is {kind}, which has no classes to name: remove labels, or set kind to classes or mask",
+                    of_key=True,
+                )
         return OutputSpec(
+            name=name,
             labels=conf.get("labels"),
             top_k=int(conf.get("top_k", 1)),
             kind=kind,
             threshold=float(conf.get("threshold", metrics.DEFAULT_THRESHOLD)),
-            metrics=self.custom_metrics(where + ("metrics",), conf["metrics"]) if "metrics" in conf else None,
+            state=state,
         )
 
-    def custom_metrics(self, where, conf) -> CustomMetrics:
+    def check_states(self, io_path, conf, declared: tuple[DeclaredOutput, ...], inputs: tuple[InputSpec, ...]) -> None:
+        """Each state pair names a declared input, fed by one output, which is a tensor carried as it is."""
+        names = [spec.name for spec in inputs if spec.name]
+        fed_by: dict[str, str] = {}
+        for output in declared:
+            state, where = output.spec.state, output.where
+            if state is None:
+                continue
+            if state not in names:
+                self.fail(where + ("state",), self.unknown_state(state, names))
+                continue
+            if output.spec.kind is not OutputKind.TENSOR:
+                self.fail(
+                    where + ("kind",),
+                    f"this output feeds input '{state}' at the next step, which carries it as it is: its kind is tensor "
+                    f"(the default for an output with state), not {output.spec.kind}: remove kind or set it to tensor",
+                )
+            if state in fed_by:
+                self.fail(
+                    where + ("state",),
+                    f"outputs {fed_by[state]} and {output.spec.name} both feed input '{state}': give each state input one output",
+                )
+                continue
+            fed_by[state] = output.spec.name
+            state_conf = conf["inputs"][state]
+            for key in PREPROCESSING_KEYS:
+                if key in state_conf:
+                    self.fail(
+                        io_path + ("inputs", state, key),
+                        f"{key} does not apply to a state input: output {output.spec.name} feeds '{state}' its values as they are "
+                        "at the next step: remove it",
+                        of_key=True,
+                    )
+
+    @staticmethod
+    def unknown_state(state: str, names: list[str]) -> str:
+        if not names:
+            return (
+                f"state names input '{state}', and io declares no inputs by name: declare every input of the model under "
+                f"io -> inputs, including {state}"
+            )
+        hint = difflib.get_close_matches(state, names, n=1)
+        advice = f"did you mean '{hint[0]}'? " if hint else ""
+        return (
+            f"state names input '{state}', which is not declared under io -> inputs ({', '.join(names)}): {advice}"
+            "name the input this output feeds at the next step"
+        )
+
+    # --- custom metrics -------------------------------------------------------------------
+
+    def model_custom_metrics(self, io_path, conf) -> CustomMetrics | None:
+        """io -> output -> metrics (the function gets the only output's array) or io -> metrics (every output by name)."""
+        output_metrics = None if "outputs" in conf else conf.get("output", {}).get("metrics")
+        named = "outputs" in conf or "metrics" in conf
+        self.metrics_paths[io_path[1]] = io_path + ("metrics",) if named else io_path + ("output", "metrics")
+        if "metrics" in conf:
+            if output_metrics is not None:
+                self.fail(
+                    io_path + ("metrics",),
+                    "custom metrics are declared twice: keep io -> metrics (the function receives every output by name) "
+                    "or io -> output -> metrics (it receives the output's array), not both",
+                    of_key=True,
+                )
+            return self.custom_metrics(io_path + ("metrics",), conf["metrics"], by_name=True)
+        if output_metrics is not None:
+            return self.custom_metrics(io_path + ("output", "metrics"), output_metrics, by_name=False)
+        return None
+
+    def custom_metrics(self, where, conf, *, by_name: bool) -> CustomMetrics:
         """A recipe's figures: the file must exist and its names must not shadow a metric modelmake measures itself."""
         self.existing_file(where + ("recipe",), conf["recipe"], "metrics recipe")
         depends = tuple(self.existing_file(where + ("depends", i), d, "dependency") for i, d in enumerate(conf.get("depends", ())))
@@ -369,6 +536,7 @@ class Compiler:
             function=conf.get("function", DEFAULT_METRICS_FUNCTION),
             names=tuple(conf["names"]),
             depends=depends,
+            by_name=by_name,
         )
 
     def check_ratio(self, yaml_path, text: str) -> bool:
@@ -395,7 +563,7 @@ class Compiler:
             self.fail(
                 where + (given[0],),
                 f"{both} {apply} per channel, and the layout {input_spec.layout} has no channel axis: "
-                f"set io -> input -> layout to {' or '.join(CHANNEL_AXIS)}, or use scale and offset",
+                f"set {shown_path(where[2:] + ('layout',))} to {' or '.join(CHANNEL_AXIS)}, or use scale and offset",
                 of_key=True,
             )
         mean = [ratio_text(value) for value in conf.get("mean", ())]
@@ -416,39 +584,70 @@ class Compiler:
             std=tuple(std or ["1"] * len(mean)),
         )
 
-    def measured_metrics(self, base, data, input_spec: InputSpec, output_spec: OutputSpec, *, quantized: bool) -> list[str]:
-        """The metrics the model's artifacts will have, which its budgets may name."""
-        conditions = [c for c in metrics.CONDITIONS if c in data.get("evaluation", {}).get("conditions", {})]
-        if input_spec.layout == "NC" and "blur" in conditions:
-            self.fail(
-                base + ("data", "evaluation", "conditions", "blur"),
-                "blur needs images: io -> input -> layout is NC (no spatial axes); remove blur or set the layout",
-                of_key=True,
-            )
-        if conditions and not output_spec.kind.has_labels:
-            self.fail(
-                base + ("data", "evaluation", "conditions"),
-                f"conditions measure accuracy against labels, and this model's output kind {output_spec.kind} has none: "
-                "remove conditions (parity with the source model is measured without them)",
-                of_key=True,
-            )
-            conditions = []
-        custom = output_spec.metrics.names if output_spec.metrics else ()
+    # --- metrics --------------------------------------------------------------------------
+
+    def measured_metrics(
+        self, base, data, inputs: tuple[InputSpec, ...], outputs: tuple[OutputSpec, ...], custom: CustomMetrics | None, *, quantized: bool
+    ) -> list[str]:
+        """The metrics the model's artifacts will have, which its budgets may name.
+
+        A model with several outputs has the union of their figures; budgets bound the worst over the outputs
+        that measure each (metrics.model_figures).
+        """
+        conditions = self.conditions(base, data, inputs, outputs)
         if custom and "evaluation" not in data:
             self.fail(
-                base + ("io", "output", "metrics"),
+                self.metrics_paths[base[1]],
                 f"custom metrics are measured on evaluation data and {base[1]} has none: "
                 f"add models -> {base[1]} -> data -> evaluation, or remove metrics",
                 of_key=True,
             )
         return metrics.available_metrics(
             has_evaluation_data="evaluation" in data,
-            top_k=output_spec.top_k,
+            top_k=[output.top_k for output in outputs if output.kind is OutputKind.CLASSES] or 1,
             conditions=conditions,
             quantized=quantized,
-            kind=output_spec.kind,
-            custom=custom,
+            kind=[output.kind for output in outputs],
+            custom=custom.names if custom else (),
         )
+
+    def conditions(self, base, data, inputs: tuple[InputSpec, ...], outputs: tuple[OutputSpec, ...]) -> list[str]:
+        """The evaluation's conditions, where they can apply: images to perturb, labels to score, no stream to break."""
+        conditions = [c for c in metrics.CONDITIONS if c in data.get("evaluation", {}).get("conditions", {})]
+        where = base + ("data", "evaluation", "conditions")
+        if not conditions:
+            return []
+        stateful = next((output for output in outputs if output.state), None)
+        if stateful is not None:
+            self.fail(
+                where,
+                f"conditions perturb images, and {base[1]} runs over streams (output {stateful.name} feeds input {stateful.state} "
+                "at the next step), where they would break what each step carries to the next: remove conditions",
+                of_key=True,
+            )
+            return []
+        if "blur" in conditions:
+            for spec in inputs:
+                if spec.layout == "NC":
+                    layout_path = shown_path(("io", "inputs", spec.name, "layout") if spec.name else ("io", "input", "layout"))
+                    self.fail(
+                        where + ("blur",),
+                        f"blur needs images: {layout_path} is NC (no spatial axes); remove blur or set the layout",
+                        of_key=True,
+                    )
+        if not any(output.kind.has_labels for output in outputs):
+            if len(outputs) == 1:
+                has_none = f"this model's output kind {outputs[0].kind} has none"
+            else:
+                has_none = f"none of this model's outputs has any ({', '.join(f'{o.name}: {o.kind}' for o in outputs)})"
+            self.fail(
+                where,
+                f"conditions measure accuracy against labels, and {has_none}: "
+                "remove conditions (parity with the source model is measured without them)",
+                of_key=True,
+            )
+            return []
+        return conditions
 
     def check_overrides(self, base, model, overrides, targets) -> None:
         for target in overrides:
@@ -504,9 +703,10 @@ class Compiler:
 
     def unknown_metric(self, model, metric, known_metrics, key="", *, path=()) -> str:
         message = f"no metric '{metric}' to budget; this model measures: {', '.join(known_metrics)}"
-        kind = self.kinds.get(model, OutputKind.CLASSES)
+        declared = self.declared_outputs.get(model) or (DeclaredOutput(OutputSpec(), ("models", model, "io", "output")),)
+        kinds = {output.spec.kind for output in declared}
         top = re.fullmatch(r"top([0-9]+)", metric)
-        condition = next((c for c in metrics.CONDITIONS if metric == metrics.condition_metric(c, kind)), None)
+        condition = next((c for c in metrics.CONDITIONS for kind in kinds if metric == metrics.condition_metric(c, kind)), None)
         # Which kinds measure it with evaluation data: a metric of another kind is refused for that reason.
         measured_by = [
             other
@@ -514,16 +714,25 @@ class Compiler:
             if metric in metrics.parity_metrics(other) + metrics.labelled_metrics(other, conditions=metrics.CONDITIONS)
             or (other is OutputKind.CLASSES and top is not None)
         ]
-        if measured_by and kind not in measured_by:
+        if measured_by and not kinds & set(measured_by):
+            measured = f"{metric} is measured for {' and '.join(measured_by)} outputs"
+            if len(declared) == 1:
+                (output,) = declared
+                return (
+                    f"{message}; {measured} and this model's output is {output.spec.kind} "
+                    f"({shown_path(output.where + ('kind',))}): bound one of the metrics it measures"
+                )
+            described = ", ".join(f"{output.spec.name} ({output.spec.kind})" for output in declared)
             return (
-                f"{message}; {metric} is measured for {' and '.join(measured_by)} outputs and this model's output is {kind} "
-                f"(models -> {model} -> io -> output -> kind): bound one of the metrics it measures"
+                f"{message}; {measured} and this model's outputs are {described} "
+                f"(models -> {model} -> io -> outputs): bound one of the metrics they measure"
             )
         needs_evaluation = bool(measured_by)
         if needs_evaluation and metrics.COSINE_SIMILARITY not in known_metrics:
             return f"{message}; {metric} is measured on evaluation data: add models -> {model} -> data -> evaluation"
         if top is not None and int(top.group(1)) > 1:
-            return f"{message}; to measure {metric} set models -> {model} -> io -> output -> top_k: {int(top.group(1))}"
+            classes = next(output for output in declared if output.spec.kind is OutputKind.CLASSES)
+            return f"{message}; to measure {metric} set {shown_path(classes.where + ('top_k',))}: {int(top.group(1))}"
         if condition is not None:
             return f"{message}; to measure {metric} add {condition} to models -> {model} -> data -> evaluation -> conditions"
         if metric == metrics.QUANTIZED_SHARE:
@@ -534,4 +743,5 @@ class Compiler:
         hint = difflib.get_close_matches(metric, known_metrics, n=1)
         if hint:
             return f"{message}; did you mean '{hint[0]}'?"
-        return f"{message}; to bound a figure of your own, name it in models -> {model} -> io -> output -> metrics -> names"
+        metrics_path = self.metrics_paths.get(model, ("models", model, "io", "output", "metrics"))
+        return f"{message}; to bound a figure of your own, name it in {shown_path(metrics_path + ('names',))}"

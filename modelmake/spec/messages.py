@@ -77,6 +77,11 @@ def _not_a_choice(path, schema, instance, error) -> Iterator[YamlProblem]:
     yield path, f"{instance!r} is not one of: {', '.join(choices)}{advice}", False
 
 
+def _too_small(path, schema, instance, error) -> Iterator[YamlProblem]:
+    what = _expected(schema.get("description"))
+    yield path, f"expected at least {schema['minimum']}, got {instance!r}" + (f" ({what})" if what else ""), False
+
+
 def _not_the_constant(path, schema, instance, error) -> Iterator[YamlProblem]:
     yield path, f"must be {schema['const']!r}, got {instance!r}", False
 
@@ -105,6 +110,7 @@ _DESCRIBERS = {
     "type": _wrong_type,
     "enum": _not_a_choice,
     "const": _not_the_constant,
+    "minimum": _too_small,
     "pattern": _no_match,
     "minProperties": _empty,
     "minItems": _empty,

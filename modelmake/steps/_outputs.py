@@ -64,9 +64,7 @@ class Figures:
             return
         for name, figures in per_output.items():
             self.outputs.setdefault(name, {}).update(figures)
-        names = dict.fromkeys(n for figures in per_output.values() for n in figures)
-        for name in names:
-            self.model[name] = metrics.worst(name, [f[name] for f in per_output.values() if name in f])
+        self.model |= metrics.model_figures(per_output)
 
 
 def new_figures(scored: list[OutputScoring]) -> Figures:

@@ -143,10 +143,10 @@ def evaluate(job: EvaluateJob) -> str:
     except NotMeasurable as reason:
         names = metrics.available_metrics(
             has_evaluation_data=bool(job.evaluation),
-            top_k=max(output.top_k for output in job.outputs),
+            top_k=[output.top_k for output in job.outputs],
             conditions=[c for c, _ in job.conditions],
             quantized=share is not None,
-            kinds=tuple(output.kind for output in job.outputs),
+            kind=[output.kind for output in job.outputs],
             custom=job.custom_metrics.names if job.custom_metrics else (),
         )
         not_measured = {name: str(reason) for name in names if name not in figures and name != metrics.ACCELERATOR_COVERAGE}

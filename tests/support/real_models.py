@@ -259,7 +259,6 @@ VAD_CHUNK = 64
 
 def write_vad(path: Path) -> Path:
     """audio [N, 64] float, sr [1] int64, state [2, N, 16] -> prob [N, 1], next_state [2, N, 16]."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(11)
@@ -325,7 +324,6 @@ def vad_stream(path: Path, audio: np.ndarray, rate: int) -> dict[str, np.ndarray
 
 def write_textmap(path: Path) -> Path:
     """image [N, 3, H, W] -> prob [N, 1, H, W]: two convolutions and a sigmoid, any height and width."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(13)

@@ -22,21 +22,22 @@ def test_budgets_bound_a_custom_figure_like_any_other(tmp_path):
     workspace = make_workspace(tmp_path, _spec(output, "max_size_kb: 200, min_hit_rate: 0.8, max_mean_error: 0.2"), files=FILES)
     plan = load_plan(workspace, environ={})
     (model,) = plan.models
-    assert model.output.metrics == CustomMetrics(
-        recipe="recipes/scores.py", function="score", names=("hit_rate", "mean_error"), depends=("recipes/tolerance.txt",)
+    assert model.metrics == CustomMetrics(
+        recipe="recipes/scores.py", function="score", names=("hit_rate", "mean_error"), depends=("recipes/tolerance.txt",),
+        by_name=False,
     )
     int8 = next(a for a in model.artifacts if a.variant == "int8")
     assert {(b.metric, b.bound, b.limit) for b in int8.budgets} >= {("hit_rate", "min", 0.8), ("mean_error", "max", 0.2)}
     # Editing the function or what it reads re-evaluates, without touching the conversion.
     task = evaluate_task(plan, model, int8)
     assert {"recipes/scores.py", "recipes/tolerance.txt"} <= set(task["file_dep"])
-    assert task["actions"][0][1][2].custom_metrics == model.output.metrics
+    assert task["actions"][0][1][2].custom_metrics == model.metrics
 
 
 def test_the_function_defaults_to_metrics(tmp_path):
     output = "output: {kind: tensor, metrics: {recipe: recipes/scores.py, names: [hit_rate]}}"
     (model,) = load_plan(make_workspace(tmp_path, _spec(output), files=FILES), environ={}).models
-    assert model.output.metrics is not None and model.output.metrics.function == "metrics"
+    assert model.metrics is not None and model.metrics.function == "metrics"
 
 
 def test_a_budget_on_an_undeclared_figure(tmp_path):

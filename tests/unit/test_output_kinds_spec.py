@@ -44,14 +44,14 @@ def _defaults(artifact) -> dict[str, float]:
 
 
 def test_the_default_kind_is_classes_with_todays_tolerances(tmp_path):
-    output = load_plan(make_workspace(tmp_path), environ={}).models[0].output
+    output = load_plan(make_workspace(tmp_path), environ={}).models[0].outputs[0]
     assert (output.kind, output.top_k, output.threshold) == (OutputKind.CLASSES, 3, 0.5)
 
 
 def test_a_mask_output_with_labels_and_threshold(tmp_path):
     plan = _plan(tmp_path, _spec("output: {kind: mask, labels: recipes/segment_classes.txt, threshold: 0.3}"))
     (model,) = plan.models
-    assert (model.output.kind, model.output.labels, model.output.threshold) == (
+    assert (model.outputs[0].kind, model.outputs[0].labels, model.outputs[0].threshold) == (
         OutputKind.MASK, "recipes/segment_classes.txt", 0.3
     )
     by_precision = {a.precision: _defaults(a) for a in model.artifacts}
@@ -139,6 +139,7 @@ def test_a_mask_metric_on_an_embedding(tmp_path):
 
 
 def test_an_unknown_kind(tmp_path):
-    assert _problems(tmp_path, _spec("output: {kind: boxes}")) == [
-        "models.yaml:13:22: models -> digits -> io -> output -> kind: 'boxes' is not one of: classes, mask, embedding, tensor",
+    assert _problems(tmp_path, _spec("output: {kind: box}")) == [
+        "models.yaml:13:22: models -> digits -> io -> output -> kind: 'box' is not one of: classes, mask, embedding, boxes, scores, "
+        "tensor; did you mean 'boxes'?",
     ]

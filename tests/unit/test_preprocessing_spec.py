@@ -20,7 +20,7 @@ IMAGENET = "mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375]"
 
 def _input(tmp_path, replacement: str):
     (model,) = load_plan(make_workspace(tmp_path, edit(VALID_SPEC, ("scale: 1/16", replacement))), environ={}).models
-    return model.input
+    return model.inputs[0]
 
 
 def _problems(tmp_path, old: str, new: str) -> list[str]:

@@ -319,7 +319,7 @@ def test_an_unknown_target_lists_the_workspace_profiles_too(tmp_path):
         ),
         pytest.param(
             ("formats:\n", "formats:\n  onnx: {precisions: [fp32], opset: 12}\n"),
-            "targets/pixel-8.yaml:6:37: formats -> onnx -> opset: 12 is less than the minimum of 13",
+            "targets/pixel-8.yaml:6:37: formats -> onnx -> opset: expected at least 13, got 12",
             id="onnx-opset",
         ),
         pytest.param(

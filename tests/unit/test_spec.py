@@ -84,8 +84,8 @@ def test_valid_spec_keeps_paths_relative_and_fills_defaults(tmp_path):
     assert (model.calibration.path, model.calibration.split, model.calibration.samples) == ("recipes/digits.py", "calibration", 200)
     assert (model.calibration.function, model.calibration.from_recipe) == ("load_data", True)
     assert (model.evaluation.split, model.evaluation.samples) == ("test", None)
-    assert (model.input.layout, model.input.scale, model.input.offset) == ("NHWC", "1/16", "0")
-    assert (model.output.labels, model.output.top_k) == ("recipes/digits_labels.txt", 3)
+    assert (model.inputs[0].layout, model.inputs[0].scale, model.inputs[0].offset) == ("NHWC", "1/16", "0")
+    assert (model.outputs[0].labels, model.outputs[0].top_k) == ("recipes/digits_labels.txt", 3)
 
 
 def test_budgets_are_merged_with_the_per_target_overrides(tmp_path):
@@ -124,8 +124,8 @@ def test_whole_floats_where_integers_are_expected_become_integers(tmp_path):
     )
     (model,) = load_plan(make_workspace(tmp_path, spec), environ={}).models
 
-    assert (model.output.top_k, model.calibration.samples) == (3, 200)
-    assert type(model.output.top_k) is int and type(model.calibration.samples) is int
+    assert (model.outputs[0].top_k, model.calibration.samples) == (3, 200)
+    assert type(model.outputs[0].top_k) is int and type(model.calibration.samples) is int
     assert "min_top3" in {b.key for b in model.artifacts[0].budgets}
 
 
@@ -187,7 +187,7 @@ def test_the_repository_models_yaml_compiles():
     artifacts = {a.id: a for a in plan.artifacts()}
 
     assert [m.name for m in plan.models] == ["digits", "mobilenet", "segmenter"]
-    assert [m.output.kind for m in plan.models] == [OutputKind.CLASSES, OutputKind.CLASSES, OutputKind.MASK]
+    assert [m.outputs[0].kind for m in plan.models] == [OutputKind.CLASSES, OutputKind.CLASSES, OutputKind.MASK]
     assert plan.targets["snapdragon-8-gen-3"].formats["tflite"].settings.integer_io
     assert {b.key: b.limit for b in artifacts["digits.fp32.tflite@raspberry-pi-5"].budgets}["max_latency_ms"] == 10.0
     assert {b.key: b.limit for b in artifacts["digits.fp32.tflite@pixel-8"].budgets}["max_latency_ms"] == 5.0
