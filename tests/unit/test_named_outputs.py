@@ -111,3 +111,77 @@ def test_a_mask_follows_the_layout_of_the_image_input():
     inputs = (InputSpec(name="rate", layout="NC"), InputSpec(name="image", layout="NCHW"))
     (scored,) = _outputs.scorings((OutputSpec(name="map", kind=OutputKind.MASK),), inputs, sig)
     assert scored.scoring.layout == "NCHW"
+
+
+# ---------------------------------------------------------------- the manifest: how an app feeds and reads each tensor
+
+
+def _manifest_model(tmp_path, model_signature: dict, inputs: tuple, outputs: tuple, io: dict, outputs_figures=None) -> dict:
+    from modelmake.bundle.manifest import _model
+    from modelmake.contracts import ArtifactInputs, ArtifactRecord, MetricsRecord, ModelInputs, SourceRecord
+    from modelmake.kinds import Precision
+
+    record = tmp_path / "source.json"
+    SourceRecord(kind="onnx", path="models/vad.onnx", model="build/model.onnx", model_sha256="0", source_files={},
+                 signature=model_signature, metadata={}, tools={}).write(str(record))
+    ArtifactRecord(precision="fp16", integer_io=False, per_channel=True, delegates=[], io=io, sha256="1", size=10,
+                   tools={}).write(str(tmp_path / "artifact.json"))
+    MetricsRecord(artifact="vad.fp16.onnx@pc", size_bytes=10, metrics={"size_kb": 0.01}, not_measured={}, coverage=None,
+                  structure=None, source=None, budgets=[], tools={}, latency_host=None, outputs=outputs_figures).write(
+        str(tmp_path / "metrics.json"))
+    artifact = ArtifactInputs(
+        id="vad.fp16.onnx@pc", variant="fp16", target="pc", platform="linux", format="onnx", precision=Precision.FP16,
+        file="", record=str(tmp_path / "artifact.json"), metrics=str(tmp_path / "metrics.json"), bundle_path="pc/vad.fp16.onnx",
+        selection=None, preference=0, budgets=(),
+    )
+    model = ModelInputs(name="vad", description="", source_record=str(record), reference=None, inputs=inputs, outputs=outputs,
+                        datasets=(), conditions=(), artifacts=(artifact,))
+    return _model(model, {"pc/vad.fp16.onnx": {"sha256": "1", "size": 10}})
+
+
+def test_the_manifest_lists_every_named_input_and_output_of_a_stateful_model(tmp_path):
+    vad = signature(
+        [{"name": "audio", "shape": [None, 512], "dtype": "float32"}, {"name": "sr", "shape": [], "dtype": "int64"},
+         {"name": "state", "shape": [2, None, 64], "dtype": "float32"}],
+        [{"name": "probability", "shape": [None, 1], "dtype": "float32"},
+         {"name": "state_out", "shape": [2, None, 64], "dtype": "float32"}],
+    )
+    inputs = (InputSpec(name="audio", layout="NC", scale="1/32768"), InputSpec(name="sr", layout="NC"),
+              InputSpec(name="state", layout="NC", shape=(2, 1, 64)))
+    outputs = (OutputSpec(name="probability", kind=OutputKind.TENSOR), OutputSpec(name="state_out", kind=OutputKind.TENSOR, state="state"))
+    # The file's io, as the converter fixed it: the state's batch dimension is 1.
+    file_io = signature(
+        [{"name": "audio", "shape": [1, 512], "dtype": "float32"}, {"name": "sr", "shape": [], "dtype": "int64"},
+         {"name": "state", "shape": [2, 1, 64], "dtype": "float32"}],
+        [{"name": "probability", "shape": [1, 1], "dtype": "float32"}, {"name": "state_out", "shape": [2, 1, 64], "dtype": "float32"}],
+    )
+    figures = {"probability": {"cosine_similarity": 0.99}, "state_out": {"cosine_similarity": 0.98}}
+    entry = _manifest_model(tmp_path, vad, inputs, outputs, file_io, figures)
+
+    assert "input" not in entry and "output" not in entry
+    assert entry["inputs"] == [
+        {"layout": "NC", "scale": "1/32768", "offset": "0", "name": "audio", "shape": [None, 512], "dtype": "float32"},
+        {"layout": "NC", "scale": "1", "offset": "0", "name": "sr", "shape": [], "dtype": "int64"},
+        {"layout": "NC", "scale": "1", "offset": "0", "name": "state", "shape": [2, 1, 64], "dtype": "float32"},
+    ]
+    assert entry["outputs"] == [
+        {"name": "probability", "kind": "tensor"},
+        {"name": "state_out", "kind": "tensor", "state": "state"},
+    ]
+    (variant,) = entry["variants"].values()
+    # Every tensor of the file, in its order, with the dtype and shape an app binds; each output's own figures.
+    assert variant["io"] == file_io
+    assert variant["output_metrics"] == {"probability": {"cosine_similarity": "0.990000"}, "state_out": {"cosine_similarity": "0.980000"}}
+
+
+def test_the_manifest_keeps_the_entries_of_a_model_with_one_unnamed_input_and_output(tmp_path):
+    digits = signature([{"name": "image", "shape": [None, 8, 8], "dtype": "float32"}],
+                       [{"name": "probabilities", "shape": [None, 10], "dtype": "float32"}])
+    file_io = signature([{"name": "image", "shape": [1, 8, 8], "dtype": "int8"}], [{"name": "probabilities", "shape": [1, 10], "dtype": "int8"}])
+    entry = _manifest_model(tmp_path, digits, (InputSpec(layout="NHWC", scale="1/16"),), (OutputSpec(top_k=3),), file_io)
+    assert "inputs" not in entry and "outputs" not in entry
+    assert entry["input"] == {"layout": "NHWC", "scale": "1/16", "offset": "0", "name": "image", "shape": [None, 8, 8]}
+    assert entry["output"] == {"top_k": 3}
+    (variant,) = entry["variants"].values()
+    assert variant["io"] == {"input": file_io["inputs"][0], "output": file_io["outputs"][0]}
+    assert "output_metrics" not in variant
