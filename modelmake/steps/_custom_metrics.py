@@ -35,12 +35,13 @@ def measure(spec: CustomMetrics | None, outputs: Tensors, evaluation: str) -> di
     if spec is None:
         return {}
     call = f"{spec.function}(outputs, data) in {spec.recipe}"
+    key = _key(spec)
     module = load_recipe(Path(spec.recipe))
     function = getattr(module, spec.function, None)
     if not callable(function):
         raise StepError(
             f"metrics recipe {spec.recipe} has no function '{spec.function}': define it, "
-            "or name another with io -> output -> metrics -> function"
+            f"or name another with {key} -> function"
         )
     folder = str(Path(spec.recipe).resolve().parent)
     sys.path.insert(0, folder)  # helper modules beside the recipe, as for other recipes
@@ -54,6 +55,11 @@ def measure(spec: CustomMetrics | None, outputs: Tensors, evaluation: str) -> di
     return _checked(spec, call, result)
 
 
+def _key(spec: CustomMetrics) -> str:
+    """Where the spec declares the metrics, for messages."""
+    return "io -> metrics" if spec.by_name else "io -> output -> metrics"
+
+
 def _checked(spec: CustomMetrics, call: str, result) -> dict[str, float]:
     declared = ", ".join(spec.names)
     if not isinstance(result, dict):
@@ -65,7 +71,7 @@ def _checked(spec: CustomMetrics, call: str, result) -> dict[str, float]:
             part for part in (f"missing {', '.join(missing)}" if missing else "", f"undeclared {', '.join(extra)}" if extra else "") if part
         )
         raise StepError(
-            f"{call} must return exactly the figures io -> output -> metrics -> names declares ({declared}): {found}; "
+            f"{call} must return exactly the figures {_key(spec)} -> names declares ({declared}): {found}; "
             "return those names, or declare the others"
         )
     figures = {}

@@ -55,8 +55,8 @@ def _check_labels(label: DataLabels, what: str, samples: int, y: np.ndarray, seq
     if not np.issubdtype(y.dtype, np.integer) or rows[0] != samples or y.ndim != rank:
         raise StepError(
             f"{what}: {label.array} must be {expected} ({samples} {'sequences' if sequences else 'samples'}; "
-            f"{label.array} has shape {y.shape} and dtype {y.dtype}): give the labels of output "
-            f"{label.output or 'the output'} in that shape"
+            f"{label.array} has shape {y.shape} and dtype {y.dtype}): give the labels of "
+            f"{f'output {label.output}' if label.output else 'the output'} in that shape"
         )
 
 
@@ -97,7 +97,12 @@ def materialize(job: DataJob) -> str:
         y = arrays.get(label.array)
         if y is None:
             if _labels_required(job):
-                raise StepError(f"{what}: a classifier's evaluation data needs labels {label.array}, one integer per sample")
+                has = ", ".join(sorted(arrays))
+                hint = " (numpy.savez(path, x=..., y=...))" if label.array == "y" else ""
+                raise StepError(
+                    f"{what} needs an array named {label.array}, a classifier's labels (one integer per sample); it has {has}: "
+                    f"save the labels as {label.array}{hint}"
+                )
             continue
         if label.kind.has_labels:
             _check_labels(label, what, count, y, job.sequences)

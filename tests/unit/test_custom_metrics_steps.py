@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from modelmake import fsutil
-from modelmake.contracts import ConvertJob, DataJob, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob
+from modelmake.contracts import ConvertJob, DataJob, DataLabels, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob
 from modelmake.errors import BudgetExceeded, StepError
 from modelmake.formats.tflite import TfliteSettings
 from modelmake.kinds import OutputKind, Precision
-from modelmake.plan import Budget, CustomMetrics, Dataset, FormatSupport, InputSpec, Source
+from modelmake.plan import Budget, CustomMetrics, Dataset, FormatSupport, InputSpec, OutputSpec, Source
 from modelmake.steps import _custom_metrics, convert, data, evaluate, reference, source
 from modelmake.steps._arrays import write_npz
 
@@ -25,6 +25,7 @@ pytest.importorskip("ai_edge_litert")
 
 SUPPORT = FormatSupport(format="tflite", precisions=tuple(Precision), settings=TfliteSettings())
 IO = InputSpec(layout="NC")
+ESTIMATE = OutputSpec(kind=OutputKind.TENSOR)
 WEIGHTS = np.linspace(-0.5, 0.5, 8).astype(np.float32)
 
 REGRESSION_RECIPE = textwrap.dedent(
@@ -96,7 +97,7 @@ class Regression:
             DataJob(
                 Dataset(role="evaluation", path=str(root / "given.npz"), from_recipe=False, samples=128),
                 str(self.evaluation),
-                kind=OutputKind.TENSOR,
+                labels=(DataLabels("y", "", OutputKind.TENSOR),),
                 keep_arrays=True,
             )
         )
@@ -109,8 +110,8 @@ class Regression:
 
     def reference_job(self, custom: CustomMetrics, name: str = "reference") -> ReferenceJob:
         return ReferenceJob(
-            str(self.record), str(self.evaluation), "given.npz", IO, 1, str(self.root / name / "metrics.json"),
-            str(self.root / name / "outputs.npz"), kind=OutputKind.TENSOR, custom_metrics=custom,
+            str(self.record), str(self.evaluation), "given.npz", (IO,), (ESTIMATE,), str(self.root / name / "metrics.json"),
+            str(self.root / name / "outputs.npz"), custom_metrics=custom,
         )
 
     def evaluate(self, precision: str, *budgets: Budget) -> MetricsRecord:
@@ -120,15 +121,15 @@ class Regression:
                 ConvertJob(
                     artifact_id=artifact.name, source_record=str(self.record), precision=Precision(precision), per_channel=True,
                     palettize=None, calibration=str(self.root / "calibration.npz") if precision == "int8" else None,
-                    calibration_origin=None, input=IO, support=SUPPORT, out=str(artifact), out_record=str(artifact) + ".json",
+                    calibration_origin=None, inputs=(IO,), support=SUPPORT, out=str(artifact), out_record=str(artifact) + ".json",
                 )
             )
         job = EvaluateJob(
             artifact_id=f"{artifact.name}@pixel-8", format="tflite", artifact=str(artifact), record=str(artifact) + ".json",
             source_record=str(self.record), evaluation=str(self.evaluation), reference=self.reference.out_metrics,
-            reference_outputs=self.reference.out_outputs, input=IO, top_k=1, conditions=(), budgets=budgets,
+            reference_outputs=self.reference.out_outputs, inputs=(IO,), outputs=(ESTIMATE,), conditions=(), budgets=budgets,
             support=SUPPORT, enforce_budgets=True, out=str(artifact) + f".{len(budgets)}.metrics.json",
-            kind=OutputKind.TENSOR, custom_metrics=self.custom("score"),
+            custom_metrics=self.custom("score"),
         )
         evaluate.evaluate(job)
         return MetricsRecord.read(job.out)
@@ -196,3 +197,40 @@ def test_a_budget_on_a_custom_figure(regression):
 def test_a_hook_that_breaks_its_contract(regression, function, message):
     with pytest.raises(StepError, match=message):
         reference.evaluate_source(regression.reference_job(regression.custom(function), name=function))
+
+
+DETECTOR_METRICS = textwrap.dedent(
+    '''
+    import numpy as np
+
+
+    def detections(outputs, data):
+        kept = outputs["scores"] >= data["threshold"]
+        return {"detections": float(kept.sum()), "box_error": float(np.abs(outputs["boxes"] - data["y_boxes"]).mean())}
+
+
+    def partial(outputs, data):
+        return {"detections": 1.0}
+    '''
+)
+
+
+def test_a_model_level_metric_receives_every_output_by_name(tmp_path):
+    (tmp_path / "detections.py").write_text(DETECTOR_METRICS, encoding="utf-8")
+    evaluation = tmp_path / "evaluation.npz"
+    boxes = np.zeros((4, 3, 4), np.float32)
+    write_npz(evaluation, image=np.zeros((4, 8, 8, 1), np.float32), y_boxes=boxes + 0.25, threshold=np.array(0.5, np.float32))
+    outputs = {"boxes": boxes, "scores": np.array([[0.9, 0.1, 0.6]] * 4, np.float32)}
+
+    def spec(function: str) -> CustomMetrics:
+        return CustomMetrics(str(tmp_path / "detections.py"), function, ("detections", "box_error"), by_name=True)
+
+    assert _custom_metrics.measure(spec("detections"), outputs, str(evaluation)) == {"detections": 8.0, "box_error": 0.25}
+    with pytest.raises(StepError) as caught:
+        _custom_metrics.measure(spec("partial"), outputs, str(evaluation))
+    assert str(caught.value) == (
+        f"partial(outputs, data) in {tmp_path / 'detections.py'} must return exactly the figures io -> metrics -> names declares "
+        "(detections, box_error): missing box_error; return those names, or declare the others"
+    )
+    with pytest.raises(StepError, match=r"has no function 'absent': define it, or name another with io -> metrics -> function$"):
+        _custom_metrics.measure(spec("absent"), outputs, str(evaluation))
