@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from modelmake import fsutil
-from modelmake.contracts import ConvertJob, DataJob, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob
+from modelmake.contracts import ConvertJob, DataJob, DataLabels, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob
 from modelmake.errors import StepError
 from modelmake.formats.onnx import OnnxSettings
 from modelmake.formats.tflite import TfliteSettings
 from modelmake.kinds import OutputKind, Precision
-from modelmake.plan import Dataset, FormatSupport, InputSpec, Source
+from modelmake.plan import Dataset, FormatSupport, InputSpec, OutputSpec, Source
 from modelmake.recipes import load_recipe
 from modelmake.steps import _kinds, convert, data, evaluate, reference, source
 from modelmake.steps._arrays import write_npz
@@ -127,8 +127,8 @@ class Kind:
         self.calibration = root / "calibration.npz"
         write_npz(self.calibration, x=x)  # calibration needs no labels, for any kind
         self.reference = ReferenceJob(
-            str(record), str(self.evaluation), "evaluation.npz", io, 1,
-            str(root / "reference" / "metrics.json"), str(root / "reference" / "outputs.npz"), kind=kind, **output,
+            str(record), str(self.evaluation), "evaluation.npz", (io,), (OutputSpec(kind=kind, **output),),
+            str(root / "reference" / "metrics.json"), str(root / "reference" / "outputs.npz"),
         )
         self.summary = reference.evaluate_source(self.reference)
         self.source_figures = fsutil.read_json(self.reference.out_metrics)
@@ -141,15 +141,15 @@ class Kind:
                 ConvertJob(
                     artifact_id=artifact.name, source_record=str(self.record), precision=Precision(precision), per_channel=True,
                     palettize=None, calibration=str(self.calibration) if precision == "int8" else None, calibration_origin=None,
-                    input=self.io, support=SUPPORT[fmt], out=str(artifact), out_record=str(artifact) + ".json",
+                    inputs=(self.io,), support=SUPPORT[fmt], out=str(artifact), out_record=str(artifact) + ".json",
                 )
             )
         job = EvaluateJob(
             artifact_id=artifact.name, format=fmt, artifact=str(artifact), record=str(artifact) + ".json",
             source_record=str(self.record), evaluation=str(self.evaluation), reference=self.reference.out_metrics,
-            reference_outputs=self.reference.out_outputs, input=self.io, top_k=1, conditions=(), budgets=(),
+            reference_outputs=self.reference.out_outputs, inputs=(self.io,),
+            outputs=(OutputSpec(kind=self.kind, **(self.output | output)),), conditions=(), budgets=(),
             support=SUPPORT[fmt], enforce_budgets=True, out=str(artifact) + f".{len(output)}.metrics.json",
-            kind=self.kind, **(self.output | output),
         )
         evaluate.evaluate(job)
         return MetricsRecord.read(job.out)
@@ -189,8 +189,8 @@ def test_mask_labels_must_be_at_the_outputs_resolution(segmenter, tmp_path):
     with np.load(segmenter.evaluation) as saved:
         write_npz(bad, x=saved["x"], y=saved["y"][:, :4, :4])
     job = ReferenceJob(
-        segmenter.reference.source_record, str(bad), "evaluation.npz", segmenter.io, 1,
-        str(tmp_path / "m.json"), str(tmp_path / "o.npz"), kind=OutputKind.MASK,
+        segmenter.reference.source_record, str(bad), "evaluation.npz", (segmenter.io,), (OutputSpec(kind=OutputKind.MASK),),
+        str(tmp_path / "m.json"), str(tmp_path / "o.npz"),
     )
     with pytest.raises(StepError, match=r"the labels y are \(4, 4\) class ids per sample but the model's mask is \(8, 8\)"):
         reference.evaluate_source(job)
@@ -313,7 +313,7 @@ def test_mean_iou_averages_over_the_classes_present():
 def _materialize_data(tmp_path, kind: OutputKind, **arrays) -> str:
     given = tmp_path / "given.npz"
     write_npz(given, **arrays)
-    job = DataJob(Dataset(role="evaluation", path=str(given), from_recipe=False), str(tmp_path / "out.npz"), kind=kind)
+    job = DataJob(Dataset(role="evaluation", path=str(given), from_recipe=False), str(tmp_path / "out.npz"), labels=(DataLabels("y", "", kind),))
     return data.materialize(job)
 
 
@@ -325,10 +325,15 @@ def test_data_for_outputs_without_labels(tmp_path):
 
 
 def test_a_classifier_still_needs_labels_and_the_message_names_the_arrays(tmp_path):
-    with pytest.raises(StepError, match=r"needs arrays named x and y; it has labels, x: save the samples as x and their labels as y"):
+    message = r"needs an array named y, a classifier's labels \(one integer per sample\); it has labels, x: save the labels as y \(numpy"
+    with pytest.raises(StepError, match=message):
         _materialize_data(tmp_path, OutputKind.CLASSES, x=np.zeros((5, 4), np.float32), labels=np.zeros(5, np.int64))
 
 
 def test_mask_labels_are_class_ids_per_pixel(tmp_path):
-    with pytest.raises(StepError, match=r"one integer class id per pixel, shape \(samples, height, width\); y has shape \(5,\)"):
+    message = (
+        r"y must be one integer class id per pixel, shape \(samples, height, width\) \(5 samples; y has shape \(5,\) and dtype "
+        r"int64\): give the labels of the output in that shape$"
+    )
+    with pytest.raises(StepError, match=message):
         _materialize_data(tmp_path, OutputKind.MASK, x=np.zeros((5, 4, 4, 1), np.float32), y=np.zeros(5, np.int64))

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelmake.contracts import ChannelValues, ConvertJob, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob
+from modelmake.contracts import ConvertJob, DeclaredInput, DeclaredIo, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob
 from modelmake.errors import StepError
 from modelmake.graph import model_tasks
 from modelmake.kinds import Precision
-from modelmake.plan import InputSpec, Source
+from modelmake.plan import InputSpec, OutputSpec, Source
 from modelmake.spec import load_plan
 from modelmake.steps._arrays import preprocess, write_npz
 
@@ -66,7 +66,7 @@ def test_data_whose_channels_differ_from_mean_and_std_fail_with_the_shape():
         preprocess(np.zeros((4, 1, 8, 8), np.float32), IMAGENET)
     assert str(caught.value) == (
         "the data has samples of shape (1, 8, 8), whose NCHW channel axis does not hold the 3 channels that "
-        "io -> input -> mean and std give values for: fix the data, or give mean and std one value per channel"
+        "io gives mean and std values for: fix the data, or give mean and std one value per channel"
     )
 
 
@@ -104,25 +104,30 @@ def _classifier(path: Path, channels: int) -> Path:
     return path
 
 
-def _source(tmp_path: Path, model_file: Path, channels: ChannelValues | None = None) -> Path:
+def _declared(key: str, channels: int) -> DeclaredIo:
+    """io as the graph hands it to the source step: the one input, whose mean and std give ``channels`` values."""
+    return DeclaredIo(key="models.yaml: models -> m -> io", inputs=(DeclaredInput("", key, "NCHW", channels=channels),), outputs=("",))
+
+
+def _source(tmp_path: Path, model_file: Path, io: DeclaredIo | None = None) -> Path:
     record = tmp_path / "source" / "source.json"
-    source.materialize(SourceJob(Source(kind="onnx", path=str(model_file)), str(tmp_path / "source"), str(record), channels=channels))
+    source.materialize(SourceJob(Source(kind="onnx", path=str(model_file)), str(tmp_path / "source"), str(record), io=io))
     return record
 
 
 def test_mean_and_std_for_three_channels_on_a_one_channel_model_fail_at_the_source(tmp_path):
     model = _classifier(tmp_path / "gray.onnx", channels=1)
-    key = "models.yaml: models -> gray -> io -> input -> mean/std"
+    key = "models.yaml: models -> gray -> io -> input"
     with pytest.raises(StepError) as caught:
-        _source(tmp_path, model, ChannelValues(key=key, layout="NCHW", count=3))
+        _source(tmp_path, model, _declared(key, 3))
     assert str(caught.value) == (
-        "models.yaml: models -> gray -> io -> input -> mean/std gives 3 values, but the model input x [?, 1, 8, 8] has "
-        "1 channel (NCHW): give mean and std 1 value each, or correct io -> input -> layout"
+        "models.yaml: models -> gray -> io -> input gives 3 mean/std values, but the model input x (?, 1, 8, 8) has "
+        "1 channel (NCHW): give mean and std 1 value each, or correct the layout"
     )
     # Nothing downstream starts: the record conversion waits for is not written.
     assert not (tmp_path / "source" / "source.json").exists()
     # With as many values as channels, the source is taken.
-    _source(tmp_path, model, ChannelValues(key=key, layout="NCHW", count=1))
+    _source(tmp_path, model, _declared(key, 1))
     assert (tmp_path / "source" / "source.json").exists()
 
 
@@ -132,11 +137,12 @@ def test_the_graph_hands_the_source_step_the_mean_and_std_count(tmp_path):
     (model,) = plan.models
     task = next(t for t in model_tasks(plan, model, tmp_path) if t["basename"] == "source")
     job = task["actions"][0][1][2]
-    assert job.channels == ChannelValues(key="models.yaml: models -> digits -> io -> input -> mean/std", layout="NHWC", count=3)
+    (declared,) = job.io.inputs
+    assert declared == DeclaredInput(name="", key="models.yaml: models -> digits -> io -> input", layout="NHWC", channels=3)
 
     (plain,) = load_plan(make_workspace(tmp_path / "plain"), environ={}).models
     task = next(t for t in model_tasks(plan, plain, tmp_path) if t["basename"] == "source")
-    assert task["actions"][0][1][2].channels is None
+    assert task["actions"][0][1][2].io.inputs[0].channels is None
 
 
 # ---------------------------------------------------------------- a build: reference, convert, evaluate
@@ -153,7 +159,7 @@ def _build(tmp_path: Path, spec: InputSpec, by_hand: np.ndarray, precision: str)
     """Source, reference, convert and evaluate as the tasks run them; labels are the classes of the model on ``by_hand``."""
     channels = by_hand.shape[1]
     model = _classifier(tmp_path / "given" / "classifier.onnx", channels=channels)
-    record = _source(tmp_path, model, ChannelValues(key="models.yaml: mean/std", layout="NCHW", count=channels) if spec.mean else None)
+    record = _source(tmp_path, model, _declared("models.yaml: models -> m -> io -> input", channels) if spec.mean else None)
     raw = _raw(5, 64, channels)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     labels = session.run(None, {"x": by_hand})[0].argmax(axis=1)
@@ -165,8 +171,8 @@ def _build(tmp_path: Path, spec: InputSpec, by_hand: np.ndarray, precision: str)
         source_record=str(record),
         evaluation=str(data),
         evaluation_origin="evaluation.npz",
-        input=spec,
-        top_k=1,
+        inputs=(spec,),
+        outputs=(OutputSpec(),),
         out_metrics=str(tmp_path / "reference.json"),
         out_outputs=str(tmp_path / "reference.npz"),
     )
@@ -181,7 +187,7 @@ def _build(tmp_path: Path, spec: InputSpec, by_hand: np.ndarray, precision: str)
             palettize=None,
             calibration=str(calibration),
             calibration_origin="calibration.npz",
-            input=spec,
+            inputs=(spec,),
             support=CPU,
             out=str(out),
             out_record=str(out) + ".json",
@@ -196,8 +202,8 @@ def _build(tmp_path: Path, spec: InputSpec, by_hand: np.ndarray, precision: str)
         evaluation=str(data),
         reference=ref.out_metrics,
         reference_outputs=ref.out_outputs,
-        input=spec,
-        top_k=1,
+        inputs=(spec,),
+        outputs=(OutputSpec(),),
         conditions=(("dim", 0.3),),
         budgets=(),
         support=CPU,
@@ -236,12 +242,18 @@ def test_imagenet_mean_and_std_build_and_feed_the_model_what_they_say(tmp_path, 
 
 def test_the_manifest_names_mean_and_std_only_for_a_model_that_has_them():
     from modelmake.bundle.manifest import _input
+    from modelmake.tensors import signature
 
-    assert _input(InputSpec(layout="NHWC", scale="1/127.5", offset="-1")) == {"layout": "NHWC", "scale": "1/127.5", "offset": "-1"}
-    assert _input(IMAGENET) == {
+    model = signature([{"name": "x", "shape": [None, 3, 8, 8], "dtype": "float32"}], [{"name": "y", "shape": [None, 6], "dtype": "float32"}])
+    fed = {"name": "x", "shape": [None, 3, 8, 8]}
+    assert _input(InputSpec(layout="NCHW", scale="1/127.5", offset="-1"), model) == {
+        "layout": "NCHW", "scale": "1/127.5", "offset": "-1", **fed,
+    }
+    assert _input(IMAGENET, model) == {
         "layout": "NCHW",
         "scale": "1",
         "offset": "0",
         "mean": ["123.675", "116.28", "103.53"],
         "std": ["58.395", "57.12", "57.375"],
+        **fed,
     }

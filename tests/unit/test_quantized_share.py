@@ -11,7 +11,7 @@ from modelmake.contracts import EvaluateJob, MetricsRecord
 from modelmake.errors import BudgetExceeded, StepError
 from modelmake.formats.onnx import runtime as onnx_runtime
 from modelmake.kinds import Precision
-from modelmake.plan import Budget, FormatSupport
+from modelmake.plan import Budget, FormatSupport, OutputSpec
 from modelmake.steps import evaluate, report
 from modelmake.steps._arrays import write_npz
 
@@ -76,8 +76,8 @@ def _evaluate(artifact: Path, support: FormatSupport, record: Path, budgets: tup
         evaluation=None,
         reference=None,
         reference_outputs=None,
-        input=PREPROCESSING,
-        top_k=1,
+        inputs=(PREPROCESSING,),
+        outputs=(OutputSpec(),),
         conditions=(),
         budgets=budgets,
         support=support,
@@ -180,9 +180,9 @@ def test_onnx_fp16_keeps_ops_fed_constants_beyond_its_range_in_float32(tmp_path,
     assert "kept in float32" in log and "norm (var)" in log and "amplify (big)" in log
     initializers = {t.name: t.data_type for t in onnx.load(str(out)).graph.initializer}
     assert initializers["var"] == initializers["big"] == TensorProto.FLOAT and initializers["conv_w"] == TensorProto.FLOAT16
-    x = np.random.default_rng(6).normal(size=(8, 1, 8, 8)).astype(np.float32)
-    expected = onnx_runtime.predict(source, x, what="float model")
-    assert _cosine(onnx_runtime.predict(out, x, what="fp16 model"), expected) >= 0.999
+    x = {"x": np.random.default_rng(6).normal(size=(8, 1, 8, 8)).astype(np.float32)}
+    expected = onnx_runtime.predict(source, x, what="float model", batch=None)["y"]
+    assert _cosine(onnx_runtime.predict(out, x, what="fp16 model", batch=None)["y"], expected) >= 0.999
     # The float32 BatchNormalization parameters are most of the weight bytes, and the share says so.
     assert 0.0 < onnx_runtime.weight_share(out, Precision.FP16) < 0.9
 
