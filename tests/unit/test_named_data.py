@@ -24,7 +24,9 @@ BOXES = RNG.uniform(size=(10, 5, 4)).astype(np.float32)
 
 
 def _job(tmp_path, path, *, labels=LABELS, inputs=INPUTS, recipe=False, **options) -> DataJob:
-    dataset = Dataset(role="evaluation", path=str(path), from_recipe=recipe, function="load" if recipe else "", split="test" if recipe else "")
+    dataset = Dataset(
+        role="evaluation", path=str(path), from_recipe=recipe, function="load" if recipe else "", split="test" if recipe else ""
+    )
     return DataJob(dataset, str(tmp_path / "out.npz"), inputs=inputs, labels=labels, **options)
 
 

@@ -80,7 +80,9 @@ def test_labels_are_read_per_output_and_only_for_kinds_that_have_them():
         [{"name": "classes", "shape": [None, 3], "dtype": "float32"}, {"name": "map", "shape": [None, 8, 8, 2], "dtype": "float32"},
          {"name": "features", "shape": [None, 16], "dtype": "float32"}],
     )
-    specs = (OutputSpec(name="classes"), OutputSpec(name="map", kind=OutputKind.MASK), OutputSpec(name="features", kind=OutputKind.EMBEDDING))
+    specs = (
+        OutputSpec(name="classes"), OutputSpec(name="map", kind=OutputKind.MASK), OutputSpec(name="features", kind=OutputKind.EMBEDDING),
+    )
     scored = _outputs.scorings(specs, (InputSpec(name="image"),), sig)
     arrays = {"image": np.zeros((2, 8, 8, 1)), "y_classes": np.array([0, 1]), "y_features": np.zeros((2, 16))}
     labels = _outputs.labels(scored, arrays)
@@ -177,7 +179,9 @@ def test_the_manifest_lists_every_named_input_and_output_of_a_stateful_model(tmp
 def test_the_manifest_keeps_the_entries_of_a_model_with_one_unnamed_input_and_output(tmp_path):
     digits = signature([{"name": "image", "shape": [None, 8, 8], "dtype": "float32"}],
                        [{"name": "probabilities", "shape": [None, 10], "dtype": "float32"}])
-    file_io = signature([{"name": "image", "shape": [1, 8, 8], "dtype": "int8"}], [{"name": "probabilities", "shape": [1, 10], "dtype": "int8"}])
+    file_io = signature(
+        [{"name": "image", "shape": [1, 8, 8], "dtype": "int8"}], [{"name": "probabilities", "shape": [1, 10], "dtype": "int8"}]
+    )
     entry = _manifest_model(tmp_path, digits, (InputSpec(layout="NHWC", scale="1/16"),), (OutputSpec(top_k=3),), file_io)
     assert "inputs" not in entry and "outputs" not in entry
     assert entry["input"] == {"layout": "NHWC", "scale": "1/16", "offset": "0", "name": "image", "shape": [None, 8, 8]}

@@ -313,7 +313,8 @@ def test_mean_iou_averages_over_the_classes_present():
 def _materialize_data(tmp_path, kind: OutputKind, **arrays) -> str:
     given = tmp_path / "given.npz"
     write_npz(given, **arrays)
-    job = DataJob(Dataset(role="evaluation", path=str(given), from_recipe=False), str(tmp_path / "out.npz"), labels=(DataLabels("y", "", kind),))
+    dataset = Dataset(role="evaluation", path=str(given), from_recipe=False)
+    job = DataJob(dataset, str(tmp_path / "out.npz"), labels=(DataLabels("y", "", kind),))
     return data.materialize(job)
 
 

@@ -244,7 +244,9 @@ def test_the_manifest_names_mean_and_std_only_for_a_model_that_has_them():
     from modelmake.bundle.manifest import _input
     from modelmake.tensors import signature
 
-    model = signature([{"name": "x", "shape": [None, 3, 8, 8], "dtype": "float32"}], [{"name": "y", "shape": [None, 6], "dtype": "float32"}])
+    model = signature(
+        [{"name": "x", "shape": [None, 3, 8, 8], "dtype": "float32"}], [{"name": "y", "shape": [None, 6], "dtype": "float32"}]
+    )
     fed = {"name": "x", "shape": [None, 3, 8, 8]}
     assert _input(InputSpec(layout="NCHW", scale="1/127.5", offset="-1"), model) == {
         "layout": "NCHW", "scale": "1/127.5", "offset": "-1", **fed,
