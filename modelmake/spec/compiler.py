@@ -302,10 +302,10 @@ class Compiler:
         variants = {v: self.variant(base, v, vconf, known_metrics) for v, vconf in conf["variants"].items()}
         entries = [TargetEntry.parse(base, target, entry) for target, entry in conf["targets"].items()]
         listed = dict.fromkeys(v for entry in entries for v in entry.variants if v in variants)
+        # A state pair without inputs by name is refused on its own; it does not make the model stateful.
+        stateful = any(o.state for o in outputs) and all(i.name for i in inputs)
         for variant in listed:
-            self.check_variant(
-                base, name, variants[variant], source, has_calibration="calibration" in data, stateful=any(o.state for o in outputs)
-            )
+            self.check_variant(base, name, variants[variant], source, has_calibration="calibration" in data, stateful=stateful)
         found = []
         for entry in entries:
             profile = self.profile(entry.path, entry.name)
