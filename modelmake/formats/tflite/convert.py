@@ -5,6 +5,11 @@ weights with float activations; int8 quantizes weights and activations from
 the calibration data, with int8 input and output tensors when the target
 profile asks for integer-only I/O.  A .tflite source ships as it is at fp32
 and is quantized by LiteRT Quantizer (``quantizer.py``) at the others.
+
+Inputs and outputs keep the SavedModel's signature keys (the converter writes
+them as the file's signature), and calibration feeds every input by those
+keys.  Inputs whose io declares a ``shape`` are converted with it fixed, so
+accelerators that need static shapes see no dynamic dimension there.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from ... import fsutil
 from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
 from ...errors import StepError
 from ...kinds import Precision
+from ...plan import InputSpec
 from ...steps._arrays import calibration_samples
+from ...tensors import INPUTS, Tensors, resolve, shown
 from ...versions import tool_versions
 from ..base import tool_message
 from . import TfliteSettings
@@ -26,7 +33,7 @@ def convert(job: ConvertJob) -> None:
     settings: TfliteSettings = job.support.settings
     integer_io = settings.integer_io and job.precision == Precision.INT8
     record = SourceRecord.read(job.source_record)
-    samples = calibration_samples(job, record.signature["input"]["shape"]) if job.precision == Precision.INT8 else None
+    samples = calibration_samples(job, record.signature) if job.precision == Precision.INT8 else None
     extra: dict = {}
     tools = tool_versions("tensorflow")
     if record.kind == "tflite" and job.precision == Precision.FP32:
@@ -49,7 +56,9 @@ def convert(job: ConvertJob) -> None:
         extra = {"quantization": quantized.summary}
         tools = tool_versions("ai-edge-quantizer", "ai-edge-litert")
     else:
-        fsutil.write_bytes(job.out, _convert_saved_model(Path(record.model), job.precision, integer_io, job.per_channel, samples))
+        fixed = fixed_shapes(job.inputs, record.signature)
+        fsutil.write_bytes(job.out, _convert_saved_model(Path(record.model), job.precision, integer_io, job.per_channel, samples, fixed))
+        _check_fixed_shapes(job.out, fixed, what=job.artifact_id)
     ArtifactRecord(
         precision=str(job.precision),
         integer_io=integer_io,
@@ -63,16 +72,69 @@ def convert(job: ConvertJob) -> None:
     ).write(job.out_record)
 
 
-def _convert_saved_model(directory: Path, precision: Precision, integer_io: bool, per_channel: bool, calibration) -> bytes:
+def fixed_shapes(inputs: tuple[InputSpec, ...], signature: dict) -> dict[str, tuple[int, ...]]:
+    """The shapes io fixes, by the model's input names."""
+    return {resolve(signature, INPUTS, spec.name): tuple(spec.shape) for spec in inputs if spec.shape is not None}
+
+
+def _converter(directory: Path, fixed: dict[str, tuple[int, ...]]):
+    """The TFLite converter on the SavedModel's serving signature, with the fixed shapes applied to its inputs.
+
+    A fixed shape goes in through a concrete function of the signature with
+    those TensorSpecs, called by the same keyword arguments: the converter
+    writes its keys as the file's signature, as it does from the SavedModel.
+    """
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory))
+    if not fixed:
+        return tf.lite.TFLiteConverter.from_saved_model(str(directory))
+    loaded = tf.saved_model.load(str(directory))
+    serving = loaded.signatures["serving_default"]
+    specs = dict(serving.structured_input_signature[1])
+    for name, shape in fixed.items():
+        spec = specs[name]
+        if len(shape) != len(spec.shape) or any(d is not None and d != s for d, s in zip(spec.shape.as_list(), shape, strict=False)):
+            raise StepError(
+                f"io fixes input {name} to {tuple(shape)}, but the model takes {shown(spec.shape.as_list())}: "
+                "give a shape of the same rank that keeps every dimension the model fixes"
+            )
+        specs[name] = tf.TensorSpec(shape, spec.dtype, name=name)
+    concrete = tf.function(lambda **tensors: serving(**tensors)).get_concrete_function(**specs)
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
+
+
+def _check_fixed_shapes(path: str, fixed: dict[str, tuple[int, ...]], *, what: str) -> None:
+    """The converted file must take the fixed shapes under the source's names (what an app binds)."""
+    if not fixed:
+        return
+    inputs = {entry["name"]: entry["shape"] for entry in io_details(path, what=what)[INPUTS]}
+    for name, shape in fixed.items():
+        if inputs.get(name) != list(shape):
+            raise StepError(
+                f"{what}: the TFLite converter did not keep input {name} at the fixed shape {tuple(shape)} "
+                f"(the file takes {', '.join(f'{n} {shown(s)}' for n, s in inputs.items())}): remove shape from this input's io"
+            )
+
+
+def _representative_dataset(calibration: Tensors):
+    """One signature call per sample, every input by its key (the converter calibrates multi-input models so)."""
+    count = len(next(iter(calibration.values())))
+    return lambda: ({name: values[i : i + 1] for name, values in calibration.items()} for i in range(count))
+
+
+def _convert_saved_model(
+    directory: Path, precision: Precision, integer_io: bool, per_channel: bool, calibration: Tensors | None, fixed: dict
+) -> bytes:
+    import tensorflow as tf
+
+    converter = _converter(directory, fixed)
     if precision != Precision.FP32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == Precision.FP16:
         converter.target_spec.supported_types = [tf.float16]
     elif precision == Precision.INT8:
-        converter.representative_dataset = lambda: ([sample[None]] for sample in calibration)
+        assert calibration is not None  # convert() reads it for every int8 variant
+        converter.representative_dataset = _representative_dataset(calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if not per_channel:
             # The converter exposes per-tensor weight scales only through this attribute; it
