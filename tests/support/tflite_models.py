@@ -24,6 +24,7 @@ from modelmake.plan import FormatSupport, InputSpec
 from modelmake.tensors import signature as tensors_signature
 
 TFLITE = FormatSupport(format="tflite", precisions=tuple(Precision), settings=TfliteSettings())
+INTEGER_IO = FormatSupport(format="tflite", precisions=tuple(Precision), settings=TfliteSettings(integer_io=True))
 IMAGE = (8, 8, 1)
 ANCHORS = 16  # 4x4 cells of the 8x8 image after one stride-2 convolution
 DETECTOR_CLASSES = 3

@@ -21,6 +21,7 @@ from modelmake.plan import FormatSupport, InputSpec
 from modelmake.steps import convert
 from modelmake.steps._arrays import preprocess, write_npz
 from modelmake.tensors import INPUTS, OUTPUTS
+
 from tests.support.tflite_models import saved_model_signature, write_source_record
 
 pytest.importorskip("ai_edge_quantizer")

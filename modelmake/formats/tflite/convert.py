@@ -13,8 +13,9 @@ accelerators that need static shapes see no dynamic dimension there.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+
+import numpy as np
 
 from ... import fsutil
 from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
@@ -22,7 +23,7 @@ from ...errors import StepError
 from ...kinds import Precision
 from ...plan import InputSpec
 from ...steps._arrays import calibration_samples
-from ...tensors import INPUTS, Tensors, resolve, shown
+from ...tensors import INPUTS, Tensors, entry, shown
 from ...versions import tool_versions
 from ..base import tool_message
 from . import TfliteSettings
@@ -34,21 +35,23 @@ def convert(job: ConvertJob) -> None:
     integer_io = settings.integer_io and job.precision == Precision.INT8
     record = SourceRecord.read(job.source_record)
     samples = calibration_samples(job, record.signature) if job.precision == Precision.INT8 else None
+    fixed = fixed_shapes(job.inputs, record.signature)
     extra: dict = {}
     tools = tool_versions("tensorflow")
     if record.kind == "tflite" and job.precision == Precision.FP32:
-        with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
-            shutil.copyfileobj(src, handle)
+        source = Path(record.model).read_bytes()
+        fsutil.write_bytes(job.out, with_fixed_input_shapes(source, fixed, what=f"tflite source {record.path}") if fixed else source)
     elif record.kind == "tflite":
         from .quantizer import quantize
 
+        what = f"tflite source {record.path}"
         quantized = quantize(
-            Path(record.model).read_bytes(),
+            with_fixed_input_shapes(Path(record.model).read_bytes(), fixed, what=what),
             job.precision,
             per_channel=job.per_channel,
             integer_io=integer_io,
             calibration=samples,
-            what=f"tflite source {record.path}",
+            what=what,
         )
         if job.precision == Precision.FP16:
             _check_float16_range(quantized.model)
@@ -56,9 +59,8 @@ def convert(job: ConvertJob) -> None:
         extra = {"quantization": quantized.summary}
         tools = tool_versions("ai-edge-quantizer", "ai-edge-litert")
     else:
-        fixed = fixed_shapes(job.inputs, record.signature)
         fsutil.write_bytes(job.out, _convert_saved_model(Path(record.model), job.precision, integer_io, job.per_channel, samples, fixed))
-        _check_fixed_shapes(job.out, fixed, what=job.artifact_id)
+    _check_fixed_shapes(job.out, fixed, what=job.artifact_id)
     ArtifactRecord(
         precision=str(job.precision),
         integer_io=integer_io,
@@ -73,8 +75,46 @@ def convert(job: ConvertJob) -> None:
 
 
 def fixed_shapes(inputs: tuple[InputSpec, ...], signature: dict) -> dict[str, tuple[int, ...]]:
-    """The shapes io fixes, by the model's input names."""
-    return {resolve(signature, INPUTS, spec.name): tuple(spec.shape) for spec in inputs if spec.shape is not None}
+    """The shapes io fixes, by the model's input names; each must keep the rank and every static dimension of the model's."""
+    fixed = {}
+    for spec in inputs:
+        if spec.shape is None:
+            continue
+        model_input = entry(signature, INPUTS, spec.name)
+        shape, declared = tuple(spec.shape), model_input["shape"]
+        if len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape, strict=True)):
+            raise StepError(
+                f"io fixes input {model_input['name']} to {shape}, but the model takes {shown(declared)}: "
+                "give a shape of the same rank that keeps every dimension the model fixes"
+            )
+        fixed[model_input["name"]] = shape
+    return fixed
+
+
+def with_fixed_input_shapes(data: bytes, fixed: dict[str, tuple[int, ...]], *, what: str) -> bytes:
+    """A .tflite file whose named inputs declare the fixed shapes (shape and shape signature) instead of dynamic ones.
+
+    The runtime then propagates them through the graph when it allocates the
+    tensors, as it does for a file converted with static shapes.
+    """
+    if not fixed:
+        return data
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from .runtime import bindings
+
+    inputs, _ = bindings(Interpreter(model_content=data))
+    index = {binding.name: binding.index for binding in inputs}
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    for name, shape in fixed.items():
+        tensor = model.subgraphs[0].tensors[index[name]]
+        tensor.shape = np.array(shape, np.int32)
+        tensor.shapeSignature = None  # no signature: every dimension is the static shape
+    try:
+        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    except Exception as exc:
+        raise StepError(f"{what} could not be written with fixed input shapes ({tool_message(exc)}): remove shape from its io") from exc
 
 
 def _converter(directory: Path, fixed: dict[str, tuple[int, ...]]):
@@ -92,13 +132,7 @@ def _converter(directory: Path, fixed: dict[str, tuple[int, ...]]):
     serving = loaded.signatures["serving_default"]
     specs = dict(serving.structured_input_signature[1])
     for name, shape in fixed.items():
-        spec = specs[name]
-        if len(shape) != len(spec.shape) or any(d is not None and d != s for d, s in zip(spec.shape.as_list(), shape, strict=False)):
-            raise StepError(
-                f"io fixes input {name} to {tuple(shape)}, but the model takes {shown(spec.shape.as_list())}: "
-                "give a shape of the same rank that keeps every dimension the model fixes"
-            )
-        specs[name] = tf.TensorSpec(shape, spec.dtype, name=name)
+        specs[name] = tf.TensorSpec(shape, specs[name].dtype, name=name)
     concrete = tf.function(lambda **tensors: serving(**tensors)).get_concrete_function(**specs)
     return tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded)
 

@@ -66,11 +66,11 @@ def load(path: Path | str, *, what: str) -> Model:
         interpreter.allocate_tensors()
     except Exception as exc:
         raise StepError(f"{what} does not load in LiteRT ({type(exc).__name__}: {exc}): the file is corrupt or not a TFLite model") from exc
-    inputs, outputs = _bindings(interpreter)
+    inputs, outputs = bindings(interpreter)
     return Model(interpreter, inputs, outputs, what)
 
 
-def _bindings(interpreter) -> tuple[list[Binding], list[Binding]]:
+def bindings(interpreter) -> tuple[list[Binding], list[Binding]]:
     """By the only signature's keys where the file has one over its main graph; else by tensor names."""
     main_inputs = [detail["index"] for detail in interpreter.get_input_details()]
     main_outputs = [detail["index"] for detail in interpreter.get_output_details()]
