@@ -249,3 +249,24 @@ def test_latency_is_timed_on_one_sample_by_name_or_on_zeros(two_input):
     assert runtime.median_latency_ms(two_input.float_file, what="two_input.tflite") > 0
     with pytest.raises(StepError, match="no input named label"):
         runtime.median_latency_ms(two_input.float_file, what="two_input.tflite", sample={**sample, "label": np.zeros(1)})
+
+
+def test_an_input_without_a_batch_axis_is_fed_one_sample_at_a_time(tmp_path):
+    """A scalar int64 sample rate beside a batch of audio, as voice models take it: one value per invoke."""
+    import tensorflow as tf
+
+    class Scaled(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32), tf.TensorSpec([], tf.int64)])
+        def serve(self, audio, sample_rate):
+            return {"scaled": audio * tf.cast(sample_rate, tf.float32)}
+
+    module = Scaled()
+    tf.saved_model.save(module, str(tmp_path / "saved_model"), signatures={"serving_default": module.serve})
+    file = models.tflite_from_saved_model(tmp_path / "saved_model", tmp_path / "scaled.tflite")
+    assert runtime.io_details(file, what=file.name)[INPUTS][1] == {"name": "sample_rate", "shape": [], "dtype": "int64"}
+    x = {"audio": np.ones((3, 3), np.float32), "sample_rate": np.array([8000, 16000, 24000], np.int64)}
+
+    outputs = runtime.predict(file, x, what=file.name)
+
+    np.testing.assert_array_equal(outputs["scaled"], np.repeat([[8000.0], [16000.0], [24000.0]], 3, axis=1))
+    assert runtime.median_latency_ms(file, what=file.name, sample={"audio": x["audio"][0], "sample_rate": x["sample_rate"][0]}) > 0

@@ -200,15 +200,16 @@ def predict(path: Path | str, inputs: Mapping[str, np.ndarray], *, what: str, ba
     given = _checked_inputs(model, inputs)
     samples = len(next(iter(given.values()))) if given else 0
     step = _chunk_size(model, given, batch)
-    batch_axis = all(_has_batch_axis(model.details(b), given[b.name]) for b in model.inputs)
+    batch_axes = [_has_batch_axis(model.details(b), given[b.name]) for b in model.inputs]
     parts = []
     try:
         for start in range(0, samples, step):
-            if batch_axis:
+            if all(batch_axes):
                 chunk = {name: values[start : start + step] for name, values in given.items()}
                 parts.append(_run_chunk(model, chunk, step))
             else:
-                parts.append(_invoke(model, _one_sample(model, given, start), batch_axis=False))
+                # Outputs have a batch axis where some input has one (audio beside a scalar sample rate).
+                parts.append(_invoke(model, _one_sample(model, given, start), batch_axis=any(batch_axes)))
     except StepError:
         raise
     except Exception as exc:
