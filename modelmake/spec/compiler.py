@@ -302,8 +302,10 @@ class Compiler:
         variants = {v: self.variant(base, v, vconf, known_metrics) for v, vconf in conf["variants"].items()}
         entries = [TargetEntry.parse(base, target, entry) for target, entry in conf["targets"].items()]
         listed = dict.fromkeys(v for entry in entries for v in entry.variants if v in variants)
+        # A state pair without inputs by name is refused on its own; it does not make the model stateful.
+        stateful = any(o.state for o in outputs) and all(i.name for i in inputs)
         for variant in listed:
-            self.check_variant(base, name, variants[variant], source, has_calibration="calibration" in data)
+            self.check_variant(base, name, variants[variant], source, has_calibration="calibration" in data, stateful=stateful)
         found = []
         for entry in entries:
             profile = self.profile(entry.path, entry.name)
@@ -671,7 +673,7 @@ class Compiler:
             budgets=tuple(self.budgets(base + ("variants", name, "budgets"), conf.get("budgets", {}), known_metrics)),
         )
 
-    def check_variant(self, base, model, variant: Variant, source: Source, *, has_calibration: bool) -> None:
+    def check_variant(self, base, model, variant: Variant, source: Source, *, has_calibration: bool, stateful: bool = False) -> None:
         """The rules on a variant itself, checked once for each variant some target lists."""
         precision = variant.precision
         if not variant.per_channel and precision is not Precision.INT8:
@@ -680,7 +682,15 @@ class Compiler:
                 f"per_channel applies to int8 variants only ('{variant.name}' is {precision}): remove it",
             )
         variant_path = base + ("variants", variant.name, "quantize")
-        if precision is Precision.INT8 and not has_calibration:
+        if precision is Precision.INT8 and stateful:
+            # Calibrating activations needs the states a stream produces, step after step; modelmake's calibration
+            # feeds samples one by one.  Dynamic int8 quantizes activations at run time and needs no calibration.
+            self.fail(
+                variant_path,
+                f"full int8 needs calibration over streams, which modelmake does not do for a stateful model ({model} feeds "
+                "an output back as state): use dynamic_int8, or fp16",
+            )
+        elif precision is Precision.INT8 and not has_calibration:
             self.fail(variant_path, f"full int8 quantization needs calibration data: add models -> {model} -> data -> calibration")
         foreign = formats.for_source_kind(source.kind)
         if foreign is not None and not foreign.quantizes_own_files and precision is not Precision.FP32:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelmake import fsutil
+from modelmake import fsutil, tensors
 from modelmake.contracts import ConvertJob, SourceRecord
 from modelmake.errors import StepError
-from modelmake.formats.base import NotMeasurable
+from modelmake.formats.base import NotMeasurable, tensor_signature
 from modelmake.formats.coreml import CoremlSettings
 from modelmake.kinds import Precision
 from modelmake.plan import FormatSupport, InputSpec
@@ -60,6 +60,7 @@ def _job(
     support: FormatSupport = A17,
     per_channel: bool = True,
     palettize: int | None = None,
+    inputs: tuple[InputSpec, ...] = (InputSpec(),),
 ) -> ConvertJob:
     """The ConvertJob the graph gives a Core ML artifact (no calibration: Core ML's int8 quantizes weights only)."""
     return ConvertJob(
@@ -70,7 +71,7 @@ def _job(
         palettize=palettize,
         calibration=None,
         calibration_origin=None,
-        input=InputSpec(),
+        inputs=inputs,
         support=support,
         out=str(out),
         out_record=str(out) + ".json",
@@ -78,17 +79,26 @@ def _job(
 WEIGHTS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8 (linear, per-channel)", "palette4": "palettized 4-bit"}
 
 
+def _saved_model_signature(directory: Path) -> dict:
+    """The source signature (modelmake/tensors.py) of a SavedModel's serving_default: its keys, shapes and dtypes."""
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(directory)).signatures["serving_default"]
+    return tensors.signature(
+        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in function.structured_input_signature[1].items()],
+        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in function.structured_outputs.items()],
+    )
+
+
 def _export(build, directory: Path) -> dict:
     """Build a Keras model from a fresh session and fixed seed, export it, and write its source record."""
     import keras
-
-    from modelmake.steps.source import _saved_model_signature
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(7)
     saved_model = directory / "saved_model"
     build().export(str(saved_model), format="tf_saved_model", verbose=False)
-    signature = _saved_model_signature(saved_model, what="test model")
+    signature = _saved_model_signature(saved_model)
     record = directory / "source.json"
     SourceRecord(
         kind="keras",
@@ -180,8 +190,8 @@ def test_record_fields(built):
     assert record["sha256"] == fsutil.sha256_file(path) and record["size"] == path.stat().st_size
     assert set(record["tools"]) == {"tensorflow", "coremltools"}
     assert record["io"] == {
-        "input": {"name": "image", "dtype": "float32", "shape": [1, 16, 16, 1]},
-        "output": {"name": "output_0", "dtype": "float32", "shape": [1, 10]},
+        "inputs": [{"name": "image", "dtype": "float32", "shape": [1, 16, 16, 1]}],
+        "outputs": [{"name": "output_0", "dtype": "float32", "shape": [1, 10]}],
     }
     _, palettized = built["palette4"]
     assert palettized["palettize"] == 4 and palettized["compression"]["nbits"] == 4
@@ -273,7 +283,10 @@ def test_the_package_coremltools_made_is_checked_against_the_target_os(cnn):
 
     what = "int8 for iOS15"
     model_dir = Path(SourceRecord.read(cnn["record"]).model)
-    model = coreml_convert._convert_saved_model(model_dir, cnn["signature"], Precision.INT8, ct.target.iOS15, ct.ComputeUnit.ALL, what)
+    shapes = coreml_convert.fixed_input_shapes(cnn["signature"], (InputSpec(),), what)
+    model = coreml_convert._convert_saved_model(
+        model_dir, cnn["signature"], shapes, Precision.INT8, ct.target.iOS15, ct.ComputeUnit.ALL, what
+    )
     model, compression = coreml_convert._compress(model, Precision.INT8, True, None, what)
     with pytest.raises(StepError, match=r"int8-quantized weights need iOS16.*minimum_deployment_target is iOS15"):
         coreml_convert._check_deployment(model, ct.target.iOS15, compression, what)
@@ -300,8 +313,8 @@ def test_structural_check_refuses_the_wrong_precision(built, cnn, variant, claim
 def test_structural_check_refuses_io_that_differs_from_the_source(built, cnn):
     path, _ = built["fp16"]
     signature = json.loads(json.dumps(cnn["signature"]))
-    signature["input"]["shape"] = [None, 28, 28, 1]
-    with pytest.raises(StepError, match=r"input image has shape \[1, 16, 16, 1\].*\[1, 28, 28, 1\]"):
+    signature["inputs"][0]["shape"] = [None, 28, 28, 1]
+    with pytest.raises(StepError, match=r"input image has shape \(1, 16, 16, 1\), the source's \(\?, 28, 28, 1\)"):
         coreml_runtime.structural_check(path, what="artifact", source_signature=signature, precision=Precision.FP16, palettize=None)
 
 
@@ -323,7 +336,7 @@ def test_structural_check_refuses_a_file_that_is_not_a_package(tmp_path, cnn):
 def test_running_off_macos_is_not_measurable(built):
     path, _ = built["fp16"]
     with pytest.raises(NotMeasurable, match="needs macOS"):
-        coreml_runtime.predict(path, np.zeros((2, 16, 16, 1), np.float32), what="fp16")
+        coreml_runtime.predict(path, {"image": np.zeros((2, 16, 16, 1), np.float32)}, what="fp16")
     with pytest.raises(NotMeasurable, match="needs macOS"):
         coreml_runtime.median_latency_ms(path, what="fp16")
     assert coreml_runtime.accelerator_coverage(path, A17) is None
@@ -344,7 +357,7 @@ def test_a_variable_input_shape_is_refused(tmp_path):
     import keras
 
     source = _export(lambda: keras.Sequential([keras.Input((None, 3), name="sequence"), keras.layers.Dense(4)]), tmp_path)
-    with pytest.raises(StepError, match=r"needs every dimension but the batch fixed"):
+    with pytest.raises(StepError, match=r"input sequence has shape \(\?, \?, 3\).*set io -> inputs -> sequence -> shape"):
         _convert(source, tmp_path / "seq.fp16.mlpackage.zip", "fp16")
 
 
@@ -366,7 +379,7 @@ def test_the_same_bytes_from_another_process_time_zone_and_umask(built, cnn, tmp
             out = os.path.join({str(tmp_path)!r}, f"cnn.{{variant}}.mlpackage.zip")
             convert.convert(ConvertJob(
                 artifact_id=variant, source_record={cnn["record"]!r}, precision=Precision(precision), per_channel=True, palettize=bits,
-                calibration=None, calibration_origin=None, input=InputSpec(), support=support, out=out, out_record=out + ".json",
+                calibration=None, calibration_origin=None, inputs=(InputSpec(),), support=support, out=out, out_record=out + ".json",
             ))
         """
     )

@@ -328,6 +328,13 @@ STREAM_MEASURED = "size_kb, quantized_share, latency_ms, max_abs_error, cosine_s
             id="undeclared-custom-metric",
         ),
         pytest.param(
+            "fp16: {quantize: fp16}",
+            "fp16: {quantize: int8}",
+            "models.yaml:21:24: models -> vad -> variants -> fp16 -> quantize: full int8 needs calibration over streams, which "
+            "modelmake does not do for a stateful model (vad feeds an output back as state): use dynamic_int8, or fp16",
+            id="full-int8-on-a-stream",
+        ),
+        pytest.param(
             "speech: {kind: tensor}",
             "speech: {kind: tensor, metrics: {recipe: recipes/vad_metrics.py, names: [x]}}",
             "models.yaml:16:32: models -> vad -> io -> outputs -> speech -> metrics: unknown key 'metrics'; allowed keys: "

@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelmake.contracts import ArtifactRecord, ConvertJob, SourceJob
+from modelmake.contracts import ArtifactRecord, ConvertJob
 from modelmake.formats.tflite import TfliteSettings
 from modelmake.formats.tflite import runtime as tflite_runtime
 from modelmake.kinds import Precision
-from modelmake.plan import FormatSupport, InputSpec, Source
-from modelmake.steps import convert, source
+from modelmake.plan import FormatSupport, InputSpec
+from modelmake.steps import convert
 from modelmake.steps._arrays import preprocess, write_npz
+from modelmake.tensors import INPUTS, OUTPUTS
+
+from tests.support.tflite_models import saved_model_signature, write_source_record
 
 pytest.importorskip("ai_edge_quantizer")
 
@@ -66,7 +69,11 @@ class Digits:
         self.float_outputs = self.predict(self.float_file)
 
     def predict(self, path: Path) -> np.ndarray:
-        return tflite_runtime.predict(path, preprocess(self.x_test, PREPROCESSING), what=path.name)
+        """The logits, fed and read under the file's own names (the signature's, or the tensors' without one)."""
+        io = tflite_runtime.io_details(path, what=path.name)
+        (image,), (logits,) = io[INPUTS], io[OUTPUTS]
+        outputs = tflite_runtime.predict(path, {image["name"]: preprocess(self.x_test, PREPROCESSING)}, what=path.name)
+        return outputs[logits["name"]]
 
     def top1(self, outputs: np.ndarray) -> float:
         return float(np.mean(outputs.argmax(1) == self.y_test))
@@ -78,9 +85,9 @@ def digits(tmp_path_factory) -> Digits:
 
 
 def _materialize(root: Path, kind: str, path: Path) -> Path:
-    record = root / "source.json"
-    source.materialize(SourceJob(Source(kind=kind, path=str(path)), str(root / "out"), str(record)))
-    return record
+    """The source record the source step writes for the file or SavedModel."""
+    signature = tflite_runtime.source_signature(path, what=str(path)) if kind == "tflite" else saved_model_signature(path)
+    return write_source_record(root, kind, path, signature)
 
 
 def _convert(record: Path, precision: str, out: Path, calibration: Path, support: FormatSupport = TFLITE) -> Path:
@@ -92,7 +99,7 @@ def _convert(record: Path, precision: str, out: Path, calibration: Path, support
         palettize=None,
         calibration=str(calibration) if precision == "int8" else None,
         calibration_origin=None,
-        input=PREPROCESSING,
+        inputs=(PREPROCESSING,),
         support=support,
         out=str(out),
         out_record=str(out) + ".json",
@@ -146,7 +153,7 @@ def test_a_float_tflite_source_quantizes_close_to_the_float_model_and_reproducib
     assert quantization["tensors_quantized"] == WEIGHTED_LAYERS
     assert "ai-edge-quantizer" in written.tools
     # Float I/O unless the target asks for integer tensors, as for the TFLite converter's int8 artifacts.
-    assert written.io["input"]["dtype"] == "float32" and written.io["output"]["dtype"] == "float32"
+    assert [entry["dtype"] for entry in written.io[INPUTS] + written.io[OUTPUTS]] == ["float32", "float32"]
 
 
 def test_int8_takes_integer_tensors_where_the_target_asks_for_them(digits, tmp_path):
@@ -155,7 +162,7 @@ def test_int8_takes_integer_tensors_where_the_target_asks_for_them(digits, tmp_p
 
     written = ArtifactRecord.read(str(out) + ".json")
     assert written.integer_io
-    assert written.io["input"]["dtype"] == "int8" and written.io["output"]["dtype"] == "int8"
+    assert [entry["dtype"] for entry in written.io[INPUTS] + written.io[OUTPUTS]] == ["int8", "int8"]
     assert _cosine(digits.float_outputs, digits.predict(out)) >= THRESHOLDS["int8"]
 
 

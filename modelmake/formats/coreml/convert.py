@@ -6,9 +6,12 @@ top of the fp16 program, with float activations: Core ML's activation
 quantization calibrates by running the model, which only macOS can do, so
 no calibration data is read.  ``palettize`` replaces the weights with k-means
 look-up tables of that many bits, on top of the variant's precision (an int8
-variant gets int8 look-up tables, which needs iOS18).  Inputs and outputs keep
-the source's names and float types with a batch of 1, so apps feed every
-platform the same way.
+variant gets int8 look-up tables, which needs iOS18).
+
+Inputs and outputs keep the source's names (the SavedModel signature's keys),
+so apps feed every platform the same way.  Every input gets a fixed shape: the
+one io declares for it, else the source's with a batch of 1; float tensors are
+float32 and integer ones int32 (Core ML has no int64 features).
 
 The package directory is packed with ``archive.write_archive`` under
 ``<name>.mlpackage/`` so unzipping the artifact gives a package Xcode takes.
@@ -19,13 +22,15 @@ import json
 import re
 import tempfile
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
-from ... import fsutil
+from ... import fsutil, tensors
 from ...bundle import archive
 from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
 from ...errors import StepError
 from ...kinds import Precision
+from ...plan import InputSpec
 from ...versions import tool_versions
 from . import BACKEND, CoremlSettings, fp16range
 from .runtime import io_details
@@ -55,7 +60,10 @@ def convert(job: ConvertJob) -> None:
     with tempfile.TemporaryDirectory(prefix="modelmake-coreml-") as scratch:
         package = Path(scratch) / package_name
         deployment_target, compute_units = _target(settings, what)
-        model = _convert_saved_model(Path(record.model), record.signature, precision, deployment_target, compute_units, what)
+        input_shapes = fixed_input_shapes(record.signature, job.inputs, what)
+        model = _convert_saved_model(
+            Path(record.model), record.signature, input_shapes, precision, deployment_target, compute_units, what
+        )
         model, compression = _compress(model, precision, job.per_channel, palettize, what)
         # coremltools keeps such ops in float32 on its own, and says nothing; read from the final
         # program, so the names are those the structural check finds in the package.
@@ -102,17 +110,86 @@ def _package_name(out: Path) -> str:
     return name if name.endswith(".mlpackage") else f"{name}.mlpackage"
 
 
-def _fixed_shape(signature: dict, role: str, what: str) -> list[int]:
-    shape = signature[role]["shape"]
-    if not shape:
-        return []
-    if any(d is None for d in shape[1:]):
-        shown = tuple("?" if d is None else d for d in shape)
-        raise StepError(
-            f"{what}: the model's {role} has shape {shown}, and Core ML needs every dimension but the batch fixed: "
-            "give the model's keras.Input a fixed shape"
+# Feature names an ML program takes (coremltools refuses others when renaming).
+_FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def fixed_input_shapes(signature: dict, declared: Iterable[InputSpec], what: str) -> dict[str, list[int]]:
+    """Every input's shape in the package, by the source's input name: the shape io declares for it, else the
+    source's with a batch of 1.  Core ML needs them fixed: a flexible shape would keep the Neural Engine away."""
+    shapes = _declared_shapes(signature, declared, what)
+    return {entry["name"]: shapes.get(entry["name"]) or _batch_of_one(entry, what) for entry in signature[tensors.INPUTS]}
+
+
+def _declared_shapes(signature: dict, declared: Iterable[InputSpec], what: str) -> dict[str, list[int]]:
+    shapes = {}
+    for spec in declared:
+        if spec.shape is None:
+            continue
+        try:
+            name = tensors.resolve(signature, tensors.INPUTS, spec.name)
+        except KeyError:
+            known = ", ".join(tensors.names(signature, tensors.INPUTS))
+            raise StepError(
+                f"{what}: io declares a shape for input {spec.name or '(unnamed)'}, but the model's inputs are {known}: "
+                "name each input under io -> inputs by the model's names"
+            ) from None
+        source_shape = tensors.entry(signature, tensors.INPUTS, name)["shape"]
+        shape = [int(d) for d in spec.shape]
+        fits = len(shape) == len(source_shape) and all(
+            d > 0 and (want is None or d == want) for d, want in zip(shape, source_shape, strict=True)
         )
-    return [1, *shape[1:]]
+        if not fits:
+            raise StepError(
+                f"{what}: io -> inputs -> {name} -> shape is {tensors.shown(shape)}, but the model's input {name} has shape "
+                f"{tensors.shown(source_shape)}: give every dimension, batch first, and change only the dynamic (?) ones"
+            )
+        shapes[name] = shape
+    return shapes
+
+
+def _batch_of_one(entry: dict, what: str) -> list[int]:
+    """The source's shape with its dynamic batch (the first dimension) set to 1; other dynamic dimensions need a
+    declared shape.  A static first dimension stays as it is."""
+    shape = entry["shape"]
+    if any(d is None for d in shape[1:]):
+        raise StepError(
+            f"{what}: the model's input {entry['name']} has shape {tensors.shown(shape)}, and Core ML needs every dimension "
+            f"but the batch fixed: set io -> inputs -> {entry['name']} -> shape (every dimension, batch first), "
+            "or give the model's keras.Input a fixed shape"
+        )
+    return [1 if d is None else int(d) for d in shape]
+
+
+def _feature_dtype(entry: dict, role: str, what: str):
+    """The Core ML type of an input or output: float32 for floats (an fp16 program casts inside; left alone,
+    coremltools would give it float16 features), int32 for integers (Core ML has no int64 features: an int64
+    input such as a sample rate is fed as int32, which the app, and predict, cast to)."""
+    import numpy as np
+
+    try:
+        kind = np.dtype(entry["dtype"]).kind
+    except TypeError:
+        kind = "not numeric"  # a string tensor
+    if kind == "f":
+        return np.float32
+    if kind in "iu":
+        return np.int32
+    raise StepError(
+        f"{what}: the model's {role} {entry['name']} is {entry['dtype']}, which Core ML features cannot hold "
+        "(only float and integer arrays): change that tensor's type in the model"
+    )
+
+
+def _check_feature_names(signature: dict, what: str) -> None:
+    for role in (tensors.INPUTS, tensors.OUTPUTS):
+        for name in tensors.names(signature, role):
+            if not _FEATURE_NAME.fullmatch(name):
+                raise StepError(
+                    f"{what}: the model's {role[:-1]} {name!r} cannot keep its name in Core ML, whose input and output "
+                    "names are letters, digits and underscores, not starting with a digit: rename it in the model "
+                    "(the Keras Input's name, or the key of the output)"
+                )
 
 
 def _target(settings: CoremlSettings, what: str):
@@ -147,11 +224,13 @@ def _check_deployment(model, deployment, compression: dict | None, what: str) ->
         )
 
 
-def _convert_saved_model(directory: Path, signature: dict, precision: Precision, deployment, compute_units, what: str):
+def _convert_saved_model(
+    directory: Path, signature: dict, input_shapes: dict[str, list[int]], precision: Precision, deployment, compute_units, what: str
+):
     import coremltools as ct
-    import numpy as np
     import tensorflow as tf
 
+    _check_feature_names(signature, what)
     try:
         # `loaded` must outlive the conversion: the concrete function only references its
         # variables, which are freed with the object that owns them.
@@ -161,9 +240,21 @@ def _convert_saved_model(directory: Path, signature: dict, precision: Precision,
         raise StepError(
             f"{what}: {directory} does not load as a SavedModel with a serving_default signature ({type(exc).__name__}: {exc})"
         ) from exc
-    graph_input = function.inputs[0].name.split(":")[0]
-    graph_output = function.outputs[0].name.split(":")[0]
-    input_shape = _fixed_shape(signature, "input", what)
+    graph_inputs, graph_outputs = _graph_names(function, tf)
+    for role, graph in ((tensors.INPUTS, graph_inputs), (tensors.OUTPUTS, graph_outputs)):
+        missing = [name for name in tensors.names(signature, role) if name not in graph]
+        if missing:
+            raise StepError(
+                f"{what}: the SavedModel's serving_default signature has no {role} {', '.join(missing)} (it has "
+                f"{', '.join(graph) or 'none'}): the source record does not describe this model; rebuild the source"
+            )
+    # Typed explicitly, in the source's order: left alone, coremltools gives an fp16 program fp16 inputs and
+    # outputs, and an unknown dimension a flexible range.
+    inputs = [
+        ct.TensorType(name=graph_inputs[e["name"]], shape=input_shapes[e["name"]], dtype=_feature_dtype(e, "input", what))
+        for e in signature[tensors.INPUTS]
+    ]
+    outputs = [ct.TensorType(name=graph_outputs[e["name"]], dtype=_feature_dtype(e, "output", what)) for e in signature[tensors.OUTPUTS]]
     try:
         model = ct.convert(
             [function],
@@ -172,16 +263,44 @@ def _convert_saved_model(directory: Path, signature: dict, precision: Precision,
             minimum_deployment_target=deployment,
             compute_precision=ct.precision.FLOAT32 if precision == Precision.FP32 else ct.precision.FLOAT16,
             compute_units=compute_units,
-            # Typed explicitly: left alone, coremltools gives an fp16 program fp16 inputs and
-            # outputs, and an unknown batch a flexible range.
-            inputs=[ct.TensorType(name=graph_input, shape=input_shape, dtype=np.dtype(signature["input"]["dtype"]).type)],
-            outputs=[ct.TensorType(name=graph_output, dtype=np.dtype(signature["output"]["dtype"]).type)],
+            inputs=inputs,
+            outputs=outputs,
             skip_model_load=True,
         )
     except Exception as exc:
         raise StepError(_conversion_failure(exc, what, precision, ct.__version__)) from exc
     del loaded
-    return _rename_features(model, {graph_input: signature["input"]["name"], graph_output: signature["output"]["name"]})
+    renames = {graph_inputs[name]: name for name in tensors.names(signature, tensors.INPUTS)}
+    renames |= {graph_outputs[name]: name for name in tensors.names(signature, tensors.OUTPUTS)}
+    model = _rename_features(model, renames, what)
+    _check_names(model, signature, what)
+    return model
+
+
+def _graph_names(function, tf) -> tuple[dict[str, str], dict[str, str]]:
+    """The graph tensor (as coremltools names it) behind each signature key, for the inputs and the outputs.
+
+    A signature function's inputs are its keyword arguments, flattened in tf.nest's order (by key) and followed
+    by the captured variables; its outputs are its structured outputs flattened the same way.
+    """
+    arguments = function.structured_input_signature[1]
+    input_keys = tf.nest.flatten({key: key for key in arguments})
+    inputs = {key: tensor.name.split(":")[0] for key, tensor in zip(input_keys, function.inputs[: len(input_keys)], strict=True)}
+    output_keys = tf.nest.flatten({key: key for key in function.structured_outputs})
+    outputs = {key: tensor.name.split(":")[0] for key, tensor in zip(output_keys, function.outputs, strict=True)}
+    return inputs, outputs
+
+
+def _check_names(model, signature: dict, what: str) -> None:
+    """The package's inputs and outputs must be the source's, by name and in its order."""
+    description = model.get_spec().description
+    for role, features in ((tensors.INPUTS, description.input), (tensors.OUTPUTS, description.output)):
+        got, wanted = [f.name for f in features], tensors.names(signature, role)
+        if got != wanted:
+            raise StepError(
+                f"{what}: coremltools named the package's {role} {', '.join(got)}, not the source's {', '.join(wanted)}; "
+                "this coremltools release converts this model differently: report it with the model"
+            )
 
 
 _UNSUPPORTED_TF_OP = re.compile(r"Conversion for TF op '([^']+)' not implemented")
@@ -219,21 +338,36 @@ def _conversion_failure(exc: Exception, what: str, precision: Precision, version
     )
 
 
-def _rename_features(model, names: dict[str, str]):
-    """Give the package the source signature's input and output names, where Core ML can take them."""
+def _rename_features(model, names: dict[str, str], what: str):
+    """Give the package the source signature's input and output names (checked to be valid feature names)."""
     import coremltools as ct
 
-    spec = model.get_spec()
-    renames = {
-        old: new
-        for old, new in names.items()
-        if old != new and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", new)  # an ML program variable name
-    }
+    renames = {old: new for old, new in names.items() if old != new}
     if not renames:
         return model
-    for old, new in renames.items():
+    spec = model.get_spec()
+    # rename_feature renames every variable of that name: a new name already used inside the program would join two.
+    taken = _program_names(spec.mlProgram) - renames.keys()
+    clashes = sorted(set(renames.values()) & taken)
+    if clashes:
+        raise StepError(
+            f"{what}: the model's {', '.join(clashes)} is also the name of a tensor inside the converted program, "
+            "so the package cannot take it: rename that input or output in the model"
+        )
+    # Through temporary names, so that two names can swap (an output named like another's graph tensor).
+    temporary = {old: f"modelmake_renamed_{i}" for i, old in enumerate(renames)}
+    for old, new in [*temporary.items(), *((temporary[old], new) for old, new in renames.items())]:
         ct.utils.rename_feature(spec, old, new)
     return ct.models.MLModel(spec, weights_dir=model.weights_dir, skip_model_load=True)
+
+
+def _program_names(program) -> set[str]:
+    """Every variable an ML program names: its functions' inputs and its ops' outputs."""
+    names = {value.name for function in program.functions.values() for value in function.inputs}
+    for function in program.functions.values():
+        for block in function.block_specializations.values():
+            names |= {out.name for op in fp16range.proto_operations(block) for out in op.outputs}
+    return names
 
 
 def _compress(model, precision: Precision, per_channel: bool, palettize_bits: int | None, what: str):
@@ -296,7 +430,9 @@ def _normalise_package(package: Path) -> None:
 
     manifest_path = package / "Manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    items = manifest["itemInfoEntries"]
+    # A program whose weights are all inline leaves an empty weights directory, which a zip of files cannot
+    # hold: its manifest item would name nothing, and the unpacked package would not load.
+    items = {key: entry for key, entry in manifest["itemInfoEntries"].items() if not _empty_directory(package / "Data" / entry["path"])}
     new_ids = {old: str(uuid.uuid5(MANIFEST_NAMESPACE, entry["path"])) for old, entry in items.items()}
     manifest["itemInfoEntries"] = {new_ids[old]: entry for old, entry in items.items()}
     manifest["rootModelIdentifier"] = new_ids[manifest["rootModelIdentifier"]]
@@ -315,3 +451,7 @@ def _normalise_package(package: Path) -> None:
         for entry in dated:
             entries.remove(entry)
     spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+
+
+def _empty_directory(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())

@@ -27,11 +27,12 @@ def describe(kept: dict[str, list[str]]) -> str:
     return "; ".join(f"{op} ({', '.join(constants)})" for op, constants in sorted(kept.items()))
 
 
-def _proto_operations(block):
+def proto_operations(block):
+    """Every op of an ML program block (its specification), nested blocks included."""
     for op in block.operations:
         yield op
         for nested in op.blocks:
-            yield from _proto_operations(nested)
+            yield from proto_operations(nested)
 
 
 def float32_kept(program, weights_dir: Path) -> tuple[dict[str, list[str]], set[str]]:
@@ -45,7 +46,7 @@ def float32_kept(program, weights_dir: Path) -> tuple[dict[str, list[str]], set[
 
     float32 = MIL_pb2.DataType.Value("FLOAT32")
     blocks = [block for function in program.functions.values() for block in function.block_specializations.values()]
-    ops = [op for block in blocks for op in _proto_operations(block)]
+    ops = [op for block in blocks for op in proto_operations(block)]
     readers: dict[str, object] = {}
 
     def large(value) -> bool:

@@ -13,6 +13,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ... import tensors
 from ...bundle.archive import extract_archive
 from ...errors import ModelmakeError, StepError
 from ...kinds import Precision
@@ -28,6 +30,7 @@ from . import fp16range
 
 if TYPE_CHECKING:
     from ...plan import FormatSupport
+    from ...tensors import Tensors
 
 CHECKED = "structure only: Core ML runs on macOS/iOS, not on this host"
 QUANTIZE_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
@@ -63,10 +66,7 @@ def _load_spec(package: Path, *, what: str):
         raise StepError(
             f"{what} does not load in coremltools ({type(exc).__name__}: {exc}): the package is corrupt or not a Core ML model"
         ) from exc
-    spec = model.get_spec()
-    if len(spec.description.input) != 1 or len(spec.description.output) != 1:
-        raise StepError(f"{what} must have exactly one input and one output")
-    return spec
+    return model.get_spec()
 
 
 def _describe(feature) -> dict:
@@ -80,11 +80,15 @@ def _describe(feature) -> dict:
     return {"name": feature.name, "dtype": ARRAY_DTYPES.get(code, code.lower()), "shape": [int(d) for d in array.shape]}
 
 
+def _io(spec) -> dict:
+    return tensors.signature(map(_describe, spec.description.input), map(_describe, spec.description.output))
+
+
 def io_details(path: Path | str, *, what: str) -> dict:
-    """Name, dtype and shape of the input and output, as an app binds them."""
+    """Name, dtype and shape of every input and output, in the package's order, as an app binds them."""
     with unpacked(path, what=what) as package:
         spec = _load_spec(package, what=what)
-    return {"input": _describe(spec.description.input[0]), "output": _describe(spec.description.output[0])}
+    return _io(spec)
 
 
 # --- structure ------------------------------------------------------------------------
@@ -96,8 +100,8 @@ def structural_check(path: Path | str, *, what: str, source_signature: dict, pre
         if spec.WhichOneof("Type") != "mlProgram":
             raise StepError(f"{what} is a {spec.WhichOneof('Type')} model, not an ML program: convert it with convert_to='mlprogram'")
         kept, allowed = ({}, set()) if precision == Precision.FP32 else fp16range.float32_kept(spec.mlProgram, _weights_dir(package))
-    io = {"input": _describe(spec.description.input[0]), "output": _describe(spec.description.output[0])}
-    problems = [p for role in ("input", "output") for p in _io_problems(role, io[role], source_signature[role])]
+    io = _io(spec)
+    problems = [p for role in (tensors.INPUTS, tensors.OUTPUTS) for p in _io_problems(role, io[role], source_signature[role])]
     if problems:
         raise StepError(f"{what} does not match its source model: {'; '.join(problems)}")
 
@@ -123,22 +127,42 @@ def _weights_dir(package: Path) -> Path:
     return package / "Data" / "com.apple.CoreML" / "weights"
 
 
-def _io_problems(role: str, actual: dict, expected: dict) -> list[str]:
-    problems = []
-    want_shape = [1, *expected["shape"][1:]] if expected["shape"] else []
-    if len(actual["shape"]) != len(want_shape) or any(w is not None and w != a for w, a in zip(want_shape, actual["shape"], strict=True)):
-        shown = ["?" if d is None else d for d in want_shape]
-        problems.append(f"its {role} {actual['name']} has shape {actual['shape']}, the source's {expected['name']} {shown} (batch 1)")
-    if actual["dtype"] != expected["dtype"]:
-        problems.append(f"its {role} {actual['name']} is {actual['dtype']}, the source's {expected['name']} {expected['dtype']}")
+def _io_problems(role: str, actual: list[dict], expected: list[dict]) -> list[str]:
+    """What differs between the package's inputs (or outputs) and the source's, one entry per tensor, by name."""
+    found = {entry["name"]: entry for entry in actual}
+    wanted = [entry["name"] for entry in expected]
+    problems = [f"the source's {role[:-1]} {name} is missing" for name in wanted if name not in found]
+    problems += [f"its {role[:-1]} {name} is not the source's" for name in found if name not in wanted]
+    for source in expected:
+        if source["name"] in found:
+            problems += _tensor_problems(role[:-1], found[source["name"]], source)
     return problems
 
 
-def _operations(block):
-    for op in block.operations:
-        yield op
-        for nested in op.blocks:
-            yield from _operations(nested)
+def _tensor_problems(role: str, actual: dict, expected: dict) -> list[str]:
+    """Rank, fixed dimensions and dtype family of one tensor.  Where the source's dimension is dynamic the package
+    holds a fixed one (1 for the batch, or the shape io declares); an output the package gives no shape
+    (coremltools could not infer it) is checked by its dtype alone."""
+    name, problems = actual["name"], []
+    have, want = actual["shape"], expected["shape"]
+    if have or role == "input":
+        if len(have) != len(want) or any(w is not None and w != h for w, h in zip(want, have, strict=False)):
+            problems.append(f"{role} {name} has shape {tensors.shown(have)}, the source's {tensors.shown(want)}")
+    if _dtype_family(actual["dtype"]) != _dtype_family(expected["dtype"]):
+        problems.append(f"{role} {name} is {actual['dtype']}, the source's {expected['dtype']}")
+    return problems
+
+
+def _dtype_family(dtype: str) -> str:
+    """float or integer: Core ML features are float32 for every float source and int32 for every integer one."""
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        return dtype  # not an array (an image or a dictionary feature)
+    return {"f": "float", "i": "integer", "u": "integer"}.get(kind, dtype)
+
+
+_operations = fp16range.proto_operations
 
 
 def _weights(program, float32_kept: AbstractSet[str] = frozenset()) -> dict:
@@ -292,37 +316,71 @@ def _loaded(path: Path | str, *, what: str):
             model = ct.models.MLModel(str(package), compute_units=ct.ComputeUnit.CPU_ONLY)
         except Exception as exc:
             raise StepError(f"{what} does not compile in Core ML ({type(exc).__name__}: {exc})") from exc
-        yield model, _describe(spec.description.input[0]), _describe(spec.description.output[0])
+        yield model, _io(spec)
 
 
-def _feed(model, inp: dict, out: dict, sample: np.ndarray, *, what: str) -> np.ndarray:
+def _feed(model, io: dict, samples: Mapping[str, np.ndarray], *, what: str) -> Tensors:
+    """One call of the model on samples holding the inputs' fixed batch; its outputs as float32."""
+    # Cast to each input's type: an int64 input (a sample rate) is int32 in Core ML, which has no int64 features.
+    feed = {entry["name"]: samples[entry["name"]].astype(entry["dtype"]) for entry in io[tensors.INPUTS]}
     try:
-        result = model.predict({inp["name"]: sample[np.newaxis].astype(inp["dtype"])})
+        result = model.predict(feed)
     except Exception as exc:
         raise StepError(f"{what} fails to run in Core ML ({type(exc).__name__}: {exc})") from exc
-    return np.asarray(result[out["name"]], dtype=np.float32)
+    return {entry["name"]: np.asarray(result[entry["name"]], dtype=np.float32) for entry in io[tensors.OUTPUTS]}
 
 
-def predict(path: Path | str, x: np.ndarray, *, what: str, batch: int | None = None) -> np.ndarray:
-    """Float outputs for float inputs ``x`` (already preprocessed), one sample at a time whatever ``batch`` asks
-    (the input's batch is 1)."""
+def _check_samples(io: dict, inputs: Mapping[str, np.ndarray], *, what: str) -> None:
+    """Every input of the package, each sample of the shape it fixes (after the batch)."""
+    missing = [entry["name"] for entry in io[tensors.INPUTS] if entry["name"] not in inputs]
+    if missing:
+        raise StepError(f"{what} takes inputs {', '.join(missing)}, which the data does not hold (it holds {', '.join(inputs)})")
+    for entry in io[tensors.INPUTS]:
+        expected, given = tuple(entry["shape"][1:]), tuple(inputs[entry["name"]].shape[1:])
+        if given != expected:
+            raise StepError(f"{what} takes samples of shape {expected} for input {entry['name']} but the data has {given}")
+
+
+def _package_batch(io: dict) -> int:
+    """How many samples one call takes: the batch the inputs fix (1 unless io declares another)."""
+    shape = io[tensors.INPUTS][0]["shape"] if io[tensors.INPUTS] else []
+    return shape[0] if shape else 1
+
+
+def predict(path: Path | str, inputs: Mapping[str, np.ndarray], *, what: str, batch: int | None = None) -> Tensors:
+    """Float32 outputs by name for preprocessed inputs by name, as many samples per call as the package's fixed
+    batch takes, whatever ``batch`` asks (Core ML has no flexible shapes here)."""
     _require_core_ml()
-    with _loaded(path, what=what) as (model, inp, out):
-        expected = tuple(inp["shape"][1:])
-        if tuple(x.shape[1:]) != expected:
-            raise StepError(f"{what} takes samples of shape {expected} but the evaluation data has {tuple(x.shape[1:])}")
-        return np.concatenate([_feed(model, inp, out, sample, what=what) for sample in x])
+    with _loaded(path, what=what) as (model, io):
+        _check_samples(io, inputs, what=what)
+        step, count = _package_batch(io), tensors.samples(inputs)
+        parts = []
+        for start in range(0, count, step):
+            chunk = tensors.rows(inputs, start, start + step)
+            short = step - tensors.samples(chunk)
+            if short:  # the last call of a fixed batch: padded with its last sample, whose outputs are dropped
+                chunk = {name: np.concatenate([array, np.repeat(array[-1:], short, axis=0)]) for name, array in chunk.items()}
+            outputs = _feed(model, io, chunk, what=what)
+            parts.append(tensors.rows(outputs, 0, step - short))
+        return tensors.concatenate(parts)
 
 
-def median_latency_ms(path: Path | str, *, what: str, sample: np.ndarray | None = None, warmup: int = 5, runs: int = 50) -> float:
-    """Median wall time of one single-sample inference on this host's CPU."""
+def median_latency_ms(
+    path: Path | str, *, what: str, sample: Mapping[str, np.ndarray] | None = None, warmup: int = 5, runs: int = 50
+) -> float:
+    """Median wall time of one single-sample inference on this host's CPU; ``sample``: one sample per input,
+    without its batch dimension (zeros when None)."""
     _require_core_ml()
-    with _loaded(path, what=what) as (model, inp, out):
-        x = np.zeros(inp["shape"][1:], np.float32) if sample is None else sample
+    with _loaded(path, what=what) as (model, io):
+        batch = _package_batch(io)
+        if sample is None:
+            sample = {entry["name"]: np.zeros(entry["shape"][1:], entry["dtype"]) for entry in io[tensors.INPUTS]}
+        inputs = {name: np.repeat(np.asarray(array)[np.newaxis], batch, axis=0) for name, array in sample.items()}
+        _check_samples(io, inputs, what=what)
         timings = []
         for run in range(warmup + runs):
             start = time.perf_counter()
-            _feed(model, inp, out, x, what=what)
+            _feed(model, io, inputs, what=what)
             if run >= warmup:
                 timings.append(time.perf_counter() - start)
     return float(np.median(timings) * 1000.0)

@@ -5,8 +5,9 @@ quantize it; LiteRT's own quantizer rewrites the flatbuffer instead.  Two
 kinds of real files need care before it can:
 
 - files from older converters carry no signature, and its calibration runs
-  signatures: one is added for the calibration and removed again, so the
-  artifact keeps the source's interface;
+  signatures: one is added for the calibration (keyed by the tensor names,
+  which is how the runtime names such a file's inputs) and removed again, so
+  the artifact keeps the source's interface;
 - files whose weights are float16 constants behind DEQUANTIZE ops (a
   converter's fp16 output given as a source) hold no float32 weight an int8
   recipe would touch: their weights are widened back to float32 (exactly)
@@ -15,6 +16,7 @@ kinds of real files need care before it can:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,8 +63,9 @@ def _recipe(precision: Precision, *, per_channel: bool, integer_io: bool):
         if not integer_io:
             # Its static recipe also quantizes the model's inputs and outputs; modelmake's int8 artifacts take
             # and return float tensors unless the target asks for integer I/O, as the TFLite converter's do.
+            # Outputs are dequantized after it runs (_dequantized_outputs): its own float outputs break a
+            # graph where another op reads an output (it rewires that op to the float copy).
             manager.add_quantization_config(".*", ops.INPUT, None, AlgorithmName.NO_QUANTIZE)
-            manager.add_quantization_config(".*", ops.OUTPUT, None, AlgorithmName.NO_QUANTIZE)
     else:
         raise ValueError(f"no LiteRT Quantizer recipe for {precision}")
     return manager
@@ -74,10 +77,11 @@ def quantize(
     *,
     per_channel: bool,
     integer_io: bool,
-    calibration: np.ndarray | None,
+    calibration: Mapping[str, np.ndarray] | None,
     what: str,
 ) -> Quantized:
-    """``source`` (a float .tflite file's bytes) quantized at ``precision``; ``calibration``: preprocessed samples for int8."""
+    """``source`` (a float .tflite file's bytes) quantized at ``precision``; ``calibration``: preprocessed samples
+    for int8, by the names the runtime gives the file's inputs."""
     from ai_edge_quantizer import quantizer
 
     notes: list[str] = []
@@ -104,7 +108,7 @@ def quantize(
         if engine.need_calibration:
             if calibration is None:
                 raise StepError(f"{what} is full int8, which needs calibration data: give the model a calibration data set")
-            calibration_result = _calibrate(model, recipe, calibration)
+            calibration_result = _calibrate(model, recipe, calibration, what=what)
         result = engine.quantize(calibration_result, enable_progress_report=False)
     except StepError:
         raise
@@ -115,6 +119,9 @@ def quantize(
             ".tflite file written by the TFLite converter)"
         ) from exc
     quantized = bytes(result.quantized_model)
+    if precision == Precision.INT8 and not integer_io:
+        quantized = _dequantized_outputs(quantized)
+    quantized = _with_io_names_of(source, quantized)
     if signature_added:
         quantized = _without_signatures(quantized)
     after = _weight_types(quantized, what=what)
@@ -140,7 +147,7 @@ def _weight_types(data: bytes, *, what: str) -> Counter:
     return Counter(kind for _, kind, _ in constant_tensors(data, what=what))
 
 
-def _calibrate(model: bytes, recipe, samples: np.ndarray) -> dict:
+def _calibrate(model: bytes, recipe, samples: Mapping[str, np.ndarray], *, what: str) -> dict:
     """Each tensor's range over all calibration samples.
 
     ``Quantizer.calibrate`` keeps a moving average of each sample's range (weight 0.95 on the past), which
@@ -151,7 +158,7 @@ def _calibrate(model: bytes, recipe, samples: np.ndarray) -> dict:
     from ai_edge_quantizer import calibrator
 
     engine = calibrator.Calibrator(model, num_threads=1, qsv_update_func=_widest_range)
-    engine.calibrate(_calibration_data(model, samples), recipe)
+    engine.calibrate(_calibration_data(model, samples, what=what), recipe)
     return engine.get_model_qsvs()
 
 
@@ -161,14 +168,21 @@ def _widest_range(seen: dict, new: dict) -> dict:
     return {**seen, "min": np.minimum(seen["min"], new["min"]), "max": np.maximum(seen["max"], new["max"])}
 
 
-def _calibration_data(model: bytes, samples: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
-    """One signature call per sample, as the TFLite converter's representative dataset feeds them."""
+def _calibration_data(model: bytes, samples: Mapping[str, np.ndarray], *, what: str) -> dict[str, list[dict[str, np.ndarray]]]:
+    """One signature call per sample, every input by its key, as the TFLite converter's representative dataset feeds them."""
     from ai_edge_litert.interpreter import Interpreter
 
     signatures = Interpreter(model_content=model).get_signature_list()
     key = SIGNATURE_KEY if SIGNATURE_KEY in signatures else next(iter(signatures))
-    (input_name,) = signatures[key]["inputs"]
-    return {key: [{input_name: sample[None]} for sample in samples]}
+    names = signatures[key]["inputs"]
+    missing = [name for name in names if name not in samples]
+    if missing:
+        raise StepError(
+            f"the calibration data for {what} has no array for its input {', '.join(missing)}: its inputs are "
+            f"{', '.join(names)} (given {', '.join(samples) or 'none'})"
+        )
+    count = len(samples[names[0]]) if names else 0
+    return {key: [{name: samples[name][i : i + 1] for name in names} for i in range(count)]}
 
 
 def _schema():
@@ -211,6 +225,86 @@ def _with_signature(data: bytes) -> tuple[bytes, bool]:
     signature.outputs = [tensor_map(i) for i in main.outputs]
     model.signatureDefs = [signature]
     return _write(model), True
+
+
+def _dequantized_outputs(data: bytes) -> bytes:
+    """Each quantized output of the main graph read through a DEQUANTIZE op appended to the graph, which the
+    graph's output and its signature entry then name: float outputs, whatever else reads the integer tensor."""
+    schema = _schema()
+    model = _read(data)
+    main = model.subgraphs[0]
+    dequantize = _operator_code(model, schema.BuiltinOperator.DEQUANTIZE)
+    replaced: dict[int, int] = {}
+    for position, index in enumerate(main.outputs):
+        tensor = main.tensors[index]
+        if tensor.type not in (schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT16):
+            continue
+        output = schema.TensorT()
+        output.name, output.type = tensor.name, schema.TensorType.FLOAT32
+        output.shape, output.shapeSignature = tensor.shape, tensor.shapeSignature
+        output.buffer = _empty_buffer(model)
+        tensor.name = _text(tensor.name) + "_quantized"
+        main.tensors.append(output)
+        operator = schema.OperatorT()
+        operator.opcodeIndex, operator.inputs, operator.outputs = dequantize, [index], [len(main.tensors) - 1]
+        main.operators.append(operator)
+        main.outputs[position] = replaced[index] = len(main.tensors) - 1
+    if not replaced:
+        return data
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == 0:
+            for entry in signature.outputs or []:
+                entry.tensorIndex = replaced.get(entry.tensorIndex, entry.tensorIndex)
+    return _write(model)
+
+
+def _operator_code(model, builtin: int) -> int:
+    """The index of the model's operator code for a builtin op, added when the model has none."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    for index, code in enumerate(model.operatorCodes or []):
+        if flatbuffer_utils.get_builtin_code_from_operator_code(code) == builtin:
+            return index
+    code = _schema().OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 2
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _empty_buffer(model) -> int:
+    """A buffer without data, as every non-constant tensor points to (the flatbuffer's first, by convention)."""
+    if model.buffers and (model.buffers[0].data is None or len(model.buffers[0].data) == 0):
+        return 0
+    model.buffers.append(_schema().BufferT())
+    return len(model.buffers) - 1
+
+
+def _with_io_names_of(source: bytes, data: bytes) -> bytes:
+    """The main graph's input and output tensors renamed after the source's, position by position.
+
+    A file without a signature is fed and read by those names, and the
+    quantizer renames a tensor it wraps ("..._dequant"); every artifact keeps
+    its source's names.
+    """
+    original, model = _read(source).subgraphs[0], _read(data)
+    main = model.subgraphs[0]
+    renamed = False
+    for before, after in ((original.inputs, main.inputs), (original.outputs, main.outputs)):
+        if len(before) != len(after):
+            continue
+        for old, new in zip(before, after, strict=True):
+            name = _text(original.tensors[old].name)
+            if _text(main.tensors[new].name) != name:
+                clash = [t for i, t in enumerate(main.tensors) if i != new and _text(t.name) == name]
+                for tensor in clash:  # the quantized tensor the quantizer left under the source's name
+                    tensor.name = name + "_quantized"
+                main.tensors[new].name = name
+                renamed = True
+    return _write(model) if renamed else data
+
+
+def _text(name) -> str:
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
 def _without_signatures(data: bytes) -> bytes:

@@ -1,108 +1,285 @@
-"""Running .tflite files with LiteRT: load, feed float or integer inputs, time, report accelerator coverage."""
+"""Running .tflite files with LiteRT: bind inputs and outputs by name, feed float or integer inputs, time, report accelerator coverage.
+
+Names: a file with exactly one signature (what the TFLite converter writes
+from a SavedModel) is bound by that signature's input and output keys, which
+are the SavedModel's own signature keys; a file without one (older
+converters) by its tensor names.  Every artifact built from a source keeps
+the same names, so the same tensors feed the source and its artifacts.
+"""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import StepError
+from ...tensors import INPUTS, Tensors, shown
+from ...tensors import concatenate as concatenate_tensors
+from ...tensors import signature as tensors_signature
 from ..base import tensor_signature
 
 if TYPE_CHECKING:
     from ...kinds import Precision
     from ...plan import FormatSupport
 
+DYNAMIC = -1  # a dimension the file lets the runtime choose, in shape_signature
 
-def load_interpreter(path: Path | str, *, what: str, batch: int | None = None):
-    """A ready LiteRT interpreter on one thread (repeatable figures); failing to load is the artifact's fault."""
+
+@dataclass(frozen=True)
+class Binding:
+    """One input or output of the file: the name it is fed or read by, and its tensor in the main subgraph."""
+
+    name: str
+    index: int
+
+
+class Model:
+    """A loaded file with its inputs and outputs by name, in the file's order."""
+
+    def __init__(self, interpreter, inputs: list[Binding], outputs: list[Binding], what: str):
+        self.interpreter = interpreter
+        self.inputs = inputs
+        self.outputs = outputs
+        self.what = what
+
+    def details(self, binding: Binding) -> dict:
+        """The tensor's details as the interpreter has them now (its shape follows every resize)."""
+        for detail in [*self.interpreter.get_input_details(), *self.interpreter.get_output_details()]:
+            if detail["index"] == binding.index:
+                return detail
+        raise KeyError(binding.index)
+
+    def names(self, role: str) -> list[str]:
+        return [binding.name for binding in (self.inputs if role == INPUTS else self.outputs)]
+
+
+def load(path: Path | str, *, what: str) -> Model:
+    """The file in a LiteRT interpreter on one thread (repeatable figures); failing to load is the file's fault."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
         interpreter = Interpreter(model_path=str(path), num_threads=1)
-        if batch is not None:
-            detail = interpreter.get_input_details()[0]
-            interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
         interpreter.allocate_tensors()
     except Exception as exc:
         raise StepError(f"{what} does not load in LiteRT ({type(exc).__name__}: {exc}): the file is corrupt or not a TFLite model") from exc
-    if len(interpreter.get_input_details()) != 1 or len(interpreter.get_output_details()) != 1:
-        raise StepError(f"{what} must have exactly one input and one output")
-    return interpreter
+    inputs, outputs = bindings(interpreter)
+    return Model(interpreter, inputs, outputs, what)
 
 
-def _quantize(x: np.ndarray, detail) -> np.ndarray:
+def bindings(interpreter) -> tuple[list[Binding], list[Binding]]:
+    """By the only signature's keys where the file has one over its main graph; else by tensor names."""
+    main_inputs = [detail["index"] for detail in interpreter.get_input_details()]
+    main_outputs = [detail["index"] for detail in interpreter.get_output_details()]
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        inputs = [Binding(name, detail["index"]) for name, detail in runner.get_input_details().items()]
+        outputs = [Binding(name, detail["index"]) for name, detail in runner.get_output_details().items()]
+        # A signature over another subgraph than the one the interpreter runs cannot bind its tensors.
+        if sorted(b.index for b in inputs) == sorted(main_inputs) and sorted(b.index for b in outputs) == sorted(main_outputs):
+            return inputs, outputs
+    return (
+        [Binding(detail["name"], detail["index"]) for detail in interpreter.get_input_details()],
+        [Binding(detail["name"], detail["index"]) for detail in interpreter.get_output_details()],
+    )
+
+
+def _checked_inputs(model: Model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every input of the file by name, and nothing else: a clear error names the file's inputs."""
+    expected = model.names(INPUTS)
+    missing = [name for name in expected if name not in inputs]
+    unknown = [name for name in inputs if name not in expected]
+    if missing or unknown:
+        problem = f"no array for its input {', '.join(missing)}" if missing else f"no input named {', '.join(unknown)}"
+        raise StepError(
+            f"{model.what} has {problem}: its inputs are {', '.join(expected)} (given {', '.join(inputs) or 'none'}); "
+            "name the data's arrays and the io inputs after them"
+        )
+    return {name: np.asarray(inputs[name]) for name in expected}
+
+
+def _has_batch_axis(detail: dict, values: np.ndarray) -> bool:
+    """Whether the tensor's first dimension is the samples' (a scalar sample rate has none: one value per invoke)."""
+    return len(detail["shape_signature"]) == values.ndim
+
+
+def _chunk_size(model: Model, inputs: Mapping[str, np.ndarray], batch: int | None) -> int:
+    """How many samples one invoke takes: ``batch`` (all when None), but a static batch dimension is never resized,
+    and an input without a batch axis takes one sample at a time."""
+    samples = max(len(next(iter(inputs.values()))), 1) if inputs else 1
+    step = batch or samples
+    for binding in model.inputs:
+        detail = model.details(binding)
+        if not _has_batch_axis(detail, inputs[binding.name]):
+            return 1
+        static = int(detail["shape_signature"][0]) if len(detail["shape_signature"]) else DYNAMIC
+        if static != DYNAMIC:
+            step = static
+    return step
+
+
+def _fitted_shape(model: Model, binding: Binding, values: np.ndarray) -> list[int]:
+    """The tensor's shape for ``values``: dynamic dimensions take the data's sizes, static ones must match it."""
+    signature = [int(d) for d in model.details(binding)["shape_signature"]]
+    shape = list(values.shape)
+    if len(signature) != len(shape) or any(s != DYNAMIC and s != d for s, d in zip(signature, shape, strict=True)):
+        raise StepError(
+            f"{model.what} takes input {binding.name} of shape {shown(signature)} but was given {tuple(shape)}: "
+            "fix the data so each sample matches the model input"
+        )
+    return shape
+
+
+def _resize(model: Model, chunk: Mapping[str, np.ndarray]) -> None:
+    """Resize the inputs whose dynamic dimensions differ from the chunk's, and allocate once if any did."""
+    resized = False
+    for binding in model.inputs:
+        shape = _fitted_shape(model, binding, chunk[binding.name])
+        if list(model.details(binding)["shape"]) != shape:
+            model.interpreter.resize_tensor_input(binding.index, shape)
+            resized = True
+    if resized:
+        model.interpreter.allocate_tensors()
+
+
+def _fed(values: np.ndarray, detail: dict) -> np.ndarray:
+    """The values in the tensor's dtype: floats cast, quantized integers quantized, plain integers (ids, a rate) cast."""
     dtype = detail["dtype"]
-    if np.issubdtype(dtype, np.floating):
-        return x.astype(dtype)
     scale, zero_point = detail["quantization"]
+    if np.issubdtype(dtype, np.floating) or not scale:
+        return values.astype(dtype)
     info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-def _dequantize(y: np.ndarray, detail) -> np.ndarray:
-    if np.issubdtype(detail["dtype"], np.floating):
-        return y.astype(np.float32)
+def _read(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Float32 values of an output: quantized integers dequantized, others cast."""
     scale, zero_point = detail["quantization"]
-    return (y.astype(np.float32) - zero_point) * scale
+    if np.issubdtype(detail["dtype"], np.floating) or not scale:
+        return values.astype(np.float32)
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def predict(path: Path | str, x: np.ndarray, *, what: str, batch: int | None = None) -> np.ndarray:
-    """Float outputs for float inputs ``x`` (already preprocessed), quantizing at the edges when the model is integer-only.
+def _invoke(model: Model, chunk: Mapping[str, np.ndarray], *, batch_axis: bool = True) -> Tensors:
+    """One invoke on a chunk of samples; without ``batch_axis`` each tensor is one sample fed as it is."""
+    _resize(model, chunk)
+    for binding in model.inputs:
+        model.interpreter.set_tensor(binding.index, _fed(chunk[binding.name], model.details(binding)))
+    model.interpreter.invoke()
+    outputs = {}
+    for binding in model.outputs:
+        values = _read(model.interpreter.get_tensor(binding.index), model.details(binding))
+        outputs[binding.name] = values if batch_axis and values.ndim else values[np.newaxis]
+    return outputs
 
-    The input is resized to ``batch`` samples (all of ``x`` when None) and
-    ``x`` runs through it that many at a time.  A batch of 1 is the shape a
-    file with a fixed batch of 1 already has, so resizing to it is a no-op there.
+
+def _one_sample(model: Model, inputs: Mapping[str, np.ndarray], start: int) -> dict[str, np.ndarray]:
+    """Sample ``start`` of each input, keeping the batch axis only where the file has one."""
+    return {
+        binding.name: inputs[binding.name][start : start + 1]
+        if _has_batch_axis(model.details(binding), inputs[binding.name])
+        else inputs[binding.name][start]
+        for binding in model.inputs
+    }
+
+
+def predict(path: Path | str, inputs: Mapping[str, np.ndarray], *, what: str, batch: int | None = None) -> Tensors:
+    """Float32 outputs by name for preprocessed inputs by name, ``batch`` samples per invoke (all when None).
+
+    Only dimensions the file declares dynamic are resized: a file with a
+    static batch of 1 runs one sample at a time whatever ``batch`` asks, and
+    a file whose graph mishandles a batch (a Reshape that writes batch 1) is
+    run with ``batch=1`` by callers that detected it.  Integer-only files get
+    their float inputs quantized and their outputs dequantized at the edges.
     """
-    step = batch or max(len(x), 1)
-    interpreter = load_interpreter(path, what=what, batch=step)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    expected = tuple(inp["shape"][1:])
-    if tuple(x.shape[1:]) != expected:
-        raise StepError(f"{what} takes samples of shape {expected} but the evaluation data has {tuple(x.shape[1:])}")
-    outputs = []
+    model = load(path, what=what)
+    given = _checked_inputs(model, inputs)
+    samples = len(next(iter(given.values()))) if given else 0
+    step = _chunk_size(model, given, batch)
+    batch_axes = [_has_batch_axis(model.details(b), given[b.name]) for b in model.inputs]
+    parts = []
     try:
-        for start in range(0, len(x), step):
-            chunk = x[start : start + step]
-            if len(chunk) != step:
-                interpreter.resize_tensor_input(inp["index"], [len(chunk), *expected])
-                interpreter.allocate_tensors()
-            interpreter.set_tensor(inp["index"], _quantize(chunk, inp))
-            interpreter.invoke()
-            outputs.append(_dequantize(interpreter.get_tensor(out["index"]), out))
+        for start in range(0, samples, step):
+            if all(batch_axes):
+                chunk = {name: values[start : start + step] for name, values in given.items()}
+                parts.append(_run_chunk(model, chunk, step))
+            else:
+                # Outputs have a batch axis where some input has one (audio beside a scalar sample rate).
+                parts.append(_invoke(model, _one_sample(model, given, start), batch_axis=any(batch_axes)))
+    except StepError:
+        raise
     except Exception as exc:
         raise StepError(f"{what} fails to run in LiteRT ({type(exc).__name__}: {exc})") from exc
-    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+    return concatenate_tensors(parts)
 
 
-def median_latency_ms(path: Path | str, *, what: str, sample: np.ndarray | None = None, warmup: int = 5, runs: int = 50) -> float:
-    """Median wall time of one single-sample inference on this host, one thread."""
-    interpreter = load_interpreter(path, what=what, batch=1)
-    inp = interpreter.get_input_details()[0]
-    x = np.zeros(inp["shape"], np.float32) if sample is None else sample[np.newaxis]
-    interpreter.set_tensor(inp["index"], _quantize(x, inp))
-    timings = []
-    for run in range(warmup + runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        if run >= warmup:
-            timings.append(time.perf_counter() - start)
+def _run_chunk(model: Model, chunk: Mapping[str, np.ndarray], step: int) -> Tensors:
+    """A chunk shorter than a static batch is padded with zeros, and the padding's outputs dropped."""
+    count = len(next(iter(chunk.values())))
+    if count == step or not _static_batch(model):
+        return _invoke(model, chunk)
+    padded = {name: np.concatenate([values, np.zeros((step - count, *values.shape[1:]), values.dtype)]) for name, values in chunk.items()}
+    return {name: values[:count] if len(values) == step else values for name, values in _invoke(model, padded).items()}
+
+
+def _static_batch(model: Model) -> bool:
+    return any(
+        len(model.details(b)["shape_signature"]) and int(model.details(b)["shape_signature"][0]) != DYNAMIC for b in model.inputs
+    )
+
+
+def median_latency_ms(
+    path: Path | str, *, what: str, sample: Mapping[str, np.ndarray] | None = None, warmup: int = 5, runs: int = 50
+) -> float:
+    """Median wall time of one single-sample inference on this host, one thread; ``sample``: one per input, no batch axis."""
+    model = load(path, what=what)
+    if sample is None:
+        chunk = {b.name: np.zeros(_single_sample_shape(model.details(b)), model.details(b)["dtype"]) for b in model.inputs}
+    else:
+        given = _checked_inputs(model, sample)
+        chunk = {
+            b.name: given[b.name][np.newaxis] if len(model.details(b)["shape_signature"]) == given[b.name].ndim + 1 else given[b.name]
+            for b in model.inputs
+        }
+    try:
+        _invoke(model, chunk)
+        timings = []
+        for run in range(warmup + runs):
+            start = time.perf_counter()
+            model.interpreter.invoke()
+            if run >= warmup:
+                timings.append(time.perf_counter() - start)
+    except StepError:
+        raise
+    except Exception as exc:
+        raise StepError(f"{what} fails to run in LiteRT ({type(exc).__name__}: {exc})") from exc
     return float(np.median(timings) * 1000.0)
 
 
+def _single_sample_shape(detail: dict) -> list[int]:
+    """One sample: every dynamic dimension 1 (the batch too)."""
+    return [1 if int(d) == DYNAMIC else int(d) for d in detail["shape_signature"]]
+
+
+def _describe(name: str, detail: dict) -> dict:
+    entry = tensor_signature(name, detail["shape_signature"], np.dtype(detail["dtype"]).name)
+    scale, zero_point = detail["quantization"]
+    if scale:  # an integer tensor an app quantizes into or dequantizes out of (not plain ids or counts)
+        entry["quantization"] = {"scale": repr(float(scale)), "zero_point": int(zero_point)}
+    return entry
+
+
 def io_details(path: Path | str, *, what: str) -> dict:
-    """The dtype and quantization of the input and output tensors, as an app needs them."""
-    interpreter = load_interpreter(path, what=what)
-
-    def describe(detail):
-        scale, zero_point = detail["quantization"]
-        entry = {"name": detail["name"], "dtype": np.dtype(detail["dtype"]).name, "shape": [int(d) for d in detail["shape_signature"]]}
-        if not np.issubdtype(detail["dtype"], np.floating):
-            entry["quantization"] = {"scale": repr(float(scale)), "zero_point": int(zero_point)}
-        return entry
-
-    return {"input": describe(interpreter.get_input_details()[0]), "output": describe(interpreter.get_output_details()[0])}
+    """Every input and output by name, with dtype, shape (None where dynamic) and an integer tensor's quantization."""
+    model = load(path, what=what)
+    return tensors_signature(
+        [_describe(b.name, model.details(b)) for b in model.inputs],
+        [_describe(b.name, model.details(b)) for b in model.outputs],
+    )
 
 
 INTEGER_TYPES = (np.int8, np.uint8, np.int16, np.int32, np.int64, np.bool_)
@@ -178,18 +355,19 @@ def structural_check(path: Path | str, *, what: str, source_signature: dict, pre
 
 
 def source_signature(path: Path, *, what: str) -> dict:
-    """The input and output of a .tflite file given as a model's source."""
+    """The inputs and outputs of a .tflite file given as a model's source, by the names its artifacts keep."""
     try:
-        interpreter = load_interpreter(path, what=what)
+        model = load(path, what=what)
     except StepError as exc:
         raise StepError(
             f"{exc}; replace {path} with a .tflite file written by the TFLite converter, or fix its path in models.yaml"
         ) from exc
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    return {
-        "input": tensor_signature(inp["name"], inp["shape_signature"], inp["dtype"].__name__),
-        "output": tensor_signature(out["name"], out["shape_signature"], out["dtype"].__name__),
-    }
+
+    def entry(binding: Binding) -> dict:
+        detail = model.details(binding)
+        return tensor_signature(binding.name, detail["shape_signature"], np.dtype(detail["dtype"]).name)
+
+    return tensors_signature([entry(b) for b in model.inputs], [entry(b) for b in model.outputs])
 
 
 def weight_share(path: Path | str, precision: Precision, palettize: int | None = None) -> float | None:
