@@ -156,3 +156,43 @@ def test_labels_of_every_step_are_flattened_in_the_order_of_the_outputs():
     labels = np.arange(SEQUENCES * STEPS).reshape(SEQUENCES, STEPS)
     assert _streams.flatten(labels).tolist() == list(range(SEQUENCES * STEPS))
     assert _streams.flatten(np.zeros((SEQUENCES, STEPS, 5, 5))).shape == (SEQUENCES * STEPS, 5, 5)
+
+
+def test_evaluation_data_of_a_stream_runs_as_sequences_with_labels_per_step(tmp_path):
+    from modelmake.kinds import OutputKind
+    from modelmake.plan import InputSpec, OutputSpec
+    from modelmake.steps import _evaluation
+    from modelmake.steps._arrays import write_npz
+
+    sig = signature(
+        [
+            {"name": "x", "shape": [None, WIDTH], "dtype": "float32"},
+            {"name": "rate", "shape": [], "dtype": "int64"},
+            {"name": "state", "shape": [None, WIDTH], "dtype": "float32"},
+        ],
+        [{"name": "y", "shape": [None, WIDTH], "dtype": "float32"}, {"name": "state_out", "shape": [None, WIDTH], "dtype": "float32"}],
+    )
+    labels = np.arange(SEQUENCES * STEPS).reshape(SEQUENCES, STEPS) % 2
+    path = tmp_path / "evaluation.npz"
+    write_npz(path, x=X * 2, rate=np.full((SEQUENCES, STEPS), 8000, np.int64), y_y=labels)
+    inputs = (InputSpec(name="x", layout="NC", scale="1/2"), InputSpec(name="rate", layout="NC"), InputSpec(name="state", layout="NC"))
+    outputs = (OutputSpec(name="y", kind=OutputKind.CLASSES), OutputSpec(name="state_out", kind=OutputKind.TENSOR, state="state"))
+    data = _evaluation.load(str(path), inputs, outputs, sig, origin="evaluation data")
+
+    assert data.states == {"state_out": "state"} and data.samples == SEQUENCES * STEPS
+    assert data.inputs["rate"].dtype == np.int64 and "state" not in data.inputs
+    batching = data.decide(Recurrent((1, WIDTH)), [None, None, None], 1e-4)
+    assert not batching.batched and batching.note == _streams.NOTE
+
+    def predict(tensors, batch):
+        assert tensors["rate"].shape == () and tensors["rate"] == 8000
+        return Recurrent((1, WIDTH))({"x": tensors["x"], "state": tensors["state"]}, batch)
+
+    result = data.run(predict, batching)
+    y, _ = _by_hand(np.zeros((SEQUENCES, 1, WIDTH), np.float32))  # x * 2 preprocessed by 1/2: the same steps
+    np.testing.assert_allclose(result["y"], y, rtol=1e-6)
+    assert data.labels["y"].tolist() == labels.reshape(-1).tolist() and data.labels["state_out"] is None
+    # A condition changes the raw float input, never an integer one (a sample rate dimmed is no longer a rate).
+    dimmed = data.conditioned("dim", 0.5)
+    np.testing.assert_allclose(dimmed["x"], X / 2, rtol=1e-6)
+    assert (dimmed["rate"] == 8000).all()
