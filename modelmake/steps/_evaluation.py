@@ -49,6 +49,8 @@ class EvaluationData:
         preprocessed; an integer input (a sample rate, token ids) is left as it is."""
         arrays = dict(self.arrays)
         for spec, array in zip(self.specs, input_arrays(self.specs), strict=True):
+            if array not in arrays:
+                continue  # a stream's state input the data leaves out: it starts at zero, unconditioned
             dtype = entry(self.signature, INPUTS, spec.name)["dtype"]
             if np.issubdtype(np.dtype(dtype), np.floating) and (condition != "blur" or _conditions.SPATIAL_AXES.get(spec.layout)):
                 arrays[array] = _conditions.apply(arrays[array], condition, strength, spec.layout)
