@@ -321,7 +321,8 @@ def test_the_state_carries_from_step_to_step_as_an_app_runs_it(recurrent):
     state = np.zeros((1, 2, STATE), np.float32)
     probs = []
     for step in range(6):
-        outputs = runtime.predict(path, {"audio": stream["audio"][step : step + 1], "sr": stream["sr"][:1], "state": state}, what="vad", batch=1)
+        feed = {"audio": stream["audio"][step : step + 1], "sr": stream["sr"][:1], "state": state}
+        outputs = runtime.predict(path, feed, what="vad", batch=1)
         state = outputs["new_state"]
         probs.append(outputs["prob"][0, 0])
     # The same recurrence in numpy: h = tanh(a W + s0 U0), g = tanh(h A + s1 U1).
@@ -478,3 +479,50 @@ def test_static_int8_of_if_branches_reports_the_share_it_really_quantized(tmp_pa
     for path, lowest in ((static, 0.95), (dynamic, 0.99)):
         cosine, _ = _parity(expected, runtime.predict(path, x, what=path.name))["y"]
         assert cosine > lowest, (path.name, cosine)
+
+
+# ---------------------------------------------------------------- a SavedModel with two inputs and two outputs
+
+
+def _signature_record(path: Path, kind: str, model: Path) -> Path:
+    def entry(name: str, size: int) -> dict:
+        return {"name": name, "shape": [None, size], "dtype": "float32"}
+
+    SourceRecord(
+        kind=kind, path=str(model), model=model.as_posix(), model_sha256="", source_files={},
+        signature={"inputs": [entry("features", 4), entry("scale", 1)], "outputs": [entry("scaled", 4), entry("scores", 3)]},
+        metadata={}, tools={},
+    ).write(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["saved_model", "tflite"])
+def test_tf2onnx_keeps_the_signature_keys_of_a_two_input_two_output_model(tmp_path, kind):
+    tf = pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    weights = np.random.default_rng(8).normal(0.0, 0.5, (4, 3)).astype(np.float32)
+    module = tf.Module()
+    module.serve = tf.function(
+        lambda features, scale: {"scores": tf.nn.softmax(tf.matmul(features, weights)), "scaled": features * scale},
+        input_signature=[tf.TensorSpec([None, 4], tf.float32, name="features"), tf.TensorSpec([None, 1], tf.float32, name="scale")],
+    )
+    saved_model = tmp_path / "saved_model"
+    tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
+    model = saved_model
+    if kind == "tflite":  # tf2onnx names its tensors serving_default_features:0 ...; the file's signature keys win
+        model = tmp_path / "two.tflite"
+        model.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert())
+    record = _signature_record(tmp_path / "source.json", kind, model)
+    calibration = tmp_path / "calibration.npz"
+    rng = np.random.default_rng(9)
+    samples = {"features": rng.normal(size=(32, 4)).astype(np.float32), "scale": rng.uniform(0.5, 2.0, (32, 1)).astype(np.float32)}
+    write_npz(calibration, **samples)
+    expected = {"scores": tf.nn.softmax(samples["features"] @ weights).numpy(), "scaled": samples["features"] * samples["scale"]}
+    inputs = (InputSpec(name="features"), InputSpec(name="scale"))
+    for precision, lowest in (("fp32", 0.99999), ("int8", 0.99)):
+        path = _convert(record, precision, tmp_path / f"two.{precision}.onnx", inputs, calibration=calibration)
+        io = fsutil.read_json(str(path) + ".json")["io"]
+        assert sorted(entry["name"] for entry in io["inputs"]) == ["features", "scale"]
+        assert sorted(entry["name"] for entry in io["outputs"]) == ["scaled", "scores"]
+        measured = _parity(expected, runtime.predict(path, samples, what=path.name))
+        assert all(cosine >= lowest for cosine, _ in measured.values()), (precision, measured)

@@ -22,7 +22,7 @@ from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
 from ...errors import StepError
 from ...kinds import Precision
 from ...steps._arrays import calibration_samples
-from ...tensors import INPUTS, Tensors, resolve, shown
+from ...tensors import INPUTS, OUTPUTS, Tensors, resolve, shown
 from ...tensors import names as tensor_names
 from ...tensors import samples as samples_in
 from ...versions import tool_versions
@@ -101,11 +101,47 @@ def _float_model(record: SourceRecord, opset: int):
     _check_opset_for_tf2onnx(opset)
     if kind == "tflite":
         model = _run_tf2onnx(lambda tf2onnx: tf2onnx.convert.from_tflite(str(path), opset=opset), what=f"tflite source {record.path}")
+        _rename_io(model, _tflite_signature_keys(path), record.signature)
     else:
         model = _run_tf2onnx(lambda tf2onnx: _saved_model_to_onnx(tf2onnx, path, opset), what=f"{kind} source {record.path}")
     _check_expressible(model, opset)
     canonicalize(model)
     return model
+
+
+def _tflite_signature_keys(path: Path) -> dict[str, str]:
+    """Tensor name -> signature key of the inputs and outputs of a .tflite file's only signature; empty without one.
+
+    tf2onnx names the ONNX inputs and outputs after the file's tensors
+    (serving_default_image:0); a file with one signature is bound by its keys.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    signatures = interpreter.get_signature_list()
+    if len(signatures) != 1:
+        return {}
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    details = {**runner.get_input_details(), **runner.get_output_details()}
+    return {detail["name"]: key for key, detail in details.items()}
+
+
+def _rename_io(model, renames: dict[str, str], signature: dict) -> None:
+    """Give the graph's inputs and outputs the source signature's names where they carry the tensors' names instead."""
+    wanted = set(tensor_names(signature, INPUTS)) | set(tensor_names(signature, OUTPUTS))
+    graph = model.graph
+    applied = {
+        value.name: renames[value.name]
+        for value in [*graph.input, *graph.output]
+        if value.name not in wanted and renames.get(value.name) in wanted
+    }
+    if not applied:
+        return
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = applied.get(value.name, value.name)
+    for node in _all_nodes(model):
+        node.input[:] = [applied.get(name, name) for name in node.input]
+        node.output[:] = [applied.get(name, name) for name in node.output]
 
 
 def _check_opset_for_tf2onnx(opset: int) -> None:
