@@ -6,13 +6,17 @@ first (a recurrent state [2, N, 64] has it second) and which some tensors
 lack (a sample-rate scalar, the same for every sample).  The batch axis is:
 
 1. the axis whose dimension is denoted DATA_BATCH (ONNX's standard dimension
-   denotation), which the converter writes on every artifact, so that a
-   batch fixed at 1 stays known as the batch;
+   denotation), which the converter writes on every artifact it builds, so
+   that a batch fixed at 1 stays known as the batch;
 2. else the axis named by the model's batch symbol (the dim_param of the
    first symbolic leading dimension among the inputs), as exporters name it;
 3. else the first axis, when it is dynamic or of size 1;
 4. else the first dynamic axis (a state [2, ?, 64]);
-5. else none: the whole tensor belongs to every sample of a run.
+5. else none: one value serves every sample of a run.
+
+A run feeds a shared input (no batch axis, or a static one of size 1 in a
+file whose batch is dynamic elsewhere, like a sample rate [1]) one value for
+all its samples; samples that differ there run one at a time.
 """
 from __future__ import annotations
 
