@@ -11,7 +11,6 @@ output by output.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -380,7 +379,7 @@ RECURRENT_PARITY = [
 
 @pytest.mark.parametrize(("precision", "target", "prob_cosine", "state_cosine"), RECURRENT_PARITY)
 def test_recurrent_variants_keep_names_and_parity(recurrent, precision, target, prob_cosine, state_cosine):
-    support = {"cpu": CPU, "qnn": replace(QNN, settings=replace(QNN.settings, quantization="cpu"))}[target]
+    support = {"cpu": CPU, "qnn": QNN}[target]
     out = recurrent["root"] / f"vad.{precision}.{target}.onnx"
     calibration = recurrent["calibration"] if precision == "int8" else None
     path = _convert(recurrent["record"], precision, out, RECURRENT_INPUTS, calibration=calibration, support=support)
@@ -391,6 +390,8 @@ def test_recurrent_variants_keep_names_and_parity(recurrent, precision, target, 
     if target == "qnn":  # static shapes: the batch, wherever it sits, becomes 1; the state's 2 and 16 stay
         assert [entry["shape"] for entry in io["inputs"]] == [[1, AUDIO], [1], [2, 1, STATE]]
         assert [entry["shape"] for entry in io["outputs"]] == [[1, 1], [2, 1, STATE]]
+        coverage = runtime.accelerator_coverage(path, QNN)
+        assert coverage is not None and not any("dynamic shape" in name for name in coverage["fallback"]), coverage
     samples = _stream(7, 40)
     expected = runtime.predict(recurrent["original"], samples, what="vad source")
     measured = _parity(expected, runtime.predict(path, samples, what=path.name))
