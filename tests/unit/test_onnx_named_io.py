@@ -334,6 +334,20 @@ def test_the_state_carries_from_step_to_step_as_an_app_runs_it(recurrent):
         assert abs(float(1 / (1 + np.exp(-(g @ weights["w_out"])[0]))) - probs[step]) < 1e-5
 
 
+@pytest.mark.parametrize("scalar_rate", [False, True])
+def test_one_step_fed_in_the_model_layout_as_a_stream_feeds_it(tmp_path, scalar_rate):
+    """A state [2, 1, 16] as the model takes it, a scalar rate as a 0-d array: read as one sample."""
+    path = _recurrent(tmp_path / "vad.onnx", scalar_rate=scalar_rate)
+    step = _stream(8, 1)
+    rate = np.array(16000, np.int64) if scalar_rate else np.array([16000], np.int64)
+    outputs = runtime.predict(path, {"audio": step["audio"], "sr": rate, "state": step["state"][0][:, None]}, what="vad", batch=1)
+    expected = _by_hand(path, step)
+    np.testing.assert_allclose(outputs["new_state"], expected["new_state"], atol=1e-6)
+    np.testing.assert_allclose(outputs["prob"], expected["prob"], atol=1e-6)
+    # Read back into the input's own layout, the state output feeds the next step.
+    assert outputs["new_state"].reshape(2, 1, STATE).shape == (2, 1, STATE)
+
+
 def test_a_missing_or_unknown_input_names_the_file_inputs(recurrent):
     samples = _stream(5, 2)
     with pytest.raises(StepError, match=r"vad needs every one of its inputs \(audio, sr, state\); no samples were given for state"):

@@ -144,6 +144,30 @@ def is_shared(layout: Layout, fixed: int | None) -> bool:
     return layout.batch_axis is None or (fixed is None and layout.fixed_batch is not None)
 
 
+def _fits(shape: tuple, expected: tuple | None) -> bool:
+    return expected is not None and len(shape) == len(expected) and all(e is None or e == a for e, a in zip(expected, shape, strict=True))
+
+
+def samples_first(inputs: list[Layout], given: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The given arrays with their samples first, also accepting one run in the model's own layout.
+
+    A stream feeds each step as the model takes it: a state [2, 1, 64] with
+    its batch axis second, a scalar sample rate as a 0-d array.  An array
+    that does not fit the samples-first form but fits the tensor's own shape
+    is moved to it; a 0-d array serves every sample.
+    """
+    layouts = {layout.name: layout for layout in inputs}
+    arrays = {name: np.asarray(values) for name, values in given.items()}
+    for name, array in arrays.items():
+        layout = layouts.get(name)
+        if layout is None or layout.batch_axis is None or array.ndim == 0 or _fits(array.shape[1:], layout.sample_shape):
+            continue
+        if _fits(array.shape, layout.shape):
+            arrays[name] = np.moveaxis(array, layout.batch_axis, 0)
+    count = next((len(array) for array in arrays.values() if array.ndim), 1)
+    return {name: np.repeat(array[np.newaxis], count, axis=0) if array.ndim == 0 else array for name, array in arrays.items()}
+
+
 def check_inputs(inputs: list[Layout], given: Mapping[str, np.ndarray], *, what: str, partial: bool = False) -> None:
     """Every input of the file has samples (unless ``partial``), nothing else is given, and each sample has the input's shape."""
     names = [layout.name for layout in inputs]

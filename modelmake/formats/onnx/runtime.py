@@ -74,7 +74,8 @@ def _run(session, feed: dict, what: str) -> list:
 def predict(path: Path | str, inputs: Mapping[str, np.ndarray], *, what: str, batch: int | None = None) -> Tensors:
     """Float32 outputs by name for preprocessed inputs by name, ``batch`` samples a run (None: as many as suit).
 
-    Each array holds its samples along its first axis; each input takes them
+    Each array holds its samples along its first axis (one run in the input's
+    own layout is taken too, as a stream feeds it); each input takes them
     along its own batch axis (feeds.py), cast to its type.  A file with a
     dynamic batch takes the samples in large runs; one with a fixed batch
     (usually 1, for static-shape accelerators) a batch at a time, the last
@@ -82,6 +83,7 @@ def predict(path: Path | str, inputs: Mapping[str, np.ndarray], *, what: str, ba
     """
     session = load_session(path, what=what)
     model_inputs, model_outputs = _layouts(path, what)
+    inputs = feeds.samples_first(model_inputs, inputs)
     feeds.check_inputs(model_inputs, inputs, what=what)
     parts = []
     for feed, used in feeds.runs(model_inputs, model_outputs, inputs, batch or BATCH):
