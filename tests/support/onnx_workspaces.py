@@ -79,6 +79,31 @@ def mlp_onnx(path: Path, *, extra_op: str | None = None, seed: int = 0, batch: i
     return path
 
 
+def onnx_source(model_file: Path, directory: Path) -> Path:
+    """The source record of an ONNX file, written as the source step writes it: the file copied, its signature read."""
+    import shutil
+
+    from modelmake import fsutil
+    from modelmake.contracts import SourceRecord
+    from modelmake.formats.onnx import runtime
+
+    directory.mkdir(parents=True, exist_ok=True)
+    copy = directory / "model.onnx"
+    shutil.copyfile(model_file, copy)
+    record = directory / "source.json"
+    SourceRecord(
+        kind="onnx",
+        path=str(model_file),
+        model=copy.as_posix(),
+        model_sha256=fsutil.sha256_file(copy),
+        source_files={},
+        signature=runtime.source_signature(model_file, what=f"onnx source {model_file}"),
+        metadata={},
+        tools={},
+    ).write(str(record))
+    return record
+
+
 def predict(path: Path, raw: np.ndarray) -> np.ndarray:
     """The model's float outputs on raw (unscaled) samples, with ONNX Runtime on the CPU."""
     import onnxruntime as ort

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelmake.contracts import ConvertJob, SourceJob
+from modelmake.contracts import ConvertJob
 from modelmake.errors import StepError
 from modelmake.formats.onnx import OnnxSettings
 from modelmake.kinds import Precision
-from modelmake.plan import FormatSupport, InputSpec, Source
+from modelmake.plan import FormatSupport, InputSpec
 
 from tests.support.onnx_workspaces import ONNX_CPU as CPU
+from tests.support.onnx_workspaces import onnx_source
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -27,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from modelmake.formats.onnx import runtime as onnx_runtime  # noqa: E402
 from modelmake.formats.onnx.subgraphs import all_graphs  # noqa: E402
-from modelmake.steps import convert, source  # noqa: E402
+from modelmake.steps import convert  # noqa: E402
 from modelmake.steps._arrays import write_npz  # noqa: E402
 
 QNN = FormatSupport(
@@ -120,9 +121,7 @@ def _save(model, path: Path) -> Path:
 
 
 def _record(tmp_path: Path, model_file: Path) -> Path:
-    record = tmp_path / "source" / "source.json"
-    source.materialize(SourceJob(Source(kind="onnx", path=str(model_file)), str(tmp_path / "source"), str(record)))
-    return record
+    return onnx_source(model_file, tmp_path / "source")
 
 
 def _convert(record: Path, precision: str, out: Path, *, calibration: Path | None = None, support: FormatSupport = CPU) -> Path:
@@ -135,7 +134,7 @@ def _convert(record: Path, precision: str, out: Path, *, calibration: Path | Non
             palettize=None,
             calibration=str(calibration) if calibration else None,
             calibration_origin=None,
-            input=InputSpec(layout="NCHW"),
+            inputs=(InputSpec(layout="NCHW"),),
             support=support,
             out=str(out),
             out_record=str(out) + ".json",

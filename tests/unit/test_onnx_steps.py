@@ -1,8 +1,8 @@
 """The ONNX convert step, its runtime module and its per-chip quantization settings.
 
-The models are built in code: a tiny Keras recipe materialized through the
-source step (so the convert step reads exactly what a build gives it), a
-few hand-written ONNX graphs, and a SavedModel with an op ONNX lacks.
+The models are built in code: a tiny Keras recipe exported to a SavedModel
+and described as the source step does, a few hand-written ONNX graphs, and
+a SavedModel with an op ONNX lacks.
 """
 from __future__ import annotations
 
@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 
 from modelmake import fsutil
-from modelmake.contracts import ConvertJob, EvaluateJob, MetricsRecord, ReferenceJob, SourceJob, SourceRecord
+from modelmake.contracts import ConvertJob, EvaluateJob, MetricsRecord, ReferenceJob, SourceRecord
 from modelmake.errors import BudgetExceeded, StepError
 from modelmake.formats.onnx import OnnxSettings
 from modelmake.formats.tflite import TfliteSettings
 from modelmake.kinds import Precision
-from modelmake.plan import Budget, FormatSupport, InputSpec, Source
+from modelmake.plan import Budget, FormatSupport, InputSpec, OutputSpec
 
 from tests.support.onnx_workspaces import ONNX_CPU as CPU
+from tests.support.onnx_workspaces import onnx_source
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -33,9 +34,10 @@ pytest.importorskip("tf2onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from modelmake.formats.base import tensor_signature  # noqa: E402
 from modelmake.formats.onnx import chips  # noqa: E402
 from modelmake.formats.onnx import runtime as onnx_runtime  # noqa: E402
-from modelmake.steps import convert, evaluate, reference, source  # noqa: E402
+from modelmake.steps import convert  # noqa: E402
 from modelmake.steps._arrays import preprocess, write_npz  # noqa: E402
 
 PREPROCESSING = InputSpec(layout="NHWC", scale="1/16", offset="0")
@@ -75,7 +77,7 @@ def _convert(
         palettize=None,
         calibration=str(calibration) if calibration else None,
         calibration_origin=None,
-        input=PREPROCESSING,
+        inputs=(PREPROCESSING,),
         support=support,
         out=str(out),
         out_record=str(out) + ".json",
@@ -132,33 +134,56 @@ MEDIUM_RECIPE = textwrap.dedent(
 
 
 def _materialize(directory: Path, recipe: str) -> Path:
+    """The recipe's model as the source step leaves it: a SavedModel and a record with its signature."""
+    import importlib.util
+
+    import keras
+    import tensorflow as tf
+
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "recipe.py").write_text(recipe, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(f"recipe_{directory.name}", directory / "recipe.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(module.METADATA["seed"])
+    saved_model = directory / "out" / "saved_model"
+    module.build_model().export(str(saved_model), format="tf_saved_model", verbose=False)
+    function = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    inputs = [tensor_signature(name, t.shape.as_list(), t.dtype.name) for name, t in function.structured_input_signature[1].items()]
+    outputs = [tensor_signature(name, t.shape.as_list(), t.dtype.name) for name, t in function.structured_outputs.items()]
     record = directory / "source.json"
-    source.materialize(
-        SourceJob(Source(kind="recipe", path=str(directory / "recipe.py"), function="build_model"), str(directory / "out"), str(record))
-    )
+    _source_record(record, "recipe", str(directory / "recipe.py"), saved_model, {"inputs": inputs, "outputs": outputs})
     return record
 
 
-def _saved_model_outputs(directory: Path, x: np.ndarray) -> np.ndarray:
-    from modelmake.steps.reference import _saved_model_predictor
+def _saved_model_outputs(directory: Path, x: dict) -> dict:
+    import tensorflow as tf
 
-    return _saved_model_predictor(Path(directory))(x, None)
+    function = tf.saved_model.load(str(directory)).signatures["serving_default"]
+    return {name: value.numpy() for name, value in function(**{name: tf.constant(array) for name, array in x.items()}).items()}
 
 
 class Tiny:
-    """The tiny recipe's source record, calibration data and the SavedModel's own outputs on it."""
+    """The tiny recipe's source record, calibration data and the SavedModel's own outputs on it, by name."""
 
     def __init__(self, root: Path):
         self.root = root
         self.record = _materialize(root / "tiny", TINY_RECIPE)
+        signature = fsutil.read_json(self.record)["signature"]
+        self.input = signature["inputs"][0]["name"]
+        self.output = signature["outputs"][0]["name"]
         rng = np.random.default_rng(3)
         self.raw = rng.integers(0, 17, size=(48, 8, 8, 1)).astype(np.float32)
         self.calibration = root / "calibration.npz"
         write_npz(self.calibration, x=self.raw, y=np.zeros(len(self.raw), np.int64))
-        self.x = preprocess(self.raw, PREPROCESSING)
-        self.reference = _saved_model_outputs(Path(fsutil.read_json(self.record)["model"]), self.x)
+        self.x = {self.input: preprocess(self.raw, PREPROCESSING)}
+        self.reference = _saved_model_outputs(Path(fsutil.read_json(self.record)["model"]), self.x)[self.output]
+
+    def predict(self, path: Path, x: dict | None = None, **options) -> np.ndarray:
+        """The artifact's only output on ``x`` (the preprocessed samples, by default)."""
+        return onnx_runtime.predict(path, self.x if x is None else x, what=path.name, **options)[self.output]
 
     def convert(self, precision: str, target: FormatSupport, out: Path, per_channel: bool = True, record: Path | None = None) -> Path:
         calibration = self.calibration if precision == "int8" else None
@@ -200,7 +225,7 @@ def _initializers(model) -> dict:
 def test_float_variants_match_the_keras_model(tiny, converted, scheme, precision, tolerance):
     path = converted[(scheme, precision)]
     onnx.checker.check_model(str(path), full_check=True)
-    outputs = onnx_runtime.predict(path, tiny.x, what=path.name)
+    outputs = tiny.predict(path)
     assert outputs.dtype == np.float32 and outputs.shape == tiny.reference.shape
     np.testing.assert_allclose(outputs, tiny.reference, atol=tolerance)
 
@@ -209,7 +234,7 @@ def test_float_variants_match_the_keras_model(tiny, converted, scheme, precision
 def test_int8_variants_keep_top1(tiny, converted, scheme, precision):
     path = converted[(scheme, precision)]
     onnx.checker.check_model(str(path), full_check=True)
-    outputs = onnx_runtime.predict(path, tiny.x, what=path.name)
+    outputs = tiny.predict(path)
     agreement = np.mean(outputs.argmax(axis=1) == tiny.reference.argmax(axis=1))
     assert agreement >= 0.9, agreement
     assert np.abs(outputs - tiny.reference).mean() < 0.02
@@ -233,19 +258,18 @@ def test_record_describes_the_artifact(tiny, converted):
     assert record["size"] == path.stat().st_size
     assert set(record["tools"]) == {"tf2onnx", "onnx", "onnxruntime"}
     assert "not installed" not in record["tools"].values()
-    signature = fsutil.read_json(tiny.record)["signature"]
     assert record["io"] == {
-        "input": {"name": signature["input"]["name"], "dtype": "float32", "shape": [-1, 8, 8, 1]},
-        "output": {"name": signature["output"]["name"], "dtype": "float32", "shape": [-1, 5]},
+        "inputs": [{"name": tiny.input, "dtype": "float32", "shape": [-1, 8, 8, 1]}],
+        "outputs": [{"name": tiny.output, "dtype": "float32", "shape": [-1, 5]}],
     }
 
 
 def test_static_shape_providers_get_a_batch_of_one(tiny, converted):
     path = converted[("qnn", "fp32")]
-    assert fsutil.read_json(str(path) + ".json")["io"]["input"]["shape"] == [1, 8, 8, 1]
-    assert fsutil.read_json(str(path) + ".json")["io"]["output"]["shape"] == [1, 5]
+    io = fsutil.read_json(str(path) + ".json")["io"]
+    assert io["inputs"][0]["shape"] == [1, 8, 8, 1] and io["outputs"][0]["shape"] == [1, 5]
     # A fixed batch of one runs the samples one at a time: same figures as the batched CPU artifact.
-    np.testing.assert_allclose(onnx_runtime.predict(path, tiny.x[:7], what=path.name), tiny.reference[:7], atol=1e-5)
+    np.testing.assert_allclose(tiny.predict(path, {tiny.input: tiny.x[tiny.input][:7]}), tiny.reference[:7], atol=1e-5)
 
 
 # ---------------------------------------------------------------- static int8 settings
@@ -368,9 +392,7 @@ def _tiny_onnx(path: Path, *, broken: bool = False, extra_op: str | None = None,
 
 
 def _onnx_record(tmp_path: Path, model_file: Path) -> Path:
-    record = tmp_path / "source" / "source.json"
-    source.materialize(SourceJob(Source(kind="onnx", path=str(model_file)), str(tmp_path / "source"), str(record)))
-    return record
+    return onnx_source(model_file, tmp_path / "source")
 
 
 def test_onnx_source_is_materialized_and_shipped_as_is(tmp_path):
@@ -379,8 +401,8 @@ def test_onnx_source_is_materialized_and_shipped_as_is(tmp_path):
     record = fsutil.read_json(record_path)
     assert record["kind"] == "onnx" and Path(record["model"]).name == "model.onnx"
     assert record["signature"] == {
-        "input": {"name": "x", "shape": [None, 4], "dtype": "float32"},
-        "output": {"name": "y", "shape": [None, 3], "dtype": "float32"},
+        "inputs": [{"name": "x", "shape": [None, 4], "dtype": "float32"}],
+        "outputs": [{"name": "y", "shape": [None, 3], "dtype": "float32"}],
     }
     out = tmp_path / "classifier.fp32.onnx"
     _convert(record_path, "fp32", CPU, out)
@@ -417,25 +439,35 @@ def test_onnx_source_newer_than_the_profile_opset_fails(tmp_path):
         _convert(record_path, "fp32", CPU, tmp_path / "o.onnx")
 
 
-def test_tflite_source_converts_through_tf2onnx(tiny, tmp_path):
+def _tflite_source(tiny, tmp_path: Path) -> tuple[Path, Path]:
+    """The tiny model as a .tflite file, and its source record: named by the file's signature keys, the SavedModel's."""
     import tensorflow as tf
 
     saved_model = fsutil.read_json(tiny.record)["model"]
     tflite_file = tmp_path / "given" / "tiny.tflite"
     tflite_file.parent.mkdir(parents=True)
     tflite_file.write_bytes(tf.lite.TFLiteConverter.from_saved_model(saved_model).convert())
-    record = tmp_path / "source" / "source.json"
-    source.materialize(SourceJob(Source(kind="tflite", path=str(tflite_file)), str(tmp_path / "source"), str(record)))
+    signature = fsutil.read_json(tiny.record)["signature"]
+    return tflite_file, _source_record(tmp_path / "source.json", "tflite", str(tflite_file), tflite_file, signature)
+
+
+def test_tflite_source_converts_through_tf2onnx(tiny, tmp_path):
+    _, record = _tflite_source(tiny, tmp_path)
     out = tmp_path / "tiny.fp32.onnx"
     _convert(record, "fp32", CPU, out)
-    np.testing.assert_allclose(onnx_runtime.predict(out, tiny.x, what=out.name), tiny.reference, atol=1e-5)
-    # The reference step runs a tflite source in LiteRT, the runtime its format's backend names.
+    np.testing.assert_allclose(tiny.predict(out), tiny.reference, atol=1e-5)
+
+
+def test_the_reference_step_runs_a_tflite_source_in_litert(tiny, tmp_path):
+    tflite_file, record = _tflite_source(tiny, tmp_path)
     data = tmp_path / "evaluation.npz"
     write_npz(data, x=tiny.raw, y=tiny.reference.argmax(axis=1))
-    job = ReferenceJob(str(record), str(data), "evaluation.npz", PREPROCESSING, 1, str(tmp_path / "ref.json"), str(tmp_path / "ref.npz"))
+    from modelmake.steps import reference
+
+    outputs = (OutputSpec(top_k=1),)
+    out = (str(tmp_path / "ref.json"), str(tmp_path / "ref.npz"))
+    job = ReferenceJob(str(record), str(data), "evaluation.npz", (PREPROCESSING,), outputs, *out)
     assert reference.evaluate_source(job) == f"source {tflite_file}: top1 1.0000"
-    with np.load(job.out_outputs) as saved:
-        np.testing.assert_allclose(saved["outputs"], tiny.reference, atol=1e-5)
 
 
 # ---------------------------------------------------------------- conversion errors
@@ -455,8 +487,8 @@ def _tf_function_source(tmp_path: Path, function, shape) -> Path:
     module.serve = tf.function(lambda x: {"y": function(x)}, input_signature=[tf.TensorSpec(shape, tf.float32, name="x")])
     tf.saved_model.save(module, str(tmp_path / "saved_model"), signatures={"serving_default": module.serve})
     signature = {
-        "input": {"name": "x", "shape": list(shape), "dtype": "float32"},
-        "output": {"name": "y", "shape": list(shape), "dtype": "float32"},
+        "inputs": [{"name": "x", "shape": list(shape), "dtype": "float32"}],
+        "outputs": [{"name": "y", "shape": list(shape), "dtype": "float32"}],
     }
     return _source_record(tmp_path / "source.json", "saved_model", "function.py", tmp_path / "saved_model", signature)
 
@@ -503,11 +535,12 @@ def test_calibration_samples_of_the_wrong_shape_are_refused(tiny, tmp_path):
 def test_runtime_io_latency_and_errors(tiny, converted, tmp_path):
     path = converted[("cpu", "fp32")]
     details = onnx_runtime.io_details(path, what="tiny")
-    assert details["input"]["shape"] == [-1, 8, 8, 1] and "quantization" not in details["input"]
+    assert details["inputs"][0]["shape"] == [-1, 8, 8, 1] and "quantization" not in details["inputs"][0]
     assert onnx_runtime.median_latency_ms(path, what="tiny", runs=5) > 0
-    assert onnx_runtime.median_latency_ms(converted[("qnn", "int8")], what="tiny", sample=tiny.x[0], runs=5) > 0
-    with pytest.raises(StepError, match=r"takes samples of shape \(8, 8, 1\)"):
-        onnx_runtime.predict(path, np.zeros((2, 4, 4, 1), np.float32), what="tiny")
+    sample = {tiny.input: tiny.x[tiny.input][0]}
+    assert onnx_runtime.median_latency_ms(converted[("qnn", "int8")], what="tiny", sample=sample, runs=5) > 0
+    with pytest.raises(StepError, match=rf"takes samples of shape \(8, 8, 1\) for its input {tiny.input}"):
+        onnx_runtime.predict(path, {tiny.input: np.zeros((2, 4, 4, 1), np.float32)}, what="tiny")
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
     with pytest.raises(StepError, match="does not load in ONNX Runtime"):
@@ -531,8 +564,9 @@ def test_io_details_reports_quantization_of_integer_io(tmp_path):
     path = tmp_path / "integer.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     details = onnx_runtime.io_details(path, what="integer")
-    assert details["input"] == {"name": "x", "dtype": "uint8", "shape": [1, 4], "quantization": {"scale": "0.5", "zero_point": 3}}
-    np.testing.assert_allclose(onnx_runtime.predict(path, np.array([[3, 5, 1, 4]], np.float32), what="integer"), [[0, 1, 0, 0.5]])
+    assert details["inputs"] == [{"name": "x", "dtype": "uint8", "shape": [1, 4], "quantization": {"scale": "0.5", "zero_point": 3}}]
+    outputs = onnx_runtime.predict(path, {"x": np.array([[3, 5, 1, 4]], np.float32)}, what="integer")
+    np.testing.assert_allclose(outputs["y"], [[0, 1, 0, 0.5]])
 
 
 # ---------------------------------------------------------------- accelerator coverage
@@ -622,6 +656,8 @@ TFLITE_NPU = FormatSupport(
 @pytest.fixture(scope="module")
 def evaluation(tiny) -> dict:
     """Evaluation data labelled with the source model's own classes, and the reference step's figures on it."""
+    from modelmake.steps import reference
+
     out = tiny.root / "reference"
     data = out / "evaluation.npz"
     out.mkdir(exist_ok=True)
@@ -630,8 +666,8 @@ def evaluation(tiny) -> dict:
         source_record=str(tiny.record),
         evaluation=str(data),
         evaluation_origin="evaluation.npz",
-        input=PREPROCESSING,
-        top_k=2,
+        inputs=(PREPROCESSING,),
+        outputs=(OutputSpec(top_k=2),),
         out_metrics=str(out / "metrics.json"),
         out_outputs=str(out / "outputs.npz"),
     )
@@ -648,8 +684,8 @@ def _evaluate_job(tiny, evaluation: dict, artifact: Path, support: FormatSupport
         record=str(artifact) + ".json",
         source_record=str(tiny.record),
         **evaluation,
-        input=PREPROCESSING,
-        top_k=2,
+        inputs=(PREPROCESSING,),
+        outputs=(OutputSpec(top_k=2),),
         conditions=(("dim", 0.5),),
         budgets=budgets,
         support=support,
@@ -660,6 +696,8 @@ def _evaluate_job(tiny, evaluation: dict, artifact: Path, support: FormatSupport
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_evaluate_measures_an_int8_artifact_through_its_format_backend(tiny, converted, evaluation, tmp_path, fmt):
+    from modelmake.steps import evaluate
+
     if fmt == "onnx":
         artifact, support, tools = converted[("qnn", "int8")], QNN, {"onnxruntime"}
     else:
@@ -667,7 +705,7 @@ def test_evaluate_measures_an_int8_artifact_through_its_format_backend(tiny, con
         _convert(tiny.record, "int8", support, artifact, calibration=tiny.calibration)
         record = fsutil.read_json(str(artifact) + ".json")
         assert set(record) == RECORD_KEYS and record["integer_io"] is True and record["delegates"] == ["nnapi"]
-        assert record["io"]["input"]["dtype"] == "int8" and "quantization" in record["io"]["input"]
+        assert record["io"]["inputs"][0]["dtype"] == "int8" and "quantization" in record["io"]["inputs"][0]
     budgets = (Budget.parse("max_size_kb", 100), Budget.parse("min_accelerator_coverage", 1.0), Budget.parse("min_top1_agreement", 0.9))
     job = _evaluate_job(tiny, evaluation, artifact, support, budgets)
     summary = evaluate.evaluate(job)

@@ -6,8 +6,10 @@ it was exported at an older one (opset.py).  fp32 stops there; fp16 stores float
 weights and computes in float16 behind float32 inputs and outputs;
 dynamic_int8 stores int8 weights and quantizes activations at run time; int8
 is static QDQ calibrated on the calibration data, with the settings of the
-profile's quantization scheme (chips.py).  For execution providers that
-need static shapes, a dynamic batch dimension becomes 1.
+profile's quantization scheme (chips.py).  An input io gives a shape is
+fixed at it, at every precision; for execution providers that need static
+shapes, every remaining dynamic batch dimension becomes 1.  Input and output
+names are the source's throughout.
 """
 from __future__ import annotations
 
@@ -15,16 +17,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from ... import fsutil
 from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
 from ...errors import StepError
 from ...kinds import Precision
 from ...steps._arrays import calibration_samples
+from ...tensors import INPUTS, OUTPUTS, Tensors, resolve, shown
+from ...tensors import names as tensor_names
+from ...tensors import samples as samples_in
 from ...versions import tool_versions
 from ..base import tool_message
-from . import BACKEND, OnnxSettings, chips
+from . import BACKEND, OnnxSettings, chips, feeds
 from .canonical import canonicalize, sort_topologically
 from .opset import upgraded
 from .runtime import io_details, load_checked
@@ -46,18 +49,23 @@ def convert(job: ConvertJob) -> None:
         raise StepError(
             f"ONNX artifacts are built at {', '.join(BACKEND.precisions)}, not {precision!r}: pick one of those for this variant"
         )
-    samples = calibration_samples(job, record.signature["input"]["shape"]) if precision == Precision.INT8 else None
+    samples = calibration_samples(job, record.signature) if precision == Precision.INT8 else None
+    fixed = _fixed_shapes(job, record.signature)
 
     static_batch = chips.needs_static_batch(settings)
-    if record.kind == "onnx" and precision == Precision.FP32 and not static_batch:
+    if record.kind == "onnx" and precision == Precision.FP32 and not static_batch and not fixed:
         model = _load_onnx_source(Path(record.model), settings.opset, what=f"onnx source {record.path}")
         _finish(model)  # the checks only: the file ships byte for byte as it came
         with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
         model = _float_model(record, settings.opset)
+        # Where each input and output holds its samples, known before any of them is fixed (feeds.py).
+        batch_axes = feeds.batch_axes(model)
+        model = _fix_shapes(model, fixed, what=job.artifact_id)
         if static_batch:
             model = _fix_batch(model)
+        feeds.mark_batch_axes(model, batch_axes)  # the calibration reads them; the precision's tools may drop them
         with tempfile.TemporaryDirectory(prefix="modelmake-onnx-") as scratch, working_directory(Path(scratch)):
             directory = Path(scratch).resolve()
             if precision == Precision.FP16:
@@ -66,6 +74,7 @@ def convert(job: ConvertJob) -> None:
                 model = _dynamic_int8(model, job.per_channel, directory)
             elif samples is not None:  # int8: static QDQ from the calibration samples
                 model = _static_int8(model, samples, settings, job.per_channel, directory)
+        feeds.mark_batch_axes(model, batch_axes)
         fsutil.write_bytes(job.out, _finish(model))
 
     ArtifactRecord(
@@ -92,11 +101,47 @@ def _float_model(record: SourceRecord, opset: int):
     _check_opset_for_tf2onnx(opset)
     if kind == "tflite":
         model = _run_tf2onnx(lambda tf2onnx: tf2onnx.convert.from_tflite(str(path), opset=opset), what=f"tflite source {record.path}")
+        _rename_io(model, _tflite_signature_keys(path), record.signature)
     else:
         model = _run_tf2onnx(lambda tf2onnx: _saved_model_to_onnx(tf2onnx, path, opset), what=f"{kind} source {record.path}")
     _check_expressible(model, opset)
     canonicalize(model)
     return model
+
+
+def _tflite_signature_keys(path: Path) -> dict[str, str]:
+    """Tensor name -> signature key of the inputs and outputs of a .tflite file's only signature; empty without one.
+
+    tf2onnx names the ONNX inputs and outputs after the file's tensors
+    (serving_default_image:0); a file with one signature is bound by its keys.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    signatures = interpreter.get_signature_list()
+    if len(signatures) != 1:
+        return {}
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    details = {**runner.get_input_details(), **runner.get_output_details()}
+    return {detail["name"]: key for key, detail in details.items()}
+
+
+def _rename_io(model, renames: dict[str, str], signature: dict) -> None:
+    """Give the graph's inputs and outputs the source signature's names where they carry the tensors' names instead."""
+    wanted = set(tensor_names(signature, INPUTS)) | set(tensor_names(signature, OUTPUTS))
+    graph = model.graph
+    applied = {
+        value.name: renames[value.name]
+        for value in [*graph.input, *graph.output]
+        if value.name not in wanted and renames.get(value.name) in wanted
+    }
+    if not applied:
+        return
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = applied.get(value.name, value.name)
+    for node in _all_nodes(model):
+        node.input[:] = [applied.get(name, name) for name in node.input]
+        node.output[:] = [applied.get(name, name) for name in node.output]
 
 
 def _check_opset_for_tf2onnx(opset: int) -> None:
@@ -193,20 +238,65 @@ def _load_onnx_source(path: Path, opset: int, *, what: str):
     return model
 
 
+def _fixed_shapes(job: ConvertJob, signature: dict) -> dict[str, tuple[int, ...]]:
+    """The shapes io fixes, by the model's input names."""
+    fixed = {}
+    for spec in job.inputs:
+        if spec.shape is not None:
+            try:
+                name = resolve(signature, INPUTS, spec.name)
+            except KeyError as exc:
+                raise StepError(
+                    f"{job.artifact_id}: io fixes the shape of input {spec.name or '(unnamed)'}, which the source model does not have "
+                    f"(its inputs: {', '.join(tensor_names(signature, INPUTS))}): use one of those names"
+                ) from exc
+            fixed[name] = tuple(int(d) for d in spec.shape)
+    return fixed
+
+
+def _fix_shapes(model, fixed: dict[str, tuple[int, ...]], *, what: str):
+    """Fix the inputs io gives a shape, so that accelerators needing static shapes see them, and infer the outputs'."""
+    from onnxruntime.tools.onnx_model_utils import make_input_shape_fixed
+
+    if not fixed:
+        return model
+    for name, shape in fixed.items():
+        value = next(v for v in model.graph.input if v.name == name)
+        before = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
+        try:
+            make_input_shape_fixed(model.graph, name, list(shape))
+        except ValueError as exc:
+            raise StepError(
+                f"{what}: io fixes input {name} at shape {list(shape)}, but the model's input is {shown(before)} ({exc}): "
+                "give every dimension, keeping the ones the model fixes"
+            ) from exc
+    return _infer_output_shapes(model)
+
+
 def _fix_batch(model):
-    """Give a dynamic batch dimension the size 1, and the outputs the static shapes that follow from it."""
-    import onnx
+    """Give every dynamic batch dimension (feeds.py) the size 1, and the outputs the static shapes that follow from it."""
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
 
-    initializers = {t.name for t in model.graph.initializer}
-    (value,) = [v for v in model.graph.input if v.name not in initializers]
-    dims = value.type.tensor_type.shape.dim
-    if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
-        return model
-    if dims[0].HasField("dim_param"):
-        make_dim_param_fixed(model.graph, dims[0].dim_param, 1)
-    else:
-        dims[0].dim_value = 1
+    inputs, _ = feeds.graph_layouts(model)
+    axes = {layout.name: layout.batch_axis for layout in inputs}
+    changed = False
+    for value in model.graph.input:
+        axis = axes.get(value.name)
+        dims = value.type.tensor_type.shape.dim
+        if axis is None or axis >= len(dims) or (dims[axis].HasField("dim_value") and dims[axis].dim_value > 0):
+            continue
+        if dims[axis].HasField("dim_param"):
+            make_dim_param_fixed(model.graph, dims[axis].dim_param, 1)
+        else:
+            dims[axis].dim_value = 1
+        changed = True
+    return _infer_output_shapes(model) if changed else model
+
+
+def _infer_output_shapes(model):
+    """Copy onto the outputs the static shapes shape inference finds for them; leave the others as they are."""
+    import onnx
+
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:
@@ -283,7 +373,7 @@ def _dynamic_int8(model, per_channel: bool, scratch: Path):
     return quantized
 
 
-def _static_int8(model, samples: np.ndarray, profile: OnnxSettings, per_channel: bool, scratch: Path):
+def _static_int8(model, samples: Tensors, profile: OnnxSettings, per_channel: bool, scratch: Path):
     import onnx
     from onnxruntime.quantization import quantize
 
@@ -335,39 +425,32 @@ def _keep_opset(model, opset: int, activation_type: str):
     return lowered
 
 
-def _calibration_reader(model, samples: np.ndarray):
-    """Feeds the calibration samples in batches the model's input takes.
+def _calibration_reader(model, samples: Tensors):
+    """Feeds the calibration samples, every input by name, in runs the model's inputs take.
 
     A fixed batch size is filled by cycling through the samples, so the
     padding adds no value calibration has not seen.
     """
-    import onnx
     from onnxruntime.quantization import CalibrationDataReader
 
-    initializers = {t.name for t in model.graph.initializer}
-    (value,) = [v for v in model.graph.input if v.name not in initializers]
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-    dims = value.type.tensor_type.shape.dim
-    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
-    step = fixed or CALIBRATION_BATCH
-    if len(samples) == 0:
+    if samples_in(samples) == 0:
         raise StepError("the calibration data has no samples: int8 quantization needs at least one")
+    inputs, outputs = feeds.graph_layouts(model)
+    feeds.check_inputs(inputs, samples, what="the model being quantized")
+    runs = [feed for feed, _ in feeds.runs(inputs, outputs, samples, CALIBRATION_BATCH, pad="cycle")]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.start = 0
+            self.position = 0
 
         def get_next(self):
-            if self.start >= len(samples):
+            if self.position >= len(runs):
                 return None
-            indices = np.arange(self.start, self.start + step)
-            if fixed is None:
-                indices = indices[indices < len(samples)]
-            self.start += step
-            return {value.name: samples[indices % len(samples)].astype(dtype)}
+            self.position += 1
+            return runs[self.position - 1]
 
         def rewind(self):
-            self.start = 0
+            self.position = 0
 
     return Reader()
 

@@ -1,4 +1,4 @@
-"""Running .onnx files with ONNX Runtime: load, feed float inputs, time, report accelerator coverage."""
+"""Running .onnx files with ONNX Runtime: load, feed named inputs, time, report accelerator coverage."""
 from __future__ import annotations
 
 import tempfile
@@ -9,10 +9,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...errors import StepError
+from ...tensors import Tensors, concatenate, signature
 from ..base import tensor_signature, tool_message
+from . import feeds
 from .subgraphs import all_graphs
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ...kinds import Precision
     from ...plan import FormatSupport
 
@@ -42,109 +46,82 @@ def load_session(path: Path | str, *, what: str, **settings):
     import onnxruntime as ort
 
     try:
-        session = ort.InferenceSession(str(path), sess_options=_session_options(**settings), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), sess_options=_session_options(**settings), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise StepError(
             f"{what} does not load in ONNX Runtime ({type(exc).__name__}: {exc}): the file is corrupt or not an ONNX model"
         ) from exc
-    if len(session.get_inputs()) != 1 or len(session.get_outputs()) != 1:
-        raise StepError(f"{what} must have exactly one input and one output")
-    return session
 
 
-_NUMPY_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(int16)": np.int16,
-    "tensor(uint16)": np.uint16,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(bool)": np.bool_,
-}
+def _layouts(path: Path | str, what: str) -> tuple[list[feeds.Layout], list[feeds.Layout]]:
+    """The file's inputs and outputs with their batch axes (feeds.py), read from the graph without its weights."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise StepError(f"{what} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
+    return feeds.graph_layouts(model)
 
 
-def _numpy_type(arg, what: str):
-    dtype = _NUMPY_TYPES.get(arg.type)
-    if dtype is None:
-        raise StepError(f"{what}: tensor {arg.name} has type {arg.type}, which modelmake does not feed or read")
-    return np.dtype(dtype)
+def _run(session, feed: dict, what: str) -> list:
+    try:
+        return session.run(None, feed)
+    except Exception as exc:
+        raise StepError(f"{what} fails to run in ONNX Runtime ({type(exc).__name__}: {tool_message(exc)})") from exc
 
 
-def _as_input(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if np.issubdtype(dtype, np.floating):
-        return x.astype(dtype)
-    if dtype == np.bool_:
-        return x != 0
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+def predict(path: Path | str, inputs: Mapping[str, np.ndarray], *, what: str, batch: int | None = None) -> Tensors:
+    """Float32 outputs by name for preprocessed inputs by name, ``batch`` samples a run (None: as many as suit).
 
-
-def _static_batch(shape) -> int | None:
-    return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
-
-
-def predict(path: Path | str, x: np.ndarray, *, what: str, batch: int | None = None) -> np.ndarray:
-    """Float outputs for float inputs ``x`` (already preprocessed), ``batch`` samples a run (None: as many as suit).
-
-    A model with a dynamic batch dimension takes the samples in large batches;
-    one with a fixed batch (usually 1, for static-shape accelerators) takes
-    them a batch at a time, the last batch padded and its padding dropped.
+    Each array holds its samples along its first axis (one run in the input's
+    own layout is taken too, as a stream feeds it); each input takes them
+    along its own batch axis (feeds.py), cast to its type.  A file with a
+    dynamic batch takes the samples in large runs; one with a fixed batch
+    (usually 1, for static-shape accelerators) a batch at a time, the last
+    padded and its padding dropped.
     """
     session = load_session(path, what=what)
-    inp = session.get_inputs()[0]
-    expected = inp.shape[1:]
-    if len(expected) != x.ndim - 1 or any(isinstance(e, int) and e != a for e, a in zip(expected, x.shape[1:], strict=True)):
-        shown = tuple(e if isinstance(e, int) else "?" for e in expected)
-        raise StepError(f"{what} takes samples of shape {shown} but the evaluation data has {tuple(x.shape[1:])}")
-    dtype = _numpy_type(inp, what)
-    fixed = _static_batch(inp.shape)
-    step = min(batch or BATCH, fixed or BATCH)
-    outputs = []
-    try:
-        for start in range(0, len(x), step):
-            chunk = x[start : start + step]
-            used = len(chunk)
-            if fixed and used < fixed:
-                chunk = np.concatenate([chunk, np.zeros((fixed - used, *chunk.shape[1:]), chunk.dtype)])
-            (result,) = session.run(None, {inp.name: _as_input(chunk, dtype)})
-            outputs.append(np.asarray(result)[:used])
-    except Exception as exc:
-        raise StepError(f"{what} fails to run in ONNX Runtime ({type(exc).__name__}: {exc})") from exc
-    if not outputs:
-        return np.zeros((0,), np.float32)
-    return np.concatenate(outputs).astype(np.float32)
+    model_inputs, model_outputs = _layouts(path, what)
+    inputs = feeds.samples_first(model_inputs, inputs)
+    feeds.check_inputs(model_inputs, inputs, what=what)
+    parts = []
+    for feed, used in feeds.runs(model_inputs, model_outputs, inputs, batch or BATCH):
+        results = _run(session, feed, what)
+        parts.append({layout.name: feeds.from_model(layout, result, used) for layout, result in zip(model_outputs, results, strict=True)})
+    if not parts:
+        return {layout.name: np.zeros((0,), np.float32) for layout in model_outputs}
+    return concatenate(parts)
 
 
-def median_latency_ms(path: Path | str, *, what: str, sample: np.ndarray | None = None, warmup: int = 5, runs: int = 50) -> float:
-    """Median wall time of one single-sample inference on this host, one thread."""
+def median_latency_ms(
+    path: Path | str, *, what: str, sample: Mapping[str, np.ndarray] | None = None, warmup: int = 5, runs: int = 50
+) -> float:
+    """Median wall time of one single-sample inference on this host, one thread.
+
+    ``sample`` holds one sample per input, without its batch axis; an input
+    it lacks (or every input, when None) is fed zeros, a dynamic dimension as 1.
+    """
     session = load_session(path, what=what)
-    inp = session.get_inputs()[0]
-    if sample is None:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-        x = np.zeros(shape, np.float32)
-    else:
-        x = sample[np.newaxis]
-        batch = _static_batch(inp.shape)
-        if batch and batch > 1:
-            x = np.repeat(x, batch, axis=0)
-    feed = {inp.name: _as_input(x, _numpy_type(inp, what))}
+    model_inputs, _ = _layouts(path, what)
+    given = dict(sample or {})
+    feeds.check_inputs(model_inputs, {name: np.asarray(value)[np.newaxis] for name, value in given.items()}, what=what, partial=True)
+    fixed = feeds.fixed_batch(model_inputs)
+    feed = {
+        layout.name: feeds.one_sample(layout, given[layout.name], fixed) if layout.name in given else feeds.zeros(layout)
+        for layout in model_inputs
+    }
     timings = []
-    try:
-        for run in range(warmup + runs):
-            start = time.perf_counter()
-            session.run(None, feed)
-            if run >= warmup:
-                timings.append(time.perf_counter() - start)
-    except Exception as exc:
-        raise StepError(f"{what} fails to run in ONNX Runtime ({type(exc).__name__}: {exc})") from exc
+    for run in range(warmup + runs):
+        start = time.perf_counter()
+        _run(session, feed, what)
+        if run >= warmup:
+            timings.append(time.perf_counter() - start)
     return float(np.median(timings) * 1000.0)
 
 
 def io_details(path: Path | str, *, what: str) -> dict:
-    """The name, dtype and shape of the input and output tensors (-1 for a dynamic dimension), as an app needs them.
+    """The name, dtype and shape of every input and output tensor (-1 for a dynamic dimension), as an app binds them.
 
     An integer tensor carries the scale and zero point of the DequantizeLinear
     that reads it (input) or the QuantizeLinear that writes it (output), when
@@ -183,10 +160,8 @@ def io_details(path: Path | str, *, what: str) -> dict:
                 entry["quantization"] = found
         return entry
 
-    inputs = [v for v in graph.input if v.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise StepError(f"{what} must have exactly one input and one output")
-    return {"input": describe(inputs[0], True), "output": describe(graph.output[0], False)}
+    inputs = [describe(v, True) for v in graph.input if v.name not in initializers]
+    return signature(inputs, [describe(v, False) for v in graph.output])
 
 
 def _load_model(path, what: str):
@@ -368,23 +343,19 @@ def load_checked(path: Path, *, what: str, advice: str):
 
 
 def source_signature(path: Path, *, what: str) -> dict:
-    """The single input and output of an ONNX file that passes the checker and strict shape inference."""
+    """The inputs and outputs (tensors.signature) of an ONNX file that passes the checker and strict shape inference."""
     import onnx.helper
 
     model = load_checked(path, what=what, advice="re-export it from its framework, or fix its path in models.yaml")
     initializers = {t.name for t in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in initializers]
-    if len(inputs) != 1 or len(model.graph.output) != 1:
-        raise StepError(
-            f"{what} has {len(inputs)} inputs and {len(model.graph.output)} outputs; modelmake builds single-input, single-output models"
-        )
 
     def tensor(value) -> dict:
         tensor_type = value.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
         return tensor_signature(value.name, shape, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name)
 
-    return {"input": tensor(inputs[0]), "output": tensor(model.graph.output[0])}
+    inputs = [tensor(v) for v in model.graph.input if v.name not in initializers]
+    return signature(inputs, [tensor(v) for v in model.graph.output])
 
 
 def weight_share(path: Path | str, precision: Precision, palettize: int | None = None) -> float | None:
