@@ -31,6 +31,9 @@ FORMATS = {"onnx": (CPU, onnx_runtime), "tflite": (TFLITE, tflite_runtime)}
 # Two Dense layers of 16x16 and 16x4: every weight under the 1024 elements TFLite's dynamic-range quantizer needs.
 SMALL_RECIPE = textwrap.dedent(
     '''
+    METADATA = {"seed": 1}
+
+
     def build_model():
         import keras
 
@@ -42,6 +45,9 @@ SMALL_RECIPE = textwrap.dedent(
 # A Dense kernel holding 1e6, which float16 cannot hold.
 HUGE_RECIPE = textwrap.dedent(
     '''
+    METADATA = {"seed": 2}
+
+
     def build_model():
         import keras
         import numpy as np
