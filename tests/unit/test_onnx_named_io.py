@@ -125,7 +125,7 @@ class Segmenter:
         self.original = _segmenter(root / "given" / "segmenter.onnx")
         self.record = onnx_source(self.original, root / "source")
         self.calibration = root / "calibration.npz"
-        write_npz(self.calibration, x=_images(1, 32))
+        write_npz(self.calibration, image=_images(1, 32))
         self.x = {"image": _images(2, 24)}
         self.reference = runtime.predict(self.original, self.x, what="segmenter source")
         self.artifacts = {
