@@ -233,7 +233,7 @@ def _data_job(model: Model, dataset: Dataset, out: str) -> DataJob:
         dataset=dataset,
         out=out,
         inputs=arrays,
-        labels=tuple(DataLabels(label_array(output, model.outputs), output.name, output.kind) for output in model.outputs),
+        labels=tuple(DataLabels(label_array(output), output.name, output.kind) for output in model.outputs),
         keep_arrays=dataset.role == "evaluation" and model.metrics is not None,
         sequences=model.stateful,
         # A state input starts at zero unless the data gives each sequence's first state.

@@ -110,7 +110,7 @@ def input_arrays(inputs: tuple[InputSpec, ...]) -> tuple[str, ...]:
     return tuple(spec.name or "x" for spec in inputs)
 
 
-def label_array(output: OutputSpec, outputs: tuple[OutputSpec, ...]) -> str:
+def label_array(output: OutputSpec) -> str:
     """The data sets' array of an output's labels: y_<output name>, or y for the only output when io names none."""
     return f"y_{output.name}" if output.name else "y"
 

@@ -199,4 +199,6 @@ def _model(model: ModelInputs, stored: dict) -> dict:
         # Figures only: a note beside them (how the source was batched) is the build's business, not the app's.
         figures = {k: v for k, v in reference.items() if k != "samples" and isinstance(v, int | float)}
         entry["source_metrics"] = {k: _decimal(v) for k, v in figures.items()} | {"samples": reference["samples"]}
+        if "outputs" in reference:
+            entry["source_output_metrics"] = _output_metrics(reference["outputs"])
     return entry

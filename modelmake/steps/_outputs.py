@@ -32,7 +32,7 @@ def scorings(outputs: tuple[OutputSpec, ...], inputs: tuple[InputSpec, ...], sig
     layout = next((spec.layout for spec in inputs if spec.layout in ("NHWC", "NCHW")), inputs[0].layout)
     return [
         OutputScoring(
-            resolve(signature, OUTPUTS, spec.name), label_array(spec, outputs), Scoring(spec.kind, layout, spec.top_k, spec.threshold)
+            resolve(signature, OUTPUTS, spec.name), label_array(spec), Scoring(spec.kind, layout, spec.top_k, spec.threshold)
         )
         for spec in outputs
     ]

@@ -68,7 +68,7 @@ def _unlabelled(job: EvaluateJob, figures: dict) -> dict[str, str]:
         if output.kind is OutputKind.CLASSES and len(job.outputs) == 1:
             continue  # a classifier's evaluation data always has its labels
         expected = metrics.labelled_metrics(output.kind, top_k=output.top_k, conditions=[c for c, _ in job.conditions])
-        array = label_array(output, job.outputs)
+        array = label_array(output)
         reason = f"the evaluation data has no labels for {'the output' if not output.name else output.name} (array {array})"
         missing |= {name: reason for name in expected if name not in figures}
     return missing

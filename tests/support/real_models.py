@@ -127,6 +127,13 @@ from sklearn.datasets import load_digits
 METADATA = {"seed": 0}
 
 
+def _unit_length(keras, name):
+    # keras.layers.UnitNormalization caps 1/norm at 1e12, a constant float16 cannot hold (the fp16 build refuses it).
+    return keras.layers.Lambda(
+        lambda t: t / keras.ops.sqrt(keras.ops.sum(t * t, axis=-1, keepdims=True) + 1e-6), name=name
+    )
+
+
 def _digits():
     digits = load_digits()
     images = digits.images.reshape(-1, 8, 8, 1).astype("float32")
@@ -151,7 +158,7 @@ def build_model():
     h = keras.layers.Concatenate()([h, keras.layers.Dense(8, activation="relu")(meta)])
     h = keras.layers.Dense(32, activation="relu")(h)
     digit = keras.layers.Dense(10, activation="softmax", name="digit")(h)
-    embedding = keras.layers.UnitNormalization(name="embedding")(keras.layers.Dense(12)(h))
+    embedding = _unit_length(keras, "embedding")(keras.layers.Dense(12)(h))
     model = keras.Model({"image": image, "meta": meta}, {"digit": digit, "embedding": embedding})
     images, labels = _digits()
     head = keras.Model(model.inputs, model.outputs["digit"] if isinstance(model.outputs, dict) else digit)
@@ -160,7 +167,7 @@ def build_model():
     return model
 
 
-def data(split):
+def load_data(split):
     images, labels = _digits()
     rows = slice(1200, 1400) if split == "test" else slice(0, 200)
     return {"image": images[rows], "meta": _meta(images, labels)[rows], "y_digit": labels[rows]}
@@ -176,7 +183,7 @@ def build_model():
     h = keras.layers.Flatten()(h)
     h = keras.layers.Dense(32, activation="relu")(h)
     logits = keras.layers.Dense(10)(h)
-    embedding = keras.layers.UnitNormalization(name="embedding")(keras.layers.Dense(16)(h))
+    embedding = _unit_length(keras, "embedding")(keras.layers.Dense(16)(h))
     trainer = keras.Model(inputs, logits)
     trainer.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     images, labels = _digits()
@@ -184,7 +191,7 @@ def build_model():
     return keras.Model(inputs, embedding)
 
 
-def data(split):
+def load_data(split):
     images, labels = _digits()
     rows = slice(1200, 1400) if split == "test" else slice(0, 200)
     return images[rows], labels[rows]
