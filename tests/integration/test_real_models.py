@@ -38,7 +38,10 @@ def _metrics(workspace: Workspace, target: str, artifact: str) -> dict:
 
 
 def _record(workspace: Workspace, target: str, artifact: str) -> dict:
-    return json.loads((workspace.build / "artifacts" / target / f"{artifact}.json").read_text())
+    """The artifact's record, beside its file (whose suffix is the format's: .tflite, .onnx, .mlpackage.zip)."""
+    model, variant, _ = artifact.split(".")
+    (path,) = (workspace.build / "artifacts" / target).glob(f"{model}.{variant}.*.json")
+    return json.loads(path.read_text())
 
 
 def _manifest(workspace: Workspace) -> dict:
@@ -75,9 +78,7 @@ def test_the_detector_builds_every_variant_and_is_measured_one_image_at_a_time(b
     fp32 = _metrics(built, "tflite-all", "detector.fp32.tflite")["metrics"]
     assert fp32["box_error"] < 1e-6 and fp32["score_error"] < 1e-6
     record = _record(built, "tflite-all", "detector.int8.tflite")
-    assert [t["name"] for t in record["io"]["outputs"]] == ["boxes", "scores"] or sorted(
-        t["name"] for t in record["io"]["outputs"]
-    ) == ["boxes", "scores"]
+    assert sorted(t["name"] for t in record["io"]["outputs"]) == ["boxes", "scores"]
 
 
 def test_a_model_with_two_inputs_and_two_outputs_builds_for_every_format(built):
@@ -95,7 +96,7 @@ def test_a_model_with_two_inputs_and_two_outputs_builds_for_every_format(built):
         assert sorted(t["name"] for t in record["io"]["outputs"]) == ["digit", "embedding"]
         figures = _metrics(built, target, artifact)
         if target == "apple-a17":
-            assert figures["structure"]["passed"] is True or figures["structure"].get("problems") == []
+            assert figures["structure"]["loads"] and figures["structure"]["io_matches"]
             assert "cosine_similarity" in figures["not_measured"]
             continue
         _assert_parity(figures, precision, ["digit", "embedding"])
