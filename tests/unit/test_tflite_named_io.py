@@ -119,20 +119,21 @@ def test_a_two_input_model_converts_and_predicts_by_name_close_to_the_saved_mode
     assert names(written.io, OUTPUTS) == names(two_input.signature, OUTPUTS) == ["features", "logits"]
     dtypes = {entry["name"]: entry["dtype"] for entry in written.io[INPUTS]}
     assert dtypes == {"image": "float32", "class_id": "int32"}
-    assert all(entry["shape"][0] is None for entry in written.io[INPUTS])
+    assert all(entry["shape"][0] == -1 for entry in written.io[INPUTS])
 
 
 def test_io_details_name_the_saved_model_signature_keys(two_input):
     details = runtime.io_details(two_input.float_file, what="two_input.tflite")
 
+    # -1 marks a dynamic dimension, as the file writes it; each key's tensor is named too, for an app that binds tensors rather than the signature.
     assert details == {
         "inputs": [
-            {"name": "class_id", "shape": [None, 1], "dtype": "int32"},
-            {"name": "image", "shape": [None, *models.IMAGE], "dtype": "float32"},
+            {"name": "class_id", "shape": [-1, 1], "dtype": "int32", "tensor": "serving_default_class_id:0"},
+            {"name": "image", "shape": [-1, *models.IMAGE], "dtype": "float32", "tensor": "serving_default_image:0"},
         ],
         "outputs": [
-            {"name": "features", "shape": [None, 16], "dtype": "float32"},
-            {"name": "logits", "shape": [None, 6], "dtype": "float32"},
+            {"name": "features", "shape": [-1, 16], "dtype": "float32", "tensor": "StatefulPartitionedCall_1:0"},
+            {"name": "logits", "shape": [-1, 6], "dtype": "float32", "tensor": "StatefulPartitionedCall_1:1"},
         ],
     }
     assert runtime.source_signature(two_input.float_file, what="source") == two_input.signature
@@ -263,7 +264,9 @@ def test_an_input_without_a_batch_axis_is_fed_one_sample_at_a_time(tmp_path):
     module = Scaled()
     tf.saved_model.save(module, str(tmp_path / "saved_model"), signatures={"serving_default": module.serve})
     file = models.tflite_from_saved_model(tmp_path / "saved_model", tmp_path / "scaled.tflite")
-    assert runtime.io_details(file, what=file.name)[INPUTS][1] == {"name": "sample_rate", "shape": [], "dtype": "int64"}
+    assert runtime.io_details(file, what=file.name)[INPUTS][1] == {
+        "name": "sample_rate", "shape": [], "dtype": "int64", "tensor": "serving_default_sample_rate:0"
+    }
     x = {"audio": np.ones((3, 3), np.float32), "sample_rate": np.array([8000, 16000, 24000], np.int64)}
 
     outputs = runtime.predict(file, x, what=file.name)

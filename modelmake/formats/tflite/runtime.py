@@ -266,7 +266,11 @@ def _single_sample_shape(detail: dict) -> list[int]:
 
 
 def _describe(name: str, detail: dict) -> dict:
-    entry = tensor_signature(name, detail["shape_signature"], np.dtype(detail["dtype"]).name)
+    """As an app binds the tensor; unlike a signature, -1 marks a dynamic dimension, as the file writes it."""
+    entry = {"name": name, "shape": [int(d) for d in detail["shape_signature"]], "dtype": np.dtype(detail["dtype"]).name}
+    if detail["name"] != name:
+        # Bound by a signature key: an app on the signature runner uses the name, one on tensor indices this.
+        entry["tensor"] = detail["name"]
     scale, zero_point = detail["quantization"]
     if scale:  # an integer tensor an app quantizes into or dequantizes out of (not plain ids or counts)
         entry["quantization"] = {"scale": repr(float(scale)), "zero_point": int(zero_point)}
