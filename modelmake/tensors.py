@@ -8,10 +8,12 @@ and read the source and every file built from it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy stays out of loading the graph (the manifest's module imports this one)
+    import numpy as np
 
-Tensors = dict[str, np.ndarray]
+Tensors = dict[str, "np.ndarray"]
 
 INPUTS = "inputs"
 OUTPUTS = "outputs"
@@ -55,6 +57,8 @@ def rows(tensors: Mapping[str, np.ndarray], start: int, stop: int) -> Tensors:
 
 def concatenate(parts: list[Tensors]) -> Tensors:
     """Outputs computed a chunk at a time, joined along the samples."""
+    import numpy as np
+
     if not parts:
         return {}
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
