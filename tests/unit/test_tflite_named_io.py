@@ -129,7 +129,8 @@ def test_io_details_name_the_saved_model_signature_keys(two_input):
     assert details == {
         "inputs": [
             {"name": "class_id", "shape": [-1, 1], "dtype": "int32", "tensor": "serving_default_class_id:0"},
-            {"name": "image", "shape": [-1, *models.IMAGE], "dtype": "float32", "tensor": "serving_default_image:0"},
+            {"name": "image", "shape": [-1, *models.IMAGE], "dtype": "float32",
+             "tensor": "serving_default_image:0"},
         ],
         "outputs": [
             {"name": "features", "shape": [-1, 16], "dtype": "float32", "tensor": "StatefulPartitionedCall_1:0"},
