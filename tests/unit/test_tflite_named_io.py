@@ -125,7 +125,7 @@ def test_a_two_input_model_converts_and_predicts_by_name_close_to_the_saved_mode
 def test_io_details_name_the_saved_model_signature_keys(two_input):
     details = runtime.io_details(two_input.float_file, what="two_input.tflite")
 
-    # -1 marks a dynamic dimension, as the file writes it; each key's tensor is named too, for an app that binds tensors rather than the signature.
+    # -1 marks a dynamic dimension, as the file writes it; each key's tensor is named too, for apps that bind tensors.
     assert details == {
         "inputs": [
             {"name": "class_id", "shape": [-1, 1], "dtype": "int32", "tensor": "serving_default_class_id:0"},
