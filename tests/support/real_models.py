@@ -269,7 +269,7 @@ def write_vad(path: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(11)
-    weights = {
+    weights: dict[str, np.ndarray] = {
         "wx": rng.normal(0, 0.25, (VAD_CHUNK, VAD_UNITS)).astype(np.float32),
         "wh": rng.normal(0, 0.4, (VAD_UNITS, VAD_UNITS)).astype(np.float32),
         "wo": rng.normal(0, 0.6, (VAD_UNITS, 1)).astype(np.float32),
@@ -334,7 +334,7 @@ def write_textmap(path: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(13)
-    weights = {
+    weights: dict[str, np.ndarray] = {
         "k1": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),
         "b1": rng.normal(0, 0.1, 8).astype(np.float32),
         "k2": rng.normal(0, 0.5, (1, 8, 1, 1)).astype(np.float32),

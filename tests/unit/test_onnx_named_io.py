@@ -94,7 +94,7 @@ SEGMENTER_INPUTS = (InputSpec(name="image", layout="NCHW", shape=IMAGE_SHAPE),)
 def _segmenter(path: Path) -> Path:
     """image [N, 3, H, W] -> Conv 3x3 (8) -> Relu -> Conv 1x1 (1) -> Sigmoid -> probability [N, 1, H, W]."""
     rng = np.random.default_rng(4)
-    weights = {
+    weights: dict[str, np.ndarray] = {
         "conv1_w": rng.normal(0.0, 0.4, (8, 3, 3, 3)).astype(np.float32),
         "conv1_b": rng.normal(0.0, 0.1, 8).astype(np.float32),
         "conv2_w": rng.normal(0.0, 0.5, (1, 8, 1, 1)).astype(np.float32),
@@ -200,7 +200,7 @@ def _recurrent(path: Path, *, scalar_rate: bool = False) -> Path:
     h = tanh(audio W + state[0] U0) * sr / 16000; g = tanh(h A + state[1] U1); new_state = [h, g]; prob = sigmoid(g w).
     """
     rng = np.random.default_rng(12)
-    weights = {
+    weights: dict[str, np.ndarray] = {
         "w_in": rng.normal(0.0, 0.2, (AUDIO, STATE)).astype(np.float32),
         "u0": rng.normal(0.0, 0.3, (STATE, STATE)).astype(np.float32),
         "a": rng.normal(0.0, 0.3, (STATE, STATE)).astype(np.float32),
