@@ -60,7 +60,8 @@ class DeclaredInput:
     key: str  # where the spec declares it, for messages: models.yaml: models -> m -> io -> inputs -> audio
     layout: str
     dtype: str | None = None
-    shape: tuple[int, ...] | None = None
+    # The shapes io fixes: (None, shape) for every target, (target, shape) for one.
+    shapes: tuple[tuple[str | None, tuple[int, ...]], ...] = ()
     channels: int | None = None  # how many values per-channel mean/std give
 
 

@@ -41,7 +41,7 @@ from .errors import ModelmakeError, exit_code_for
 from .formats import backend, for_source_kind
 from .kinds import Precision
 from .layout import SPEC_FILE, WORKSPACE_PROFILES
-from .plan import input_arrays, label_array
+from .plan import InputSpec, input_arrays, label_array
 from .steps.runner import run_step
 from .versions import tool_versions
 
@@ -202,6 +202,11 @@ def _data_origin(dataset: Dataset) -> str:
     return dataset.path
 
 
+def _declared_shapes(spec: InputSpec) -> tuple[tuple[str | None, tuple[int, ...]], ...]:
+    every: tuple[tuple[str | None, tuple[int, ...]], ...] = ((None, spec.shape),) if spec.shape else ()
+    return every + spec.target_shapes
+
+
 def _declared_io(plan: BuildPlan, model: Model) -> DeclaredIo:
     """What io declares that the model file must match: the source step checks it before any conversion."""
     key = f"{plan.spec_file}: models -> {model.name} -> io"
@@ -211,7 +216,7 @@ def _declared_io(plan: BuildPlan, model: Model) -> DeclaredIo:
             key=f"{key} -> inputs -> {spec.name}" if spec.name else f"{key} -> input",
             layout=spec.layout,
             dtype=spec.dtype,
-            shape=spec.shape,
+            shapes=_declared_shapes(spec),
             # How many values per-channel mean/std give: the model's channel axis must have as many.
             channels=len(spec.mean) if spec.mean else None,
         )
@@ -272,7 +277,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             source_record=source_record,
             evaluation=layout.dataset(model.name, "evaluation"),
             evaluation_origin=_data_origin(model.evaluation),
-            inputs=model.inputs,
+            inputs=tuple(spec.for_target(None) for spec in model.inputs),
             outputs=model.outputs,
             out_metrics=layout.reference_metrics(model.name),
             out_outputs=layout.reference_outputs(model.name),
@@ -303,7 +308,7 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
         palettize=artifact.palettize,
         calibration=calibration,
         calibration_origin=_data_origin(model.calibration) if calibration and model.calibration else None,
-        inputs=model.inputs,
+        inputs=tuple(spec.for_target(artifact.target) for spec in model.inputs),
         # Which accelerator is reported on, and whether it must take every op, is the evaluation's business.
         support=dataclasses.replace(support, accelerator=None, require_full_coverage=False),
         out=layout.artifact_file(artifact),
@@ -338,7 +343,7 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         evaluation=evaluation,
         reference=reference,
         reference_outputs=reference_outputs,
-        inputs=model.inputs,
+        inputs=tuple(spec.for_target(artifact.target) for spec in model.inputs),
         outputs=model.outputs,
         conditions=model.evaluation.conditions if model.evaluation else (),
         budgets=artifact.budgets,

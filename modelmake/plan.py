@@ -6,6 +6,7 @@ workspace is checked out.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,13 @@ class InputSpec:
     dtype: str | None = None  # what the app feeds (float32, int64...), checked against the model; None: the model's
     # Every dimension, batch first, fixed in the artifact so accelerators see no dynamic dimension; None keeps the model's.
     shape: tuple[int, ...] | None = None
+    # Shapes fixed in one target's artifacts only, (target, shape); the job of an artifact carries its own as ``shape``.
+    target_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def for_target(self, target: str | None) -> InputSpec:
+        """This input as one target's artifacts have it (None: as the source model has it, for steps that run it)."""
+        shape = dict(self.target_shapes).get(target, self.shape) if target else self.shape
+        return dataclasses.replace(self, shape=shape, target_shapes=())
 
 
 @dataclass(frozen=True)

@@ -299,6 +299,7 @@ class Compiler:
         model_budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
         overrides = conf.get("budget_overrides", {})
         self.check_overrides(base, name, overrides, conf["targets"])
+        self.check_target_shapes(base, inputs, list(conf["targets"]))
         variants = {v: self.variant(base, v, vconf, known_metrics) for v, vconf in conf["variants"].items()}
         entries = [TargetEntry.parse(base, target, entry) for target, entry in conf["targets"].items()]
         listed = dict.fromkeys(v for entry in entries for v in entry.variants if v in variants)
@@ -355,13 +356,17 @@ class Compiler:
         return (self.input(io_path + ("input",), conf.get("input", {}), ""),)
 
     def input(self, where, conf, name: str) -> InputSpec:
+        shape = conf.get("shape")
         input_spec = InputSpec(
             name=name,
             layout=conf.get("layout", "NHWC"),
             scale=ratio_text(conf.get("scale", "1")),
             offset=ratio_text(conf.get("offset", "0")),
             dtype=conf.get("dtype"),
-            shape=tuple(int(dimension) for dimension in conf["shape"]) if "shape" in conf else None,
+            shape=tuple(int(dimension) for dimension in shape) if isinstance(shape, list) else None,
+            target_shapes=tuple(
+                (target, tuple(int(d) for d in dims)) for target, dims in (shape.items() if isinstance(shape, dict) else ())
+            ),
         )
         for key in ("scale", "offset"):
             self.check_ratio(where + (key,), getattr(input_spec, key))
@@ -385,15 +390,34 @@ class Compiler:
                 )
 
     def check_shape(self, where, conf, input_spec: InputSpec) -> None:
-        """A fixed shape fits the layout where the spec gives one (or relies on it, for mean/std), and has their channels."""
-        shape = input_spec.shape
-        if shape is None or not ("layout" in conf or input_spec.mean):
+        """Each fixed shape fits the layout where the spec gives one (or relies on it, for mean/std), and has their channels."""
+        if input_spec.shape is not None:
+            self.check_one_shape(where, ("shape",), conf, input_spec, input_spec.shape)
+        for target, shape in input_spec.target_shapes:
+            self.check_one_shape(where, ("shape", target), conf, input_spec, shape)
+
+    def check_target_shapes(self, base, inputs: tuple[InputSpec, ...], targets) -> None:
+        """A shape given per target names a target the model builds for."""
+        for spec in inputs:
+            for target, _ in spec.target_shapes:
+                if target not in targets:
+                    where = base + ("io", "inputs", spec.name) if spec.name else base + ("io", "input")
+                    self.fail(
+                        where + ("shape", target),
+                        f"'{target}' is not a target of this model (its targets: {', '.join(targets)}): "
+                        "name one of them, or give one shape for every target as a list",
+                        of_key=True,
+                    )
+
+    def check_one_shape(self, where, key: tuple[str, ...], conf, input_spec: InputSpec, shape: tuple[int, ...]) -> None:
+        """``where`` is the input's path in the spec and ``key`` the shape's under it."""
+        if not ("layout" in conf or input_spec.mean):
             return
         axes = LAYOUT_AXES[input_spec.layout]
         rank = len(axes.split(", "))
         if len(shape) != rank:
             self.fail(
-                where + ("shape",),
+                where + key,
                 f"{list(shape)} has {len(shape)} dimensions and the layout {input_spec.layout} has {rank} ({axes}): "
                 f"give every dimension, batch first, or set {shown_path(where[2:] + ('layout',))} to the input's",
             )

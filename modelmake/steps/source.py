@@ -112,13 +112,13 @@ def _check_input(spec: DeclaredInput, model_input: dict) -> None:
             f"{spec.key} -> dtype is {spec.dtype}, but the model input {model_input['name']} takes {model_input['dtype']}: "
             f"set dtype to {model_input['dtype']}, or remove it"
         )
-    if spec.shape is not None and (
-        len(spec.shape) != len(shape) or any(d is not None and d != s for d, s in zip(shape, spec.shape, strict=False))
-    ):
-        raise StepError(
-            f"{spec.key} -> shape {list(spec.shape)} does not fit the model input {model_input['name']} {shown(shape)}: "
-            "fix only its dynamic dimensions (shown ?) and keep the others"
-        )
+    for target, fixed in spec.shapes:
+        if len(fixed) != len(shape) or any(d is not None and d != s for d, s in zip(shape, fixed, strict=False)):
+            key = f"{spec.key} -> shape" + (f" -> {target}" if target else "")
+            raise StepError(
+                f"{key} {list(fixed)} does not fit the model input {model_input['name']} {shown(shape)}: "
+                "fix only its dynamic dimensions (shown ?) and keep the others"
+            )
     count = channel_count(spec.layout, shape)
     if spec.channels is None or count is None or count == spec.channels:
         return  # a dynamic channel axis is checked against the data when it is preprocessed

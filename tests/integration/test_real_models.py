@@ -138,7 +138,7 @@ def test_a_stateful_model_is_evaluated_over_its_sequences_as_an_app_runs_it(buil
     assert manifest["outputs"][1] == {"name": "next_state", "kind": "tensor", "state": "state"}
 
 
-def test_a_map_output_with_dynamic_height_and_width_is_fixed_for_the_npu(built):
+def test_a_map_output_with_dynamic_height_and_width_is_fixed_for_the_npu_only(built):
     artifacts = _built(built, "textmap")
     assert {(t, p) for t, _, p in artifacts} == {
         *(("onnx-cpu", p) for p in ("fp32", "fp16", "dynamic_int8", "int8")),
@@ -146,7 +146,8 @@ def test_a_map_output_with_dynamic_height_and_width_is_fixed_for_the_npu(built):
     }
     for target, artifact, precision in artifacts:
         record = _record(built, target, artifact)
-        assert record["io"]["inputs"][0]["shape"] == [1, 3, 32, 32]
+        # The shape is fixed for the NPU target only; the CPU target keeps any height and width.
+        assert record["io"]["inputs"][0]["shape"] == ([1, 3, 32, 32] if target == "onnx-qnn" else [-1, 3, -1, -1])
         figures = _metrics(built, target, artifact)
         _assert_parity(figures, precision, [""] if "outputs" not in figures else ["prob"])
         assert figures["metrics"]["mean_iou"] > (0.95 if precision in ("fp32", "fp16") else 0.8)

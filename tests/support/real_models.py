@@ -10,7 +10,7 @@
   rate as int64, recurrent state [2, batch, 16]) and two outputs
   (probability, next state), evaluated over sequences.
 - textmap: an ONNX text-detector-like model, NCHW with dynamic height and
-  width and a probability map out, fixed to 1x3x32x32 for the QNN target.
+  width and a probability map out, fixed to 1x3x32x32 for the QNN target only.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ models:
       calibration: {file: models/textmap_calibration.npz}
       evaluation: {file: models/textmap_evaluation.npz}
     io:
-      inputs: {image: {layout: NCHW, scale: 1/255, shape: [1, 3, 32, 32]}}
+      inputs: {image: {layout: NCHW, scale: 1/255, shape: {onnx-qnn: [1, 3, 32, 32]}}}
       outputs: {prob: {kind: mask}}
     variants: {fp32: {}, fp16: {quantize: fp16}, dynamic_int8: {quantize: dynamic_int8}, int8: {quantize: int8}}
     targets:

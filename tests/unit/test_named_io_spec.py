@@ -120,8 +120,10 @@ def test_a_stateful_model_compiles_to_jobs_that_name_every_array_and_state_pair(
     assert source.io == DeclaredIo(
         key="models.yaml: models -> vad -> io",
         inputs=(
-            DeclaredInput(name="audio", key="models.yaml: models -> vad -> io -> inputs -> audio", layout="NC", shape=(1, 512)),
-            DeclaredInput(name="sr", key="models.yaml: models -> vad -> io -> inputs -> sr", layout="NHWC", dtype="int64", shape=(1,)),
+            DeclaredInput(name="audio", key="models.yaml: models -> vad -> io -> inputs -> audio", layout="NC", shapes=((None, (1, 512)),)),
+            DeclaredInput(
+                name="sr", key="models.yaml: models -> vad -> io -> inputs -> sr", layout="NHWC", dtype="int64", shapes=((None, (1,)),)
+            ),
             DeclaredInput(name="state", key="models.yaml: models -> vad -> io -> inputs -> state", layout="NHWC", dtype="float32"),
         ),
         outputs=("speech", "next_state"),
@@ -163,6 +165,46 @@ def test_a_model_with_one_input_and_one_output_keeps_todays_arrays(tmp_path):
 def test_a_shape_on_the_only_input(tmp_path):
     (model,) = load_plan(make_workspace(tmp_path, edit(VALID_SPEC, ("scale: 1/16", "scale: 1/16, shape: [1, 8, 8, 1]"))), environ={}).models
     assert model.inputs[0].shape == (1, 8, 8, 1)
+
+
+def test_a_shape_per_target_reaches_only_that_targets_artifacts(tmp_path):
+    spec = edit(VALID_SPEC, ("scale: 1/16", "scale: 1/16, shape: {snapdragon-8-gen-3: [1, 8, 8, 1]}"))
+    workspace = make_workspace(tmp_path, spec)
+    plan = load_plan(workspace, environ={})
+    (model,) = plan.models
+    assert model.inputs[0].shape is None and model.inputs[0].target_shapes == (("snapdragon-8-gen-3", (1, 8, 8, 1)),)
+    jobs = _jobs(plan, workspace)
+
+    shapes = {name: job.inputs[0].shape for name, job in jobs.items() if name.startswith(("convert:", "evaluate:"))}
+    assert {name for name, shape in shapes.items() if shape == (1, 8, 8, 1)} == {
+        f"{kind}:digits.int8.{fmt}@snapdragon-8-gen-3" for kind in ("convert", "evaluate") for fmt in ("tflite", "onnx")
+    }
+    assert {shape for name, shape in shapes.items() if "@pixel-8" in name} == {None}
+    # The source model runs with its own shape, and its source task checks the shape against the model file.
+    assert jobs["reference:digits"].inputs[0].shape is None and jobs["reference:digits"].inputs[0].target_shapes == ()
+    assert jobs["source:digits"].io.inputs[0].shapes == (("snapdragon-8-gen-3", (1, 8, 8, 1)),)
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        (
+            "{pixel-9: [1, 8, 8, 1]}",
+            "models.yaml:12:50: models -> digits -> io -> input -> shape -> pixel-9: 'pixel-9' is not a target of this model "
+            "(its targets: pixel-8, snapdragon-8-gen-3): name one of them, or give one shape for every target as a list",
+        ),
+        (
+            "{pixel-8: [1, 8, 8]}",
+            "models.yaml:12:59: models -> digits -> io -> input -> shape -> pixel-8: [1, 8, 8] has 3 dimensions and the layout "
+            "NHWC has 4 (batch, height, width, channels): give every dimension, batch first, or set io -> input -> layout "
+            "to the input's",
+        ),
+    ],
+    ids=["unknown-target", "rank-of-one-target"],
+)
+def test_shape_per_target_mistakes(tmp_path, shape, expected):
+    spec = edit(VALID_SPEC, ("scale: 1/16", f"scale: 1/16, shape: {shape}"))
+    assert spec_problems(make_workspace(tmp_path, spec)) == [expected]
 
 
 def test_a_detector_has_parity_figures_only_and_the_custom_metric_gets_every_output(tmp_path):

@@ -27,8 +27,9 @@ VAD = signature(
 )
 
 
-def _input(name: str, **declared) -> DeclaredInput:
-    return DeclaredInput(name=name, key=f"{KEY} -> inputs -> {name}", layout="NC", **declared)
+def _input(name: str, shape: tuple[int, ...] | None = None, **declared) -> DeclaredInput:
+    shapes = ((None, shape),) if shape is not None else ()
+    return DeclaredInput(name=name, key=f"{KEY} -> inputs -> {name}", layout="NC", shapes=shapes, **declared)
 
 
 IO = DeclaredIo(
@@ -109,6 +110,17 @@ def test_a_shape_that_changes_a_static_dimension(shape, shown):
     assert _refused(io) == (
         f"models.yaml: models -> vad -> io -> inputs -> {name} -> shape {shown} does not fit the model input {name} "
         f"{model_shape}: fix only its dynamic dimensions (shown ?) and keep the others"
+    )
+
+
+def test_a_shape_for_one_target_is_checked_with_the_targets_name():
+    audio = DeclaredInput(
+        name="audio", key=f"{KEY} -> inputs -> audio", layout="NC", shapes=(("pixel-8", (1, 512)), ("qnn-phone", (1, 256)))
+    )
+    io = replace(IO, inputs=(audio, *[spec for spec in IO.inputs if spec.name != "audio"]))
+    assert _refused(io) == (
+        "models.yaml: models -> vad -> io -> inputs -> audio -> shape -> qnn-phone [1, 256] does not fit the model input "
+        "audio (?, 512): fix only its dynamic dimensions (shown ?) and keep the others"
     )
 
 
