@@ -33,6 +33,12 @@ def write_npz(path: Path | str, **arrays: np.ndarray) -> None:
 
 def read_arrays(path: Path | str, *, what: str) -> dict[str, np.ndarray]:
     """Every array of an .npz file by name."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        # numpy would try the file as a pickle and say only that pickles are not allowed.
+        raise StepError(
+            f"{what} ({path}) is not an .npz archive: save the arrays with numpy.savez(path, x=..., y=...), "
+            "one array per model input"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}

@@ -9,6 +9,7 @@ Downstream tasks depend on the record, which is written last.
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 from .. import formats, fsutil
@@ -155,6 +156,12 @@ def _seed(seed: int) -> None:
 
 
 def _load_keras(path: Path):
+    if path.is_file() and not zipfile.is_zipfile(path):
+        # Keras reports any file it cannot open as an archive as "File not found".
+        raise StepError(
+            f"keras source {path} is not a .keras archive (the zip model.save('model.keras') writes): "
+            "save the model again with model.save, or use a saved_model or recipe source"
+        )
     import keras
 
     try:

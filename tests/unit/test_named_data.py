@@ -182,3 +182,24 @@ def test_stream_inputs_hold_sequences_of_steps(tmp_path):
         f"evaluation data from {path}: audio must be a numeric array of shape (sequences, steps, *sample) "
         "(got dtype float32, shape (3,))"
     )
+
+
+def test_a_data_file_that_is_not_an_npz_archive_says_how_to_save_one(tmp_path):
+    path = tmp_path / "eval.npz"
+    path.write_text("x,y\n0.5,1\n", encoding="utf-8")  # a CSV under the expected name
+    with pytest.raises(StepError) as error:
+        data.materialize(_job(tmp_path, path))
+    assert str(error.value) == (
+        f"evaluation data from {path} ({path}) is not an .npz archive: save the arrays with numpy.savez(path, x=..., y=...), "
+        "one array per model input"
+    )
+
+
+def test_arrays_in_other_letters_are_named_as_the_file_has_them(tmp_path):
+    path = _given(tmp_path, X=IMAGE, Y=CLASSES)
+    with pytest.raises(StepError) as error:
+        data.materialize(_job(tmp_path, path, inputs=("x",), labels=(DataLabels("y", "", OutputKind.CLASSES),)))
+    assert str(error.value) == (
+        f"evaluation data from {path} needs an array named x; it has X, Y: save the samples as x "
+        "(numpy.savez(path, x=..., y=...))"
+    )

@@ -1,4 +1,4 @@
-"""What io declares is checked against the model file by the source step, before any conversion (steps/source._check_io)."""
+"""The source step: what io declares is checked against the model file before any conversion, and a source file that is not what its kind says is named as such."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from modelmake.contracts import DeclaredInput, DeclaredIo
+from modelmake.contracts import DeclaredInput, DeclaredIo, SourceJob
 from modelmake.errors import StepError
+from modelmake.plan import Source
+from modelmake.steps import source
 from modelmake.steps.source import _check_io
 from modelmake.tensors import signature
 
@@ -164,4 +166,16 @@ def test_a_state_pair_naming_an_input_the_model_does_not_have():
     assert _refused(io) == (
         "models.yaml: models -> vad -> io -> outputs -> state_out -> state: models/vad.onnx has no input hidden; its inputs "
         "are audio, sr, state: name the input this output's value goes back into"
+    )
+
+
+def test_a_keras_source_that_is_not_a_keras_archive(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"HDF\x89 not a zip")  # an old .h5 file renamed
+    job = SourceJob(Source(kind="keras", path=str(path)), str(tmp_path / "out"), str(tmp_path / "out" / "source.json"))
+    with pytest.raises(StepError) as error:
+        source.materialize(job)
+    assert str(error.value) == (
+        f"keras source {path} is not a .keras archive (the zip model.save('model.keras') writes): "
+        "save the model again with model.save, or use a saved_model or recipe source"
     )
