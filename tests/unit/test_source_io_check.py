@@ -1,4 +1,4 @@
-"""The source step: what io declares is checked against the model file before any conversion, and a source file that is not what its kind says is named as such."""
+"""The source step: io checked against the model file before any conversion; a source file that is not what its kind says."""
 from __future__ import annotations
 
 from dataclasses import replace
