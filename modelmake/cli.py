@@ -54,7 +54,7 @@ def cmd_keygen(args) -> int:
     paths = {role: out / name for role, name in KEY_FILES.items()}
     existing = [str(p) for p in paths.values() if p.exists() or p.is_symlink()]
     if existing and not args.force:
-        raise ModelmakeError(
+        raise KeyMaterialError(
             f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: bundles signed or encrypted "
             "with the old keys could not be verified or decrypted with new ones, so keygen does not replace them; "
             "pass --force to replace them, or --out DIR to write the new keys elsewhere"
@@ -404,7 +404,14 @@ def main(argv=None) -> int:
             return exit_code_for(error)
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader that has gone shows here, where it can be handled, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader stopped reading (`modelmake inspect ... | head`): what it took is all it wanted. Point stdout
+        # at /dev/null so that flushing it at exit raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ModelmakeError as error:
         print(f"modelmake {args.command}: {error}", file=sys.stderr)
         return exit_code_for(error)

@@ -26,10 +26,10 @@ class ModelmakeError(Exception):
 
 
 class KeyMaterialError(ModelmakeError):
-    """A key is missing, unreadable or of the wrong kind."""
+    """A key is missing, unreadable or of the wrong kind, or keygen would replace existing keys."""
 
     exit_code = 5
-    meaning = "a key cannot be used: missing, unreadable or of the wrong kind"
+    meaning = "a key cannot be used (missing, unreadable, of the wrong kind), or keygen would replace existing keys"
 
 
 class VerificationError(ModelmakeError):

@@ -248,7 +248,7 @@ def test_keygen_refuses_to_replace_keys_unless_forced(tmp_path, capsys):
     assert run(capsys, "keygen", "--out", out_dir)[0] == 0
     before = {name: (out_dir / name).read_bytes() for name in ("signing.pem", "signing.pub.pem", "data.key")}
     code, out, err = run(capsys, "keygen", "--out", out_dir)
-    assert code == EXIT["error"]
+    assert code == EXIT["key"]
     assert str(out_dir / "signing.pem") in err and "--force" in err
     assert {name: (out_dir / name).read_bytes() for name in before} == before
     code, _, err = run(capsys, "keygen", "--out", out_dir, "--force")
@@ -260,7 +260,7 @@ def test_keygen_refuses_even_when_only_one_key_exists(tmp_path, capsys):
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "data.key").write_text("mine\n")
     code, _, err = run(capsys, "keygen", "--out", tmp_path / "keys")
-    assert code == EXIT["error"] and "data.key already exists" in err
+    assert code == EXIT["key"] and "data.key already exists" in err
     assert not (tmp_path / "keys" / "signing.pem").exists()
 
 
@@ -606,3 +606,22 @@ def test_decrypt_key_problems_exit_key_without_showing_the_key(capsys, tmp_path,
     assert "--key" in err
     for secret in key_material_of(pem):
         assert secret not in err
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # `modelmake ... | head`: the reader is gone before everything is printed (here before anything is).
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "modelmake.cli", "keygen", "--out", str(tmp_path / "keys")], stdout=write, stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 0 and result.stderr == ""
+    assert (tmp_path / "keys" / "signing.pem").exists()
