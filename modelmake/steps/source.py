@@ -51,7 +51,7 @@ def materialize(job: SourceJob) -> str:
                 _export(model, staging, what=f"recipe {path.name}: {source.function}()")
             else:
                 raise StepError(f"{kind} sources are not built into TensorFlow models")
-        signature = _saved_model_signature(model_path, what=f"{kind} source {path}")
+        signature = saved_model_signature(model_path, what=f"{kind} source {path}")
         _check_io(job.io, signature, path)
 
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -183,7 +183,8 @@ def _export(model, directory: Path, what: str = "the model") -> None:
         raise StepError(f"{what}: exporting to a SavedModel failed ({type(exc).__name__}: {exc})") from exc
 
 
-def _saved_model_signature(directory: Path, what: str) -> dict:
+def saved_model_signature(directory: Path, what: str) -> dict:
+    """The serving_default signature's inputs and outputs (tensors.signature), as every source record holds them."""
     import tensorflow as tf
 
     try:

@@ -80,27 +80,13 @@ def mlp_onnx(path: Path, *, extra_op: str | None = None, seed: int = 0, batch: i
 
 
 def onnx_source(model_file: Path, directory: Path) -> Path:
-    """The source record of an ONNX file, written as the source step writes it: the file copied, its signature read."""
-    import shutil
+    """The source record of an ONNX file, made by the source step: the file copied, its signature read."""
+    from modelmake.contracts import SourceJob
+    from modelmake.plan import Source
+    from modelmake.steps import source
 
-    from modelmake import fsutil
-    from modelmake.contracts import SourceRecord
-    from modelmake.formats.onnx import runtime
-
-    directory.mkdir(parents=True, exist_ok=True)
-    copy = directory / "model.onnx"
-    shutil.copyfile(model_file, copy)
     record = directory / "source.json"
-    SourceRecord(
-        kind="onnx",
-        path=str(model_file),
-        model=copy.as_posix(),
-        model_sha256=fsutil.sha256_file(copy),
-        source_files={},
-        signature=runtime.source_signature(model_file, what=f"onnx source {model_file}"),
-        metadata={},
-        tools={},
-    ).write(str(record))
+    source.materialize(SourceJob(Source(kind="onnx", path=str(model_file)), str(directory), str(record)))
     return record
 
 

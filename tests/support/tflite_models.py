@@ -17,11 +17,10 @@ import numpy as np
 
 from modelmake import fsutil
 from modelmake.contracts import ConvertJob, SourceRecord
-from modelmake.formats.base import tensor_signature
 from modelmake.formats.tflite import TfliteSettings
 from modelmake.kinds import Precision
 from modelmake.plan import FormatSupport, InputSpec
-from modelmake.tensors import signature as tensors_signature
+from modelmake.steps import source
 
 TFLITE = FormatSupport(format="tflite", precisions=tuple(Precision), settings=TfliteSettings())
 INTEGER_IO = FormatSupport(format="tflite", precisions=tuple(Precision), settings=TfliteSettings(integer_io=True))
@@ -82,16 +81,8 @@ def detector_data(samples: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def saved_model_signature(directory: Path) -> dict:
-    """The serving signature as the source step records it (tensors.signature), keys in the SavedModel's order."""
-    import tensorflow as tf
-
-    serving = tf.saved_model.load(str(directory)).signatures["serving_default"]
-    inputs = serving.structured_input_signature[1]
-    outputs = serving.structured_outputs
-    return tensors_signature(
-        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in sorted(inputs.items())],
-        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in sorted(outputs.items())],
-    )
+    """The serving signature as the source step records it."""
+    return source.saved_model_signature(directory, what=str(directory))
 
 
 def saved_model_outputs(directory: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelmake import fsutil, tensors
+from modelmake import fsutil
 from modelmake.contracts import ConvertJob, SourceRecord
 from modelmake.errors import StepError
-from modelmake.formats.base import NotMeasurable, tensor_signature
+from modelmake.formats.base import NotMeasurable
 from modelmake.formats.coreml import CoremlSettings
 from modelmake.kinds import Precision
 from modelmake.plan import FormatSupport, InputSpec
+from modelmake.steps import source
 
 pytest.importorskip("coremltools")
 pytest.importorskip("tensorflow")
@@ -79,17 +80,6 @@ def _job(
 WEIGHTS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8 (linear, per-channel)", "palette4": "palettized 4-bit"}
 
 
-def _saved_model_signature(directory: Path) -> dict:
-    """The source signature (modelmake/tensors.py) of a SavedModel's serving_default: its keys, shapes and dtypes."""
-    import tensorflow as tf
-
-    function = tf.saved_model.load(str(directory)).signatures["serving_default"]
-    return tensors.signature(
-        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in function.structured_input_signature[1].items()],
-        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in function.structured_outputs.items()],
-    )
-
-
 def _export(build, directory: Path) -> dict:
     """Build a Keras model from a fresh session and fixed seed, export it, and write its source record."""
     import keras
@@ -98,7 +88,7 @@ def _export(build, directory: Path) -> dict:
     keras.utils.set_random_seed(7)
     saved_model = directory / "saved_model"
     build().export(str(saved_model), format="tf_saved_model", verbose=False)
-    signature = _saved_model_signature(saved_model)
+    signature = source.saved_model_signature(saved_model, what=str(saved_model))
     record = directory / "source.json"
     SourceRecord(
         kind="keras",
