@@ -7,7 +7,7 @@ from .. import formats, fsutil, metrics
 from ..contracts import MetricsRecord, ReportJob
 from ..kinds import OutputKind
 from ._scoring import fallback_ops
-from ._selection import broken_budgets, choose
+from ._selection import broken_budgets, select
 
 PLOT = "size_vs_accuracy.png"
 TARGET_PLOT = "per_target.png"
@@ -51,7 +51,8 @@ def _precision_cell(precision: str, measured: MetricsRecord) -> str:
 
 def _rows(inputs):
     for model in inputs.models:
-        shipped, dropped = choose(model)
+        selection = select(model)
+        shipped, dropped = selection.shipped(), selection.reasons()
         for artifact in model.artifacts:
             measured = MetricsRecord.read(artifact.metrics)
             status = "shipped" if artifact.id in shipped else f"dropped: {dropped[artifact.id]}"
