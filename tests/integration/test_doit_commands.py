@@ -2,6 +2,7 @@
 change nothing; `modelmake build` runs doit and exits with modelmake's codes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def modelmake_build(workspace: Workspace, *args: str) -> DoitRun:
     return DoitRun(("modelmake build", *args), result.returncode, result.stdout, result.stderr)
 
 
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def failure_records(workspace: Workspace) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((workspace.build / ".modelmake" / "failures").rglob("*.json"))]
 
@@ -93,15 +98,22 @@ def test_build_passes_a_bad_command_line_on_as_a_usage_error(fresh_workspace):
 
 
 @pytest.mark.slow
-def test_build_exits_with_the_budget_code_and_plain_doit_with_1(built_workspace):
+def test_a_broken_budget_refuses_the_bundle_after_writing_the_report(built_workspace):
     """Needs the whole pipeline (real steps)."""
+    bundle = sorted(built_workspace.build.glob("bundles/*/*"))
+    before = tree_digest(built_workspace.build / "bundles")
+    report = next(built_workspace.build.glob("reports/*/*/report.md"))
+    report.unlink()
     built_workspace.edit_spec("budgets: {max_size_kb: 64,", "budgets: {max_size_kb: 1,")
-    run = modelmake_build(built_workspace, "--continue")
+    run = modelmake_build(built_workspace)
     assert run.returncode == errors.BudgetExceeded.exit_code, run.describe()
-    failed = failure_records(built_workspace)
-    assert failed and {f["exit_code"] for f in failed} == {errors.BudgetExceeded.exit_code}
-    assert all(f["task"].startswith("evaluate:") and "max_size_kb" in f["message"] for f in failed)
-    assert f"{failed[0]['task']} failed (exit {errors.BudgetExceeded.exit_code})" in run.stderr
+    [failed] = failure_records(built_workspace)
+    assert failed["exit_code"] == errors.BudgetExceeded.exit_code and failed["task"].startswith("package:")
+    assert "the bundle is not packaged" in failed["message"] and "over its max_size_kb of 1 (+" in failed["message"]
+    assert f"{failed['task']} failed (exit {errors.BudgetExceeded.exit_code})" in run.stderr
+    # The report says what failed, and the bundle of the last good build is as it was.
+    assert "max_size_kb" in report.read_text(encoding="utf-8")
+    assert sorted(built_workspace.build.glob("bundles/*/*")) == bundle and tree_digest(built_workspace.build / "bundles") == before
 
     # doit itself can only say that a task failed
     assert built_workspace.doit(ok=False).returncode == 1
