@@ -1,8 +1,9 @@
 """BuildPlan -> doit task dicts.
 
 Each task is a plain doit record: ``file_dep`` and ``targets`` name its files,
-``uptodate=[config_changed(...)]`` hashes its job (``contracts.config_hash``)
-and the versions of the tools it runs, and its action is ``runner.run_step``
+``uptodate=[JobUnchanged(...)]`` (doit's ``config_changed``, readable in
+``doit info``) hashes its job (``contracts.config_hash``) and the versions of
+the tools it runs, and its action is ``runner.run_step``
 naming the step function and handing it the job, so nothing heavy is imported
 while the graph loads, and loading it creates nothing on disk.
 """
@@ -143,11 +144,11 @@ def _task(
 ):
     """``also_hash`` joins the change detection without reaching the step (key fingerprints);
     ``record_failures`` records a failure for the report and the package step instead of failing (``runner.run_step``)."""
-    from doit.tools import config_changed
+    from .task_checks import JobUnchanged, RemoveOutputs
 
     task_name = f"{kind}:{name}"
     action = (run_step, [step, task_name, job], {"record_failures": record_failures})
-    hashed = {"config": config_hash(job), "tools": tool_versions(*(tools or STEP_TOOLS[kind])), "also": also_hash}
+    unchanged = JobUnchanged(type(job).__name__, config_hash(job), tool_versions(*(tools or STEP_TOOLS[kind])), also_hash)
     return {
         "basename": kind,
         "name": name,
@@ -155,20 +156,11 @@ def _task(
         "actions": [action],
         "file_dep": sorted(set(file_dep)),
         "targets": list(targets),
-        "uptodate": [config_changed(hashed), *uptodate],
-        "clean": [(_remove, [list(targets), list(clean_dirs)])],
+        "uptodate": [unchanged, *uptodate],
+        "clean": [RemoveOutputs(list(targets), list(clean_dirs))],
         "verbosity": 2,
         "meta": meta or {},
     }
-
-
-def _remove(files, dirs):
-    import shutil
-
-    for file in files:
-        Path(file).unlink(missing_ok=True)
-    for directory in dirs:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _source_files(workspace: Path, model: Model) -> list[str]:

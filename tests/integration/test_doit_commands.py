@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelmake import errors
+from modelmake.versions import version_of
 
 from tests.support.workspaces import ALL_TASKS, BUNDLE, BUNDLE_TASKS, NOISE, DoitRun, Workspace, subprocess_env
 
@@ -29,6 +30,37 @@ def test_clean_removes_outputs_and_a_parallel_rebuild_gives_the_same_bundle(buil
     assert noisy == [], f"framework noise on the console of a parallel build: {noisy}\n{run.output}"
     assert built_workspace.bundle_bytes() == built.bundle
     assert built_workspace.doit().executed == set()
+
+
+def test_clean_dry_run_names_every_path_it_would_remove_and_removes_nothing(built_workspace):
+    before = built_workspace.outputs(logs=True)
+    run = built_workspace.doit("clean", "-n")
+    lines = run.stdout.splitlines()
+    assert "convert:digits.int8.tflite@pixel-8 - executing 'remove build/artifacts/pixel-8/digits.int8.tflite, "
+    "build/artifacts/pixel-8/digits.int8.tflite.json'" in lines, run.describe()
+    assert "source:digits - executing 'remove build/sources/digits/'" in lines, run.describe()
+    assert (
+        f"package:{BUNDLE} - executing 'remove build/bundles/{BUNDLE}/0.3.0/, build/bundles/{BUNDLE}/{BUNDLE}-0.3.0-android.zip, "
+        f"build/bundles/{BUNDLE}/{BUNDLE}-0.3.0.zip'"
+    ) in lines, run.describe()
+    assert "function" not in run.output, run.describe()
+    assert built_workspace.outputs(logs=True) == before
+
+
+def test_info_names_what_changed_since_the_last_run(built_workspace):
+    task = "convert:digits.int8.tflite@pixel-8"
+    assert "status     : up-to-date" in built_workspace.doit("info", task).stdout
+    built_workspace.edit_spec("int8: {quantize: int8}", "int8: {quantize: int8, per_channel: false}")
+    run = built_workspace.doit("info", task, ok=False)
+    assert "    - changed since the last successful run: ConvertJob.per_channel (args=[], kwargs={})" in run.stdout, run.describe()
+    assert "config_changed" not in run.stdout, run.describe()
+
+
+def test_info_on_a_task_never_run_names_what_it_hashes(fresh_workspace):
+    run = fresh_workspace.doit("info", "convert:digits.int8.tflite@pixel-8", ok=False)
+    tools = f"modelmake {version_of('modelmake')}, tensorflow {version_of('tensorflow')}"
+    expected = f"    - no successful run recorded of ConvertJob with {tools}"
+    assert expected in run.stdout, run.describe()
 
 
 def test_forget_one_task_makes_just_it_run_again(built_workspace):
