@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .. import fsutil
+from .. import fsutil, layout
 from ..bundle import manifest as bundle_manifest
 from ..bundle.archive import write_archive
 from ..bundle.keyring import build_keys
@@ -126,6 +126,25 @@ def _archive_directory(directory: Path, destination: str, epoch: int, crc32: dic
     write_archive(Path(destination), files, epoch, crc32={name: crc32[name] for name in files if name in crc32})
 
 
+def _remove_stale_outputs(inputs: BundleInputs, archives: dict[str, str]) -> None:
+    """Remove what an earlier spec made and this one does not: slices of this version for platforms it no longer
+    targets (they would still verify, describing another bundle), and the files of removed variants."""
+    from ..spec.schema import TARGET_SCHEMA, composed_schemas
+
+    bundle = inputs.bundle
+    platforms = composed_schemas()[TARGET_SCHEMA]["properties"]["platform"]["enum"]
+    for platform in platforms:
+        if platform not in archives:
+            Path(layout.bundle_archive(bundle.name, bundle.version, platform)).unlink(missing_ok=True)
+    made = {path for model in inputs.models for a in model.artifacts for path in (a.file, a.record, a.metrics)}
+    for root in (Path(layout.ARTIFACTS), Path(layout.METRICS)):
+        for path in sorted(root.rglob("*"), reverse=True):
+            if path.is_file() and path.as_posix() not in made:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+
 def _published_archives(repository: str | None, version: str) -> dict[str, str] | None:
     """The archive digests of ``version`` as the download repository holds it, or None when it is not published."""
     release = Path(repository or "") / release_dir(version) / RELEASE_FILE
@@ -181,6 +200,7 @@ def package(job: PackageJob) -> str:
             _refuse_other_bytes(published, staged, job)
         for key, archive in staged.items():
             os.replace(archive, archives[key])
+    _remove_stale_outputs(inputs, archives)
     count = len(bundle_manifest.files_of(manifest))
     encrypted = ", encrypted" if build.data_key else ""
     return f"bundle {out_dir}: {count} artifacts, {build.signing} signature{encrypted}; archives for {', '.join(sorted(archives))}"
