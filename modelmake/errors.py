@@ -125,6 +125,13 @@ class BudgetExceeded(ModelmakeError):
     meaning = "build: an artifact breaks a budget of the spec"
 
 
+class BuildInProgressError(ModelmakeError):
+    """Another build holds the workspace (buildlock.py)."""
+
+    exit_code = 23
+    meaning = "build: another build is running in this workspace (the message names its process)"
+
+
 def exit_codes() -> list[tuple[int, str]]:
     """Every exit code of a modelmake process and what it means, in ascending order."""
     table = {SUCCESS: "success", USAGE: "the command line is wrong (usage), or doit could not load dodo.py"}

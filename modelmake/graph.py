@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import layout, taskcache
+from . import buildlock, layout, taskcache
 from .contracts import (
     ArtifactInputs,
     BundleInputs,
@@ -61,6 +61,12 @@ STEP_TOOLS = {
 
 def doit_config(workspace: Path) -> dict:
     publishes = any(task.get("meta", {}).get("on_build") for task in _workspace_task_list(workspace))
+    # After the spec is known to be valid: a refused spec creates nothing, not even the lock.
+    try:
+        buildlock.acquire(workspace, sys.argv[1:])
+    except ModelmakeError as error:
+        print(f"modelmake: {error}", file=sys.stderr)
+        raise SystemExit(exit_code_for(error)) from None
     return {
         "default_tasks": ["report", "package"] + (["publish"] if publishes else []),
         "dep_file": layout.DEP_FILE,

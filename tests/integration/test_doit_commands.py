@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,19 @@ def test_a_broken_budget_refuses_the_bundle_after_writing_the_report(built_works
     run = modelmake_build(built_workspace)
     assert run.returncode == 0, run.describe()
     assert failure_records(built_workspace) == []
+
+
+def test_a_second_build_in_the_workspace_stops_naming_the_first_and_reading_still_works(fresh_workspace):
+    from modelmake import buildlock
+
+    buildlock.acquire(fresh_workspace.root, ["-n", "2"])
+    try:
+        run = fresh_workspace.doit(ok=False)
+        assert run.returncode == errors.BuildInProgressError.exit_code, run.describe()
+        assert f"another build is running in this workspace: process {os.getpid()} (`" in run.stderr, run.describe()
+        assert "-n 2`, started " in run.stderr and "Traceback" not in run.output
+        assert fresh_workspace.outputs(logs=True) == {}, "the second build did something"
+        assert "report:" in fresh_workspace.doit("list").stdout  # reading needs no lock
+    finally:
+        buildlock.release(fresh_workspace.root)
+    assert fresh_workspace.doit("list").returncode == 0

@@ -33,7 +33,7 @@ VARIANTS = {
 EXIT = {
     "ok": 0, "error": 1, "usage": 2, "key": 5, "verification": 6, "decryption": 7, "format_version": 8,
     "tampered": 9, "file_set": 10, "wrong_key": 11, "unsafe_archive": 12, "signature_format": 13, "publish": 14,
-    "spec": 20, "step": 21, "budget": 22, "bug": 70,
+    "spec": 20, "step": 21, "budget": 22, "busy": 23, "bug": 70,
 }
 # doit's own exit codes: a build failure that reached a process as one of these could not be told apart.
 DOIT_CODES = {0, 1, 2, 3}
@@ -160,6 +160,7 @@ def test_every_failure_class_has_its_own_exit_code():
         "tampered": errors.TamperedFileError, "file_set": errors.FileSetError, "wrong_key": errors.WrongKeyError,
         "unsafe_archive": errors.UnsafeArchiveError, "signature_format": errors.SignatureFormatError,
         "publish": errors.PublishError, "step": errors.StepError, "budget": errors.BudgetExceeded,
+        "busy": errors.BuildInProgressError,
     }
     for name, kind in classes.items():
         assert errors.exit_code_for(kind("x")) == EXIT[name], name
@@ -170,7 +171,8 @@ def test_every_failure_class_has_its_own_exit_code():
 
 def test_the_exit_code_table_is_errors_py_and_the_build_codes_stay_clear_of_doits():
     assert dict(errors.exit_codes()).keys() == set(EXIT.values())
-    build = {errors.SpecError.exit_code, errors.StepError.exit_code, errors.BudgetExceeded.exit_code, errors.BUG}
+    build = {errors.SpecError.exit_code, errors.StepError.exit_code, errors.BudgetExceeded.exit_code, errors.BuildInProgressError.exit_code,
+             errors.BUG}
     assert not build & DOIT_CODES
     # Every class with a code of its own is in the table, with its meaning.
     table = dict(errors.exit_codes())
