@@ -1,6 +1,7 @@
 """Which variant a target ships when the spec lets it choose (select: first_passing)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import fsutil, metrics
@@ -35,6 +36,72 @@ def broken_budgets(measured: MetricsRecord) -> list[str]:
             text += f" (on the CPU: {fallback_ops(coverage)})"
         problems.append(text)
     return problems
+
+
+@dataclass(frozen=True)
+class Outcome:
+    artifact: ArtifactInputs
+    status: str  # shipped | dropped | failed
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    outcomes: tuple[Outcome, ...]
+    failures: tuple[str, ...]  # one line per failing artifact and per selecting target with no passing variant
+
+    def shipped(self) -> set[str]:
+        return {o.artifact.id for o in self.outcomes if o.status == "shipped"}
+
+
+def select(model: ModelInputs) -> Selection:
+    """What becomes of each of one model's artifacts, and every failure; never raises.
+
+    An artifact of a target without a selection rule ships unless it was not
+    built or breaks a budget (then it failed).  For a target with a rule, the
+    first variant in preference order that was built and passes every budget
+    ships; the others are dropped with the reason, and no passing variant is a
+    failure of the target.
+    """
+    outcomes: dict[str, Outcome] = {}
+    failures: list[str] = []
+    groups: dict[str, list[ArtifactInputs]] = {}
+    for artifact in model.artifacts:
+        if artifact.selection is not None:
+            groups.setdefault(f"{artifact.target}/{artifact.format}", []).append(artifact)
+            continue
+        measured = MetricsRecord.read(artifact.metrics)
+        problems = broken_budgets(measured)
+        if measured.not_built is not None:
+            outcomes[artifact.id] = Outcome(artifact, "failed", f"not built: {measured.not_built}")
+        elif problems:
+            outcomes[artifact.id] = Outcome(artifact, "failed", "over budget: " + "; ".join(problems))
+        else:
+            outcomes[artifact.id] = Outcome(artifact, "shipped", None)
+        if outcomes[artifact.id].status == "failed":
+            failures.append(f"{artifact.id}: {outcomes[artifact.id].reason}")
+    for candidates in groups.values():
+        winner = None
+        for artifact in sorted(candidates, key=lambda a: a.preference):
+            measured = MetricsRecord.read(artifact.metrics)
+            problems = broken_budgets(measured)
+            if measured.not_built is not None:
+                outcomes[artifact.id] = Outcome(artifact, "dropped", f"not built: {measured.not_built}")
+            elif winner is None and not problems:
+                winner = artifact
+                outcomes[artifact.id] = Outcome(artifact, "shipped", None)
+            elif winner is None:
+                outcomes[artifact.id] = Outcome(artifact, "dropped", "over budget: " + "; ".join(problems))
+            else:
+                outcomes[artifact.id] = Outcome(artifact, "dropped", f"not needed: {winner.variant} is preferred and passes")
+        if winner is None:
+            none_built = all(str(outcomes[a.id].reason).startswith("not built: ") for a in candidates)
+            failures.append(
+                f"no variant of {model.name} for {candidates[0].target} "
+                + ("could be built: " if none_built else "passes its budgets: ")
+                + " | ".join(f"{a.variant}: {outcomes[a.id].reason}" for a in candidates)
+            )
+    return Selection(tuple(outcomes[a.id] for a in model.artifacts), tuple(failures))
 
 
 def choose(model: ModelInputs) -> tuple[set[str], dict[str, str]]:
