@@ -157,7 +157,6 @@ class EvaluateJob:
     conditions: tuple[tuple[str, float], ...]
     budgets: tuple[Budget, ...]
     support: FormatSupport
-    enforce_budgets: bool  # False on a target that selects among variants: over budget drops, not fails
     out: str
     custom_metrics: CustomMetrics | None = None
 
@@ -222,8 +221,8 @@ class BundleInputs:
             deps += [output.labels for output in model.outputs if output.labels]
             deps += model.datasets
             for artifact in model.artifacts:
-                # A selecting target's candidate may have no file (dropped: its conversion failed); its record stands for it.
-                deps += ([artifact.file] if artifact.selection is None else []) + [artifact.record, artifact.metrics]
+                # An artifact may have no file (its conversion failed); its record, with the file's digest, stands for it.
+                deps += [artifact.record, artifact.metrics]
         return deps
 
 
@@ -350,13 +349,15 @@ class MetricsRecord(_JsonRecord):
     batching: str | None = None
     # A model with several outputs: each output's own figures by name; the top-level parity figures are the worst of them.
     outputs: dict[str, dict[str, float]] | None = None
-    not_built: str | None = None  # why a selecting target's candidate has no file: its conversion failed
+    not_built: str | None = None  # why the artifact has no file: its conversion failed
+    not_evaluated: str | None = None  # why the artifact has no figures: its evaluation failed
+    exit_code: int | None = None  # the failed step's exit code, for `modelmake build` when the package step refuses
 
     def write(self, path: str) -> None:
         from .fsutil import write_json
 
         data = dataclasses.asdict(self)
-        for key in ("not_built", "outputs"):
+        for key in ("not_built", "not_evaluated", "exit_code", "outputs"):
             if data[key] is None:
                 del data[key]
         write_json(path, data)

@@ -139,6 +139,11 @@ def _with_codes(kind: type[ModelmakeError]) -> list[type[ModelmakeError]]:
     return [kind] + [sub for direct in kind.__subclasses__() for sub in _with_codes(direct)]
 
 
+def error_class_for(exit_code: int) -> type[ModelmakeError]:
+    """The error class of a code, to raise again a failure recorded by an earlier step with its own code."""
+    return next((kind for kind in _with_codes(ModelmakeError) if kind.exit_code == exit_code), StepError)
+
+
 def exit_code_for(error: BaseException) -> int:
     """Map an exception to the process exit code; bugs get 70 (EX_SOFTWARE)."""
     if isinstance(error, ModelmakeError):

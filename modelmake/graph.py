@@ -60,7 +60,7 @@ STEP_TOOLS = {
 def doit_config(workspace: Path) -> dict:
     publishes = any(task.get("meta", {}).get("on_build") for task in _workspace_task_list(workspace))
     return {
-        "default_tasks": ["package", "report"] + (["publish"] if publishes else []),
+        "default_tasks": ["report", "package"] + (["publish"] if publishes else []),
         "dep_file": layout.DEP_FILE,
         # sqlite never leaves a corrupt state file when a build is killed; doit records results when a
         # run ends, so a killed run repeats its tasks (with the same bytes as outputs).  This variant
@@ -138,14 +138,14 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
 
 def _task(
     kind: str, name: str, step: str, job, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, uptodate=(), meta=None,
-    drop_on_failure=False,
+    record_failures=False,
 ):
     """``also_hash`` joins the change detection without reaching the step (key fingerprints);
-    ``drop_on_failure`` records a failure for the selection instead of failing (``runner.run_step``)."""
+    ``record_failures`` records a failure for the report and the package step instead of failing (``runner.run_step``)."""
     from doit.tools import config_changed
 
     task_name = f"{kind}:{name}"
-    action = (run_step, [step, task_name, job], {"drop_on_failure": True}) if drop_on_failure else (run_step, [step, task_name, job])
+    action = (run_step, [step, task_name, job], {"record_failures": record_failures})
     hashed = {"config": config_hash(job), "tools": tool_versions(*(tools or STEP_TOOLS[kind])), "also": also_hash}
     return {
         "basename": kind,
@@ -323,9 +323,9 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
         targets=[job.out, job.out_record],
         # Per format, so that upgrading one format's tools rebuilds only that format's artifacts.
         tools=backend(artifact.format).convert_tools,
-        # A candidate of a selecting target that fails to convert is dropped like one over budget: its record
-        # says why, and its missing file makes doit try the conversion again on the next build.
-        drop_on_failure=artifact.selection is not None,
+        # A failed conversion is recorded for the report and the package step: its record says why, and its
+        # missing file makes doit try the conversion again on the next build.
+        record_failures=True,
         doc=f"{model.name} {artifact.variant} ({artifact.precision}) as {artifact.format} for {artifact.target}",
     )
 
@@ -348,8 +348,6 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         conditions=model.evaluation.conditions if model.evaluation else (),
         budgets=artifact.budgets,
         support=plan.targets[artifact.target].formats[artifact.format],
-        # A target that selects among variants drops one over budget instead of failing the build.
-        enforce_budgets=artifact.selection is None,
         out=layout.artifact_metrics(artifact),
         custom_metrics=model.metrics if model.evaluation else None,
     )
@@ -359,17 +357,29 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         artifact.id,
         "evaluate.evaluate",
         job,
-        # A selecting target's candidate may have no file (its conversion failed); its record, always written,
-        # carries the file's digest, so a new file still re-evaluates.
-        file_dep=([job.artifact] if artifact.selection is None else [])
-        + [job.record, job.source_record]
+        # The artifact may have no file (its conversion failed); its record, always written, carries the
+        # file's digest, so a new file still re-evaluates.
+        file_dep=[job.record, job.source_record]
         + [p for p in (evaluation, reference, reference_outputs) if p]
         + (_metrics_files(model) if model.evaluation else []),
         targets=[job.out],
         # Per format, as for convert; numpy does the measuring for every format.
         tools=tuple(dict.fromkeys(("modelmake", "numpy", *runtime_tools))),
+        # A failed evaluation is recorded for the report and the package step, and tried again next build.
+        record_failures=True,
+        uptodate=[(_evaluated, [job.out])],
         doc=f"load, run and measure {artifact.id}; check its budgets",
     )
+
+
+def _evaluated(task, values, metrics_record: str) -> bool:
+    """doit ``uptodate``: False when the last evaluation failed (its record says so), so that it runs again."""
+    import json
+
+    try:
+        return "not_evaluated" not in json.loads(Path(metrics_record).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def _bundle_inputs(plan: BuildPlan) -> BundleInputs:

@@ -12,15 +12,14 @@ from pathlib import Path
 
 from .. import formats, fsutil, metrics
 from ..contracts import ArtifactRecord, EvaluateJob, MetricsRecord, SourceRecord
-from ..errors import BudgetExceeded
+from ..errors import StepError
 from ..formats.base import FormatRuntime, NotMeasurable
 from ..kinds import OutputKind, Precision
 from ..plan import Budget, label_array
 from ..tensors import Tensors, first
 from ..versions import tool_versions
 from . import _batching, _custom_metrics, _evaluation, _outputs
-from ._scoring import fallback_ops
-from ._selection import not_built
+from ._selection import NOT_BUILT, broken_budget, record_not_evaluated
 from .reference import reference_outputs
 
 
@@ -82,41 +81,11 @@ def _verdict(budget: Budget, figures: dict, not_measured: dict) -> dict:
     return {**asdict(budget), "value": value, "passed": budget.holds_for(value)}
 
 
-def _reason(verdict: dict, coverage: dict | None) -> str:
-    side = "over" if verdict["bound"] == "max" else "under"
-    text = f"{verdict['metric']} is {verdict['value']:.4g}, {side} its {verdict['key']} of {verdict['limit']:g}"
-    if verdict["metric"] == metrics.ACCELERATOR_COVERAGE and coverage:
-        text += (
-            f" (ops the {coverage['accelerator']} accelerator does not take: {fallback_ops(coverage)}; "
-            "replace them or drop the coverage requirement)"
-        )
-    if verdict["metric"] == metrics.QUANTIZED_SHARE:
-        text += " (the converter left the rest of the weights float: tensors too small to quantize, or ops it has no quantized form for)"
-    return text
-
-
-def _record_not_built(job: EvaluateJob, reason: str) -> str:
-    """A selecting target's candidate whose conversion failed: its figures say so, and the selection drops it."""
-    note = f"not checked: not built ({reason})"
-    MetricsRecord(
-        artifact=job.artifact_id,
-        size_bytes=0,
-        metrics={},
-        not_measured={},
-        coverage=None,
-        structure=None,
-        source=None,
-        budgets=[{**asdict(budget), "value": None, "passed": None, "note": note} for budget in job.budgets],
-        tools={},
-        latency_host=None,
-        not_built=reason,
-    ).write(job.out)
-    return f"{job.artifact_id}: not built (its conversion failed), dropped from its target's selection"
-
-
 def evaluate(job: EvaluateJob) -> str:
-    if not job.enforce_budgets and (reason := not_built(job.record)) is not None:
-        return _record_not_built(job, reason)
+    conversion = fsutil.read_json(job.record)
+    if (reason := conversion.get(NOT_BUILT)) is not None:
+        record_not_evaluated(job, reason, conversion.get("exit_code", StepError.exit_code), conversion_failed=True)
+        return f"{job.artifact_id}: not evaluated: its conversion failed"
     backend = formats.backend(job.format)
     runtime = backend.runtime()
     what = f"artifact {job.artifact_id}"
@@ -175,7 +144,5 @@ def evaluate(job: EvaluateJob) -> str:
         summary += f"; {batching.note}"
     if not_measured:
         summary += f"; not measured ({next(iter(not_measured.values()))}): {', '.join(not_measured)}"
-    if broken and job.enforce_budgets:
-        raise BudgetExceeded(f"{job.artifact_id} breaks its budget: {'; '.join(_reason(v, coverage) for v in broken)}")
-    status = "budgets ok" if not broken else f"over budget ({', '.join(v['key'] for v in broken)}), a candidate for selection"
+    status = "budgets ok" if not broken else "OVER BUDGET: " + "; ".join(broken_budget(v, coverage) for v in broken)
     return f"{job.artifact_id}: {summary}; {status if verdicts else 'no budgets'}"

@@ -26,7 +26,7 @@ from ..versions import tool_versions
 from ._selection import choose
 
 
-def _store_files(staging: Path, inputs: BundleInputs, data_key: bytes | None) -> tuple[dict, dict[str, int]]:
+def _store_files(staging: Path, inputs: BundleInputs, shipped: set[str], data_key: bytes | None) -> tuple[dict, dict[str, int]]:
     """Copy (or encrypt) every artifact into the bundle.
 
     Returns what the manifest says of each stored file, and the CRC-32 of each encrypted
@@ -35,7 +35,6 @@ def _store_files(staging: Path, inputs: BundleInputs, data_key: bytes | None) ->
     bundle = inputs.bundle
     stored, crc32 = {}, {}
     for model in inputs.models:
-        shipped, _ = choose(model)
         for artifact in model.artifacts:
             if artifact.id not in shipped:
                 continue
@@ -122,13 +121,15 @@ def _archive_directory(directory: Path, destination: str, epoch: int, crc32: dic
 
 def package(job: PackageJob) -> str:
     inputs, out_dir, archives, keys = job.inputs, job.out_dir, job.archives, job.keys
+    # Before anything is written: a bundle with an artifact that failed, or a target with no passing variant, is refused.
+    shipped = set().union(*(selection.shipped() for selection in choose(inputs.models).values()))
     # Creates the workspace's development keys on first use when the spec configures none.
     build = build_keys(Path.cwd(), keys.signing_key, keys.encrypt, keys.encryption_key)
     epoch = inputs.bundle.created
     builder_id = os.environ.get("MODELMAKE_BUILDER_ID", DEFAULT_BUILDER_ID)
     dependencies = _dependencies(inputs, job.spec_file)
     with fsutil.atomic_directory(out_dir) as staging:
-        stored, crc32 = _store_files(staging, inputs, build.data_key)
+        stored, crc32 = _store_files(staging, inputs, shipped, build.data_key)
         manifest = bundle_manifest.build_manifest(inputs, stored, build.signing)
         _finish(staging, manifest, dependencies, build.signing_key, builder_id)
         for platform in bundle_manifest.platforms(manifest):

@@ -13,7 +13,7 @@ from ..errors import ModelmakeError, StepError, exit_code_for
 from . import worker
 
 
-def run_step(step: str, task_name: str, job, drop_on_failure: bool = False):
+def run_step(step: str, task_name: str, job, record_failures: bool = False):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
 
     The step module is imported here, not when the graph loads, so that a
@@ -28,10 +28,11 @@ def run_step(step: str, task_name: str, job, drop_on_failure: bool = False):
     build`` (doit itself can only exit 1 or 2); the record goes when the task
     succeeds.
 
-    ``drop_on_failure`` is for the conversion of a candidate of a target that
-    selects among variants: a failure is recorded in place of its artifact
-    record (``_selection.record_not_built``) and the task succeeds, so that
-    the selection drops the candidate with the reason and ships the next one.
+    ``record_failures`` is for convert and evaluate: a failure is recorded in
+    place of the artifact or metrics record (``_selection.record_failure``)
+    and the task succeeds, so that the report is still written and says why;
+    the package step then refuses the bundle, or a selecting target drops the
+    candidate and ships the next one.
     """
     from doit.exceptions import TaskFailed
 
@@ -45,10 +46,10 @@ def run_step(step: str, task_name: str, job, drop_on_failure: bool = False):
             with output_captured_in(Path(log)):
                 summary = function(job)
     except ModelmakeError as error:
-        if drop_on_failure:
-            from ._selection import record_not_built
+        if record_failures:
+            from ._selection import record_failure
 
-            summary = record_not_built(job, error, log)
+            summary = record_failure(job, error, log)
         else:
             _record_failure(task_name, error, log)
             return TaskFailed(f"{error}\n(details in {log})")

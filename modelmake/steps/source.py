@@ -192,9 +192,10 @@ def saved_model_signature(directory: Path, what: str) -> dict:
         function = loaded.signatures["serving_default"]
     except Exception as exc:
         raise StepError(f"{what} does not load as a SavedModel with a serving_default signature ({type(exc).__name__}: {exc})") from exc
-    inputs = function.structured_input_signature[1]
-    outputs = function.structured_outputs
+    # By name: a SavedModel stores its signature as protobuf maps, whose order differs from one load to the next.
+    inputs = sorted(function.structured_input_signature[1].items())
+    outputs = sorted(function.structured_outputs.items())
     return make_signature(
-        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in inputs.items()],
-        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in outputs.items()],
+        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in inputs],
+        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in outputs],
     )

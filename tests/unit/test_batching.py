@@ -217,7 +217,7 @@ def test_the_evaluate_step_reports_the_one_at_a_time_figures(batch_1, tmp_path, 
         artifact_id=artifact.name, format=fmt, artifact=str(artifact), record=str(artifact) + ".json",
         source_record=str(batch_1.record), evaluation=str(batch_1.evaluation), reference=batch_1.job.out_metrics,
         reference_outputs=batch_1.job.out_outputs, inputs=(PREPROCESSING,), outputs=(OutputSpec(),), conditions=(), budgets=(),
-        support=support, enforce_budgets=True, out=str(artifact) + ".metrics.json",
+        support=support, out=str(artifact) + ".metrics.json",
     )
     summary = evaluate.evaluate(job)
     measured = MetricsRecord.read(job.out)

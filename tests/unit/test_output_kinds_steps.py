@@ -149,7 +149,7 @@ class Kind:
             source_record=str(self.record), evaluation=str(self.evaluation), reference=self.reference.out_metrics,
             reference_outputs=self.reference.out_outputs, inputs=(self.io,),
             outputs=(OutputSpec(kind=self.kind, **(self.output | output)),), conditions=(), budgets=(),
-            support=SUPPORT[fmt], enforce_budgets=True, out=str(artifact) + f".{len(output)}.metrics.json",
+            support=SUPPORT[fmt], out=str(artifact) + f".{len(output)}.metrics.json",
         )
         evaluate.evaluate(job)
         return MetricsRecord.read(job.out)
