@@ -6,7 +6,7 @@ from html import escape
 
 from .markdown import INTRO, NOT_PACKAGED, OTHER_KINDS
 from .plots import model_svg, target_colours
-from .tables import Table, classifier_table, failure_lines, kind_table, kind_title, output_table, selection_lines, source_tables
+from .tables import Table, classifier_table, kind_table, kind_title, output_table, selection_lines, source_tables
 from .views import BundleView, ModelView, is_classifier
 
 _STYLE = """
@@ -138,7 +138,7 @@ def html(view: BundleView) -> str:
     if view.failures:
         verdict = (
             f'<section class="failures" id="not-packaged"><h2>{escape(NOT_PACKAGED)}</h2><ul>'
-            + "".join(f"<li>{escape(failure)}</li>" for failure in failure_lines(view))
+            + "".join(f"<li>{escape(failure)}</li>" for failure in view.failures)
             + "</ul></section>"
         )
     else:

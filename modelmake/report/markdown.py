@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import metrics
-from .tables import Table, classifier_table, failure_lines, kind_table, kind_title, output_table, selection_lines, source_tables
+from .tables import Table, classifier_table, kind_table, kind_title, output_table, selection_lines, source_tables
 from .views import BundleView, is_classifier
 
 INTRO = (
@@ -37,7 +37,7 @@ def markdown(view: BundleView, plots: list[tuple[str, str]]) -> str:
     bundle = view.inputs.bundle
     lines = [f"# {bundle.name} {bundle.version}", ""]
     if view.failures:
-        lines += [f"**{NOT_PACKAGED}**", "", *(f"- {failure}" for failure in failure_lines(view)), ""]
+        lines += [f"**{NOT_PACKAGED}**", "", *(f"- {failure}" for failure in view.failures), ""]
     lines += [INTRO, ""]
     classifiers = [m for m in view.models if is_classifier(m.model)]
     others = [m for m in view.models if not is_classifier(m.model)]

@@ -3,7 +3,8 @@
 Per model, size against accuracy drop (or parity with the source model when it has no labels), on linear axes from
 zero: one marker shape per format, one colour per target, the shipped variant filled, a dropped one hollow, a failed
 one crossed, and the model's budgets as dashed lines.  Artifacts with the same figures on several targets would
-hide each other, so each target's marker is a size smaller than the one before: they nest as concentric rings.
+hide each other, so each target's marker is a size smaller than the one before: they nest as concentric rings,
+and the page's tooltips name each.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from html import escape
 from pathlib import Path
 
 from .. import formats, fsutil, metrics
-from .views import ArtifactView, ModelView, latency_text, number
+from ..steps._selection import figure as number
+from .views import ArtifactView, ModelView, latency_text
 
 # One marker per format in the registry's order (more than these cycle); one colour per target (tab10, then cycle).
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X")
@@ -119,7 +121,7 @@ def draw_size_quality(ax, model: ModelView, colours: dict[str, str], prefix: str
     for number_, view in enumerate(sorted(built, key=lambda v: order.index(v.artifact.target))):
         a, m = view.artifact, view.measured.metrics
         rank = order.index(a.target)
-        area = max(170 * (1 - 0.17 * rank), 28)
+        area = max(16.0 - 3.2 * rank, 4.0) ** 2  # diameters 16, 12.8, 9.6 ... points: rings wide enough to see
         colour = colours[a.target]
         value = m.get(q.metric) if q else None
         gid = f"{prefix}-point-{number_}"
@@ -132,7 +134,8 @@ def draw_size_quality(ax, model: ModelView, colours: dict[str, str], prefix: str
         else:
             values.append(value * q.scale)  # type: ignore[union-attr]
             artist = ax.scatter([m[metrics.SIZE_KB]], [value * q.scale], marker=_marker(a.format), s=area,  # type: ignore[union-attr]
-                                facecolors=colour if status == "shipped" else "white", edgecolors=colour, linewidths=1.8,
+                                facecolors=colour if status == "shipped" else "white",
+                                edgecolors="white" if status == "shipped" else colour, linewidths=0.9 if status == "shipped" else 1.8,
                                 zorder=3 + rank)
             if status == "failed":
                 ax.scatter([m[metrics.SIZE_KB]], [value * q.scale], marker="x", s=area * 0.45, color=_FAILED_COLOUR,  # type: ignore[union-attr]
@@ -151,8 +154,10 @@ def draw_size_quality(ax, model: ModelView, colours: dict[str, str], prefix: str
         for f in dict.fromkeys(v.artifact.format for v in model.artifacts)
     ]
     statuses = {v.status for v in built}
-    handles += [_heading("fill: what became of it"), Line2D([], [], linestyle="", marker="h", markersize=8, color="#555555",
-                                                          label="shipped (filled)")]
+    if statuses:
+        handles.append(_heading("fill: what became of it"))
+    if "shipped" in statuses:
+        handles.append(Line2D([], [], linestyle="", marker="h", markersize=8, color="#555555", label="shipped (filled)"))
     if statuses - {"shipped"}:
         handles.append(Line2D([], [], linestyle="", marker="h", markersize=8, markerfacecolor="white", color="#555555",
                               label="not shipped (hollow)"))
@@ -176,7 +181,7 @@ def draw_size_quality(ax, model: ModelView, colours: dict[str, str], prefix: str
         line.set_gid(f"{prefix}-budget-quality-{index}")
         drawn.classes[f"{prefix}-budget-quality-{index}"] = "budget"
         values.append(shown)
-        points = f" = {shown:g} points" if q.scale == 100 else ""  # type: ignore[union-attr]
+        points = f" = {shown:g} point{'' if shown == 1 else 's'}" if q.scale == 100 else ""  # type: ignore[union-attr]
         handles.append(Line2D([], [], color=_BUDGET_COLOUR, linestyle=line.get_linestyle(), label=label + points))
 
     right = max(sizes + [limit for limit, _ in size_limits], default=1.0)
@@ -197,17 +202,20 @@ def draw_size_quality(ax, model: ModelView, colours: dict[str, str], prefix: str
     if not q:
         ax.set_yticks([])
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"{model.model.name}: size against {'accuracy' if q and q.scale == 100 else 'parity'}", fontsize=11)
+    against = "" if not q else " against accuracy" if q.scale == 100 else " against parity"
+    ax.set_title(f"{model.model.name}: size{against}", fontsize=11)
+    if not built:
+        ax.text(0.5, 0.5, "nothing of this model was built", transform=ax.transAxes, ha="center", color=_FAILED_COLOUR)
     legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     for handle, text in zip(handles, legend.get_texts(), strict=True):
         if handle.get_gid() == "heading":
             text.set_fontweight("bold")
     legend.set_gid(f"{prefix}-legend")
     drawn.classes[f"{prefix}-legend"] = "legend"
-    not_built = [v.artifact.id for v in model.artifacts if v not in built]
-    if not_built:
-        ax.text(0, -0.2, "not plotted (not built): " + ", ".join(not_built), transform=ax.transAxes, fontsize=8,
-                color=_FAILED_COLOUR, va="top")
+    missing = [f"{v.artifact.id} ({'not built' if v.measured.not_built else 'not evaluated'})"
+               for v in model.artifacts if v not in built]
+    if missing:
+        ax.text(0, -0.2, "not plotted: " + ", ".join(missing), transform=ax.transAxes, fontsize=8, color=_FAILED_COLOUR, va="top")
     return drawn
 
 
@@ -233,9 +241,12 @@ def draw_size_per_target(ax, model: ModelView, colours: dict[str, str]) -> None:
         ax.text(size, y, text, va="center", fontsize=7, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85})
     ax.set_yticks(positions, labels, fontsize=8)
     limits = _budget_lines(model, f"max_{metrics.SIZE_KB}")
-    handles: list = [Patch(facecolor="#777777", edgecolor="#777777", label="shipped"),
-               Patch(facecolor="white", edgecolor="#777777", hatch="///", label="dropped"),
-               Patch(facecolor="white", edgecolor=_FAILED_COLOUR, hatch="///", label="failed")]
+    statuses = {view.status for view in built}
+    handles: list = [patch for status, patch in (
+        ("shipped", Patch(facecolor="#777777", edgecolor="#777777", label="shipped")),
+        ("dropped", Patch(facecolor="white", edgecolor="#777777", hatch="///", label="dropped")),
+        ("failed", Patch(facecolor="white", edgecolor=_FAILED_COLOUR, hatch="///", label="failed")),
+    ) if status in statuses]
     for (limit, label), style in zip(limits, _BUDGET_STYLES, strict=False):
         line = ax.axvline(limit, color=_BUDGET_COLOUR, linestyle=style, linewidth=1.3)
         handles.append(Line2D([], [], color=_BUDGET_COLOUR, linestyle=line.get_linestyle(), label=label))

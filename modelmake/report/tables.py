@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from .. import fsutil, metrics
 from ..kinds import OutputKind
-from .views import ArtifactView, BundleView, ModelView, budget_cell, coverage_cell, is_classifier, latency_text, precision_cell
+from .views import ArtifactView, ModelView, budget_cell, coverage_cell, is_classifier, latency_text, precision_cell
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,10 @@ def _kind_columns(kind: OutputKind, conditions) -> list[tuple[str, str, str]]:
 
 
 def _missing(view: ArtifactView) -> str:
-    return "not built" if view.measured.not_built else "not measured" if view.measured.not_measured else "n/a"
+    measured = view.measured
+    if measured.not_built or measured.not_evaluated:
+        return f"not {'built' if measured.not_built else 'evaluated'}"
+    return "not measured" if measured.not_measured else "n/a"
 
 
 def _leading(view: ArtifactView) -> list[Cell]:
@@ -203,19 +206,3 @@ def selection_lines(model: ModelView) -> list[tuple[str, list[tuple[ArtifactView
         for (target, fmt), views in groups.items()
     ]
 
-
-def failure_lines(view: BundleView) -> list[str]:
-    """Why the bundle was not packaged: each failed artifact, and each selecting target without a passing variant,
-    with the figures and limits; empty when it was packaged."""
-    if not view.failures:
-        return []
-    lines = []
-    for model in view.models:
-        lines += [f"{a.artifact.id}: {a.explanation}" for a in model.artifacts if a.status == "failed"]
-        for title, candidates in selection_lines(model):
-            if not any(v.status == "shipped" for v, _ in candidates):
-                lines.append(
-                    f"no variant of {model.model.name} on {title.split(',')[0]} passes: "
-                    + "; ".join(f"{v.artifact.variant} {text}" for v, text in candidates)
-                )
-    return lines or list(view.failures)

@@ -7,7 +7,7 @@ from .. import metrics
 from ..contracts import ArtifactInputs, BundleInputs, MetricsRecord, ModelInputs
 from ..kinds import OutputKind
 from ..steps._scoring import fallback_ops
-from ..steps._selection import Outcome, select
+from ..steps._selection import Outcome, broken_budgets, select
 
 
 @dataclass(frozen=True)
@@ -22,16 +22,9 @@ class ArtifactView:
         return self.outcome.status
 
     @property
-    def explanation(self) -> str | None:
-        """Why the artifact is not shipped, with each broken budget's figure, limit and margin."""
-        verdicts = broken_verdicts(self.measured)
-        if self.status != "shipped" and verdicts and (self.outcome.reason or "").startswith("over budget"):
-            return "over budget: " + "; ".join(verdicts)
-        return self.outcome.reason
-
-    @property
     def bundle_cell(self) -> str:
-        return self.status if self.explanation is None else f"{self.status}: {self.explanation}"
+        """Shipped, or dropped or failed and why: each broken budget's figure, limit and margin."""
+        return self.status if self.outcome.reason is None else f"{self.status}: {self.outcome.reason}"
 
 
 @dataclass(frozen=True)
@@ -72,29 +65,6 @@ def is_classifier(model: ModelInputs) -> bool:
     return len(model.outputs) == 1 and model.outputs[0].kind is OutputKind.CLASSES
 
 
-def number(value: float) -> str:
-    """A figure as people write it: 12527, 51.79, 0.005, never 1.253e+04."""
-    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
-def verdict_text(verdict: dict) -> str:
-    """A broken budget with its figure, its limit and by how much: 'size_kb 612 > max_size_kb 500 (+22%)'."""
-    value, limit = verdict["value"], verdict["limit"]
-    text = f"{verdict['metric']} {number(value)} {'>' if verdict['bound'] == 'max' else '<'} {verdict['key']} {number(limit)}"
-    return text + (f" ({(value - limit) / abs(limit):+.0%})" if limit else "")
-
-
-def broken_verdicts(measured: MetricsRecord) -> list[str]:
-    texts = []
-    for verdict in (v for v in measured.budgets if v["passed"] is False):
-        text = verdict_text(verdict)
-        coverage = measured.coverage
-        if verdict["metric"] == metrics.ACCELERATOR_COVERAGE and coverage and coverage["fallback"]:
-            text += f" (on the CPU: {fallback_ops(coverage)})"
-        texts.append(text)
-    return texts
-
-
 def latency_text(milliseconds: float) -> str:
     """Below a millisecond in microseconds: '15.2 µs', '372 µs', '2.09 ms'."""
     microseconds = milliseconds * 1000
@@ -102,11 +72,11 @@ def latency_text(milliseconds: float) -> str:
 
 
 def budget_cell(measured: MetricsRecord) -> str:
-    if measured.not_built:
-        return "not checked: not built"
+    if measured.not_built or measured.not_evaluated:
+        return f"not checked: not {'built' if measured.not_built else 'evaluated'}"
     if not measured.budgets:
         return "none set"
-    problems = broken_verdicts(measured)
+    problems = broken_budgets(measured)
     unchecked = [v["key"] for v in measured.budgets if v["passed"] is None]
     cell = "FAILED: " + "; ".join(problems) if problems else f"ok ({len(measured.budgets) - len(unchecked)})"
     return cell + (f", not checked: {', '.join(unchecked)}" if unchecked else "")

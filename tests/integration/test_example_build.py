@@ -403,7 +403,8 @@ def test_pixel_8_ships_mobilenet_int8_and_says_why_fp32_and_fp16_were_dropped(ar
         assert [v["key"] for v in measured["budgets"] if v["passed"] is False] == ["max_size_kb"]
         row = _report_row(report, artifact)
         excess = f"{(verdict['value'] - limit) / limit:+.0%}"
-        assert row["bundle"] == f"dropped: over budget: size_kb {verdict['value']:.0f} > max_size_kb {limit:g} ({excess})", row
+        expected = f"dropped: over budget: size_kb is {verdict['value']:.0f}, over its max_size_kb of {limit:g} ({excess})"
+        assert row["bundle"] == expected, row
         print(f"pixel-8 mobilenet {variant}: {verdict['value']:.1f} KiB > {limit:g} KiB, dropped")
     int8 = _find(artifacts, model="mobilenet", variant="int8", target="pixel-8")
     assert all(v["passed"] is not False for v in _read_json(int8["metrics"])["budgets"])

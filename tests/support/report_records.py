@@ -2,7 +2,8 @@
 
 ``broken_bundle`` is a build in which almost everything that can go wrong did: an artifact over its size
 budget on a target that ships all it builds, a selecting target where one candidate was not built and the
-other breaks a budget, a Core ML package that cannot be measured on Linux, and a model without labels.
+other breaks a budget, a Core ML package that cannot be measured on Linux, and a model without labels with
+an artifact whose evaluation failed.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ def artifact(
     root: Path, model: str, variant: str, fmt: str, target: str, figures: dict | None, *,
     budgets: dict[str, float] | None = None, selection: str | None = None, preference: int = 0,
     coverage: dict | None = None, not_measured: dict | None = None, not_built: str | None = None,
-    precision: Precision = Precision.FP32,
+    not_evaluated: str | None = None, precision: Precision = Precision.FP32,
 ) -> ArtifactInputs:
-    """One artifact and its metrics record; figures None: it was not built."""
+    """One artifact and its metrics record; figures None: it was not built or not evaluated."""
     artifact_id = f"{model}.{variant}.{fmt}@{target}"
     path = root / "metrics" / target / f"{model}.{variant}.{fmt}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,8 +38,8 @@ def artifact(
     MetricsRecord(
         artifact=artifact_id, size_bytes=int(figures.get("size_kb", 0) * 1024), metrics=figures,
         not_measured=not_measured or {}, coverage=coverage, structure=None, source=None,
-        budgets=[] if not_built else [verdict(key, figures.get(Budget.parse(key, 0).metric), limit) for key, limit in limits.items()],
-        tools={}, latency_host=None, not_built=not_built,
+        budgets=[verdict(key, figures.get(Budget.parse(key, 0).metric), limit) for key, limit in limits.items()],
+        tools={}, latency_host=None, not_built=not_built, not_evaluated=not_evaluated,
     ).write(str(path))
     return ArtifactInputs(
         id=artifact_id, variant=variant, target=target, platform="android", format=fmt, precision=precision, file="",
@@ -80,6 +81,8 @@ def broken_bundle(root: Path) -> BundleInputs:
                  not_measured={"top1": "needs macOS", "latency_ms": "needs macOS"}, precision=Precision.FP16),
     ])
     faces = model(root, "faces", OutputSpec(kind=OutputKind.EMBEDDING), {"samples": 50}, [
+        artifact(root, "faces", "fp16", "onnx", "pixel-8", None, budgets={"min_snr_db": 30.0}, precision=Precision.FP16,
+                 not_evaluated="onnxruntime crashed on it"),
         artifact(root, "faces", "fp32", "tflite", "pixel-8",
                  {"size_kb": 900.0, "latency_ms": 2.5, "snr_db": 80.0, "cosine_similarity": 1.0, "max_abs_error": 1e-5},
                  budgets={"min_snr_db": 30.0}),
