@@ -261,6 +261,7 @@ def draw_size_per_target(ax, model: ModelView, colours: dict[str, str]) -> None:
 
 _AUTOMATIC_ID = re.compile(r' id="[A-Za-z0-9.]+_\d+"')
 _SIZE = re.compile(r' (width|height)="[0-9.]+pt"')
+_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 
 
 def model_svg(model: ModelView, colours: dict[str, str], prefix: str) -> str:
@@ -277,8 +278,9 @@ def model_svg(model: ModelView, colours: dict[str, str], prefix: str) -> str:
         figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(figure)
     svg = buffer.getvalue()
-    # Sized by the page (the viewBox keeps the proportions), without the ids matplotlib numbers from 1 in every SVG.
-    svg = _SIZE.sub("", _AUTOMATIC_ID.sub("", svg[svg.index("<svg"):]), count=2)
+    # Sized by the page (the viewBox keeps the proportions), without the ids matplotlib numbers from 1 in every SVG
+    # and without its RDF metadata.
+    svg = _SIZE.sub("", _METADATA.sub("", _AUTOMATIC_ID.sub("", svg[svg.index("<svg"):])), count=2)
     for gid, css in drawn.classes.items():
         title = f"<title>{escape(drawn.titles[gid])}</title>" if gid in drawn.titles else ""
         svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}" class="{css}">{title}', 1)
