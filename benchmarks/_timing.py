@@ -34,7 +34,8 @@ def example_workspace(destination: Path) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     for name in ("dodo.py", "models.yaml"):
         shutil.copy2(REPOSITORY / name, destination / name)
-    shutil.copytree(REPOSITORY / "recipes", destination / "recipes", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("recipes", "targets"):
+        shutil.copytree(REPOSITORY / name, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
     return destination
 
 

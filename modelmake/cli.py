@@ -28,6 +28,8 @@ KEY_FILES = {"signing": "signing.pem", "public": "signing.pub.pem", "data": "dat
 # --- init ----------------------------------------------------------------------------
 
 def cmd_init(args) -> int:
+    from .layout import WORKSPACE_PROFILES
+
     target = Path(args.directory)
     if target.exists() and any(target.iterdir()) and not args.force:
         raise ModelmakeError(f"{target} is not empty: choose a new directory, or pass --force to add the starter files to it")
@@ -37,12 +39,19 @@ def cmd_init(args) -> int:
         destination = target / source.relative_to(SCAFFOLD)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, destination)
-    spec = target / "models.yaml"
-    modeline = f"# yaml-language-server: $schema={(SCHEMA_DIR / 'models.schema.json').as_posix()}\n"
-    spec.write_text(modeline + spec.read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
+    # Editors validate the YAML against the installed package's schemas, wherever it is installed.
+    _set_schema(target / "models.yaml", "models.schema.json")
+    for profile in sorted((target / WORKSPACE_PROFILES).glob("*.yaml")):
+        _set_schema(profile, "target.schema.json")
     (target / ".gitignore").write_text("/build/\n/keys/\n*.key\n*.pem\n", encoding="utf-8")
     print(f"created a workspace in {target}: cd {target} && modelmake build")
     return 0
+
+
+def _set_schema(path: Path, schema: str) -> None:
+    """Replace the first line, the scaffold's placeholder, with the schema line naming ``schema``."""
+    modeline = f"# yaml-language-server: $schema={(SCHEMA_DIR / schema).as_posix()}\n"
+    path.write_text(modeline + path.read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
 
 
 # --- keygen --------------------------------------------------------------------------
@@ -360,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the workspace: doit's command line (run, list, info, clean, -n N, ...), modelmake's exit codes",
     )
 
-    init = commands.add_parser("init", help="scaffold a workspace (dodo.py, models.yaml, recipes/) that builds as it stands")
+    init = commands.add_parser("init", help="scaffold a workspace (dodo.py, models.yaml, recipes/, targets/) that builds as it stands")
     init.add_argument("directory")
     init.add_argument("--force", action="store_true", help="write into a non-empty directory")
     init.set_defaults(handler=cmd_init)

@@ -37,6 +37,7 @@ __all__ = [
     "PackageJob",
     "ReportJob",
     "PublishJob",
+    "SpecDigest",
     "SourceRecord",
     "ArtifactRecord",
     "MetricsRecord",
@@ -44,9 +45,17 @@ __all__ = [
 ]
 
 
+# The metadata of a job field that changes where a step looks, not what it makes: it is left out of the hash.
+NOT_HASHED = {"hashed": False}
+
+
 def config_hash(job: Any) -> dict:
     """The JSON-able form of a job that doit's ``config_changed`` hashes."""
-    return json.loads(json.dumps(dataclasses.asdict(job), sort_keys=True))
+    hashed = dataclasses.asdict(job)
+    for item in dataclasses.fields(job):
+        if item.metadata.get("hashed") is False:
+            del hashed[item.name]
+    return json.loads(json.dumps(hashed, sort_keys=True))
 
 
 # --- jobs: what a task receives ---------------------------------------------------------
@@ -236,12 +245,23 @@ class KeyReferences:
 
 
 @dataclass(frozen=True)
+class SpecDigest:
+    """What the bundle's provenance says of models.yaml: its path, and the digest of its build settings
+    (the document as parsed, without its publish section), so that comments and rollouts do not change the bundle."""
+
+    path: str
+    build_settings_sha256: str
+
+
+@dataclass(frozen=True)
 class PackageJob:
     inputs: BundleInputs
     out_dir: str
     archives: dict[str, str]  # "all" and each platform -> archive path
-    spec_file: str
+    spec: SpecDigest
     keys: KeyReferences
+    # Where this version may already be published: the step refuses to make other bytes under a published version.
+    repository: str | None = field(default=None, metadata=NOT_HASHED)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ class SpecError(ModelmakeError):
     """models.yaml or a target profile is invalid; carries every problem found."""
 
     exit_code = 20
-    meaning = "build: models.yaml or a target profile is invalid (nothing was built)"
+    meaning = "build: models.yaml or a target profile is invalid, or an env: key's variable is unset (nothing was built)"
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)

@@ -1,8 +1,9 @@
 """BuildPlan -> doit task dicts.
 
 Each task is a plain doit record: ``file_dep`` and ``targets`` name its files,
-``uptodate=[config_changed(...)]`` hashes its job (``contracts.config_hash``)
-and the versions of the tools it runs, and its action is ``runner.run_step``
+``uptodate=[JobUnchanged(...)]`` (doit's ``config_changed``, readable in
+``doit info``) hashes its job (``contracts.config_hash``) and the versions of
+the tools it runs, and its action is ``runner.run_step``
 naming the step function and handing it the job, so nothing heavy is imported
 while the graph loads, and loading it creates nothing on disk.
 """
@@ -34,6 +35,7 @@ from .contracts import (
     ReferenceJob,
     ReportJob,
     SourceJob,
+    SpecDigest,
     TargetSummary,
     config_hash,
 )
@@ -131,7 +133,7 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
         yield from model_tasks(plan, model, workspace)
     keys = _key_references(plan)
     fingerprints = _key_fingerprints(keys, workspace)
-    yield package_task(plan, keys, fingerprints)
+    yield package_task(plan, keys, fingerprints, _spec_digest(workspace))
     yield report_task(plan)
     yield publish_task(plan, keys, fingerprints)
 
@@ -142,11 +144,11 @@ def _task(
 ):
     """``also_hash`` joins the change detection without reaching the step (key fingerprints);
     ``record_failures`` records a failure for the report and the package step instead of failing (``runner.run_step``)."""
-    from doit.tools import config_changed
+    from .task_checks import JobUnchanged, RemoveOutputs
 
     task_name = f"{kind}:{name}"
     action = (run_step, [step, task_name, job], {"record_failures": record_failures})
-    hashed = {"config": config_hash(job), "tools": tool_versions(*(tools or STEP_TOOLS[kind])), "also": also_hash}
+    unchanged = JobUnchanged(type(job).__name__, config_hash(job), tool_versions(*(tools or STEP_TOOLS[kind])), also_hash)
     return {
         "basename": kind,
         "name": name,
@@ -154,20 +156,11 @@ def _task(
         "actions": [action],
         "file_dep": sorted(set(file_dep)),
         "targets": list(targets),
-        "uptodate": [config_changed(hashed), *uptodate],
-        "clean": [(_remove, [list(targets), list(clean_dirs)])],
+        "uptodate": [unchanged, *uptodate],
+        "clean": [RemoveOutputs(list(targets), list(clean_dirs))],
         "verbosity": 2,
         "meta": meta or {},
     }
-
-
-def _remove(files, dirs):
-    import shutil
-
-    for file in files:
-        Path(file).unlink(missing_ok=True)
-    for directory in dirs:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _source_files(workspace: Path, model: Model) -> list[str]:
@@ -489,7 +482,24 @@ class DevelopmentKeysUnchanged:
         return f"DevelopmentKeysUnchanged({list(self.files)!r})"
 
 
-def package_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict):
+def _spec_digest(workspace: Path) -> SpecDigest:
+    """The digest of models.yaml's build settings: the document as parsed, without its publish section.
+
+    Who gets which release (channels, rollouts, arms, pins) is publish configuration, not bundle content:
+    editing it, or a comment, must neither repackage nor re-sign a bundle that may already be published.
+    """
+    import json
+
+    from .yamlfile import load_yaml
+
+    document = load_yaml(workspace / SPEC_FILE, SPEC_FILE).data
+    settings = {key: value for key, value in document.items() if key != "publish"}
+    # Sorted keys and no whitespace, as fsutil.canonical_json, but any YAML scalar (a date) is digested as its text.
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return SpecDigest(path=SPEC_FILE, build_settings_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def package_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict, spec: SpecDigest):
     bundle = plan.bundle
     inputs = _bundle_inputs(plan)
     out_dir = layout.bundle_dir(bundle.name, bundle.version)
@@ -502,8 +512,9 @@ def package_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict):
         "package",
         bundle.name,
         "package.package",
-        PackageJob(inputs=inputs, out_dir=out_dir, archives=archives, spec_file=SPEC_FILE, keys=keys),
-        file_dep=inputs.files() + [SPEC_FILE],
+        PackageJob(inputs=inputs, out_dir=out_dir, archives=archives, spec=spec, keys=keys, repository=plan.publish.repository),
+        # Not models.yaml itself: its build settings are in the job (``spec``), and its publish section is not bundle content.
+        file_dep=inputs.files(),
         targets=targets,
         clean_dirs=[out_dir],
         also_hash=fingerprints,

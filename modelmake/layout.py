@@ -48,8 +48,12 @@ def artifact_file_name(artifact: Artifact) -> str:
     return f"{artifact.model}.{artifact.variant}{backend(artifact.format).suffix}"
 
 
+ARTIFACTS = f"{BUILD}/artifacts"  # <target>/<file> and its record <file>.json
+METRICS = f"{BUILD}/metrics"  # <target>/<artifact>.json
+
+
 def artifact_file(artifact: Artifact) -> str:
-    return f"{BUILD}/artifacts/{artifact.target}/{artifact_file_name(artifact)}"
+    return f"{ARTIFACTS}/{artifact.target}/{artifact_file_name(artifact)}"
 
 
 def artifact_record(artifact: Artifact) -> str:
@@ -57,7 +61,7 @@ def artifact_record(artifact: Artifact) -> str:
 
 
 def artifact_metrics(artifact: Artifact) -> str:
-    return f"{BUILD}/metrics/{artifact.target}/{artifact.name}.json"
+    return f"{METRICS}/{artifact.target}/{artifact.name}.json"
 
 
 def log_file(task_name: str) -> str:

@@ -14,6 +14,15 @@ from pathlib import Path
 
 from .errors import StepError
 
+# What a recipe can raise to end the process rather than fail: a build must not take it for success.
+_ESCAPES = (SystemExit, KeyboardInterrupt)
+
+
+def _escaped(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"raised {type(exc).__name__}"
+
 
 def load_recipe(path: Path):
     """Import the recipe file; its directory is importable while it loads, for helper modules beside it."""
@@ -26,6 +35,10 @@ def load_recipe(path: Path):
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
+    except _ESCAPES as exc:
+        raise StepError(
+            f"recipe {path.name} {_escaped(exc)} while it was imported: a recipe must define functions, not end the process"
+        ) from None
     except Exception as exc:
         traceback.print_exc()
         raise StepError(f"recipe {path.name} failed to import: {type(exc).__name__}: {exc}; fix the recipe") from exc
@@ -44,6 +57,11 @@ def call_recipe(module, path: Path, function: str, *args):
     sys.path.insert(0, str(Path(path).resolve().parent))
     try:
         return target(*args)
+    except _ESCAPES as exc:
+        raise StepError(
+            f"recipe {Path(path).name}: {function}({', '.join(map(repr, args))}) {_escaped(exc)}: "
+            "a recipe must return its result or raise an exception, not end the process"
+        ) from None
     except Exception as exc:
         traceback.print_exc()
         raise StepError(

@@ -6,7 +6,7 @@ models.yaml; everything here is checked before any model is loaded.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .. import formats, metrics
@@ -30,20 +30,48 @@ class Variant:
 
 @dataclass(frozen=True)
 class TargetEntry:
-    """One entry of a model's targets: the variants it lists, in order, and how one of them is shipped."""
+    """One entry of a model's targets: the variants it lists, in order, how one of them is shipped, and in which formats."""
 
     name: str
     path: tuple  # of the target's key in models.yaml
     list_path: tuple  # of its list of variants
     variants: tuple[str, ...]
     selection: str | None  # None: ship every variant; "first_passing": the first that passes its budgets
+    formats: tuple[str, ...] | None = None  # None: every format the profile lists
+
+    @property
+    def formats_path(self) -> tuple:
+        return self.path + ("formats",)
 
     @classmethod
-    def parse(cls, model_path: tuple, name: str, entry) -> TargetEntry:
+    def parse(cls, fail: Fail, model_path: tuple, name: str, entry) -> TargetEntry | None:
+        """A schema-valid entry: a list of variants, or a mapping with exactly one of variants and prefer."""
         path = model_path + ("targets", name)
         if isinstance(entry, list):
             return cls(name, path, path, tuple(entry), None)
-        return cls(name, path, path + ("prefer",), tuple(entry["prefer"]), entry.get("select", "first_passing"))
+        given = [key for key in ("variants", "prefer") if key in entry]
+        if len(given) != 1:
+            if given:
+                fail(
+                    path + ("prefer",),
+                    "variants and prefer cannot both be given: list the variants to build under variants, "
+                    "or the variants to choose one from, best first, under prefer",
+                    of_key=True,
+                )
+            else:
+                fail(path, "a target needs its variants: add variants: [...] (build each) or prefer: [...] (ship the first that passes)")
+            return None
+        (key,) = given
+        if key == "variants" and "select" in entry:
+            fail(
+                path + ("select",),
+                "select chooses among the variants of prefer: rename variants to prefer, or remove select",
+                of_key=True,
+            )
+            return None
+        selection = entry.get("select", "first_passing") if key == "prefer" else None
+        formats_given = tuple(entry["formats"]) if "formats" in entry else None
+        return cls(name, path, path + (key,), tuple(entry[key]), selection, formats_given)
 
 
 def buildable_summary() -> str:
@@ -51,7 +79,10 @@ def buildable_summary() -> str:
 
 
 def usable_formats(fail: Fail, entry: TargetEntry, profile: TargetProfile, source: Source) -> list[FormatSupport]:
-    """The formats the target runs that this model's source can be built into; reported when there are none."""
+    """The formats the target runs (those its entry names, if it names any) that this model's source can be built into.
+
+    None at all is reported on the target; a named format the profile lacks, or the source cannot give, on itself.
+    """
     if source.kind == INVALID_SOURCE:
         # The source is already reported; judge the target on what any source could give.
         usable = [support for name, support in profile.formats.items() if name in formats.FORMATS]
@@ -66,7 +97,23 @@ def usable_formats(fail: Fail, entry: TargetEntry, profile: TargetProfile, sourc
             f"it builds {buildable_summary()}: remove {profile.name} from this model's targets",
             of_key=True,
         )
-    return usable
+        return []
+    if entry.formats is None:
+        return usable
+    for index, name in enumerate(entry.formats):
+        where = entry.formats_path + (index,)
+        if name not in profile.formats:
+            fail(
+                where,
+                f"{profile.name} does not run {name}: its profile {profile.profile_file} lists {', '.join(profile.formats)}; "
+                "name one of those",
+            )
+        elif name not in {support.format for support in usable}:
+            fail(
+                where,
+                f"modelmake cannot build {name}{made_from}; it builds {buildable_summary()}: remove {name} from formats",
+            )
+    return [support for support in usable if support.format in entry.formats]
 
 
 def target_artifacts(
@@ -77,6 +124,7 @@ def target_artifacts(
     profile: TargetProfile | None,
     source: Source,
     variants: Mapping[str, Variant],
+    unchecked_variants: Collection[str] | None = (),
     model_budgets: Sequence[Budget],
     override: Sequence[Budget],
     has_evaluation: bool,
@@ -85,12 +133,16 @@ def target_artifacts(
     """The target's artifacts in the order it lists its variants, each variant in the profile's order of formats.
 
     Without a profile (an unknown target, already reported) only the variant names are checked.
+    ``unchecked_variants`` are declared but already reported as invalid: a name listed that is, or resembles, one of
+    them is passed over (None: the variants themselves are invalid, and no name is checked).
     """
     supports = usable_formats(fail, entry, profile, source) if profile else []
     profile_file = profile.profile_file if profile else ""
     found = []
     for index, name in enumerate(entry.variants):
         variant = variants.get(name)
+        if variant is None and (unchecked_variants is None or difflib.get_close_matches(name, unchecked_variants, n=1)):
+            continue
         if variant is None:
             hint = difflib.get_close_matches(name, variants, n=1)
             advice = f"did you mean '{hint[0]}'? " if hint else ""
@@ -100,10 +152,12 @@ def target_artifacts(
                 f"(declare it under models -> {model} -> variants)",
             )
             continue
+        problems = {support.format: _unbuildable(entry, profile_file, support, variant) for support in supports}
+        buildable = [fmt for fmt, problem in problems.items() if problem is None]
         for support in supports:
-            problem = _unbuildable(entry, profile_file, support, variant)
+            problem = problems[support.format]
             if problem:
-                fail(entry.list_path + (index,), problem)
+                fail(entry.list_path + (index,), problem + _formats_hint(entry, buildable))
                 continue
             found.append(
                 Artifact(
@@ -120,6 +174,15 @@ def target_artifacts(
                 )
             )
     return found
+
+
+def _formats_hint(entry: TargetEntry, buildable: list[str]) -> str:
+    """How to build the variant in the formats that can have it, when the target builds all its formats."""
+    if entry.formats is not None or not buildable:
+        return ""
+    key = "variants" if entry.selection is None else "prefer"
+    listed = ", ".join(entry.variants)
+    return f", or build only {' and '.join(buildable)} here: {entry.name}: {{{key}: [{listed}], formats: [{', '.join(buildable)}]}}"
 
 
 def _unbuildable(entry: TargetEntry, profile_file: str, support: FormatSupport, variant: Variant) -> str | None:

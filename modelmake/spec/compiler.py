@@ -1,8 +1,9 @@
-"""The cross-field rules of models.yaml: a schema-valid document compiled into a BuildPlan.
+"""The cross-field rules of models.yaml: the document, with its schema's problems, compiled into a BuildPlan.
 
 No model is loaded here: this runs every time doit loads the task graph.
 Every problem found is collected and reported at once, each with the file,
-the YAML path, the line and what to do.
+the YAML path, the line and what to do; a rule is skipped only for a part of
+the document the schema already found invalid.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import dataclasses
 import difflib
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -35,8 +37,10 @@ from ..preprocessing import CHANNEL_AXIS, RatioError, parse_ratio, ratio_text
 from ..repository.offer import BASIS_POINTS, Arm, Offer
 from ..yamlfile import YamlDocument, load_yaml
 from .artifacts import INVALID_SOURCE, TargetEntry, Variant, target_artifacts
+from .messages import YamlProblem
+from .placement import data_keys, model_keys, regroup
 from .profiles import load_profile, profile_files
-from .schema import MODELS_SCHEMA, RECIPE, RECIPE_OPTIONS, schema_problems, source_kinds
+from .schema import MODELS_SCHEMA, RECIPE, RECIPE_OPTIONS, schema_findings, source_kinds
 
 DEFAULT_MODEL_FUNCTION = "build_model"
 DEFAULT_DATA_FUNCTION = "load_data"
@@ -66,15 +70,17 @@ def _basis_points(percent) -> int:
     return round(percent * 100)
 
 
+def _mapping(value) -> dict:
+    """A part of the document that should be a mapping, or an empty one where it is not (the schema reports it)."""
+    return value if isinstance(value, dict) else {}
+
+
 def load_plan(workspace: Path, environ=None) -> BuildPlan:
     """The workspace's plan; SpecError with every problem in models.yaml and in the profiles it uses."""
     environ = os.environ if environ is None else environ
     workspace = Path(workspace)
     doc = load_yaml(workspace / SPEC_FILE, SPEC_FILE)
-    problems = schema_problems(doc, MODELS_SCHEMA)
-    if problems:
-        raise SpecError(problems)
-    compiler = Compiler(workspace, doc, environ)
+    compiler = Compiler(workspace, doc, environ, schema_findings(doc, MODELS_SCHEMA))
     plan = compiler.compile()
     if compiler.problems:
         raise SpecError(compiler.problems)
@@ -82,13 +88,23 @@ def load_plan(workspace: Path, environ=None) -> BuildPlan:
 
 
 class Compiler:
-    """One pass over a schema-valid models.yaml, loading each profile it names once and collecting every problem."""
+    """One pass over models.yaml, loading each profile it names once and collecting every problem.
 
-    def __init__(self, workspace: Path, doc: YamlDocument, environ):
+    Each problem the schema finds leaves one part of the document invalid (a variant, a data set, a target...);
+    the rules that read such a part are skipped for it, so that every other problem is still found and none is
+    reported only because of another.
+    """
+
+    def __init__(self, workspace: Path, doc: YamlDocument, environ, schema_problems: Sequence[YamlProblem] = ()):
         self.workspace = workspace
         self.doc = doc
         self.environ = environ
         self._found: list[tuple[tuple[int, int], str]] = []  # (where in models.yaml, message)
+        # Each schema problem is reported (a misplaced key once), and leaves its part of the document invalid.
+        reported, self.misplaced = regroup(doc, schema_problems)
+        for problem in reported:
+            self.fail(problem.path, problem.message, of_key=problem.of_key)
+        self._invalid = {problem.invalid_part for problem in schema_problems}
         self.available_profiles = profile_files(workspace)
         self.profiles: dict[str, TargetProfile] = {}
         # Each model's outputs and where its custom metrics are (or would be) declared, for the messages on its budgets.
@@ -105,24 +121,49 @@ class Compiler:
         pos = self.doc.position(yaml_path, of_key=of_key)
         self._found.append(((pos.line, pos.column), self.doc.problem(yaml_path, message, of_key=of_key)))
 
+    def valid(self, yaml_path) -> bool:
+        """Whether no schema problem concerns this part of the document, anything in it or what holds it: its rules can read it."""
+        path = tuple(yaml_path)
+        return not any(part[: len(path)] == path or path[: len(part)] == part for part in self._invalid)
+
+    def valid_itself(self, yaml_path) -> bool:
+        """Whether no schema problem concerns this part itself or what holds it (it is there, of its type); what it holds may be invalid."""
+        path = tuple(yaml_path)
+        return not any(path[: len(part)] == part for part in self._invalid)
+
+    def keys_valid(self, yaml_path, keys) -> bool:
+        """Whether the mapping at this place is one and has no key but these: what it declares, and what not, is known."""
+        path = tuple(yaml_path)
+        unknown_key = any(part[: len(path)] == path and len(part) == len(path) + 1 and part[-1] not in keys for part in self._invalid)
+        return self.valid_itself(path) and not unknown_key
+
     def compile(self) -> BuildPlan:
-        data = self.doc.data
-        models = tuple(self.model(name, conf) for name, conf in data["models"].items())
-        bundle = self.bundle(data["bundle"])
+        data = _mapping(self.doc.data)
+        models_conf = _mapping(data.get("models"))
+        names = [name for name in models_conf if name not in self.misplaced]
+        models = tuple(self.model(name, _mapping(models_conf[name])) for name in names)
+        bundle = self.bundle(_mapping(data.get("bundle")))
         return BuildPlan(
             spec_file=SPEC_FILE,
             bundle=bundle,
             models=models,
             targets=MappingProxyType(dict(sorted(self.profiles.items()))),
-            publish=self.publish(data.get("publish", {}), bundle.version, [m.name for m in models]),
+            publish=self.publish(
+                _mapping(data.get("publish")),
+                bundle.version if self.valid(("bundle", "version")) else None,
+                names if names and self.valid_itself(("models",)) else None,
+            ),
         )
 
-    def publish(self, conf, version: str, models: list[str]) -> PublishSpec:
+    def publish(self, conf, version: str | None, models: list[str] | None) -> PublishSpec:
+        """``version`` and ``models`` are None where they are invalid (already reported): nothing is checked against them."""
         channels = {}
-        for channel, settings in (conf.get("channels") or {"stable": {}}).items():
-            overrides = settings.get("models", {})
+        channels_conf = conf.get("channels") or {"stable": {}}
+        for channel, settings in _mapping(channels_conf).items():
+            settings = _mapping(settings)
+            overrides = _mapping(settings.get("models"))
             for model in overrides:
-                if model not in models:
+                if models is not None and model not in models:
                     self.fail(
                         ("publish", "channels", channel, "models", model),
                         f"there is no model '{model}' in models: offer one of {', '.join(models)}",
@@ -130,6 +171,8 @@ class Compiler:
                     )
             shared = {k: v for k, v in settings.items() if k != "models"}
             channel_path = ("publish", "channels", channel)
+            if not self.valid(channel_path) or models is None:
+                continue
             offers = {}
             for model in models:
                 override = overrides.get(model, {})
@@ -147,7 +190,7 @@ class Compiler:
             channels=MappingProxyType(channels),
         )
 
-    def offer(self, where, settings, bundle_version: str) -> Offer:
+    def offer(self, where, settings, bundle_version: str | None) -> Offer:
         version = settings.get("version", bundle_version)
         arms = tuple(
             Arm(name, _basis_points(arm["weight"]), arm.get("version", version)) for name, arm in settings.get("arms", {}).items()
@@ -156,7 +199,7 @@ class Compiler:
             total = sum(a.basis_points for a in arms) / 100
             self.fail(where("arms"), f"the arms' weights add up to {total:g}, not 100: adjust them so that every device falls in one arm")
         previous = settings.get("previous")
-        if previous == version:
+        if previous is not None and previous == version:
             self.fail(
                 where("previous"),
                 f"previous is the offered version {version} itself: name the version devices outside the rollout get, or remove previous",
@@ -177,29 +220,49 @@ class Compiler:
                 self._found.append(((0, 0), f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds: unset it or fix it"))
             else:
                 created = max(int(epoch), ZIP_EPOCH_MIN)
-        signing = conf.get("signing", {})
+        signing = _mapping(conf.get("signing"))
         release = bool(signing.get("release", False)) or self.environ.get("MODELMAKE_RELEASE", "") not in ("", "0")
         encrypt = "encryption" in conf
-        encryption_key = conf.get("encryption", {}).get("key")
-        if release and not signing.get("key"):
+        encryption_key = _mapping(conf.get("encryption")).get("key")
+        if release and not signing.get("key") and self.valid(("bundle", "signing")):
             self.fail(
                 ("bundle", "signing"),
                 "a release build needs bundle.signing.key (env:VAR or file:path): development keys are refused; "
                 "run `modelmake keygen` to make a key pair",
             )
-        if release and encrypt and not encryption_key:
+        if release and encrypt and not encryption_key and self.valid(("bundle", "encryption")):
             self.fail(
                 ("bundle", "encryption"),
                 "a release build needs bundle.encryption.key (env:VAR or file:path): the development data key is refused",
             )
+        self.check_key_variable(("bundle", "signing", "key"), signing.get("key"), "keys/signing.pem")
+        self.check_key_variable(("bundle", "encryption", "key"), encryption_key, "keys/data.key")
         return BundleSpec(
-            name=conf["name"],
-            version=conf["version"],
+            name=conf.get("name", ""),
+            version=conf.get("version", ""),
             created=created,
             signing_key=signing.get("key"),
             release=release,
             encrypt=encrypt,
             encryption_key=encryption_key,
+        )
+
+    def check_key_variable(self, where, reference, example_file: str) -> None:
+        """An env:VARIABLE key reference names a variable that holds something; the key itself is read when it is used."""
+        if not isinstance(reference, str) or not reference.startswith("env:") or not self.valid(where):
+            return
+        variable = reference.removeprefix("env:")
+        value = self.environ.get(variable)
+        if value is None:
+            state = "is not set"
+        elif not value.strip():
+            state = "is set but empty"
+        else:
+            return
+        self.fail(
+            where,
+            f"the environment variable {variable} {state}: export the key in it (in CI, from a secret), "
+            f"or use a key file: key: file:{example_file} (`modelmake keygen` makes one)",
         )
 
     def existing_file(self, yaml_path, relative: str, what: str, *, directory=False) -> str:
@@ -285,28 +348,62 @@ class Compiler:
 
     def model(self, name, conf) -> Model:
         base = ("models", name)
-        source = self.source(base + ("source",), conf["source"])
-        data = conf.get("data", {})
-        calibration = self.dataset(base + ("data", "calibration"), "calibration", data.get("calibration"))
-        evaluation = self.dataset(base + ("data", "evaluation"), "evaluation", data.get("evaluation"))
-        io_path, io_conf = base + ("io",), conf.get("io", {})
-        inputs = self.inputs(io_path, io_conf)
-        outputs = self.outputs(io_path, io_conf, inputs)
-        custom = self.model_custom_metrics(io_path, io_conf)
+        source_path = base + ("source",)
+        source = self.source(source_path, conf["source"]) if self.valid(source_path) else Source(kind=INVALID_SOURCE, path="")
+        # With a key of the model misspelt, whatever it declares (data, io) may be missing only for that reason.
+        model_keys_valid = self.keys_valid(base, model_keys())
+        data_path = base + ("data",)
+        data = _mapping(conf.get("data"))
+        calibration, evaluation = (
+            self.dataset(data_path + (role,), role, data.get(role)) if self.valid(data_path + (role,)) else None
+            for role in ("calibration", "evaluation")
+        )
+        # A data set that is declared but invalid, or that may be there under a misspelt key, counts as present.
+        data_known = model_keys_valid and self.keys_valid(data_path, data_keys())
+        has_calibration = "calibration" in data or not data_known
+        has_evaluation = "evaluation" in data or not data_known
+        io_path, io_conf = base + ("io",), _mapping(conf.get("io"))
+        io_valid = self.valid(io_path)
+        if io_valid:
+            inputs = self.inputs(io_path, io_conf)
+            outputs = self.outputs(io_path, io_conf, inputs)
+            custom = self.model_custom_metrics(io_path, io_conf)
+        else:
+            inputs, outputs, custom = (InputSpec(),), (OutputSpec(),), None
         kinds = tuple(output.kind for output in outputs)
-        quantized = any(v.get("quantize", Precision.FP32) != Precision.FP32 for v in conf["variants"].values())
-        known_metrics = self.measured_metrics(base, data, inputs, outputs, custom, quantized=quantized)
+        variants_path = base + ("variants",)
+        variants_conf = _mapping(conf.get("variants"))
+        invalid_variants = [v for v in variants_conf if not self.valid(variants_path + (v,))]
+        quantized = bool(invalid_variants) or any(
+            v.get("quantize", Precision.FP32) != Precision.FP32 for v in variants_conf.values() if isinstance(v, dict)
+        )
+        # Which metrics the budgets may name, or None when an invalid part decides it: then budgets name any metric.
+        known_metrics = (
+            self.measured_metrics(base, data, inputs, outputs, custom, quantized=quantized, has_evaluation=has_evaluation)
+            if io_valid and model_keys_valid and self.valid(data_path + ("evaluation", "conditions"))
+            else None
+        )
         model_budgets = self.budgets(base + ("budgets",), conf.get("budgets", {}), known_metrics)
-        overrides = conf.get("budget_overrides", {})
-        self.check_overrides(base, name, overrides, conf["targets"])
-        self.check_target_shapes(base, inputs, list(conf["targets"]))
-        variants = {v: self.variant(base, v, vconf, known_metrics) for v, vconf in conf["variants"].items()}
-        entries = [TargetEntry.parse(base, target, entry) for target, entry in conf["targets"].items()]
+        overrides = _mapping(conf.get("budget_overrides"))
+        targets_path = base + ("targets",)
+        targets_conf = conf.get("targets") if self.valid_itself(targets_path) else None
+        if targets_conf is not None:
+            self.check_overrides(base, name, overrides, targets_conf)
+            if io_valid:
+                self.check_target_shapes(base, inputs, list(targets_conf))
+        variants = {
+            v: self.variant(base, v, vconf, known_metrics) for v, vconf in variants_conf.items() if v not in invalid_variants
+        }
+        entries = []
+        for target, entry_conf in (targets_conf or {}).items():
+            entry = TargetEntry.parse(self.fail, base, target, entry_conf) if self.valid(targets_path + (target,)) else None
+            if entry is not None:
+                entries.append(entry)
         listed = dict.fromkeys(v for entry in entries for v in entry.variants if v in variants)
         # A state pair without inputs by name is refused on its own; it does not make the model stateful.
         stateful = any(o.state for o in outputs) and all(i.name for i in inputs)
         for variant in listed:
-            self.check_variant(base, name, variants[variant], source, has_calibration="calibration" in data, stateful=stateful)
+            self.check_variant(base, name, variants[variant], source, has_calibration=has_calibration, stateful=stateful)
         found = []
         for entry in entries:
             profile = self.profile(entry.path, entry.name)
@@ -318,10 +415,12 @@ class Compiler:
                 profile=profile,
                 source=source,
                 variants=variants,
+                # Variants already reported: the lists that name them are not judged on them.
+                unchecked_variants=invalid_variants if self.valid_itself(variants_path) else None,
                 model_budgets=model_budgets,
                 override=override,
                 # A declared but invalid data set is reported on its own; judge the rest as if it were valid.
-                has_evaluation="evaluation" in data,
+                has_evaluation=has_evaluation,
                 kinds=kinds,
             )
         return Model(
@@ -613,7 +712,15 @@ class Compiler:
     # --- metrics --------------------------------------------------------------------------
 
     def measured_metrics(
-        self, base, data, inputs: tuple[InputSpec, ...], outputs: tuple[OutputSpec, ...], custom: CustomMetrics | None, *, quantized: bool
+        self,
+        base,
+        data,
+        inputs: tuple[InputSpec, ...],
+        outputs: tuple[OutputSpec, ...],
+        custom: CustomMetrics | None,
+        *,
+        quantized: bool,
+        has_evaluation: bool,
     ) -> list[str]:
         """The metrics the model's artifacts will have, which its budgets may name.
 
@@ -621,7 +728,7 @@ class Compiler:
         that measure each (metrics.model_figures).
         """
         conditions = self.conditions(base, data, inputs, outputs)
-        if custom and "evaluation" not in data:
+        if custom and not has_evaluation:
             self.fail(
                 self.metrics_paths[base[1]],
                 f"custom metrics are measured on evaluation data and {base[1]} has none: "
@@ -629,7 +736,7 @@ class Compiler:
                 of_key=True,
             )
         return metrics.available_metrics(
-            has_evaluation_data="evaluation" in data,
+            has_evaluation_data=has_evaluation,
             top_k=[output.top_k for output in outputs if output.kind is OutputKind.CLASSES] or 1,
             conditions=conditions,
             quantized=quantized,
@@ -639,7 +746,7 @@ class Compiler:
 
     def conditions(self, base, data, inputs: tuple[InputSpec, ...], outputs: tuple[OutputSpec, ...]) -> list[str]:
         """The evaluation's conditions, where they can apply: images to perturb, labels to score, no stream to break."""
-        conditions = [c for c in metrics.CONDITIONS if c in data.get("evaluation", {}).get("conditions", {})]
+        conditions = [c for c in metrics.CONDITIONS if c in _mapping(_mapping(data.get("evaluation")).get("conditions"))]
         where = base + ("data", "evaluation", "conditions")
         if not conditions:
             return []
@@ -685,9 +792,9 @@ class Compiler:
                     of_key=True,
                 )
 
-    def variant(self, base, name, conf, known_metrics) -> Variant:
+    def variant(self, base, name, conf, known_metrics: list[str] | None) -> Variant:
         precision = Precision(conf.get("quantize", Precision.FP32))
-        if precision == Precision.FP32:
+        if precision == Precision.FP32 and known_metrics is not None:
             known_metrics = [m for m in known_metrics if m != metrics.QUANTIZED_SHARE]
         return Variant(
             name=name,
@@ -724,12 +831,15 @@ class Compiler:
                 "use a keras, saved_model or recipe source, or drop 'quantize'",
             )
 
-    def budgets(self, path, conf, known_metrics) -> list[Budget]:
+    def budgets(self, path, conf, known_metrics: list[str] | None) -> list[Budget]:
+        """Each valid budget; one on a metric the model does not measure is reported, unless known_metrics is None (not known)."""
         model = path[1]  # path is models -> <model> -> budgets or budget_overrides -> <target>
         out = []
-        for key, limit in conf.items():
+        for key, limit in _mapping(conf).items():
+            if not self.valid(path + (key,)):
+                continue
             metric = key.split("_", 1)[1]
-            if metric not in known_metrics:
+            if known_metrics is not None and metric not in known_metrics:
                 self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics, key, path=path), of_key=True)
                 continue
             out.append(Budget.parse(key, limit))

@@ -4,12 +4,25 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator
+from typing import NamedTuple
 
-YamlProblem = tuple[tuple, str, bool]  # (yaml path, message, whether it points at the key rather than the value)
+
+class YamlProblem(NamedTuple):
+    """One schema violation, worded for the user."""
+
+    path: tuple  # where the message points
+    message: str
+    of_key: bool  # whether it points at the key rather than the value
+    part: tuple | None = None  # the part of the document it leaves invalid, when not ``path`` (a missing key: the key)
+    unknown_key: bool = False  # the last part of ``path`` is a key the schema does not allow there
+
+    @property
+    def invalid_part(self) -> tuple:
+        return self.path if self.part is None else self.part
 
 
 def describe(error) -> Iterator[YamlProblem]:
-    """Turn one jsonschema error into (yaml path, message, points-at-key) triples a user can act on."""
+    """Turn one jsonschema error into problems a user can act on: the YAML path, the message, whether it points at a key."""
     path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     kind = error.validator
@@ -17,7 +30,7 @@ def describe(error) -> Iterator[YamlProblem]:
     if "propertyNames" in error.absolute_schema_path:
         # jsonschema reports a bad key against the mapping that holds it; point at the key itself.
         what = _expected(schema.get("description")) or f"a name matching {schema.get('pattern', 'the schema')}"
-        yield path + (str(instance),), f"invalid name '{instance}': expected {what}", True
+        yield YamlProblem(path + (str(instance),), f"invalid name '{instance}': expected {what}", True)
         return
     describer = _DESCRIBERS.get(kind)
     if describer is not None:
@@ -30,14 +43,14 @@ def describe(error) -> Iterator[YamlProblem]:
             for sub in branch:
                 yield from describe(sub)
             return
-        yield path, f"{instance!r} is not valid: expected {_expected(schema['description'])}", False
+        yield YamlProblem(path, f"{instance!r} is not valid: expected {_expected(schema['description'])}", False)
         return
-    yield path, error.message, False
+    yield YamlProblem(path, error.message, False)
 
 
 def _unknown_keys(path, schema, instance, error) -> Iterator[YamlProblem]:
     if not isinstance(instance, dict):
-        yield path, error.message, False
+        yield YamlProblem(path, error.message, False)
         return
     allowed = sorted(schema.get("properties", {}))
     patterns = schema.get("patternProperties", {})
@@ -46,19 +59,19 @@ def _unknown_keys(path, schema, instance, error) -> Iterator[YamlProblem]:
             continue
         hint = difflib.get_close_matches(key, allowed, n=1)
         advice = f"did you mean '{hint[0]}'? " if hint else ""
-        yield path + (key,), f"unknown key '{key}'; {advice}allowed keys: {', '.join(allowed)}", True
+        yield YamlProblem(path + (key,), f"unknown key '{key}'; {advice}allowed keys: {', '.join(allowed)}", True, unknown_key=True)
 
 
 def _missing_key(path, schema, instance, error) -> Iterator[YamlProblem]:
     missing = error.message.split("'")[1] if "'" in error.message else error.message
-    yield path, f"missing required key '{missing}'", True
+    yield YamlProblem(path, f"missing required key '{missing}'", True, part=path + (missing,))
 
 
 def _wrong_type(path, schema, instance, error) -> Iterator[YamlProblem]:
     expected = schema.get("type")
     expected = " or ".join(map(_article, expected)) if isinstance(expected, list) else _article(expected)
     if not path and instance is None:
-        yield path, f"the file is empty: it needs {', '.join(schema.get('required', ()))}", False
+        yield YamlProblem(path, f"the file is empty: it needs {', '.join(schema.get('required', ()))}", False)
         return
     got = "nothing (an empty value)" if instance is None else f"{_json_type(instance)} {instance!r}"
     advice = ""
@@ -66,7 +79,7 @@ def _wrong_type(path, schema, instance, error) -> Iterator[YamlProblem]:
         advice = ": remove the quotes"
     elif schema.get("description") and path:
         advice = f" ({_expected(schema['description'])})"
-    yield path, f"expected {expected}, got {got}{advice}", False
+    yield YamlProblem(path, f"expected {expected}, got {got}{advice}", False)
 
 
 def _not_a_choice(path, schema, instance, error) -> Iterator[YamlProblem]:
@@ -74,26 +87,26 @@ def _not_a_choice(path, schema, instance, error) -> Iterator[YamlProblem]:
     by_lower = {choice.lower(): choice for choice in choices}
     hint = difflib.get_close_matches(str(instance).lower(), by_lower, n=1, cutoff=0.5)
     advice = f"; did you mean '{by_lower[hint[0]]}'?" if hint else ""
-    yield path, f"{instance!r} is not one of: {', '.join(choices)}{advice}", False
+    yield YamlProblem(path, f"{instance!r} is not one of: {', '.join(choices)}{advice}", False)
 
 
 def _too_small(path, schema, instance, error) -> Iterator[YamlProblem]:
     what = _expected(schema.get("description"))
-    yield path, f"expected at least {schema['minimum']}, got {instance!r}" + (f" ({what})" if what else ""), False
+    yield YamlProblem(path, f"expected at least {schema['minimum']}, got {instance!r}" + (f" ({what})" if what else ""), False)
 
 
 def _not_the_constant(path, schema, instance, error) -> Iterator[YamlProblem]:
-    yield path, f"must be {schema['const']!r}, got {instance!r}", False
+    yield YamlProblem(path, f"must be {schema['const']!r}, got {instance!r}", False)
 
 
 def _no_match(path, schema, instance, error) -> Iterator[YamlProblem]:
     what = _expected(schema.get("description")) or f"a value matching {schema['pattern']}"
-    yield path, f"{instance!r} is not valid: expected {what}", False
+    yield YamlProblem(path, f"{instance!r} is not valid: expected {what}", False)
 
 
 def _empty(path, schema, instance, error) -> Iterator[YamlProblem]:
     what = _expected(schema.get("description"))
-    yield path, "must not be empty" + (f": expected {what}" if what else ""), False
+    yield YamlProblem(path, "must not be empty" + (f": expected {what}" if what else ""), False)
 
 
 def _repeated(path, schema, instance, error) -> Iterator[YamlProblem]:
@@ -101,7 +114,7 @@ def _repeated(path, schema, instance, error) -> Iterator[YamlProblem]:
     for index, item in enumerate(instance):
         if item in instance[:index] and item not in repeated:
             repeated.append(item)
-    yield path, f"lists {', '.join(map(repr, repeated))} more than once: remove the repeats", False
+    yield YamlProblem(path, f"lists {', '.join(map(repr, repeated))} more than once: remove the repeats", False)
 
 
 _DESCRIBERS = {

@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import formats
 from ..kinds import OutputKind, Precision
 from ..yamlfile import YamlDocument
-from .messages import describe
+from .messages import YamlProblem, describe
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 MODELS_SCHEMA = "models.schema.json"
@@ -69,6 +69,7 @@ def _compose_models(schema: dict) -> None:
     definitions = schema["$defs"]
     definitions["precision"]["enum"] = [precision.value for precision in Precision]
     definitions["output_kind"]["enum"] = [kind.value for kind in OutputKind]
+    definitions["format"]["enum"] = [backend.name for backend in formats.backends()]
     source = definitions["source"]
     kinds = source_kinds()
     options = {key: source["properties"][key] for key in RECIPE_OPTIONS}
@@ -110,13 +111,17 @@ def _validator(schema_name: str):
     return jsonschema.validators.validator_for(schema)(schema, registry=registry)
 
 
+def schema_findings(doc: YamlDocument, schema_name: str) -> list[YamlProblem]:
+    """Every schema violation in the document, worded, in no particular order."""
+    return [problem for error in _validator(schema_name).iter_errors(doc.data) for problem in describe(error)]
+
+
 def schema_problems(doc: YamlDocument, schema_name: str) -> list[str]:
     """Every schema violation in the document, as one line each, in file order."""
     found = []
-    for error in _validator(schema_name).iter_errors(doc.data):
-        for yaml_path, message, of_key in describe(error):
-            pos = doc.position(yaml_path, of_key=of_key)
-            found.append(((pos.line, pos.column), doc.problem(yaml_path, message, of_key=of_key)))
+    for problem in schema_findings(doc, schema_name):
+        pos = doc.position(problem.path, of_key=problem.of_key)
+        found.append(((pos.line, pos.column), doc.problem(problem.path, problem.message, of_key=problem.of_key)))
     found.sort(key=lambda item: item[0])
     return list(dict.fromkeys(message for _, message in found))
 

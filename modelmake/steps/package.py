@@ -14,14 +14,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .. import fsutil
+from .. import fsutil, layout
 from ..bundle import manifest as bundle_manifest
 from ..bundle.archive import write_archive
 from ..bundle.keyring import build_keys
 from ..bundle.provenance import DEFAULT_BUILDER_ID, provenance_statement
 from ..bundle.signing import sign_directory
 from ..bundle.streaming_aead import associated_data_for, encrypt_file
-from ..contracts import ArtifactRecord, BundleInputs, PackageJob, SourceRecord
+from ..contracts import ArtifactRecord, BundleInputs, PackageJob, SourceRecord, SpecDigest
+from ..errors import PublishError
+from ..repository.publish import RELEASE_FILE, release_dir
 from ..versions import tool_versions
 from ._selection import choose
 
@@ -72,9 +74,9 @@ def _store_files(staging: Path, inputs: BundleInputs, shipped: set[str], data_ke
     return stored, crc32
 
 
-def _dependencies(inputs: BundleInputs, spec_file: str) -> dict[str, str]:
-    """Everything the bundle was built from, by digest: the spec, source files, data sets, labels."""
-    dependencies = {spec_file: fsutil.sha256_file(spec_file)}
+def _dependencies(inputs: BundleInputs) -> dict[str, str]:
+    """The files the bundle was built from, by digest: source files, data sets, labels (the spec is a parameter)."""
+    dependencies: dict[str, str] = {}
     for model in inputs.models:
         dependencies |= SourceRecord.read(model.source_record).source_files
         for path in [*model.datasets, *(output.labels for output in model.outputs)]:
@@ -83,7 +85,7 @@ def _dependencies(inputs: BundleInputs, spec_file: str) -> dict[str, str]:
     return dependencies
 
 
-def _finish(directory: Path, manifest: dict, dependencies: dict, signing_key, builder_id: str) -> None:
+def _finish(directory: Path, manifest: dict, dependencies: dict, spec: SpecDigest, signing_key, builder_id: str) -> None:
     """Write manifest and provenance into a directory holding the model files, then sign it all."""
     manifest_bytes = fsutil.canonical_json_document(manifest)
     (directory / bundle_manifest.MANIFEST).write_bytes(manifest_bytes)
@@ -93,7 +95,12 @@ def _finish(directory: Path, manifest: dict, dependencies: dict, signing_key, bu
     statement = provenance_statement(
         subjects=subjects,
         dependencies=dependencies,
-        external_parameters={"bundle": manifest["bundle"], "version": manifest["version"], "slice": manifest.get("slice", "all")},
+        external_parameters={
+            "bundle": manifest["bundle"],
+            "version": manifest["version"],
+            "slice": manifest.get("slice", "all"),
+            "spec": {"path": spec.path, "build_settings_sha256": spec.build_settings_sha256},
+        },
         tools=tool_versions("modelmake", "tensorflow", "keras", "ai-edge-litert", "numpy"),
         builder_id=builder_id,
         started_on=manifest["created"],
@@ -119,6 +126,49 @@ def _archive_directory(directory: Path, destination: str, epoch: int, crc32: dic
     write_archive(Path(destination), files, epoch, crc32={name: crc32[name] for name in files if name in crc32})
 
 
+def _remove_stale_outputs(inputs: BundleInputs, archives: dict[str, str]) -> None:
+    """Remove what an earlier spec made and this one does not: slices of this version for platforms it no longer
+    targets (they would still verify, describing another bundle), and the files of removed variants."""
+    from ..spec.schema import TARGET_SCHEMA, composed_schemas
+
+    bundle = inputs.bundle
+    platforms = composed_schemas()[TARGET_SCHEMA]["properties"]["platform"]["enum"]
+    for platform in platforms:
+        if platform not in archives:
+            Path(layout.bundle_archive(bundle.name, bundle.version, platform)).unlink(missing_ok=True)
+    made = {path for model in inputs.models for a in model.artifacts for path in (a.file, a.record, a.metrics)}
+    for root in (Path(layout.ARTIFACTS), Path(layout.METRICS)):
+        for path in sorted(root.rglob("*"), reverse=True):
+            if path.is_file() and path.as_posix() not in made:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+
+def _published_archives(repository: str | None, version: str) -> dict[str, str] | None:
+    """The archive digests of ``version`` as the download repository holds it, or None when it is not published."""
+    release = Path(repository or "") / release_dir(version) / RELEASE_FILE
+    if repository is None or not release.is_file():
+        return None
+    return {key: archive["sha256"] for key, archive in fsutil.read_json(release)["archives"].items()}
+
+
+def _refuse_other_bytes(published: dict[str, str], staged: dict[str, Path], job: PackageJob) -> None:
+    """A published version never changes: clients have it, and the repository keeps its bytes for good."""
+    made = {key: fsutil.sha256_file(path) for key, path in staged.items()}
+    if made == published:
+        return
+    differing = sorted(Path(job.archives[key]).name for key in made.keys() & published.keys() if made[key] != published[key])
+    differing += sorted(f"{key} (only {'in this build' if key in made else 'published'})" for key in made.keys() ^ published.keys())
+    bundle = job.inputs.bundle
+    raise PublishError(
+        f"{bundle.name} {bundle.version} is already published in {job.repository}, and this build makes other bytes "
+        f"({', '.join(differing)} differ): nothing was written, and {job.out_dir} still holds the published bundle. "
+        "Raise bundle.version to ship this change, or undo the change; channels, rollouts and pins are publish "
+        "settings, which change without a new bundle"
+    )
+
+
 def package(job: PackageJob) -> str:
     inputs, out_dir, archives, keys = job.inputs, job.out_dir, job.archives, job.keys
     # Before anything is written: a bundle with an artifact that failed, or a target with no passing variant, is refused.
@@ -127,11 +177,15 @@ def package(job: PackageJob) -> str:
     build = build_keys(Path.cwd(), keys.signing_key, keys.encrypt, keys.encryption_key)
     epoch = inputs.bundle.created
     builder_id = os.environ.get("MODELMAKE_BUILDER_ID", DEFAULT_BUILDER_ID)
-    dependencies = _dependencies(inputs, job.spec_file)
-    with fsutil.atomic_directory(out_dir) as staging:
+    dependencies = _dependencies(inputs)
+    published = _published_archives(job.repository, inputs.bundle.version)
+    with fsutil.atomic_directory(out_dir) as staging, tempfile.TemporaryDirectory(dir=staging.parent, prefix=".archives-") as made:
+        # The archives are made beside the staged bundle, and both take their final names only once they are
+        # known to match what is published under this version.
+        staged = {key: Path(made) / Path(path).name for key, path in archives.items()}
         stored, crc32 = _store_files(staging, inputs, shipped, build.data_key)
         manifest = bundle_manifest.build_manifest(inputs, stored, build.signing)
-        _finish(staging, manifest, dependencies, build.signing_key, builder_id)
+        _finish(staging, manifest, dependencies, job.spec, build.signing_key, builder_id)
         for platform in bundle_manifest.platforms(manifest):
             with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".slice-") as scratch:
                 slice_dir = Path(scratch) / f"{manifest['bundle']}-{platform}"
@@ -139,9 +193,14 @@ def package(job: PackageJob) -> str:
                 for path in bundle_manifest.files_of(part):
                     (slice_dir / path).parent.mkdir(parents=True, exist_ok=True)
                     _link_or_copy(staging / path, slice_dir / path)
-                _finish(slice_dir, part, dependencies, build.signing_key, builder_id)
-                _archive_directory(slice_dir, archives[platform], epoch, crc32)
-        _archive_directory(staging, archives["all"], epoch, crc32)
+                _finish(slice_dir, part, dependencies, job.spec, build.signing_key, builder_id)
+                _archive_directory(slice_dir, str(staged[platform]), epoch, crc32)
+        _archive_directory(staging, str(staged["all"]), epoch, crc32)
+        if published is not None:
+            _refuse_other_bytes(published, staged, job)
+        for key, archive in staged.items():
+            os.replace(archive, archives[key])
+    _remove_stale_outputs(inputs, archives)
     count = len(bundle_manifest.files_of(manifest))
     encrypted = ", encrypted" if build.data_key else ""
     return f"bundle {out_dir}: {count} artifacts, {build.signing} signature{encrypted}; archives for {', '.join(sorted(archives))}"

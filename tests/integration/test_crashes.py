@@ -103,7 +103,7 @@ def test_a_selecting_target_ships_the_next_candidate_when_one_fails_to_convert(b
 
     result = modelmake("build", cwd=workspace.root)
     assert result.returncode == 0, result.stdout + result.stderr
-    dropped = "huge.fp16.tflite@pixel-8: not built, dropped from its target's selection: constant tensor"
+    dropped = "huge.fp16.tflite@pixel-8: NOT BUILT: constant tensor"
     assert dropped in result.stdout and "beyond float16's range" in result.stdout, result.stdout
     assert not (workspace.build / "artifacts" / "pixel-8" / "huge.fp16.tflite").exists()
     metrics = json.loads((workspace.build / "metrics" / "pixel-8" / "huge.fp16.tflite.json").read_text(encoding="utf-8"))

@@ -2,6 +2,7 @@
 change nothing; `modelmake build` runs doit and exits with modelmake's codes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelmake import errors
+from modelmake.versions import version_of
 
 from tests.support.workspaces import ALL_TASKS, BUNDLE, BUNDLE_TASKS, NOISE, DoitRun, Workspace, subprocess_env
 
@@ -28,6 +30,37 @@ def test_clean_removes_outputs_and_a_parallel_rebuild_gives_the_same_bundle(buil
     assert noisy == [], f"framework noise on the console of a parallel build: {noisy}\n{run.output}"
     assert built_workspace.bundle_bytes() == built.bundle
     assert built_workspace.doit().executed == set()
+
+
+def test_clean_dry_run_names_every_path_it_would_remove_and_removes_nothing(built_workspace):
+    before = built_workspace.outputs(logs=True)
+    run = built_workspace.doit("clean", "-n")
+    lines = run.stdout.splitlines()
+    assert "convert:digits.int8.tflite@pixel-8 - executing 'remove build/artifacts/pixel-8/digits.int8.tflite, "
+    "build/artifacts/pixel-8/digits.int8.tflite.json'" in lines, run.describe()
+    assert "source:digits - executing 'remove build/sources/digits/'" in lines, run.describe()
+    assert (
+        f"package:{BUNDLE} - executing 'remove build/bundles/{BUNDLE}/0.3.0/, build/bundles/{BUNDLE}/{BUNDLE}-0.3.0-android.zip, "
+        f"build/bundles/{BUNDLE}/{BUNDLE}-0.3.0.zip'"
+    ) in lines, run.describe()
+    assert "function" not in run.output, run.describe()
+    assert built_workspace.outputs(logs=True) == before
+
+
+def test_info_names_what_changed_since_the_last_run(built_workspace):
+    task = "convert:digits.int8.tflite@pixel-8"
+    assert "status     : up-to-date" in built_workspace.doit("info", task).stdout
+    built_workspace.edit_spec("int8: {quantize: int8}", "int8: {quantize: int8, per_channel: false}")
+    run = built_workspace.doit("info", task, ok=False)
+    assert "    - changed since the last successful run: ConvertJob.per_channel (args=[], kwargs={})" in run.stdout, run.describe()
+    assert "config_changed" not in run.stdout, run.describe()
+
+
+def test_info_on_a_task_never_run_names_what_it_hashes(fresh_workspace):
+    run = fresh_workspace.doit("info", "convert:digits.int8.tflite@pixel-8", ok=False)
+    tools = f"modelmake {version_of('modelmake')}, tensorflow {version_of('tensorflow')}"
+    expected = f"    - no successful run recorded of ConvertJob with {tools}"
+    assert expected in run.stdout, run.describe()
 
 
 def test_forget_one_task_makes_just_it_run_again(built_workspace):
@@ -75,6 +108,10 @@ def modelmake_build(workspace: Workspace, *args: str) -> DoitRun:
     return DoitRun(("modelmake build", *args), result.returncode, result.stdout, result.stderr)
 
 
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def failure_records(workspace: Workspace) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((workspace.build / ".modelmake" / "failures").rglob("*.json"))]
 
@@ -93,15 +130,22 @@ def test_build_passes_a_bad_command_line_on_as_a_usage_error(fresh_workspace):
 
 
 @pytest.mark.slow
-def test_build_exits_with_the_budget_code_and_plain_doit_with_1(built_workspace):
+def test_a_broken_budget_refuses_the_bundle_after_writing_the_report(built_workspace):
     """Needs the whole pipeline (real steps)."""
+    bundle = sorted(built_workspace.build.glob("bundles/*/*"))
+    before = tree_digest(built_workspace.build / "bundles")
+    report = next(built_workspace.build.glob("reports/*/*/report.md"))
+    report.unlink()
     built_workspace.edit_spec("budgets: {max_size_kb: 64,", "budgets: {max_size_kb: 1,")
-    run = modelmake_build(built_workspace, "--continue")
+    run = modelmake_build(built_workspace)
     assert run.returncode == errors.BudgetExceeded.exit_code, run.describe()
-    failed = failure_records(built_workspace)
-    assert failed and {f["exit_code"] for f in failed} == {errors.BudgetExceeded.exit_code}
-    assert all(f["task"].startswith("evaluate:") and "max_size_kb" in f["message"] for f in failed)
-    assert f"{failed[0]['task']} failed (exit {errors.BudgetExceeded.exit_code})" in run.stderr
+    [failed] = failure_records(built_workspace)
+    assert failed["exit_code"] == errors.BudgetExceeded.exit_code and failed["task"].startswith("package:")
+    assert "the bundle is not packaged" in failed["message"] and "over its max_size_kb of 1 (+" in failed["message"]
+    assert f"{failed['task']} failed (exit {errors.BudgetExceeded.exit_code})" in run.stderr
+    # The report says what failed, and the bundle of the last good build is as it was.
+    assert "max_size_kb" in report.read_text(encoding="utf-8")
+    assert sorted(built_workspace.build.glob("bundles/*/*")) == bundle and tree_digest(built_workspace.build / "bundles") == before
 
     # doit itself can only say that a task failed
     assert built_workspace.doit(ok=False).returncode == 1

@@ -1,7 +1,7 @@
 """The repository's example workspace built end to end, its figures checked against an independent recount.
 
 One `doit` builds a copy of the example (two trained models, about thirty
-artifacts across five chipset profiles).  The tests then load every artifact
+artifacts across six chipset profiles).  The tests then load every artifact
 with the runtimes themselves (LiteRT, ONNX Runtime, coremltools), feed them
 the evaluation data as models.yaml declares it (the recipe's
 load_data('test'), times the declared scale), count top-1 themselves and

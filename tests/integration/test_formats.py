@@ -54,9 +54,8 @@ def test_an_op_qnn_lacks_fails_a_target_that_requires_full_coverage_and_names_it
         extra_op="Erf",
     )
     run = workspace.doit(ok=False)
-    task = f"evaluate:{MODEL}.fp32.onnx@npu-phone"
     output = _failure(run)
-    assert f"TaskFailed - taskid:{task}" in output, run.describe()
+    assert "TaskFailed - taskid:package:formats" in output and "the bundle is not packaged" in output, run.describe()
     assert "Erf x1" in output, run.describe()
     assert "min_accelerator_coverage" in output and "qnn" in output, run.describe()
     measured = metrics(workspace, "npu-phone", f"{MODEL}.fp32.onnx")
@@ -107,7 +106,7 @@ def test_a_model_qnn_takes_whole_passes_full_coverage(fresh_workspace):
     ],
     ids=["max_size_kb", "min_cosine_similarity"],
 )
-def test_a_broken_budget_fails_the_evaluate_task_with_the_figure_and_the_limit(
+def test_a_broken_budget_fails_the_package_task_with_the_figure_and_the_limit(
     fresh_workspace, budget, limit, broken, passing, model_budgets, variants
 ):
     workspace = onnx_workspace(
@@ -115,7 +114,7 @@ def test_a_broken_budget_fails_the_evaluate_task_with_the_figure_and_the_limit(
         model_block=_model("{cpu-board: [fp32, int8]}", budgets=model_budgets, variants=variants),
         profiles={"cpu-board": profile("cpu-board")},
     )
-    run = workspace.doit("--continue", ok=False)
+    run = workspace.doit(ok=False)
     output = _failure(run)
     metric = budget.split("_", 1)[1]
     measured = metrics(workspace, "cpu-board", f"{MODEL}.{broken}.onnx")
@@ -123,11 +122,11 @@ def test_a_broken_budget_fails_the_evaluate_task_with_the_figure_and_the_limit(
     (verdict,) = [b for b in measured["budgets"] if b["key"] == budget]
     assert verdict["passed"] is False and verdict["value"] == value and verdict["limit"] == limit
     side = "over" if budget.startswith("max") else "under"
-    expected = f"{MODEL}.{broken}.onnx@cpu-board breaks its budget: {metric} is {value:.4g}, {side} its {budget} of {limit:g}"
-    assert f"TaskFailed - taskid:evaluate:{MODEL}.{broken}.onnx@cpu-board" in output, run.describe()
+    expected = f"- {MODEL}.{broken}.onnx@cpu-board: over budget: {metric} is {value:.4g}, {side} its {budget} of {limit:g} ("
+    assert "TaskFailed - taskid:package:formats" in output and "the bundle is not packaged: 1 problem" in output, run.describe()
     assert expected in output, run.describe()
     print(f"\n{MODEL}.{broken}.onnx@cpu-board: {metric} {value:.6g} against {budget} {limit:g}")
-    # --continue: the artifact within its budgets is measured and passes; no bundle comes of a failed build.
+    # The artifact within its budgets is measured and passes; no bundle comes of a failed build.
     assert f"evaluate:{MODEL}.{passing}.onnx@cpu-board" in run.executed
     assert all(v["passed"] for v in metrics(workspace, "cpu-board", f"{MODEL}.{passing}.onnx")["budgets"])
     assert not (workspace.build / "bundles" / "formats").exists()
@@ -150,9 +149,8 @@ def test_a_selecting_target_ships_the_first_variant_within_budget_and_says_why_t
     int8 = metrics(workspace, "npu-phone", f"{MODEL}.int8.onnx")
     print(f"\nnpu-phone sizes: fp32 {fp32['metrics']['size_kb']:.1f} KiB, int8 {int8['metrics']['size_kb']:.1f} KiB, limit 50 KiB")
     assert int8["metrics"]["size_kb"] < 50 < fp32["metrics"]["size_kb"]
-    # Over budget is not a failure for a selecting target: evaluate says it is a candidate.
     assert f"evaluate:{MODEL}.fp32.onnx@npu-phone" in run.executed
-    assert "a candidate for selection" in run.output
+    assert f"{MODEL}.fp32.onnx@npu-phone: " in run.output and "OVER BUDGET: size_kb is" in run.output
 
     assert bundle_files(workspace) == [f"cpu-board/{MODEL}.fp32.onnx", f"npu-phone/{MODEL}.int8.onnx"]
     with zipfile.ZipFile(workspace.build / "bundles" / "formats" / "formats-1.0.0-android.zip") as archive:
@@ -164,7 +162,7 @@ def test_a_selecting_target_ships_the_first_variant_within_budget_and_says_why_t
 
     rows = report_rows(report(workspace), MODEL, "npu-phone")
     size = fp32["metrics"]["size_kb"]
-    assert f"dropped: over budget: size_kb is {size:.4g}, over its max_size_kb of 50 (+{size / 50 - 1:.0%})" in rows["fp32"], rows["fp32"]
+    assert f"dropped: over budget: size_kb is {size:.4g}, over its max_size_kb of 50 (+" in rows["fp32"], rows["fp32"]
     assert rows["int8"].rstrip(" |").endswith("shipped"), rows["int8"]
     (cpu_row,) = report_rows(report(workspace), MODEL, "cpu-board").values()
     assert cpu_row.rstrip(" |").endswith("shipped")
@@ -179,10 +177,10 @@ def test_a_selecting_target_with_no_passing_variant_fails_the_package_task_namin
     run = workspace.doit(ok=False)
     output = _failure(run)
     assert "package:formats" in output, run.describe()
-    assert f"no variant of {MODEL} for npu-phone passes its budgets" in output, run.describe()
+    assert f"no variant of {MODEL} for npu-phone passes: " in output, run.describe()
     for variant in ("fp32", "int8"):
         size = metrics(workspace, "npu-phone", f"{MODEL}.{variant}.onnx")["metrics"]["size_kb"]
-        assert f"{variant}: over budget: size_kb {size:.4g} breaks max_size_kb 5" in output, run.describe()
+        assert f"{variant}: over budget: size_kb is {size:.4g}, over its max_size_kb of 5 (+" in output, run.describe()
     assert not (workspace.build / "bundles" / "formats" / "1.0.0").exists()
 
 
@@ -214,9 +212,9 @@ def test_conditions_are_measured_reported_and_budgeted(fresh_workspace):
     workspace.edit_spec("variants: {fp32: {}}", f"variants: {{fp32: {{}}}}\n    budgets: {{min_top1_dim: {limit}}}")
     run = workspace.doit(ok=False)
     output = _failure(run)
-    expected = f"{MODEL}.fp32.onnx@cpu-board breaks its budget: top1_dim is {dim:.4g}, under its min_top1_dim of {limit:g}"
+    expected = f"{MODEL}.fp32.onnx@cpu-board: over budget: top1_dim is {dim:.4g}, under its min_top1_dim of {limit:g} (-"
     assert expected in output, run.describe()
-    assert run.executed == {f"evaluate:{MODEL}.fp32.onnx@cpu-board"}, run.describe()
+    assert run.executed == {f"evaluate:{MODEL}.fp32.onnx@cpu-board", "report:formats", "package:formats"}, run.describe()
 
 
 def test_selection_among_tflite_variants_of_a_trained_model(built_workspace):
@@ -243,7 +241,5 @@ def test_selection_among_tflite_variants_of_a_trained_model(built_workspace):
     assert "digits.fp32.tflite@android-arm64-cpu" in variants
     rows = report_rows(report(workspace, bundle, version), "digits", "pixel-8")
     assert sorted(rows) == ["fp32", "int8"]
-    excess = f"{sizes['fp32'] / limit - 1:+.0%}"
-    expected = f"dropped: over budget: size_kb is {sizes['fp32']:.4g}, over its max_size_kb of {limit:g} ({excess})"
-    assert expected in rows["fp32"], rows["fp32"]
+    assert f"dropped: over budget: size_kb is {sizes['fp32']:.4g}, over its max_size_kb of {limit:g} (+" in rows["fp32"], rows["fp32"]
     assert rows["int8"].rstrip(" |").endswith("shipped"), rows["int8"]

@@ -1094,16 +1094,16 @@ def test_a_precision_the_target_cannot_run_in_a_prefer_list(tmp_path):
         pytest.param(
             "{prefers: [int8]}",
             [
-                "models.yaml:20:7: models -> digits -> targets -> snapdragon-8-gen-3: missing required key 'prefer'",
                 "models.yaml:20:28: models -> digits -> targets -> snapdragon-8-gen-3 -> prefers: "
-                "unknown key 'prefers'; did you mean 'prefer'? allowed keys: prefer, select",
+                "unknown key 'prefers'; did you mean 'prefer'? allowed keys: formats, prefer, select, variants",
             ],
             id="misspelt-prefer",
         ),
         pytest.param(
             "int8",
             ["models.yaml:20:27: models -> digits -> targets -> snapdragon-8-gen-3: 'int8' is not valid: "
-             "expected a list of variants to build, or {prefer: [variants...], select: first_passing} to ship one"],
+             "expected a list of variants to build, or a mapping: {variants: [...]} to build each or "
+             "{prefer: [...], select: first_passing} to ship one, with formats: [...] to build only some of the target's formats"],
             id="not-a-list",
         ),
         pytest.param(
@@ -1241,9 +1241,13 @@ RELEASE_NEEDS_DATA_KEY = (
 )
 
 
+# The variables the env: keys below name; the keys are read only when a bundle is signed or encrypted.
+KEY_VARIABLES = {"K": "key", "MODELMAKE_SIGNING_KEY": "signing key", "MODELMAKE_DATA_KEY": "data key"}
+
+
 def bundle_with(tmp_path, lines: str, environ=None):
     spec = edit(VALID_SPEC, ('  version: "1.4.0"\n', '  version: "1.4.0"\n' + lines))
-    return load_plan(make_workspace(tmp_path, spec), environ={} if environ is None else environ).bundle
+    return load_plan(make_workspace(tmp_path, spec), environ=KEY_VARIABLES | (environ or {})).bundle
 
 
 def test_keys_and_encryption_are_carried_into_the_plan(tmp_path):
@@ -1275,6 +1279,18 @@ def test_a_release_build_is_asked_for_in_the_spec_or_the_environment(tmp_path, l
     assert bundle_with(tmp_path, lines, environ).release is release
 
 
+def test_an_env_key_whose_variable_is_unset_or_empty_is_reported_at_it(tmp_path):
+    keys = "  signing: {key: env:ACME_SIGNING_KEY}\n  encryption: {key: env:ACME_DATA_KEY}\n"
+    problems = problems_for(tmp_path, ('  version: "1.4.0"\n', '  version: "1.4.0"\n' + keys), environ={"ACME_DATA_KEY": " \n"})
+
+    assert problems == [
+        "models.yaml:5:18: bundle -> signing -> key: the environment variable ACME_SIGNING_KEY is not set: export the key in it "
+        "(in CI, from a secret), or use a key file: key: file:keys/signing.pem (`modelmake keygen` makes one)",
+        "models.yaml:6:21: bundle -> encryption -> key: the environment variable ACME_DATA_KEY is set but empty: export the key "
+        "in it (in CI, from a secret), or use a key file: key: file:keys/data.key (`modelmake keygen` makes one)",
+    ]
+
+
 def test_a_release_build_with_both_keys_compiles(tmp_path):
     keys = "  signing: {key: file:keys/release.pem}\n  encryption: {key: env:MODELMAKE_DATA_KEY}\n"
     bundle = bundle_with(tmp_path, keys, {"MODELMAKE_RELEASE": "1"})
@@ -1298,7 +1314,9 @@ def test_a_release_build_from_the_spec_without_a_signing_key(tmp_path):
 
 
 def test_a_release_build_with_the_development_data_key(tmp_path):
-    problems = problems_for(tmp_path, ('  version: "1.4.0"\n', SIGNING_KEY + "  encryption: {}\n"), environ={"MODELMAKE_RELEASE": "1"})
+    problems = problems_for(
+        tmp_path, ('  version: "1.4.0"\n', SIGNING_KEY + "  encryption: {}\n"), environ=KEY_VARIABLES | {"MODELMAKE_RELEASE": "1"}
+    )
 
     assert problems == [f"models.yaml:6:15: bundle -> encryption: {RELEASE_NEEDS_DATA_KEY}"]
 
@@ -1356,7 +1374,7 @@ def test_load_plan_reads_modelmake_release_from_os_environ_by_default(tmp_path, 
     ],
 )
 def test_a_bad_signing_or_encryption_section(tmp_path, lines, expected):
-    assert problems_for(tmp_path, ('  version: "1.4.0"\n', '  version: "1.4.0"\n' + lines)) == [expected]
+    assert problems_for(tmp_path, ('  version: "1.4.0"\n', '  version: "1.4.0"\n' + lines), environ=KEY_VARIABLES) == [expected]
 
 
 # ------------------------------------------------------------------ quantized share

@@ -30,6 +30,9 @@ RECIPE = textwrap.dedent(
         if split == "abort":
             import os
             os.abort()
+        if split == "exit":
+            import sys
+            sys.exit(0)
         if split == "wrong":
             return np.zeros((4, 2), np.float32)
         return np.arange(24, dtype=np.float32).reshape(6, 4), np.arange(6, dtype=np.int64)
@@ -48,6 +51,14 @@ def workspace(tmp_path, monkeypatch):
 
 def _job(split: str) -> DataJob:
     return DataJob(Dataset(role="evaluation", path="recipe.py", from_recipe=True, function="load_data", split=split), f"out/{split}.npz")
+
+
+def test_a_recipe_that_exits_fails_its_task_and_writes_nothing(workspace):
+    result = run_step("data.materialize", "data:m.evaluation", _job("exit"))
+    assert isinstance(result, TaskFailed)
+    assert "recipe recipe.py: load_data('exit') called sys.exit(0): a recipe must return its result" in str(result)
+    assert not (workspace / "out").exists()
+    assert json.loads((workspace / layout.failure_record("data:m.evaluation")).read_text())["exit_code"] == errors.StepError.exit_code
 
 
 def test_a_segfault_fails_the_task_with_the_signal_and_the_next_task_gets_a_fresh_worker(workspace, capsys):
