@@ -80,7 +80,7 @@ def _budget_lines(model: ModelView, key: str) -> list[tuple[float, str]]:
     for limit, on in limits.items():
         others = [t for t in targets if t not in on]
         where = "" if not others else f" ({', '.join(on)})" if len(on) <= len(others) else f" (all but {', '.join(others)})"
-        lines.append((limit, f"{key} {number(limit)}{where}"))
+        lines.append((limit, f"{key} {limit:g}{where}"))  # as the spec writes it: 0.999999 stays
     return lines
 
 

@@ -69,7 +69,7 @@ def broken_budget(verdict: dict, coverage: dict | None) -> str:
     """One broken budget in words: the figure, the limit, by how much, and what to do where that is known."""
     limit, value = verdict["limit"], verdict["value"]
     side = "over" if verdict["bound"] == "max" else "under"
-    text = f"{verdict['metric']} is {figure(value)}, {side} its {verdict['key']} of {figure(limit)}"
+    text = f"{verdict['metric']} is {figure(value)}, {side} its {verdict['key']} of {limit:g}"
     if limit:
         text += f" ({(value - limit) / abs(limit):+.0%})"
     if verdict["metric"] == metrics.ACCELERATOR_COVERAGE and coverage and coverage["fallback"]:

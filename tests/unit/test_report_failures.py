@@ -67,6 +67,8 @@ def test_a_packaged_build_says_so_and_has_no_failure_section(tmp_path):
 def test_large_figures_are_written_in_full_in_budget_verdicts():
     verdict = {"metric": "size_kb", "value": 12527.0, "limit": 4000.0, "key": "max_size_kb", "bound": "max"}
     assert broken_budget(verdict, None) == "size_kb is 12527, over its max_size_kb of 4000 (+213%)"
+    tight = {"metric": "cosine_similarity", "value": 0.9998, "limit": 0.999999, "key": "min_cosine_similarity", "bound": "min"}
+    assert broken_budget(tight, None) == "cosine_similarity is 0.9998, under its min_cosine_similarity of 0.999999 (-0%)"
 
 
 def test_latency_below_a_millisecond_prints_in_microseconds(tmp_path):
