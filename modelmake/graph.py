@@ -532,7 +532,7 @@ def package_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict, spec:
 def report_task(plan: BuildPlan):
     inputs = _bundle_inputs(plan)
     out_dir = layout.report_dir(plan.bundle.name, plan.bundle.version)
-    targets = [f"{out_dir}/report.md", f"{out_dir}/size_vs_accuracy.png", f"{out_dir}/per_target.png"]
+    targets = [f"{out_dir}/{name}" for name in ("report.md", "report.html", "size_vs_accuracy.png", "per_target.png")]
     return _task(
         "report",
         plan.bundle.name,

@@ -60,11 +60,16 @@ def record_not_evaluated(job: EvaluateJob, reason: str, exit_code: int, *, conve
     ).write(job.out)
 
 
+def figure(value: float) -> str:
+    """A figure as people write it: 12527, 51.79, 0.005, never 1.253e+04."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def broken_budget(verdict: dict, coverage: dict | None) -> str:
     """One broken budget in words: the figure, the limit, by how much, and what to do where that is known."""
     limit, value = verdict["limit"], verdict["value"]
     side = "over" if verdict["bound"] == "max" else "under"
-    text = f"{verdict['metric']} is {value:.4g}, {side} its {verdict['key']} of {limit:g}"
+    text = f"{verdict['metric']} is {figure(value)}, {side} its {verdict['key']} of {limit:g}"
     if limit:
         text += f" ({(value - limit) / abs(limit):+.0%})"
     if verdict["metric"] == metrics.ACCELERATOR_COVERAGE and coverage and coverage["fallback"]:

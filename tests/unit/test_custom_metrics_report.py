@@ -27,10 +27,10 @@ def test_custom_figures_have_a_column_each(tmp_path):
     report.report(ReportJob(BundleInputs(bundle, {}, (classifier, regression)), str(tmp_path / "out")))
     lines = (tmp_path / "out" / "report.md").read_text(encoding="utf-8").splitlines()
     header = lines[lines.index("## gauge (tensor output)") + 2]
-    assert "| cosine | SNR (dB) | max abs error | hit_rate | mean_error | latency (ms) |" in header
+    assert "| cosine | SNR (dB) | max abs error | hit_rate | mean_error | latency |" in header
     assert "| 0.99000 | 37.4 | 0.03 | 0.6953 | 0.0368 |" in lines[lines.index("## gauge (tensor output)") + 4]
     assert "| gauge | tensor | hit_rate 0.7000, mean_error 0.0350 | 10 |" in lines
     classifier_header = next(line for line in lines if line.startswith("| model | target |"))
-    assert "| top-1 agreement | recall | latency (ms) |" in classifier_header
+    assert "| top-1 agreement | recall | latency |" in classifier_header
     # A figure the recipe did not give this artifact is shown as absent, not as a number.
     assert next(line for line in lines if line.startswith("| digits |")).split(" | ")[11] == "—"

@@ -72,7 +72,7 @@ def test_the_report_shows_each_models_own_figures(tmp_path):
     mask_header = lines[lines.index("## blobs (mask output)") + 2]
     assert mask_header == (
         "| target | format | variant | precision | size (KiB) | mean IoU | pixel accuracy | IoU drop (points) | mask agreement | "
-        "cosine | SNR (dB) | max abs error | latency (ms) | accelerator coverage | budgets | bundle |"
+        "cosine | SNR (dB) | max abs error | latency | accelerator coverage | budgets | bundle |"
     )
     mask_row = lines[lines.index("## blobs (mask output)") + 4]
     assert "| 0.9000 | 0.9600 | +1.00 | 0.9900 | 0.99800 | 41.5 | 0.01 |" in mask_row

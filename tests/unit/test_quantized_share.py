@@ -13,7 +13,8 @@ from modelmake.errors import StepError
 from modelmake.formats.onnx import runtime as onnx_runtime
 from modelmake.kinds import Precision
 from modelmake.plan import Budget, FormatSupport, OutputSpec
-from modelmake.steps import evaluate, report
+from modelmake.report.views import precision_cell
+from modelmake.steps import evaluate
 from modelmake.steps._arrays import write_npz
 from modelmake.steps._selection import broken_budgets
 
@@ -208,7 +209,7 @@ def test_the_report_flags_a_quantized_label_on_mostly_float_weights():
             not_measured={}, coverage=None, structure=None, source=None, budgets=[], tools={}, latency_host=None,
         )
 
-    assert report._precision_cell("int8", measured(0.04)) == "int8 **(mostly float: int8 label, 4% of weights int8)**"
-    assert report._precision_cell("fp16", measured(0.3)) == "fp16 **(mostly float: fp16 label, 30% of weights fp16)**"
-    assert report._precision_cell("int8", measured(0.97)) == "int8"
-    assert report._precision_cell("fp32", measured(None)) == "fp32"
+    assert precision_cell("int8", measured(0.04)) == "int8 **(mostly float: int8 label, 4% of weights int8)**"
+    assert precision_cell("fp16", measured(0.3)) == "fp16 **(mostly float: fp16 label, 30% of weights fp16)**"
+    assert precision_cell("int8", measured(0.97)) == "int8"
+    assert precision_cell("fp32", measured(None)) == "fp32"
