@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import layout
-from ..errors import ModelmakeError, StepError, exit_code_for
+from ..errors import WRITE_REFUSED, ModelmakeError, StepError, exit_code_for, output_error
 from . import worker
 
 
@@ -45,6 +45,13 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False):
             function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
             with output_captured_in(Path(log)):
                 summary = function(job)
+    except OSError as error:
+        if error.errno not in WRITE_REFUSED:
+            _record_failure(task_name, error, log)
+            raise
+        refused = output_error(error)
+        _record_failure(task_name, refused, log)
+        return TaskFailed(str(refused))
     except ModelmakeError as error:
         if record_failures:
             from ._selection import record_failure
