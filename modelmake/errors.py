@@ -148,9 +148,10 @@ WRITE_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES
 def output_error(error: OSError) -> OutputError:
     """The message for a refused write: what, where, and what to do."""
     where = f" {error.filename}" if error.filename else ""
+    then = "then run again; earlier outputs are intact"
     if error.errno in (errno.EACCES, errno.EPERM):
-        return OutputError(f"not permitted to use{where} ({error.strerror}): fix its permissions, then run again; earlier outputs are intact")
-    return OutputError(f"cannot write{where} ({error.strerror}): free space or make it writable, then run again; earlier outputs are intact")
+        return OutputError(f"not permitted to use{where} ({error.strerror}): fix its permissions, {then}")
+    return OutputError(f"cannot write{where} ({error.strerror}): free space or make it writable, {then}")
 
 
 def exit_codes() -> list[tuple[int, str]]:
