@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from . import layout
-from .errors import BuildInProgressError
+from .errors import BuildInProgressError, output_error
 
 LOCK = f"{layout.STATE}/build.lock"
 # doit's commands that read the state and the graph only.
@@ -42,8 +42,11 @@ def acquire(workspace: Path, args: list[str]) -> None:
     import fcntl
 
     path = workspace / LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise output_error(error) from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -13,6 +13,8 @@ exactly what went wrong; plain ``doit`` still exits 1 when a task fails.
 """
 from __future__ import annotations
 
+import errno
+
 SUCCESS = 0
 USAGE = 2  # argparse's code for a wrong command line
 BUG = 70  # EX_SOFTWARE: anything that is not a ModelmakeError
@@ -130,6 +132,26 @@ class BuildInProgressError(ModelmakeError):
 
     exit_code = 23
     meaning = "build: another build is running in this workspace (the message names its process)"
+
+
+class OutputError(ModelmakeError):
+    """The build could not write where it writes: the disk is full, or build/ is read-only or not ours."""
+
+    exit_code = 24
+    meaning = "build: an output could not be written (disk full, read-only or not permitted); earlier outputs are intact"
+
+
+# The errno values of a file system that refuses writes, which the build reports as OutputError.
+WRITE_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def output_error(error: OSError) -> OutputError:
+    """The message for a refused write: what, where, and what to do."""
+    where = f" {error.filename}" if error.filename else ""
+    then = "then run again; earlier outputs are intact"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return OutputError(f"not permitted to use{where} ({error.strerror}): fix its permissions, {then}")
+    return OutputError(f"cannot write{where} ({error.strerror}): free space or make it writable, {then}")
 
 
 def exit_codes() -> list[tuple[int, str]]:

@@ -78,5 +78,8 @@ def store(workspace: Path, tasks: list[dict], paths: list[str], variables: list[
         "signature": _signature(workspace, paths, variables),
         "tasks": tasks,
     }
-    with atomic_output(workspace / CACHE, durable=False) as handle:
-        pickle.dump(cached, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        with atomic_output(workspace / CACHE, durable=False) as handle:
+            pickle.dump(cached, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError:
+        pass  # a full or read-only build/: the graph is made from the spec again next time, nothing is lost

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import layout
-from ..errors import ModelmakeError, StepError, exit_code_for
+from ..errors import WRITE_REFUSED, ModelmakeError, StepError, exit_code_for, output_error
 from . import worker
 
 
-def run_step(step: str, task_name: str, job, record_failures: bool = False):
+def run_step(step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
 
     The step module is imported here, not when the graph loads, so that a
@@ -40,11 +40,18 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False):
     module_name, function_name = step.rsplit(".", 1)
     try:
         if module_name in worker.MODEL_STEPS:
-            summary = _in_worker(step, task_name, job, log)
+            summary = _in_worker(step, task_name, job, log, timeout_minutes)
         else:
             function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
             with output_captured_in(Path(log)):
                 summary = function(job)
+    except OSError as error:
+        if error.errno not in WRITE_REFUSED:
+            _record_failure(task_name, error, log)
+            raise
+        refused = output_error(error)
+        _record_failure(task_name, refused, log)
+        return TaskFailed(str(refused))
     except ModelmakeError as error:
         if record_failures:
             from ._selection import record_failure
@@ -62,11 +69,17 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False):
     return None
 
 
-def _in_worker(step: str, task_name: str, job, log: str):
+def _in_worker(step: str, task_name: str, job, log: str, timeout_minutes: float | None):
+    timeout = worker.STEP_TIMEOUT_SECONDS if timeout_minutes is None else timeout_minutes * 60
+    kind = step.split(".", 1)[0]
     try:
-        return worker.run(step, job, log)
+        return worker.run(step, job, log, timeout)
+    except worker.StepTimedOut as late:
+        raise StepError(
+            f"{task_name}: {_tool(kind, job)} {late} while {_doing(kind, task_name, job)} and was stopped; "
+            "if it is stuck (a recipe in an endless loop), fix it; if it needs longer, raise the model's timeout_minutes"
+        ) from None
     except worker.WorkerCrashed as crash:
-        kind = step.split(".", 1)[0]
         raise StepError(
             f"{task_name}: {_tool(kind, job)} crashed ({crash}) while {_doing(kind, task_name, job)}; "
             f"the Python stack at the crash is in the log. {_ADVICE.get(kind, _ADVICE['source'])}"

@@ -36,7 +36,18 @@ MODEL_STEPS = frozenset({"source", "data", "reference", "convert", "evaluate"})
 
 # How often an idle or busy worker checks that the doit process that started it is still there.
 _PARENT_POLL_SECONDS = 0.5
+# Far beyond any real conversion or training recipe on a laptop, short of a CI job's limit: a step in an endless loop
+# fails rather than hangs the build (a model's timeout_minutes in models.yaml sets another limit).
+STEP_TIMEOUT_SECONDS = 45 * 60
 _EXIT_GRACE_SECONDS = 5  # how long a worker told to stop may take to exit on its own
+
+
+class StepTimedOut(Exception):
+    """The step ran longer than its time limit; the worker was killed."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        super().__init__(f"ran longer than {seconds / 60:g} minutes")
 
 
 class WorkerCrashed(Exception):
@@ -71,8 +82,10 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
-def run(step: str, job, log: str):
+def run(step: str, job, log: str, timeout: float = STEP_TIMEOUT_SECONDS):
     """Run ``modelmake.steps.<step>(job)`` in this process's worker, its output going to ``log``; returns the step's summary.
+
+    A step still running after ``timeout`` seconds is killed with its worker (StepTimedOut).
 
     A ModelmakeError raised by the step is raised here with its type and
     message; any other exception is raised with the worker's traceback as its
@@ -88,10 +101,10 @@ def run(step: str, job, log: str):
             atexit.register(shutdown)
         worker = _worker
         try:
-            return worker.run(step, job, log)
+            return worker.run(step, job, log, timeout)
         except BaseException as error:
-            # A crash, or an interrupt while the step runs: the worker's state is unknown, the next step gets a new one.
-            if isinstance(error, WorkerCrashed) or not isinstance(error, Exception):
+            # A crash, a timeout, or an interrupt while the step runs: the worker's state is unknown, the next step gets a new one.
+            if isinstance(error, (WorkerCrashed, StepTimedOut)) or not isinstance(error, Exception):
                 worker.stop()
                 _worker = None
             raise
@@ -123,9 +136,14 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    def run(self, step: str, job, log: str):
+    def run(self, step: str, job, log: str, timeout: float):
         try:
             self.connection.send((step, job, log, os.getcwd()))
+            if not self.connection.poll(timeout):
+                # A step that never returns (a recipe in an endless loop) is stopped where it is.
+                self.process.kill()
+                self.process.join()
+                raise StepTimedOut(timeout)
             reply = self.connection.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError):
             self.process.join(timeout=10)

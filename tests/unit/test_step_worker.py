@@ -30,6 +30,9 @@ RECIPE = textwrap.dedent(
         if split == "abort":
             import os
             os.abort()
+        if split == "loop":
+            while True:
+                pass
         if split == "exit":
             import sys
             sys.exit(0)
@@ -59,6 +62,16 @@ def test_a_recipe_that_exits_fails_its_task_and_writes_nothing(workspace):
     assert "recipe recipe.py: load_data('exit') called sys.exit(0): a recipe must return its result" in str(result)
     assert not (workspace / "out").exists()
     assert json.loads((workspace / layout.failure_record("data:m.evaluation")).read_text())["exit_code"] == errors.StepError.exit_code
+
+
+def test_a_step_in_an_endless_loop_is_stopped_at_its_time_limit_and_the_next_task_gets_a_fresh_worker(workspace):
+    result = run_step("data.materialize", "data:m.evaluation", _job("loop"), timeout_minutes=0.02)
+    assert isinstance(result, TaskFailed)
+    assert (
+        "data:m.evaluation: the data step ran longer than 0.02 minutes while materializing the data set m.evaluation and was "
+        "stopped; if it is stuck (a recipe in an endless loop), fix it; if it needs longer, raise the model's timeout_minutes"
+    ) in str(result)
+    assert run_step("data.materialize", "data:m.test", _job("test")) is None
 
 
 def test_a_segfault_fails_the_task_with_the_signal_and_the_next_task_gets_a_fresh_worker(workspace, capsys):
