@@ -7,6 +7,7 @@ steps); Kotlin and Swift ports follow the same modules:
     trust.py     the persisted highest index version            step 8
     offer.py     buckets, rollout, A/B arms, variant choice     step 9
     download.py  capped, resumable, verified download           steps 1 and 10
+    transport.py the deadline and minimum rate; http(s) only    client limits
     install.py   decryption and the atomic install              steps 11 and 12
 
     client = Client(base_url="https://models.example.com/acme-vision/", cache_dir=..., state_dir=...,
@@ -21,7 +22,6 @@ from __future__ import annotations
 import enum
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +91,6 @@ class Client:
         state_dir: Path | None = None,
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
-        opener: urllib.request.OpenerDirector | None = None,
     ):
         """``trusted_keys`` are P-256 public keys (PEM or key objects); ``data_key`` the bundle's raw 32-byte key.
 
@@ -113,7 +112,7 @@ class Client:
         self._clock = clock
         self._store = ModelStore(Path(cache_dir))
         self._trust = TrustStore(Path(state_dir or cache_dir) / f"trust-{safe_name(repository, 'repository')}.json")
-        self._http = Downloader(limits, opener=opener)
+        self._http = Downloader(limits)
 
     def installed(self, model: str) -> InstalledModel | None:
         return self._store.current(model)

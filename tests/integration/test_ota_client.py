@@ -400,3 +400,88 @@ def test_an_update_installs_the_chipset_variant_and_offers_nothing_to_a_device_w
     nothing = repo.client(data_key=None, cache_dir=repo.tmp / "iphone").update(iphone, "digits")
     assert (nothing.status, nothing.installed) == (UpdateStatus.NOT_OFFERED, None)
     assert "apple-a17 needs OS 17.0" in nothing.reason
+
+
+# --- hostile servers: every one ends in an UpdateError, soon, with the installed model current ---
+
+FAST = dict(timeout=0.3, backoff=0, attempts=2)  # periods of 0.3 s keep these tests to about a second each
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_slow_loris_index_is_cut_off_by_the_minimum_rate(repo, where):
+    client = installed_v1_then_published_v2(repo)
+    repo.server.trickle("index.json", 0.05, headers=where == "headers")  # 20 bytes/s, each byte well within the timeout
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"below the minimum rate of 1024 bytes/s"):
+        repo.client(limits=Limits(**FAST)).update(DEVICE, "digits")
+    assert time.monotonic() - started < 3  # two periods of 0.3 s, not 30 KB at 20 bytes/s
+    assert len(repo.server.requests_for("index.json")) == 3  # the first update, then two attempts
+    assert_installed(client, "1.0.0")
+
+
+def test_a_download_past_its_deadline_stops_and_the_next_update_resumes_it(repo):
+    client = installed_v1_then_published_v2(repo)
+    blob = repo.blob("2.0.0")
+    repo.server.trickle(blob, 0.002)  # fast enough for any minimum rate of 0 but slower than the deadline allows
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"did not download within the deadline of 0.4 s"):
+        repo.client(limits=Limits(**FAST, deadline=0.4, min_rate=0)).update(DEVICE, "digits")
+    assert time.monotonic() - started < 2
+    assert_installed(client, "1.0.0")
+    repo.server.clear()
+    assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
+    resumed = repo.server.requests_for(blob)[-1]
+    assert resumed.status == 206 and resumed.range.startswith("bytes=")  # the bytes it got before the deadline are kept
+    assert_installed(client, "2.0.0")
+
+
+def test_a_server_that_sends_nothing_is_a_download_error_after_the_timeout(repo):
+    client = installed_v1_then_published_v2(repo)
+    repo.server.trickle("index.json", 5.0, headers=True)  # the first byte, then silence
+    with pytest.raises(DownloadError, match=r"the server sent nothing for 0.3 s"):
+        repo.client(limits=Limits(**FAST, min_rate=0)).update(DEVICE, "digits")
+    assert_installed(client, "1.0.0")
+
+
+def nested(depth: int):
+    return [nested(depth - 1)] if depth else []
+
+
+@pytest.mark.parametrize("forge, message", [
+    (lambda index: b"[" * 100_000 + b"]" * 100_000, "index.json nests arrays and objects more than 32 deep"),
+    (lambda index: b'{"payload": ' + b"{" * 50_000, "index.json nests arrays and objects more than 32 deep"),
+    (lambda index: sign_index({**read_unverified(index), "extra": nested(40)}, SIGNING_KEY),
+     "the signed payload of index.json nests arrays and objects more than 32 deep"),
+], ids=["deep-envelope", "deep-unterminated", "deep-signed-payload"])
+def test_a_deeply_nested_index_is_an_index_format_error(repo, forge, message):
+    client = installed_v1_then_published_v2(repo)
+    repo.server.serve("index.json", forge(repo.index()))
+    with pytest.raises(IndexFormatError) as refused:
+        client.update(DEVICE, "digits")
+    assert str(refused.value).startswith(message + ". The installed model, if any, is unchanged")
+    assert_installed(client, "1.0.0")
+
+
+@pytest.mark.parametrize("location", ["ftp://127.0.0.1/index.json", "file:///etc/passwd", "data:,{}"])
+def test_a_redirect_away_from_http_is_refused(repo, location):
+    client = installed_v1_then_published_v2(repo)
+    repo.server.redirect("index.json", location)
+    with pytest.raises(DownloadError) as refused:
+        client.update(DEVICE, "digits")
+    assert str(refused.value).startswith(f"{repo.server.url}index.json redirects to {location}, "
+                                         "which is not an http:// or https:// URL.")
+    assert len(repo.server.requests_for("index.json")) == 2  # refused at once, not retried
+    assert_installed(client, "1.0.0")
+
+
+def test_a_redirect_to_another_http_url_is_followed_within_the_same_deadline(repo):
+    client = installed_v1_then_published_v2(repo)
+    blob = repo.blob("2.0.0")
+    repo.server.serve("mirror/blob", (repo.server.root / blob).read_bytes())
+    repo.server.redirect(blob, f"{repo.server.url}mirror/blob", status=307)
+    assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
+    assert_installed(client, "2.0.0")
+    repo.server.clear()
+    repo.server.redirect("index.json", "index.json")  # a redirect loop
+    with pytest.raises(DownloadError):
+        client.update(DEVICE, "digits")

@@ -2,8 +2,11 @@
 
 ``RepositoryServer`` serves a directory the way a static host or CDN does (200, or 206
 for ``Range: bytes=n-``) and can misbehave on purpose, per path: drop the connection
-after some bytes, ignore Range, serve other bytes, send bytes without end, or announce a
-false Content-Length. It records every request so tests can see what the client asked.
+after some bytes, ignore Range, serve other bytes, send bytes without end, announce a
+false Content-Length, trickle the answer a byte at a time (a slow-loris, in the headers
+or in the body), or redirect elsewhere. It records every request so tests can see what
+the client asked. It listens on 127.0.0.1 only, and every misbehaviour is bounded in
+bytes and time, so a client that never hangs up cannot keep a test running.
 
 ``make_bundle`` writes a bundle directory as the package step leaves it (a manifest and
 model files, encrypted when asked), which ``modelmake.repository.publish.publish`` reads.
@@ -14,6 +17,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +33,7 @@ SIGNING_KEY = keys.generate_signing_key()
 GENERIC = "android-arm64-cpu"
 TARGETS: dict[str, dict] = {GENERIC: {"platform": "android", "chipsets": [], "min_os_version": None}}
 ENDLESS_CAP = 64 << 20  # an "endless" body stops here, in case a client never hangs up
+TRICKLE_CAP = 10.0  # seconds: a trickle stops here, in case a client never hangs up
 
 
 # --- models ------------------------------------------------------------------------------
@@ -131,6 +136,8 @@ class _Faults:
     content: dict[str, bytes] = field(default_factory=dict)
     endless: set[str] = field(default_factory=set)
     content_length: dict[str, int] = field(default_factory=dict)
+    trickle: dict[str, tuple[float, bool]] = field(default_factory=dict)  # path -> (seconds per byte, from the status line)
+    redirect: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (status, Location)
 
 
 class RepositoryServer:
@@ -170,6 +177,14 @@ class RepositoryServer:
     def announce_length(self, path: str, length: int) -> None:
         self.faults.content_length[path] = length
 
+    def trickle(self, path: str, interval: float, *, headers: bool = False) -> None:
+        """Send the answer one byte every ``interval`` seconds: the body only, or (``headers``) from the status line on."""
+        self.faults.trickle[path] = (interval, headers)
+
+    def redirect(self, path: str, location: str, *, status: int = 302) -> None:
+        """Answer ``path`` with a redirect to ``location`` (any URL: another path, scheme or host)."""
+        self.faults.redirect[path] = (status, location)
+
     def clear(self) -> None:
         self.faults = _Faults()
 
@@ -182,6 +197,9 @@ def _handler(server: RepositoryServer):
         def do_GET(self) -> None:
             path = urlsplit(self.path).path.lstrip("/")
             faults = server.faults
+            if path in faults.redirect:
+                status, location = faults.redirect[path]
+                return self._answer(path, status, {"Location": location, "Content-Length": "0"}, b"")
             file = (server.root / path).resolve()
             if path in faults.content:
                 content = faults.content[path]
@@ -210,6 +228,8 @@ def _handler(server: RepositoryServer):
 
         def _answer(self, path: str, status: int, headers: dict[str, str], body: bytes) -> None:
             server.requests.append(Request(path, self.headers.get("Range"), status))
+            if path in server.faults.trickle:
+                return self._trickle(status, headers, body, *server.faults.trickle[path])
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -218,6 +238,23 @@ def _handler(server: RepositoryServer):
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # a client that refused the headers (an oversized Content-Length) hangs up early
+
+        def _trickle(self, status: int, headers: dict[str, str], body: bytes, interval: float, from_status_line: bool) -> None:
+            head = "".join([f"HTTP/1.0 {status} {self.responses[status][0]}\r\n",
+                            *(f"{name}: {value}\r\n" for name, value in headers.items()), "\r\n"]).encode("latin-1")
+            if not from_status_line:
+                self.wfile.write(head)
+                head = b""
+            ends = time.monotonic() + TRICKLE_CAP
+            try:
+                for byte in head + body:
+                    if time.monotonic() > ends:
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(interval)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
 
         def _send_forever(self) -> None:
             try:
