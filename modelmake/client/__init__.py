@@ -20,6 +20,7 @@ One update runs at a time per cache directory (an app serializes them, e.g. in o
 from __future__ import annotations
 
 import enum
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -91,11 +92,14 @@ class Client:
         state_dir: Path | None = None,
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         """``trusted_keys`` are P-256 public keys (PEM or key objects); ``data_key`` the bundle's raw 32-byte key.
 
         ``state_dir`` holds the trust state and defaults to ``cache_dir``; on a phone, point it
         at storage the OS never purges (Application Support, ``Context.getFilesDir()``).
+        ``ssl_context`` sets the certificates an https:// repository is checked against
+        (default: the system's).
         """
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             raise ValueError(f"base_url {base_url!r} must be an http:// or https:// URL")
@@ -112,7 +116,7 @@ class Client:
         self._clock = clock
         self._store = ModelStore(Path(cache_dir))
         self._trust = TrustStore(Path(state_dir or cache_dir) / f"trust-{safe_name(repository, 'repository')}.json")
-        self._http = Downloader(limits)
+        self._http = Downloader(limits, ssl_context=ssl_context)
 
     def installed(self, model: str) -> InstalledModel | None:
         return self._store.current(model)

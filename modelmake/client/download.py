@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import ssl
 import time
 import urllib.error
 from collections.abc import Callable
@@ -57,9 +58,10 @@ class _Retry(Exception):
 
 
 class Downloader:
-    def __init__(self, limits: Limits = Limits(), *, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, limits: Limits = Limits(), *, ssl_context: ssl.SSLContext | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         self.limits = limits
-        self._opener = build_opener()
+        self._opener = build_opener(ssl_context)
         self._sleep = sleep
 
     def fetch_index(self, url: str) -> bytes:

@@ -14,6 +14,7 @@ import functools
 import http.client
 import io
 import socket
+import ssl
 import time
 import urllib.parse
 import urllib.request
@@ -136,8 +137,12 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, ssl_context: ssl.SSLContext | None):
+        super().__init__(context=ssl_context)
+        self.ssl_context = ssl_context  # None: the system's trusted certificates, and the host name checked
+
     def https_open(self, req):
-        return self.do_open(functools.partial(_BudgetedHTTPSConnection, budget=req.budget), req)  # default TLS checks
+        return self.do_open(functools.partial(_BudgetedHTTPSConnection, budget=req.budget), req, context=self.ssl_context)
 
 
 class _RedirectHandler(urllib.request.HTTPRedirectHandler):
@@ -164,6 +169,6 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         return new
 
 
-def build_opener() -> urllib.request.OpenerDirector:
+def build_opener(ssl_context: ssl.SSLContext | None = None) -> urllib.request.OpenerDirector:
     """An opener for ``BudgetedRequest``s (proxies from the environment, as urllib's own)."""
-    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler, _RedirectHandler)
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler(ssl_context), _RedirectHandler)

@@ -110,9 +110,9 @@ def assert_installed(client: Client, version: str) -> None:
     assert run_model(installed.path) == expected_output(version)
 
 
-def installed_v1_then_published_v2(repo: Repository, **publish_v2) -> Client:
+def installed_v1_then_published_v2(repo: Repository, ssl_context=None, **publish_v2) -> Client:
     repo.publish("1.0.0")
-    client = repo.client()
+    client = repo.client(ssl_context=ssl_context)
     assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
     repo.publish("2.0.0", **publish_v2)
     return client
@@ -485,3 +485,29 @@ def test_a_redirect_to_another_http_url_is_followed_within_the_same_deadline(rep
     repo.server.redirect("index.json", "index.json")  # a redirect loop
     with pytest.raises(DownloadError):
         client.update(DEVICE, "digits")
+
+
+@pytest.fixture
+def tls_repo(tmp_path, models):
+    with RepositoryServer(tmp_path / "repository", tls=True) as server:
+        yield Repository(tmp_path, server, models)
+
+
+def test_an_https_repository_installs_and_its_slow_loris_and_downgrades_are_refused(tls_repo, tmp_path):
+    client = installed_v1_then_published_v2(tls_repo, ssl_context=tls_repo.server.client_context)
+    blob = tls_repo.blob("2.0.0")
+    with RepositoryServer(tmp_path / "repository") as plain:  # the same files over plain http
+        tls_repo.server.redirect(blob, f"{plain.url}{blob}")
+        with pytest.raises(DownloadError, match=r"redirects to http://127.0.0.1:\d+/blobs/sha256/\w+, from https:// down to plain http://"):
+            client.update(DEVICE, "digits")
+        assert plain.requests == []
+    tls_repo.server.clear()
+    tls_repo.server.trickle(blob, 0.05)
+    with pytest.raises(DownloadError, match=r"below the minimum rate of 1024 bytes/s"):
+        tls_repo.client(limits=Limits(**FAST), ssl_context=tls_repo.server.client_context).update(DEVICE, "digits")
+    assert_installed(client, "1.0.0")
+    tls_repo.server.clear()
+    with pytest.raises(DownloadError, match=r"CERTIFICATE_VERIFY_FAILED"):  # the system does not trust the certificate
+        tls_repo.client().update(DEVICE, "digits")
+    assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
+    assert_installed(client, "2.0.0")

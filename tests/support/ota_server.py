@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -141,15 +143,29 @@ class _Faults:
 
 
 class RepositoryServer:
-    """``with RepositoryServer(directory) as server:`` serves ``directory`` at ``server.url``."""
+    """``with RepositoryServer(directory) as server:`` serves ``directory`` at ``server.url``.
 
-    def __init__(self, root: Path):
+    With ``tls=True`` it serves https:// with a certificate for 127.0.0.1 that only
+    ``server.client_context`` (an ``ssl.SSLContext`` for the client) trusts.
+    """
+
+    def __init__(self, root: Path, *, tls: bool = False):
         self.root = Path(root)
         self.requests: list[Request] = []
         self.faults = _Faults()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
+        self.client_context: ssl.SSLContext | None = None
+        if tls:
+            certificate, key = _loopback_certificate()
+            with tempfile.TemporaryDirectory() as folder:  # ssl loads a chain from files only
+                (Path(folder) / "cert.pem").write_bytes(certificate)
+                (Path(folder) / "key.pem").write_bytes(key)
+                server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                server_context.load_cert_chain(Path(folder) / "cert.pem", Path(folder) / "key.pem")
+            self._httpd.socket = server_context.wrap_socket(self._httpd.socket, server_side=True)
+            self.client_context = ssl.create_default_context(cadata=certificate.decode("ascii"))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._httpd.server_address[1]}/"
 
     def __enter__(self) -> RepositoryServer:
         threading.Thread(target=self._httpd.serve_forever, args=(0.02,), name="ota-server", daemon=True).start()
@@ -190,6 +206,31 @@ class RepositoryServer:
 
     def requests_for(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
+
+
+@cache
+def _loopback_certificate() -> tuple[bytes, bytes]:
+    """A self-signed certificate for 127.0.0.1 and its key, both PEM."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
 def _handler(server: RepositoryServer):
