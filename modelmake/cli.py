@@ -7,10 +7,8 @@ exits 1 for any failed task.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
-import secrets
 import shutil
 import sys
 import traceback
@@ -19,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from . import errors
 from .bundle.manifest import ENCRYPTED_SUFFIX
 from .errors import DecryptionError, KeyMaterialError, ModelmakeError, VerificationError, exit_code_for
+from .staging import staged_files
 
 SCAFFOLD = Path(__file__).parent / "scaffold"
 SCHEMA_DIR = Path(__file__).parent / "schema"
@@ -272,22 +271,17 @@ def cmd_decrypt(args) -> int:
             wanted = sorted(encrypted)
         slice_part = f"-{manifest['slice']}" if "slice" in manifest else ""
         out = Path(args.out) if args.out else Path(f"{manifest['bundle']}-{manifest['version']}{slice_part}-decrypted")
-        targets = {path: out.joinpath(*_safe_relative(_plaintext_path(path)).parts) for path in wanted}
-        # Everything is decrypted and checked under temporary names first, so a failure leaves no plaintext.
-        pending: list[tuple[Path, Path]] = []
+        relative = {path: _safe_relative(_plaintext_path(path)).parts for path in wanted}
+        targets = {path: out.joinpath(*parts) for path, parts in relative.items()}
+        # Everything is decrypted and checked in one staging directory under --out first, so a failure leaves no
+        # plaintext; a killed run leaves it only there, where the next run into --out removes it.
         try:
-            for path in wanted:
-                target = targets[path]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
-                pending.append((temporary, target))
-                _decrypt_one(directory, manifest, encrypted[path], data_key, temporary)
-            for temporary, target in pending:
-                os.replace(temporary, target)
-        finally:
-            for temporary, _ in pending:
-                with contextlib.suppress(FileNotFoundError):
-                    temporary.unlink()
+            with staged_files(out) as staging:
+                for path in wanted:
+                    _decrypt_one(directory, manifest, encrypted[path], data_key, staging.joinpath(*relative[path]))
+        except OSError as error:
+            raise ModelmakeError(f"cannot decrypt into {out}: {error.strerror or error}"
+                                 + (f" ({error.filename})" if error.filename else "")) from None
     noun = "file" if len(wanted) == 1 else "files"
     print(
         f"decrypted {len(wanted)} {noun} of {manifest['bundle']} {manifest['version']} into {out} "

@@ -7,6 +7,7 @@ steps); Kotlin and Swift ports follow the same modules:
     trust.py     the persisted highest index version            step 8
     offer.py     buckets, rollout, A/B arms, variant choice     step 9
     download.py  capped, resumable, verified download           steps 1 and 10
+    transport.py the deadline and minimum rate; http(s) only    client limits
     install.py   decryption and the atomic install              steps 11 and 12
 
     client = Client(base_url="https://models.example.com/acme-vision/", cache_dir=..., state_dir=...,
@@ -19,9 +20,9 @@ One update runs at a time per cache directory (an app serializes them, e.g. in o
 from __future__ import annotations
 
 import enum
+import ssl
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,12 +92,14 @@ class Client:
         state_dir: Path | None = None,
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
-        opener: urllib.request.OpenerDirector | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         """``trusted_keys`` are P-256 public keys (PEM or key objects); ``data_key`` the bundle's raw 32-byte key.
 
         ``state_dir`` holds the trust state and defaults to ``cache_dir``; on a phone, point it
         at storage the OS never purges (Application Support, ``Context.getFilesDir()``).
+        ``ssl_context`` sets the certificates an https:// repository is checked against
+        (default: the system's).
         """
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             raise ValueError(f"base_url {base_url!r} must be an http:// or https:// URL")
@@ -113,7 +116,7 @@ class Client:
         self._clock = clock
         self._store = ModelStore(Path(cache_dir))
         self._trust = TrustStore(Path(state_dir or cache_dir) / f"trust-{safe_name(repository, 'repository')}.json")
-        self._http = Downloader(limits, opener=opener)
+        self._http = Downloader(limits, ssl_context=ssl_context)
 
     def installed(self, model: str) -> InstalledModel | None:
         return self._store.current(model)

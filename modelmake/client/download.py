@@ -1,24 +1,29 @@
 """Fetching over HTTP(S): the capped index fetch and the resumable, verified blob download (OTA.md, step 1 and "Downloading").
 
 Every read is bounded by what the signed index (or the index limit) allows, so a hostile
-or broken server can waste at most one byte of the device's data and storage beyond it.
-Network failures are retried; a file that turns out wrong is not (the server would only
-send the same wrong bytes again).
+or broken server can waste at most one byte of the device's data and storage beyond it,
+and by time: each fetch has a deadline and a minimum rate (transport.py), so it cannot
+waste the device's time either. Network failures are retried; a file that turns out
+wrong is not (the server would only send the same wrong bytes again).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import ssl
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import BlobMismatchError, DownloadError, OversizedResponseError
+from .transport import Budget, BudgetedRequest, TooSlow, build_opener
+
+T = TypeVar("T")
 
 CHUNK = 1 << 16
 USER_AGENT = "modelmake-client/1"
@@ -28,14 +33,20 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 @dataclass(frozen=True)
 class Limits:
+    """What one update may spend on the network (OTA.md, "Client limits")."""
+
     max_index_bytes: int = 8 << 20
     attempts: int = 3  # per file, counting the first
-    timeout: float = 30.0  # seconds to connect, and between two reads; not for the whole file
+    timeout: float = 30.0  # seconds to connect, and the period over which min_rate is measured
     backoff: float = 1.0  # seconds before the second attempt, doubling for each one after
+    deadline: float = 600.0  # seconds for one file, all attempts included; a blob resumes at the next update
+    min_rate: int = 1024  # bytes per second, averaged over each period of `timeout` seconds; 0: no minimum
 
     def __post_init__(self) -> None:
-        if self.attempts < 1 or self.max_index_bytes < 1 or self.timeout <= 0 or self.backoff < 0:
-            raise ValueError(f"{self} needs attempts >= 1, max_index_bytes >= 1, timeout > 0 and backoff >= 0")
+        if (self.attempts < 1 or self.max_index_bytes < 1 or self.timeout <= 0 or self.backoff < 0
+                or self.deadline <= 0 or self.min_rate < 0):
+            raise ValueError(f"{self} needs attempts >= 1, max_index_bytes >= 1, timeout > 0, backoff >= 0, "
+                             "deadline > 0 and min_rate >= 0")
 
 
 class _Retry(Exception):
@@ -47,18 +58,18 @@ class _Retry(Exception):
 
 
 class Downloader:
-    def __init__(self, limits: Limits = Limits(), *, opener: urllib.request.OpenerDirector | None = None,
+    def __init__(self, limits: Limits = Limits(), *, ssl_context: ssl.SSLContext | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.limits = limits
-        self._opener = opener or urllib.request.build_opener()
+        self._opener = build_opener(ssl_context)
         self._sleep = sleep
 
     def fetch_index(self, url: str) -> bytes:
         """The bytes of index.json, at most ``max_index_bytes`` of them."""
         limit = self.limits.max_index_bytes
 
-        def attempt() -> bytes:
-            with self._open(url, {}) as response:
+        def attempt(budget: Budget) -> bytes:
+            with self._open(url, budget, {}) as response:
                 declared = _content_length(response)
                 if declared is not None and declared > limit:
                     raise OversizedResponseError(f"{url} announced {declared} bytes, more than the index limit of {limit}")
@@ -82,12 +93,12 @@ class Downloader:
         """
         partial.parent.mkdir(parents=True, exist_ok=True)
 
-        def attempt() -> Path:
+        def attempt(budget: Budget) -> Path:
             have = partial.stat().st_size if partial.exists() else 0
             if have >= size:  # complete but not verified (interrupted), or longer than it can be: start over
                 have = 0
             try:
-                response = self._open(url, {"Range": f"bytes={have}-"} if have else {})
+                response = self._open(url, budget, {"Range": f"bytes={have}-"} if have else {})
             except _Retry as error:
                 if error.status == 416:  # the server will not serve the range we hold: start over next time
                     partial.unlink(missing_ok=True)
@@ -109,7 +120,7 @@ class Downloader:
                 with open(partial, mode) as out:
                     remaining = size - have
                     while remaining:
-                        chunk = response.read(min(CHUNK, remaining))
+                        chunk = response.read1(min(CHUNK, remaining))  # what has arrived: kept if the next read fails
                         if not chunk:
                             raise _Retry(f"the connection ended after {size - remaining} of {size} bytes")
                         out.write(chunk)
@@ -129,24 +140,30 @@ class Downloader:
 
         return self._retrying(url, attempt)
 
-    def _open(self, url: str, headers: dict[str, str]):
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
+    def _open(self, url: str, budget: Budget, headers: dict[str, str]):
+        request = BudgetedRequest(url, budget, {"User-Agent": USER_AGENT, **headers})
         try:
-            return self._opener.open(request, timeout=self.limits.timeout)
+            return self._opener.open(request, timeout=max(min(self.limits.timeout, budget.remaining()), 0.001))
         except urllib.error.HTTPError as error:
             error.close()
             if error.code in _RETRY_STATUSES or error.code >= 500:
                 raise _Retry(f"HTTP {error.code} {error.reason}", error.code) from None
             raise DownloadError(f"{url} answered HTTP {error.code} {error.reason}") from None
 
-    def _retrying(self, url: str, attempt: Callable):
-        for number in range(1, self.limits.attempts + 1):
+    def _retrying(self, url: str, attempt: Callable[[Budget], T]) -> T:
+        limits = self.limits
+        budget = Budget(url, deadline=limits.deadline, min_rate=limits.min_rate, period=limits.timeout)
+        for number in range(1, limits.attempts + 1):
             try:
-                return attempt()
-            except (_Retry, OSError, HTTPException) as error:  # OSError covers URLError, resets and timeouts
+                return attempt(budget)
+            except (_Retry, TooSlow, OSError, HTTPException) as error:  # OSError covers URLError, resets and timeouts
                 failure = error
-            if number < self.limits.attempts:
-                self._sleep(self.limits.backoff * 2 ** (number - 1))
+            if number < limits.attempts:
+                pause = limits.backoff * 2 ** (number - 1)
+                if pause >= budget.remaining():
+                    raise DownloadError(f"{url} did not download within the deadline of {limits.deadline:g} s; "
+                                        f"the last of {number} attempts failed with: {failure}")
+                self._sleep(pause)
         raise DownloadError(f"{url} could not be downloaded in {self.limits.attempts} attempts; the last failed with: {failure}")
 
 

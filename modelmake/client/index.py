@@ -32,7 +32,12 @@ from modelmake.repository.offer import BASIS_POINTS, Arm, Offer  # Arm: the pars
 from .errors import IndexExpiredError, IndexFormatError, IndexSignatureError, RollbackError, UnknownKeyError
 from .trust import TrustState
 
+MAX_JSON_DEPTH = 32  # nesting of arrays and objects; the index format needs 8
 _DOTTED = re.compile(r"\d+(\.\d+)*")
+_JSON_STRING = re.compile(rb'"[^"]*"')  # once escaped backslashes and quotes are gone: linear, whatever the input
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+_OPENERS = re.compile(rb"[\[{]{%d}" % (MAX_JSON_DEPTH + 1))
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _RELATIVE_PATH = re.compile(r"(?!(.*/)?\.\.?(/|$))[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
@@ -148,11 +153,24 @@ def verify_index(
     return index
 
 
-def _envelope(data: bytes) -> tuple[str, bytes, str, bytes]:
+def _parse_json(data: bytes, what: str) -> Any:
+    """``json.loads``, after refusing nesting deeper than MAX_JSON_DEPTH (which would exhaust the parser's stack)."""
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _JSON_STRING.sub(b"", unescaped).translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_JSON_DEPTH):  # each pass removes the innermost level of every branch
+        brackets, removed = _INNERMOST.subn(b"", brackets)
+        if not removed:
+            break
+    if _INNERMOST.search(brackets) or _OPENERS.search(brackets):  # deeper pairs, or more unclosed levels
+        raise IndexFormatError(f"{what} nests arrays and objects more than {MAX_JSON_DEPTH} deep")
     try:
-        envelope = json.loads(data)
+        return json.loads(data)
     except ValueError:
-        raise IndexFormatError("index.json is not JSON") from None
+        raise IndexFormatError(f"{what} is not JSON") from None
+
+
+def _envelope(data: bytes) -> tuple[str, bytes, str, bytes]:
+    envelope = _parse_json(data, "index.json")
     if not isinstance(envelope, dict):
         raise IndexFormatError("index.json is not a JSON object (a DSSE envelope)")
     payload_type = _field(envelope, "payloadType", str, "the envelope")
@@ -174,10 +192,7 @@ def _base64(text: str, where: str) -> bytes:
 
 
 def _document(payload: bytes, sha256: str, repository: str) -> Index:
-    try:
-        document = json.loads(payload)
-    except ValueError:
-        raise IndexFormatError("the signed payload of index.json is not JSON") from None
+    document = _parse_json(payload, "the signed payload of index.json")
     if not isinstance(document, dict):
         raise IndexFormatError("the signed payload of index.json is not a JSON object")
     version = _field(document, "format_version", int, "the index")

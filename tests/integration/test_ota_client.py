@@ -110,9 +110,9 @@ def assert_installed(client: Client, version: str) -> None:
     assert run_model(installed.path) == expected_output(version)
 
 
-def installed_v1_then_published_v2(repo: Repository, **publish_v2) -> Client:
+def installed_v1_then_published_v2(repo: Repository, ssl_context=None, **publish_v2) -> Client:
     repo.publish("1.0.0")
-    client = repo.client()
+    client = repo.client(ssl_context=ssl_context)
     assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
     repo.publish("2.0.0", **publish_v2)
     return client
@@ -400,3 +400,114 @@ def test_an_update_installs_the_chipset_variant_and_offers_nothing_to_a_device_w
     nothing = repo.client(data_key=None, cache_dir=repo.tmp / "iphone").update(iphone, "digits")
     assert (nothing.status, nothing.installed) == (UpdateStatus.NOT_OFFERED, None)
     assert "apple-a17 needs OS 17.0" in nothing.reason
+
+
+# --- hostile servers: every one ends in an UpdateError, soon, with the installed model current ---
+
+FAST = dict(timeout=0.3, backoff=0, attempts=2)  # periods of 0.3 s keep these tests to about a second each
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_slow_loris_index_is_cut_off_by_the_minimum_rate(repo, where):
+    client = installed_v1_then_published_v2(repo)
+    repo.server.trickle("index.json", 0.05, headers=where == "headers")  # 20 bytes/s, each byte well within the timeout
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"below the minimum rate of 1024 bytes/s"):
+        repo.client(limits=Limits(**FAST)).update(DEVICE, "digits")
+    assert time.monotonic() - started < 3  # two periods of 0.3 s, not 30 KB at 20 bytes/s
+    assert len(repo.server.requests_for("index.json")) == 3  # the first update, then two attempts
+    assert_installed(client, "1.0.0")
+
+
+def test_a_download_past_its_deadline_stops_and_the_next_update_resumes_it(repo):
+    client = installed_v1_then_published_v2(repo)
+    blob = repo.blob("2.0.0")
+    repo.server.trickle(blob, 0.002)  # fast enough for any minimum rate of 0 but slower than the deadline allows
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"did not download within the deadline of 0.4 s"):
+        repo.client(limits=Limits(**FAST, deadline=0.4, min_rate=0)).update(DEVICE, "digits")
+    assert time.monotonic() - started < 2
+    assert_installed(client, "1.0.0")
+    repo.server.clear()
+    assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
+    resumed = repo.server.requests_for(blob)[-1]
+    assert resumed.status == 206 and resumed.range.startswith("bytes=")  # the bytes it got before the deadline are kept
+    assert_installed(client, "2.0.0")
+
+
+def test_a_server_that_sends_nothing_is_a_download_error_after_the_timeout(repo):
+    client = installed_v1_then_published_v2(repo)
+    repo.server.trickle("index.json", 5.0, headers=True)  # the first byte, then silence
+    with pytest.raises(DownloadError, match=r"the server sent nothing for 0.3 s"):
+        repo.client(limits=Limits(**FAST, min_rate=0)).update(DEVICE, "digits")
+    assert_installed(client, "1.0.0")
+
+
+def nested(depth: int):
+    return [nested(depth - 1)] if depth else []
+
+
+@pytest.mark.parametrize("forge, message", [
+    (lambda index: b"[" * 100_000 + b"]" * 100_000, "index.json nests arrays and objects more than 32 deep"),
+    (lambda index: b'{"payload": ' + b"{" * 50_000, "index.json nests arrays and objects more than 32 deep"),
+    (lambda index: sign_index({**read_unverified(index), "extra": nested(40)}, SIGNING_KEY),
+     "the signed payload of index.json nests arrays and objects more than 32 deep"),
+], ids=["deep-envelope", "deep-unterminated", "deep-signed-payload"])
+def test_a_deeply_nested_index_is_an_index_format_error(repo, forge, message):
+    client = installed_v1_then_published_v2(repo)
+    repo.server.serve("index.json", forge(repo.index()))
+    with pytest.raises(IndexFormatError) as refused:
+        client.update(DEVICE, "digits")
+    assert str(refused.value).startswith(message + ". The installed model, if any, is unchanged")
+    assert_installed(client, "1.0.0")
+
+
+@pytest.mark.parametrize("location", ["ftp://127.0.0.1/index.json", "file:///etc/passwd", "data:,{}"])
+def test_a_redirect_away_from_http_is_refused(repo, location):
+    client = installed_v1_then_published_v2(repo)
+    repo.server.redirect("index.json", location)
+    with pytest.raises(DownloadError) as refused:
+        client.update(DEVICE, "digits")
+    assert str(refused.value).startswith(f"{repo.server.url}index.json redirects to {location}, "
+                                         "which is not an http:// or https:// URL.")
+    assert len(repo.server.requests_for("index.json")) == 2  # refused at once, not retried
+    assert_installed(client, "1.0.0")
+
+
+def test_a_redirect_to_another_http_url_is_followed_within_the_same_deadline(repo):
+    client = installed_v1_then_published_v2(repo)
+    blob = repo.blob("2.0.0")
+    repo.server.serve("mirror/blob", (repo.server.root / blob).read_bytes())
+    repo.server.redirect(blob, f"{repo.server.url}mirror/blob", status=307)
+    assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
+    assert_installed(client, "2.0.0")
+    repo.server.clear()
+    repo.server.redirect("index.json", "index.json")  # a redirect loop
+    with pytest.raises(DownloadError):
+        client.update(DEVICE, "digits")
+
+
+@pytest.fixture
+def tls_repo(tmp_path, models):
+    with RepositoryServer(tmp_path / "repository", tls=True) as server:
+        yield Repository(tmp_path, server, models)
+
+
+def test_an_https_repository_installs_and_its_slow_loris_and_downgrades_are_refused(tls_repo, tmp_path):
+    client = installed_v1_then_published_v2(tls_repo, ssl_context=tls_repo.server.client_context)
+    blob = tls_repo.blob("2.0.0")
+    with RepositoryServer(tmp_path / "repository") as plain:  # the same files over plain http
+        tls_repo.server.redirect(blob, f"{plain.url}{blob}")
+        with pytest.raises(DownloadError, match=r"redirects to http://127.0.0.1:\d+/blobs/sha256/\w+, from https:// down to plain http://"):
+            client.update(DEVICE, "digits")
+        assert plain.requests == []
+    tls_repo.server.clear()
+    tls_repo.server.trickle(blob, 0.05)
+    with pytest.raises(DownloadError, match=r"below the minimum rate of 1024 bytes/s"):
+        tls_repo.client(limits=Limits(**FAST), ssl_context=tls_repo.server.client_context).update(DEVICE, "digits")
+    assert_installed(client, "1.0.0")
+    tls_repo.server.clear()
+    with pytest.raises(DownloadError, match=r"CERTIFICATE_VERIFY_FAILED"):  # the system does not trust the certificate
+        tls_repo.client().update(DEVICE, "digits")
+    assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
+    assert_installed(client, "2.0.0")

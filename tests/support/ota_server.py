@@ -2,8 +2,11 @@
 
 ``RepositoryServer`` serves a directory the way a static host or CDN does (200, or 206
 for ``Range: bytes=n-``) and can misbehave on purpose, per path: drop the connection
-after some bytes, ignore Range, serve other bytes, send bytes without end, or announce a
-false Content-Length. It records every request so tests can see what the client asked.
+after some bytes, ignore Range, serve other bytes, send bytes without end, announce a
+false Content-Length, trickle the answer a byte at a time (a slow-loris, in the headers
+or in the body), or redirect elsewhere. It records every request so tests can see what
+the client asked. It listens on 127.0.0.1 only, and every misbehaviour is bounded in
+bytes and time, so a client that never hangs up cannot keep a test running.
 
 ``make_bundle`` writes a bundle directory as the package step leaves it (a manifest and
 model files, encrypted when asked), which ``modelmake.repository.publish.publish`` reads.
@@ -13,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
+import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +35,7 @@ SIGNING_KEY = keys.generate_signing_key()
 GENERIC = "android-arm64-cpu"
 TARGETS: dict[str, dict] = {GENERIC: {"platform": "android", "chipsets": [], "min_os_version": None}}
 ENDLESS_CAP = 64 << 20  # an "endless" body stops here, in case a client never hangs up
+TRICKLE_CAP = 10.0  # seconds: a trickle stops here, in case a client never hangs up
 
 
 # --- models ------------------------------------------------------------------------------
@@ -131,18 +138,34 @@ class _Faults:
     content: dict[str, bytes] = field(default_factory=dict)
     endless: set[str] = field(default_factory=set)
     content_length: dict[str, int] = field(default_factory=dict)
+    trickle: dict[str, tuple[float, bool]] = field(default_factory=dict)  # path -> (seconds per byte, from the status line)
+    redirect: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (status, Location)
 
 
 class RepositoryServer:
-    """``with RepositoryServer(directory) as server:`` serves ``directory`` at ``server.url``."""
+    """``with RepositoryServer(directory) as server:`` serves ``directory`` at ``server.url``.
 
-    def __init__(self, root: Path):
+    With ``tls=True`` it serves https:// with a certificate for 127.0.0.1 that only
+    ``server.client_context`` (an ``ssl.SSLContext`` for the client) trusts.
+    """
+
+    def __init__(self, root: Path, *, tls: bool = False):
         self.root = Path(root)
         self.requests: list[Request] = []
         self.faults = _Faults()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/"
+        self.client_context: ssl.SSLContext | None = None
+        if tls:
+            certificate, key = _loopback_certificate()
+            with tempfile.TemporaryDirectory() as folder:  # ssl loads a chain from files only
+                (Path(folder) / "cert.pem").write_bytes(certificate)
+                (Path(folder) / "key.pem").write_bytes(key)
+                server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                server_context.load_cert_chain(Path(folder) / "cert.pem", Path(folder) / "key.pem")
+            self._httpd.socket = server_context.wrap_socket(self._httpd.socket, server_side=True)
+            self.client_context = ssl.create_default_context(cadata=certificate.decode("ascii"))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._httpd.server_address[1]}/"
 
     def __enter__(self) -> RepositoryServer:
         threading.Thread(target=self._httpd.serve_forever, args=(0.02,), name="ota-server", daemon=True).start()
@@ -170,6 +193,14 @@ class RepositoryServer:
     def announce_length(self, path: str, length: int) -> None:
         self.faults.content_length[path] = length
 
+    def trickle(self, path: str, interval: float, *, headers: bool = False) -> None:
+        """Send the answer one byte every ``interval`` seconds: the body only, or (``headers``) from the status line on."""
+        self.faults.trickle[path] = (interval, headers)
+
+    def redirect(self, path: str, location: str, *, status: int = 302) -> None:
+        """Answer ``path`` with a redirect to ``location`` (any URL: another path, scheme or host)."""
+        self.faults.redirect[path] = (status, location)
+
     def clear(self) -> None:
         self.faults = _Faults()
 
@@ -177,11 +208,39 @@ class RepositoryServer:
         return [r for r in self.requests if r.path == path]
 
 
+@cache
+def _loopback_certificate() -> tuple[bytes, bytes]:
+    """A self-signed certificate for 127.0.0.1 and its key, both PEM."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
 def _handler(server: RepositoryServer):
     class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: one request per connection, as simple as it gets
         def do_GET(self) -> None:
             path = urlsplit(self.path).path.lstrip("/")
             faults = server.faults
+            if path in faults.redirect:
+                status, location = faults.redirect[path]
+                return self._answer(path, status, {"Location": location, "Content-Length": "0"}, b"")
             file = (server.root / path).resolve()
             if path in faults.content:
                 content = faults.content[path]
@@ -210,6 +269,8 @@ def _handler(server: RepositoryServer):
 
         def _answer(self, path: str, status: int, headers: dict[str, str], body: bytes) -> None:
             server.requests.append(Request(path, self.headers.get("Range"), status))
+            if path in server.faults.trickle:
+                return self._trickle(status, headers, body, *server.faults.trickle[path])
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -218,6 +279,23 @@ def _handler(server: RepositoryServer):
                 self.wfile.write(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # a client that refused the headers (an oversized Content-Length) hangs up early
+
+        def _trickle(self, status: int, headers: dict[str, str], body: bytes, interval: float, from_status_line: bool) -> None:
+            head = "".join([f"HTTP/1.0 {status} {self.responses[status][0]}\r\n",
+                            *(f"{name}: {value}\r\n" for name, value in headers.items()), "\r\n"]).encode("latin-1")
+            if not from_status_line:
+                self.wfile.write(head)
+                head = b""
+            ends = time.monotonic() + TRICKLE_CAP
+            try:
+                for byte in head + body:
+                    if time.monotonic() > ends:
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(interval)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it should
 
         def _send_forever(self) -> None:
             try:
