@@ -282,6 +282,8 @@ def read_signature_file(signature_path: Path) -> bytes:
         ) from None
     except JSONProblem as problem:
         _fail(signature_path, f"it {problem}")
+    except OSError as error:
+        _fail(signature_path, f"it cannot be read ({error.strerror or error})")
 
 
 def verify_signature(

@@ -8,6 +8,8 @@ so an app and modelmake could read different manifests from the same bytes).
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,12 @@ class JSONProblem(ValueError):
 
 
 def read_limited(path: Path, limit: int) -> bytes:
-    """The file's bytes, refusing one larger than ``limit`` without reading past it."""
-    with open(path, "rb") as file:
+    """The file's bytes, refusing one larger than ``limit`` without reading past it, and anything but a regular file."""
+    # Non-blocking, so that opening a FIFO put in the file's place returns at once instead of waiting for a writer.
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise JSONProblem("is not a regular file")
         data = file.read(limit + 1)
     if len(data) > limit:
         raise JSONProblem(f"is larger than the limit of {limit} bytes")

@@ -60,6 +60,9 @@ _ENCRYPTED, _DATA_DESCRIPTOR = 0x0001, 0x0008
 _MSDOS_DIRECTORY = 0x10
 _FULL32, _FULL16 = 0xFFFFFFFF, 0xFFFF
 _CHUNK_SIZE = 1 << 20
+MAX_NAME_BYTES = 4096  # PATH_MAX on Linux; bundle paths are a few dozen bytes
+# A central directory record with the longest name and a full zip64 field: what bounds the directory's size.
+_LARGEST_RECORD = CENTRAL_HEADER.size + MAX_NAME_BYTES + 4 + 3 * 8
 
 
 class Entry(NamedTuple):
@@ -256,6 +259,8 @@ class ArchiveReader:
             raise UnsafeArchiveError(
                 f"{self.path} has {count} entries, more than the limit of {max_entries}; nothing was extracted"
             )
+        if directory_size > count * _LARGEST_RECORD:
+            self._unreadable(f"its central directory of {directory_size} bytes is larger than {count} entries can need")
         return count, directory_offset, self._pread(directory_offset, directory_size)
 
     def _zip64_end(self, locator_offset: int) -> tuple[int, int, int]:
@@ -282,6 +287,8 @@ class ArchiveReader:
             ) = CENTRAL_HEADER.unpack_from(directory, position)
             if signature != CENTRAL_SIGNATURE:
                 self._unreadable(f"central directory record {index + 1} of {count} is damaged (no signature)")
+            if name_length > MAX_NAME_BYTES:
+                self._unreadable(f"central directory record {index + 1} has a name of {name_length} bytes, more than {MAX_NAME_BYTES}")
             name_start = position + CENTRAL_HEADER.size
             extra_start = name_start + name_length
             position = extra_start + extra_length + comment_length
@@ -303,7 +310,9 @@ class ArchiveReader:
         try:
             return central.raw_name.decode(encoding)
         except UnicodeDecodeError:
-            self._refuse(repr(central.raw_name)[2:-1], f"has a name that is not valid {encoding.upper()}")
+            raise UnsafeArchiveError(
+                f"{self.path}: entry {central.raw_name!r} has a name that is not valid {encoding.upper()}; nothing was extracted"
+            ) from None
 
     def _check_kind(self, name: str, central: _Central) -> None:
         """Refuse an entry that is not a plain stored or deflated regular file this reader can read."""

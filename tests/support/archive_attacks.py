@@ -318,6 +318,8 @@ ATTACKS: dict[str, Attack] = {
     "zip-slip-drive": zip_slip("C:/evil.txt"),
     "zip-slip-backslash": zip_slip("files\\..\\..\\evil.txt"),
     "zip-slip-control": zip_slip("files/\x1b[2Jevil.txt"),
+    "name-too-long": zip_slip("files/" + "a" * 5000),
+    "name-not-utf8": with_member(Member(b"files/\xff.bin", b"x", 1, zlib.crc32(b"x"))),
     "symlink-out": symlink("files/link", "/etc/passwd"),
     "symlink-over-model": symlink("files/pixel-8/digits.int8.tflite.link", "../../../../etc/hostname"),
     "deflate-bomb-2gib": deflate_bomb(2 << 30),

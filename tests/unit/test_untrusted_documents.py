@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,17 @@ def test_a_hostile_signature_file_exits_13(capsys, tmp_path, signing_key, public
         signature.write_bytes(content)
     code, err = run(capsys, "verify", directory, "--public-key", public_pem)
     assert (code, err) == (13, f"modelmake verify: {signature} {message}\n")
+
+
+@pytest.mark.parametrize("command", ["verify", "inspect"])
+def test_a_fifo_in_place_of_a_document_is_refused_at_once(capsys, tmp_path, signing_key, public_pem, command):
+    directory = make_bundle(tmp_path, signing_key)
+    name = "model.sig" if command == "verify" else "manifest.json"
+    (directory / name).unlink()
+    os.mkfifo(directory / name)  # reading it would wait for a writer forever
+    code, err = run(capsys, command, directory, "--public-key", public_pem) if command == "verify" else run(capsys, command, directory)
+    expected = {
+        "verify": (13, f"{directory / name} is not a valid OMS signature: it is not a regular file"),
+        "inspect": (6, f"{directory / name} is not a regular file"),
+    }[command]
+    assert (code, err) == (expected[0], f"modelmake {command}: {expected[1]}\n")
