@@ -298,15 +298,20 @@ def local_header_offsets(data: bytes) -> dict[str, int]:
     return {name: struct.unpack_from("<L", data, at + 42)[0] for name, at in directory.items()}
 
 
-# The fields of a central directory record that a reader may ignore without reading other
-# bytes: version made by (4, 5), internal attributes (36, 37) and the external attributes'
-# bytes that hold MS-DOS attributes and permission bits (38..40). A flip anywhere else must
-# be refused.
-IGNORABLE_CENTRAL_FIELDS = (4, 5, 36, 37, 38, 39, 40)
+# The bits a reader may ignore without reading other bytes: in a central directory record
+# the version made by (4, 5), the version needed (6, while it stays at most 4.5), the
+# internal attributes (36, 37), and the external attributes' MS-DOS attributes and Unix
+# permission bits (38..40, and the low half of 41, whose high half is the file type); in a
+# local header the version needed (4). A flip anywhere else must be refused.
+IGNORABLE_CENTRAL_BITS = {4: 0xFF, 5: 0xFF, 6: 0xFF, 36: 0xFF, 37: 0xFF, 38: 0xFF, 39: 0xFF, 40: 0xFF, 41: 0x0F}
+IGNORABLE_LOCAL_BITS = {4: 0xFF}
 
 
-def ignorable_offsets(data: bytes) -> set[int]:
-    return {at + field for at in central_record_offsets(data).values() for field in IGNORABLE_CENTRAL_FIELDS}
+def ignorable_bits(data: bytes) -> dict[int, int]:
+    """Offset -> the bits of that byte a reader may ignore."""
+    bits = {at + field: mask for at in central_record_offsets(data).values() for field, mask in IGNORABLE_CENTRAL_BITS.items()}
+    bits |= {at + field: mask for at in local_header_offsets(data).values() for field, mask in IGNORABLE_LOCAL_BITS.items()}
+    return bits
 
 
 # --- the named attacks that cases.json uses ----------------------------------------------
