@@ -128,6 +128,15 @@ def symlink(name: str, target: str) -> Attack:
     return with_member(link._replace(external_attr=(stat.S_IFLNK | 0o777) << 16))
 
 
+def replaced(name: str, data: bytes) -> Attack:
+    """The genuine entries with ``name``'s bytes replaced (and a CRC-32 that matches them)."""
+
+    def attack(_: bytes, directory: Path) -> bytes:
+        return zip_of([m if m.name != name.encode() else stored(name, data) for m in genuine_members(directory)])
+
+    return attack
+
+
 @functools.cache
 def zeros_deflated(size: int) -> bytes:
     """A raw deflate stream of ``size`` zero bytes, built in milliseconds from one flushed 1 MiB block."""
@@ -330,6 +339,9 @@ ATTACKS: dict[str, Attack] = {
     "deflate-bomb-2gib": deflate_bomb(2 << 30),
     "deflate-bomb-declared-small": deflate_bomb(2 << 30, declared=100),
     "overlap-bomb": overlap_bomb(100, 2 << 20),
+    "model-replaced-by-larger": replaced(MODEL_PATH, MODEL * 4),
+    "model-replaced-same-size": replaced(MODEL_PATH, MODEL[::-1]),
+    "provenance-replaced-by-larger-than-limit": replaced("provenance.json", b" " * (16 << 20) + b"{}"),
     "cut-first-100": cut(0, 100),
     "cut-middle-100": cut_middle(100),
     "cut-last-byte": cut(-1, 1),
