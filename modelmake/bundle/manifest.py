@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .. import tensors
 from ..errors import FormatVersionError, VerificationError
 from .untrusted_json import JSONProblem, parse, read_limited
-from .zipformat import name_problems
+from .zipformat import name_problem, name_problems
 
 if TYPE_CHECKING:
     from ..contracts import ArtifactInputs, BundleInputs, ModelInputs
@@ -89,6 +89,11 @@ _INT64 = 1 << 63
 
 def _structure_problems(manifest: dict) -> Iterator[str]:
     yield from _field_problems(manifest, (), *_TOP_LEVEL)
+    # They name directories (the bundle's, decrypt's default --out): each must be one plain path component.
+    for key in ("bundle", "version", "slice"):
+        value = manifest.get(key)
+        if isinstance(value, str) and (name_problem(value) or "/" in value or value == ".."):
+            yield f"{key} {value!r} is not a plain name (it names a directory)"
     for name, target in _object(manifest.get("targets")).items():
         if not isinstance(target, dict):
             yield f"{_path('targets', name)} is not an object"

@@ -78,6 +78,9 @@ def test_a_signed_manifest_naming_a_path_outside_the_bundle_exits_6_before_readi
         (lambda m: variant(m).update(encryption=[]), "'digits.int8.tflite@pixel-8'.encryption is not an object"),
         (lambda m: m["targets"].update({"pixel-8": "Pixel 8"}), "targets.pixel-8 is not an object"),
         (lambda m: m["models"]["digits"].update(variants=[]), "models.digits is not an object with an object of variants"),
+        (lambda m: m.update(bundle="../../elsewhere"), "bundle '../../elsewhere' is not a plain name (it names a directory)"),
+        (lambda m: m.update(version="1.0/../.."), "version '1.0/../..' is not a plain name"),
+        (lambda m: m.update(slice=".."), "slice '..' is not a plain name"),
     ],
 )
 def test_a_malformed_manifest_is_refused_with_the_field_that_is_wrong(change, problem):
