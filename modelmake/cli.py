@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import traceback
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import errors
 from .bundle.manifest import ENCRYPTED_SUFFIX
@@ -151,18 +151,16 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 
 def cmd_inspect(args) -> int:
-    from .bundle.manifest import read_manifest
     from .bundle.signing import public_key_hint
-    from .bundle.verify import opened_bundle, verify_bundle_directory
+    from .bundle.verify import opened_bundle
 
-    with opened_bundle(Path(args.bundle)) as directory:
-        if args.public_key:
-            public_key = _public_key(args.public_key)
-            manifest = verify_bundle_directory(directory, public_key)
-            checked = f"verified with --public-key {args.public_key} (key {public_key_hint(public_key)[:16]}...)"
-        else:
-            manifest = read_manifest(directory)
-            checked = "not verified: pass --public-key to check the signature"
+    public_key = _public_key(args.public_key) if args.public_key else None
+    with opened_bundle(Path(args.bundle), public_key) as bundle:
+        manifest = bundle.manifest
+    if public_key:
+        checked = f"verified with --public-key {args.public_key} (key {public_key_hint(public_key)[:16]}...)"
+    else:
+        checked = "not verified: pass --public-key to check the signature"
     variants = [(name, vid, v) for name, model in sorted(manifest["models"].items()) for vid, v in sorted(model["variants"].items())]
     total = sum(v["size"] for _, _, v in variants)
     encrypted = sum(1 for _, _, v in variants if "encryption" in v)
@@ -198,14 +196,6 @@ def _encrypted_files(manifest: dict) -> dict[str, dict]:
 
 def _plaintext_path(path: str) -> str:
     return path[: -len(ENCRYPTED_SUFFIX)] if path.endswith(ENCRYPTED_SUFFIX) else path
-
-
-def _safe_relative(path: str) -> PurePosixPath:
-    # Without --public-key the manifest is unauthenticated: a name must not steer a write outside --out.
-    parts = path.split("/")
-    if not path or "\\" in path or any(p in ("", ".", "..") for p in parts):
-        raise VerificationError(f"manifest.json names the file {path!r}, which is not a safe bundle-relative path")
-    return PurePosixPath(path)
 
 
 def _sha256(path: Path) -> str:
@@ -250,14 +240,12 @@ def _decrypt_one(directory: Path, manifest: dict, variant: dict, data_key: bytes
 
 def cmd_decrypt(args) -> int:
     from .bundle import keys
-    from .bundle.manifest import read_manifest
-    from .bundle.verify import opened_bundle, verify_bundle_directory
+    from .bundle.verify import extracted_bundle
 
     raw = keys.resolve_key_reference(args.key, Path.cwd(), setting="--key")
     data_key = keys.load_data_key(raw, source=f"--key ({args.key})")
     public_key = _public_key(args.public_key) if args.public_key else None
-    with opened_bundle(Path(args.bundle)) as directory:
-        manifest = verify_bundle_directory(directory, public_key) if public_key else read_manifest(directory)
+    with extracted_bundle(Path(args.bundle), public_key) as (manifest, directory):
         encrypted = _encrypted_files(manifest)
         if not encrypted:
             raise ModelmakeError(f"{args.bundle} has no encrypted files: its model files are stored in the clear")
@@ -271,7 +259,8 @@ def cmd_decrypt(args) -> int:
             wanted = sorted(encrypted)
         slice_part = f"-{manifest['slice']}" if "slice" in manifest else ""
         out = Path(args.out) if args.out else Path(f"{manifest['bundle']}-{manifest['version']}{slice_part}-decrypted")
-        relative = {path: _safe_relative(_plaintext_path(path)).parts for path in wanted}
+        # The manifest's paths were judged when it was read: none climbs out of --out.
+        relative = {path: tuple(_plaintext_path(path).split("/")) for path in wanted}
         targets = {path: out.joinpath(*parts) for path, parts in relative.items()}
         # Everything is decrypted and checked in one staging directory under --out first, so a failure leaves no
         # plaintext; a killed run leaves it only there, where the next run into --out removes it.

@@ -7,6 +7,7 @@ left; the reader is what verify, inspect, decrypt and publish use.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from .. import tensors
 from ..errors import FormatVersionError, VerificationError
+from .untrusted_json import JSONProblem, parse, read_limited
+from .zipformat import name_problem, name_problems
 
 if TYPE_CHECKING:
     from ..contracts import ArtifactInputs, BundleInputs, ModelInputs
@@ -24,6 +27,10 @@ FORMAT_VERSION = 1
 READABLE_FORMAT_VERSIONS = (1,)
 MANIFEST = "manifest.json"
 PROVENANCE = "provenance.json"
+# The largest manifest.json a reader takes in, and of any other signed file that no variant names (provenance.json).
+MAX_MANIFEST_BYTES = 16 << 20
+# The files of a bundle besides its model files: no variant's file may be one of them.
+BUNDLE_METADATA = (MANIFEST, PROVENANCE, "model.sig")
 # The one encryption scheme of format version 1 (FORMAT.md, "Encrypted model files").
 ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
 # An encrypted file's name in a bundle: the plaintext's name and this suffix (fixed for format version 1).
@@ -31,20 +38,118 @@ ENCRYPTED_SUFFIX = ".enc"
 
 
 def read_manifest(directory: Path) -> dict:
+    """The manifest of a bundle directory, judged by ``parse_manifest``; nothing in it is used before then."""
     path = Path(directory) / MANIFEST
     try:
-        manifest = json.loads(path.read_bytes())
+        raw = read_limited(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise VerificationError(f"{path} is missing: this is not a modelmake bundle") from None
-    except ValueError:
-        raise VerificationError(f"{path} is not valid JSON") from None
+    except JSONProblem as problem:
+        raise VerificationError(f"{path} {problem}") from None
+    except OSError as error:
+        raise VerificationError(f"{path} cannot be read: {error.strerror or error}") from None
+    return parse_manifest(raw, path)
+
+
+def parse_manifest(raw: bytes, where: Path | str) -> dict:
+    """The manifest in ``raw``, refused unless it is JSON of bounded depth, format version 1 and well-formed.
+
+    The version comes first (exit code 8), as FORMAT.md requires; then every field a
+    reader uses is checked for its type, and every ``file`` against the archive name
+    rules, so that no path in it can reach outside the bundle (exit code 6).
+    """
+    try:
+        manifest = parse(raw)
+    except JSONProblem as refusal:
+        raise VerificationError(f"{where} {refusal}") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version not in READABLE_FORMAT_VERSIONS:
+    # Exactly the integer: JSON's true and 1.0 compare equal to 1 in Python, but are not the version.
+    if type(version) is not int or version not in READABLE_FORMAT_VERSIONS:
         readable = ", ".join(map(str, READABLE_FORMAT_VERSIONS))
-        raise FormatVersionError(
-            f"{path} has format_version {version!r}; this modelmake reads version {readable}: upgrade modelmake to read it"
-        )
+        if type(version) is int:
+            declared, advice = f"format_version {version}", "upgrade modelmake to read it"
+        else:
+            declared = "no format_version" if version is None else f"format_version {json.dumps(version)}, not an integer"
+            advice = "it is not a bundle modelmake wrote"
+        raise FormatVersionError(f"{where} has {declared}; this modelmake reads version {readable}: {advice}")
+    malformed = next(_structure_problems(manifest), None)
+    if malformed:
+        raise VerificationError(f"{where} is malformed: {malformed}; modelmake did not write it")
     return manifest
+
+
+_TOP_LEVEL = ({"bundle": str, "version": str, "models": dict}, {"slice": str, "signing": str, "targets": dict})
+_VARIANT = (
+    {"target": str, "platform": str, "format": str, "precision": str, "file": str, "sha256": str, "size": int},
+    {"metrics": dict, "encryption": dict},
+)
+_ENCRYPTION: tuple[dict, dict] = ({"scheme": str, "plaintext_sha256": str, "plaintext_size": int}, {})
+_INT64 = 1 << 63
+
+
+def _structure_problems(manifest: dict) -> Iterator[str]:
+    yield from _field_problems(manifest, (), *_TOP_LEVEL)
+    # They name directories (the bundle's, decrypt's default --out): each must be one plain path component.
+    for key in ("bundle", "version", "slice"):
+        value = manifest.get(key)
+        if isinstance(value, str) and (name_problem(value) or "/" in value or value == ".."):
+            yield f"{key} {value!r} is not a plain name (it names a directory)"
+    for name, target in _object(manifest.get("targets")).items():
+        if not isinstance(target, dict):
+            yield f"{_path('targets', name)} is not an object"
+    files: dict[str, tuple[str, ...]] = {}
+    for name, model in _object(manifest.get("models")).items():
+        if not isinstance(model, dict) or not isinstance(model.get("variants"), dict):
+            yield f"{_path('models', name)} is not an object with an object of variants"
+            continue
+        for variant_id, variant in model["variants"].items():
+            where = ("models", name, "variants", variant_id)
+            if not isinstance(variant, dict):
+                yield f"{_path(*where)} is not an object"
+                continue
+            yield from _field_problems(variant, where, *_VARIANT)
+            if "encryption" in variant:
+                yield from _field_problems(variant["encryption"], (*where, "encryption"), *_ENCRYPTION)
+            for key in ("sha256", "plaintext_sha256"):
+                digest = variant.get("encryption", {}).get(key) if key == "plaintext_sha256" else variant.get(key)
+                if isinstance(digest, str) and not is_sha256_hex(digest):
+                    yield f"{_path(*where, key)} is not 64 lowercase hexadecimal characters"
+            if isinstance(variant.get("file"), str):
+                files.setdefault(variant["file"], (*where, "file"))
+    for file, reason in name_problems(list(files)):
+        yield f"{_path(*files[file])} {file!r} {reason}"
+    for file in sorted(set(files) & set(BUNDLE_METADATA)):
+        yield f"{_path(*files[file])} {file!r} names one of the bundle's own files"
+
+
+def _field_problems(value: dict, where: tuple[str, ...], required: dict, optional: dict) -> Iterator[str]:
+    for key, kind in {**required, **optional}.items():
+        if key not in value:
+            if key in required:
+                yield f"{_path(*where, key)} is missing"
+            continue
+        item = value[key]
+        if kind is int:
+            if type(item) is not int or not 0 <= item < _INT64:
+                yield f"{_path(*where, key)} is not an integer from 0 to 2^63 - 1"
+        elif not isinstance(item, kind):
+            yield f"{_path(*where, key)} is not {_KIND_NAMES[kind]}"
+
+
+_KIND_NAMES = {str: "a string", dict: "an object", list: "an array"}
+
+
+def _object(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _path(*keys: str) -> str:
+    """A JSON path for messages; keys that could be mistaken for structure, or rewrite a terminal, are quoted."""
+    return ".".join(key if key.replace("-", "").replace("_", "").replace("@", "").isalnum() else repr(key) for key in keys)
+
+
+def is_sha256_hex(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def platforms(manifest: dict) -> list[str]:

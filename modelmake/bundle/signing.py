@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import stat
 from collections.abc import Mapping
@@ -40,6 +39,9 @@ from modelmake.errors import (
 )
 from modelmake.fsutil import atomic_output, canonical_json, sha256_file
 
+from .manifest import is_sha256_hex
+from .untrusted_json import JSONProblem, parse, read_limited
+
 SIGNATURE_NAME = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -48,6 +50,9 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 # model_signing leaves these out of every signature unless told otherwise; so must we,
 # or its verifier would report them as extra files.
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
+
+# The largest model.sig read: about 200 bytes a file, so room for the archive reader's 10 000 entries twice over.
+MAX_SIGNATURE_BYTES = 4 << 20
 
 _ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
@@ -89,7 +94,6 @@ def _manifest_order(name: str) -> tuple[str, ...]:
 
 def _walk(directory: Path, ignore: list[str]) -> tuple[list[str], list[str]]:
     """(covered file names in manifest order, reasons for refusing some entries)."""
-    ignored = [tuple(PurePosixPath(p).parts) for p in ignore]
     files: list[str] = []
     refused: list[str] = []
 
@@ -98,7 +102,7 @@ def _walk(directory: Path, ignore: list[str]) -> tuple[list[str], list[str]]:
             for entry in entries:
                 parts = (*prefix, entry.name)
                 name = "/".join(parts)
-                if any(parts[: len(p)] == p for p in ignored):
+                if is_ignored(name, ignore):
                     continue
                 if entry.is_symlink():
                     refused.append(f"{name} is a symbolic link")
@@ -243,7 +247,14 @@ def _check_p256(public_key: ec.EllipticCurvePublicKey) -> None:
 def verify_directory(
     directory: Path, public_key: ec.EllipticCurvePublicKey, signature_name: str = SIGNATURE_NAME
 ) -> list[str]:
-    """Check ``directory`` against its signature; return the verified file names.
+    """Check ``directory`` against its signature; return the verified file names (see verify_directory_digests)."""
+    return list(verify_directory_digests(directory, public_key, signature_name))
+
+
+def verify_directory_digests(
+    directory: Path, public_key: ec.EllipticCurvePublicKey, signature_name: str = SIGNATURE_NAME
+) -> dict[str, str]:
+    """Check ``directory`` against its signature; return the verified files' SHA-256 digests by name.
 
     Checks, in order: the signature file parses, it was made with ``public_key``, and
     the files on disk are exactly the signed ones with the signed digests. Each failure
@@ -251,34 +262,63 @@ def verify_directory(
     """
     directory = Path(directory)
     _check_signature_name(signature_name)
-    _check_p256(public_key)
     signature_path = directory / signature_name
-    payload = _read_envelope(signature_path, public_key)
-    statement = _parse_json(payload, signature_path, "the signed statement")
-    signed, signed_ignore = _signed_manifest(statement, signature_path)
-
-    ignore = sorted({*ignored_paths(signature_name), *signed_ignore})
+    signed, ignore = verify_signature(read_signature_file(signature_path), public_key, signature_path, signature_name)
     names, refused = _walk(directory, ignore)
     if refused:
         raise VerificationError(f"{directory} does not match {signature_name}: {'; '.join(refused)}")
     actual = {name: hash_file(directory / name) for name in names}
-
-    problems = _differences(signed, actual)
-    if problems:
-        # A changed file is the graver finding; it decides the error (and exit code) when both occur.
-        kind = TamperedFileError if any("changed:" in p for p in problems) else FileSetError
-        raise kind(f"{directory} does not match {signature_name}:\n" + "\n".join(problems))
-    return list(actual)
+    check_files(signed, actual, directory, signature_name)
+    return actual
 
 
-def _read_envelope(signature_path: Path, public_key: ec.EllipticCurvePublicKey) -> bytes:
-    """Check the signature file's outer layers and signature; return the signed payload."""
+def read_signature_file(signature_path: Path) -> bytes:
+    """The bytes of a signature file, refusing one larger than MAX_SIGNATURE_BYTES without reading it all."""
     try:
-        raw = signature_path.read_bytes()
+        return read_limited(signature_path, MAX_SIGNATURE_BYTES)
     except FileNotFoundError:
         raise SignatureFormatError(
             f"{signature_path} is missing: the bundle is unsigned or its signature was removed"
         ) from None
+    except JSONProblem as problem:
+        _fail(signature_path, f"it {problem}")
+    except OSError as error:
+        _fail(signature_path, f"it cannot be read ({error.strerror or error})")
+
+
+def verify_signature(
+    raw: bytes, public_key: ec.EllipticCurvePublicKey, where: Path | str, signature_name: str = SIGNATURE_NAME
+) -> tuple[dict[str, str], list[str]]:
+    """Check the bytes of a signature file made with ``public_key``; return (signed name -> SHA-256, ignored paths).
+
+    ``where`` names the signature file in messages.
+    """
+    _check_p256(public_key)
+    payload = _read_envelope(raw, where, public_key, signature_name)
+    statement = _parse_json(payload, where, "the signed statement")
+    signed, signed_ignore = _signed_manifest(statement, where)
+    return signed, sorted({*ignored_paths(signature_name), *signed_ignore})
+
+
+def is_ignored(name: str, ignore: list[str]) -> bool:
+    """Whether a signature leaves the file ``name`` out: it is, or is below, one of the ignored paths."""
+    parts = tuple(name.split("/"))
+    return any(parts[: len(p)] == p for p in (tuple(PurePosixPath(i).parts) for i in ignore))
+
+
+def check_files(signed: dict[str, str], actual: dict[str, str], where: Path | str, signature_name: str = SIGNATURE_NAME) -> None:
+    """Refuse any difference between the signed files and the ``actual`` ones (name -> SHA-256)."""
+    problems = _differences(signed, actual)
+    if problems:
+        # A changed file is the graver finding; it decides the error (and exit code) when both occur.
+        kind = TamperedFileError if any("changed:" in p for p in problems) else FileSetError
+        raise kind(f"{where} does not match {signature_name}:\n" + "\n".join(problems))
+
+
+def _read_envelope(
+    raw: bytes, signature_path: Path | str, public_key: ec.EllipticCurvePublicKey, signature_name: str
+) -> bytes:
+    """Check the signature file's outer layers and signature; return the signed payload."""
     bundle = _parse_json(raw, signature_path, "the signature file")
     _expect(bundle.get("mediaType") == BUNDLE_MEDIA_TYPE, signature_path, f"mediaType is not {BUNDLE_MEDIA_TYPE}")
     envelope = bundle.get("dsseEnvelope")
@@ -295,23 +335,25 @@ def _read_envelope(signature_path: Path, public_key: ec.EllipticCurvePublicKey) 
     material = bundle.get("verificationMaterial")
     key_info = material.get("publicKey") if isinstance(material, dict) else None
     hint = key_info.get("hint") if isinstance(key_info, dict) else None
+    _expect(hint is None or isinstance(hint, str), signature_path, "verificationMaterial.publicKey.hint is not a string")
     given = public_key_hint(public_key)
     if hint and hint != given:
+        named = hint[:16] if hint.isalnum() else repr(hint[:16])  # it is not signed: print it, never obey it
         raise WrongKeyError(
             f"{signature_path} was signed by a different key: check --public-key "
-            f"(the signature names key {hint[:16]}..., the given public key is {given[:16]}...)"
+            f"(the signature names key {named}..., the given public key is {given[:16]}...)"
         )
     try:
         public_key.verify(signature, pae(payload), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise WrongKeyError(
             f"{signature_path}: the signature does not match this public key: it was signed by a "
-            f"different key (check --public-key), or {signature_path.name} was altered after signing"
+            f"different key (check --public-key), or {signature_name} was altered after signing"
         ) from None
     return payload
 
 
-def _signed_manifest(statement: Any, signature_path: Path) -> tuple[dict[str, str], list[str]]:
+def _signed_manifest(statement: Any, signature_path: Path | str) -> tuple[dict[str, str], list[str]]:
     """(signed name -> digest, signed ignore list) from a verified in-toto statement."""
     def field(value: Any, key: str, kind: type, where: str) -> Any:
         item = value.get(key) if isinstance(value, dict) else None
@@ -345,7 +387,7 @@ def _signed_manifest(statement: Any, signature_path: Path) -> tuple[dict[str, st
         _expect(field(resource, "algorithm", str, f"algorithm for {name}") == "sha256", signature_path,
                 f"{name} is not hashed with sha256")
         _expect(name not in signed, signature_path, f"it lists {name} twice")
-        _expect(_is_sha256_hex(digest), signature_path, f"the digest for {name} is not SHA-256 hex")
+        _expect(is_sha256_hex(digest), signature_path, f"the digest for {name} is not SHA-256 hex")
         signed[name] = digest
 
     subjects = field(statement, "subject", list, "subject")
@@ -361,38 +403,34 @@ def _differences(signed: dict[str, str], actual: dict[str, str]) -> list[str]:
     problems = []
     for name in sorted(signed.keys() | actual.keys(), key=_manifest_order):
         if name not in actual:
-            problems.append(f"  missing: {name} (signed, but not in the directory)")
+            problems.append(f"  missing: {name} (signed, but not in the bundle)")
         elif name not in signed:
-            problems.append(f"  extra: {name} (in the directory, but not covered by the signature)")
+            problems.append(f"  extra: {name} (in the bundle, but not covered by the signature)")
         elif signed[name] != actual[name]:
             problems.append(f"  changed: {name} (its SHA-256 differs from the signed one)")
     return problems
 
 
-def _parse_json(raw: bytes, signature_path: Path, what: str) -> dict[str, Any]:
+def _parse_json(raw: bytes, signature_path: Path | str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise SignatureFormatError(f"{signature_path} is not an OMS signature: {what} is not valid JSON") from None
+        value = parse(raw)
+    except JSONProblem as problem:
+        raise SignatureFormatError(f"{signature_path} is not an OMS signature: {what} {problem}") from None
     _expect(isinstance(value, dict), signature_path, f"{what} is not a JSON object")
     return value
 
 
-def _base64(value: Any, signature_path: Path, where: str) -> bytes:
+def _base64(value: Any, signature_path: Path | str, where: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (TypeError, ValueError):
         raise SignatureFormatError(f"{signature_path} is not an OMS signature: {where} is not base64") from None
 
 
-def _is_sha256_hex(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-def _expect(condition: bool, signature_path: Path, reason: str) -> None:
+def _expect(condition: bool, signature_path: Path | str, reason: str) -> None:
     if not condition:
         _fail(signature_path, reason)
 
 
-def _fail(signature_path: Path, reason: str) -> NoReturn:
+def _fail(signature_path: Path | str, reason: str) -> NoReturn:
     raise SignatureFormatError(f"{signature_path} is not a valid OMS signature: {reason}")

@@ -161,6 +161,8 @@ def test_more_than_65535_entries_get_zipfiles_zip64_end_records(tmp_path):
     ours = (tmp_path / "ours.zip").read_bytes()
     assert b"PK\x06\x06" in ours[-100:]  # the zip64 end record
     assert ours == (tmp_path / "zipfile.zip").read_bytes()
+    with archive.ArchiveReader(tmp_path / "ours.zip", max_entries=len(sources)) as reader:
+        assert list(reader.entries) == list(sources)
 
 
 @pytest.mark.parametrize("copy_file_range", ["fails with EXDEV", "missing"])
@@ -216,6 +218,12 @@ def test_zip64_sizes_and_offsets_are_read_back_by_zipfile(tmp_path):
         assert big_info.create_version == big_info.extract_version == 45
         assert small_info.create_version == small_info.extract_version == 45  # its offset needs zip64
         assert zf.read("after-big.bin") == bytes(small)  # found through its zip64 offset, CRC checked
+
+    with archive.ArchiveReader(tmp_path / "sparse.zip") as reader:
+        assert [(e.name, e.size, e.header_offset) for e in reader.entries.values()] == [
+            ("big.bin", big, 0), ("after-big.bin", small, second_offset)
+        ]
+        assert reader.read("after-big.bin") == bytes(small)
 
 
 def test_a_given_crc_is_used_as_given(tmp_path):
