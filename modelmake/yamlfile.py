@@ -8,8 +8,9 @@ A spec is small, and a hostile or broken one must not take the machine: the
 file is read only if it is a regular file no larger than MAX_YAML_BYTES, and
 parsing stops at MAX_YAML_DEPTH levels of nesting or MAX_YAML_NODES keys,
 values and list items (an alias counts as every node it repeats).  Control
-characters and tags (``!!python/...``, ``!!binary``, even ``!!str``) are refused:
-a spec holds plain values only.
+characters, tags (``!!python/...``, ``!!binary``, even ``!!str``), keys that are
+lists or mappings and aliases inside the value they repeat are refused: a spec
+holds plain values only.
 """
 from __future__ import annotations
 
@@ -145,7 +146,8 @@ class _LimitExceeded(Exception):
 @cache
 def _composer_class():
     from ruamel.yaml.composer import Composer
-    from ruamel.yaml.events import AliasEvent
+    from ruamel.yaml.events import AliasEvent, ScalarEvent
+    from ruamel.yaml.nodes import MappingNode, ScalarNode
 
     class LimitedComposer(Composer):
         """ruamel's composer, counting nodes (an alias as many as it repeats) and depth as it goes."""
@@ -159,6 +161,15 @@ def _composer_class():
 
         def compose_node(self, parent, index):
             event = self.parser.peek_event()
+            # ruamel composes a mapping's key with no index, its value with the key; a key that is a list or a mapping
+            # ('? [a, b]: 1', often a stray '?') cannot become a key of a dict.
+            if isinstance(parent, MappingNode) and index is None:
+                aliased = self.anchors.get(event.anchor) if isinstance(event, AliasEvent) else None
+                if not (isinstance(event, ScalarEvent) or isinstance(aliased, ScalarNode)):
+                    raise _LimitExceeded(
+                        "a key must be a plain value, not a list or a mapping: check the indentation, or remove the '?' before it",
+                        event.start_mark,
+                    )
             if isinstance(event, AliasEvent) and event.anchor in self.open:
                 raise _LimitExceeded(
                     f"the alias *{event.anchor} is inside the value it repeats, which never ends: remove it", event.start_mark
