@@ -165,12 +165,6 @@ class Artifact:
         return f"{self.name}@{self.target}"
 
 
-# A step (a recipe, a conversion, an evaluation) that runs longer than this is stopped and fails: far beyond what a real
-# conversion or a recipe's training takes, and short enough that a recipe stuck in a loop frees the machine the same day.
-DEFAULT_STEP_TIMEOUT_MINUTES = 360
-MAX_STEP_TIMEOUT_MINUTES = 7 * 24 * 60  # a week
-
-
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -182,7 +176,7 @@ class Model:
     artifacts: tuple[Artifact, ...]
     description: str = ""
     metrics: CustomMetrics | None = None  # figures of the user's own, measured on the evaluation data
-    timeout_minutes: int = DEFAULT_STEP_TIMEOUT_MINUTES  # how long one step of this model may run before it fails
+    timeout_minutes: int | None = None  # how long one step of this model may run before it fails; None: the default
 
     @property
     def stateful(self) -> bool:

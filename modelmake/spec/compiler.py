@@ -23,7 +23,6 @@ from ..errors import SpecError
 from ..kinds import OutputKind, Precision
 from ..layout import SPEC_FILE
 from ..plan import (
-    DEFAULT_STEP_TIMEOUT_MINUTES,
     Budget,
     BuildPlan,
     BundleSpec,
@@ -475,7 +474,7 @@ class Compiler:
             artifacts=tuple(found),
             description=conf.get("description", ""),
             metrics=custom,
-            timeout_minutes=conf.get("timeout_minutes", DEFAULT_STEP_TIMEOUT_MINUTES),
+            timeout_minutes=conf.get("timeout_minutes"),
         )
 
     def one_or_named(self, io_path, conf, single: str, named: str) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from .. import formats
 from ..kinds import OutputKind, Precision
-from ..plan import DEFAULT_STEP_TIMEOUT_MINUTES, MAX_STEP_TIMEOUT_MINUTES
 from ..yamlfile import YamlDocument
 from .messages import YamlProblem, describe
 
@@ -29,6 +28,9 @@ TARGET_SCHEMA = "target.schema.json"
 
 RECIPE = "recipe"  # a Python file whose function builds the model: not a file of any format
 RECIPE_OPTIONS = ("function", "depends")  # the source keys that only a recipe takes
+
+# The longest a model's steps may be given (timeout_minutes): a week.  Without it, the build's default applies.
+MAX_STEP_TIMEOUT_MINUTES = 7 * 24 * 60
 
 # The most classes an output's top_k may present (and top-k accuracy measure): more than any app shows, and far
 # within the 64-bit integer a manifest holds.
@@ -83,12 +85,7 @@ def _compose_models(schema: dict) -> None:
     source["description"] = f"Exactly one of {', '.join(kinds[:-1])} or {kinds[-1]}."
     for output in ("output", "named_output"):
         definitions[output]["properties"]["top_k"]["maximum"] = MAX_TOP_K
-    timeout = definitions["model"]["properties"]["timeout_minutes"]
-    timeout["maximum"] = MAX_STEP_TIMEOUT_MINUTES
-    timeout["description"] = (
-        "Minutes each step of this model, its recipe, a conversion or an evaluation, may run before it is stopped and fails: "
-        f"default {DEFAULT_STEP_TIMEOUT_MINUTES}, at most {MAX_STEP_TIMEOUT_MINUTES}, a week."
-    )
+    definitions["model"]["properties"]["timeout_minutes"]["maximum"] = MAX_STEP_TIMEOUT_MINUTES
 
 
 def _compose_target(schema: dict) -> None:

@@ -14,7 +14,7 @@ import pytest
 from modelmake.bundle.archive import ZIP_EPOCH_MIN
 from modelmake.errors import SpecError, exit_code_for
 from modelmake.kinds import OutputKind, Precision
-from modelmake.plan import DEFAULT_STEP_TIMEOUT_MINUTES, Budget
+from modelmake.plan import Budget
 from modelmake.spec import load_plan
 
 from tests.support.spec_workspace import DEFAULT_FILES, VALID_SPEC, edit, make_workspace, spec_problems
@@ -1419,9 +1419,9 @@ def test_a_quantized_share_budget_where_no_variant_is_quantized(tmp_path):
     ]
 
 
-def test_a_model_step_timeout_has_a_default_and_can_be_set(tmp_path):
+def test_a_model_step_timeout_can_be_set_and_is_otherwise_the_builds_default(tmp_path):
     [default] = load_plan(make_workspace(tmp_path / "default"), environ={}).models
-    assert default.timeout_minutes == DEFAULT_STEP_TIMEOUT_MINUTES == 360
+    assert default.timeout_minutes is None
 
     spec = edit(VALID_SPEC, ("    budget_overrides:", "    timeout_minutes: 30\n    budget_overrides:"))
     [model] = load_plan(make_workspace(tmp_path / "set", spec), environ={}).models
