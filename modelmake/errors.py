@@ -18,6 +18,7 @@ import errno
 SUCCESS = 0
 USAGE = 2  # argparse's code for a wrong command line
 BUG = 70  # EX_SOFTWARE: anything that is not a ModelmakeError
+MAX_REPORTED_PROBLEMS = 50  # a spec error lists this many problems, then how many more there are
 
 
 class ModelmakeError(Exception):
@@ -106,7 +107,10 @@ class SpecError(ModelmakeError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         noun = "problem" if len(self.problems) == 1 else "problems"
-        super().__init__(f"{len(self.problems)} {noun} in the spec:\n" + "\n".join(f"  {p}" for p in self.problems))
+        shown = [f"  {p}" for p in self.problems[:MAX_REPORTED_PROBLEMS]]
+        if len(self.problems) > MAX_REPORTED_PROBLEMS:
+            shown.append(f"  ... and {len(self.problems) - MAX_REPORTED_PROBLEMS} more: fix these first")
+        super().__init__(f"{len(self.problems)} {noun} in the spec:\n" + "\n".join(shown))
 
     def __reduce__(self):
         # Rebuilt from its problems, not its message, when it comes back from the step worker.

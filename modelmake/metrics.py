@@ -64,6 +64,27 @@ DEFAULT_TOLERANCES: dict[OutputKind, dict[Precision, dict[str, float]]] = {
 LOWER_IS_BETTER = (MAX_ABS_ERROR, ACCURACY_DROP, IOU_DROP, SIZE_KB, LATENCY_MS)
 
 
+# What a budget may bound each figure to: sizes, latency and errors are never negative, shares and accuracies are fractions
+# (a drop too: a budget below 0 would ask an artifact to beat its source), and cosines lie between -1 and 1.
+NON_NEGATIVE = (SIZE_KB, LATENCY_MS, MAX_ABS_ERROR)
+COSINES = (COSINE_SIMILARITY, WORST_COSINE_SIMILARITY)
+FRACTIONS = (
+    ACCURACY_DROP, TOP1_AGREEMENT, MEAN_IOU, PIXEL_ACCURACY, IOU_DROP, MASK_AGREEMENT, ACCELERATOR_COVERAGE, QUANTIZED_SHARE
+)
+
+
+def metric_range(name: str) -> tuple[float, float] | None:
+    """The values a figure of this name can take, which bound its budgets; None for a figure of any value (snr_db, custom)."""
+    if name in NON_NEGATIVE:
+        return (0.0, float("inf"))
+    if name in COSINES:
+        return (-1.0, 1.0)
+    conditioned = {condition_metric(c, kind) for c in CONDITIONS for kind in (OutputKind.CLASSES, OutputKind.MASK)}
+    if name in FRACTIONS or name in conditioned or re.fullmatch(r"top[0-9]+", name):
+        return (0.0, 1.0)
+    return None
+
+
 def top_k_metric(k: int) -> str:
     return f"top{k}"
 

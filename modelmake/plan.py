@@ -176,6 +176,7 @@ class Model:
     artifacts: tuple[Artifact, ...]
     description: str = ""
     metrics: CustomMetrics | None = None  # figures of the user's own, measured on the evaluation data
+    timeout_minutes: int | None = None  # how long one step of this model may run before it fails; None: the default
 
     @property
     def stateful(self) -> bool:

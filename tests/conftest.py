@@ -7,5 +7,5 @@ def pytest_addoption(parser) -> None:
         "--regenerate-golden",
         action="store_true",
         default=False,
-        help="write the files under tests/golden/ from this run instead of comparing against them",
+        help="write the golden files (tests/golden/, tests/corpus/*/*.expected) from this run instead of comparing against them",
     )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import posixpath
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,8 +68,23 @@ class DeclaredOutput:
     where: tuple
 
 
-def _basis_points(percent) -> int:
+def percent_basis_points(percent) -> int:
     return round(percent * 100)
+
+
+def in_hundredths(percent) -> bool:
+    """Whether a percentage has at most two decimals, as YAML read it: 33.33 is 3333 basis points, 12.345 is 1234.5.
+
+    A float is never exactly a number of hundredths (0.07 * 100 is 7.000000000000001), so it is compared within a
+    margin far below one basis point and far above float rounding.
+    """
+    return abs(percent * 100 - round(percent * 100)) < 1e-6
+
+
+def outside_workspace(relative: str) -> bool:
+    """Whether a path of the spec leaves the workspace: absolute, or climbing out with '..' (symbolic links are followed)."""
+    normalized = posixpath.normpath(relative.replace("\\", "/"))
+    return posixpath.isabs(normalized) or normalized == ".." or normalized.startswith("../")
 
 
 def _mapping(value) -> dict:
@@ -183,6 +200,8 @@ class Compiler:
 
                 offers[model] = self.offer(where, shared | override, version)
             channels[channel] = MappingProxyType(offers)
+        if "repository" in conf and self.valid(("publish", "repository")):
+            self.check_inside(("publish", "repository"), conf["repository"], "repository directory")
         return PublishSpec(
             repository=conf.get("repository", layout.DEFAULT_REPOSITORY),
             on_build=conf.get("on_build", False),
@@ -192,8 +211,17 @@ class Compiler:
 
     def offer(self, where, settings, bundle_version: str | None) -> Offer:
         version = settings.get("version", bundle_version)
+        percentages = [(where("rollout"), settings["rollout"])] if "rollout" in settings else []
+        percentages += [(where("arms") + (name, "weight"), arm["weight"]) for name, arm in settings.get("arms", {}).items()]
+        for path, percent in percentages:
+            if not in_hundredths(percent):
+                self.fail(
+                    path,
+                    f"{percent!r} has more than two decimals: a share of devices is counted in hundredths of a percent; "
+                    f"round it, such as to {round(percent, 2)!r}",
+                )
         arms = tuple(
-            Arm(name, _basis_points(arm["weight"]), arm.get("version", version)) for name, arm in settings.get("arms", {}).items()
+            Arm(name, percent_basis_points(arm["weight"]), arm.get("version", version)) for name, arm in settings.get("arms", {}).items()
         )
         if arms and sum(a.basis_points for a in arms) != BASIS_POINTS:
             total = sum(a.basis_points for a in arms) / 100
@@ -206,7 +234,7 @@ class Compiler:
             )
         return Offer(
             version=version,
-            rollout_basis_points=_basis_points(settings.get("rollout", 100)),
+            rollout_basis_points=percent_basis_points(settings.get("rollout", 100)),
             previous=previous,
             arms=arms,
             min_app_version=settings.get("min_app_version"),
@@ -265,7 +293,20 @@ class Compiler:
             f"or use a key file: key: file:{example_file} (`modelmake keygen` makes one)",
         )
 
+    def check_inside(self, yaml_path, relative: str, what: str) -> bool:
+        """Whether a path of the spec stays in the workspace; reported where it does not."""
+        if not outside_workspace(relative):
+            return True
+        self.fail(
+            yaml_path,
+            f"'{relative}' is outside the workspace: the {what} must be inside it, given relative to {SPEC_FILE} "
+            "(copy or link it into the workspace)",
+        )
+        return False
+
     def existing_file(self, yaml_path, relative: str, what: str, *, directory=False) -> str:
+        if not self.check_inside(yaml_path, relative, f"{what} file" if not directory else f"{what} directory"):
+            return relative
         path = self.workspace / relative
         ok = path.is_dir() if directory else path.is_file()
         if not ok:
@@ -433,6 +474,7 @@ class Compiler:
             artifacts=tuple(found),
             description=conf.get("description", ""),
             metrics=custom,
+            timeout_minutes=conf.get("timeout_minutes"),
         )
 
     def one_or_named(self, io_path, conf, single: str, named: str) -> None:
@@ -842,8 +884,24 @@ class Compiler:
             if known_metrics is not None and metric not in known_metrics:
                 self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics, key, path=path), of_key=True)
                 continue
-            out.append(Budget.parse(key, limit))
+            if self.limit_in_range(path + (key,), key, metric, limit):
+                out.append(Budget.parse(key, limit))
         return out
+
+    def limit_in_range(self, where, key: str, metric: str, limit) -> bool:
+        """A budget's limit is a value its metric can take: refused here, not when the first artifact is measured."""
+        bounds = metrics.metric_range(metric)
+        if bounds is None or bounds[0] <= limit <= bounds[1]:
+            return True
+        low, high = bounds
+        if math.isinf(high):
+            range_text = f"{metric} is never below {low:g}: give a limit of {low:g} or more"
+        elif (low, high) == (0.0, 1.0):
+            range_text = f"{metric} is a fraction from 0 to 1: write 0.05 for 5 %"
+        else:
+            range_text = f"{metric} lies between {low:g} and {high:g}: give a limit in that range"
+        self.fail(where, f"{key} is {limit!r}, out of range: {range_text}")
+        return False
 
     def unknown_metric(self, model, metric, known_metrics, key="", *, path=()) -> str:
         message = f"no metric '{metric}' to budget; this model measures: {', '.join(known_metrics)}"

@@ -95,6 +95,11 @@ def _too_small(path, schema, instance, error) -> Iterator[YamlProblem]:
     yield YamlProblem(path, f"expected at least {schema['minimum']}, got {instance!r}" + (f" ({what})" if what else ""), False)
 
 
+def _too_large(path, schema, instance, error) -> Iterator[YamlProblem]:
+    what = _expected(schema.get("description"))
+    yield YamlProblem(path, f"expected at most {schema['maximum']}, got {instance!r}" + (f" ({what})" if what else ""), False)
+
+
 def _not_the_constant(path, schema, instance, error) -> Iterator[YamlProblem]:
     yield YamlProblem(path, f"must be {schema['const']!r}, got {instance!r}", False)
 
@@ -124,6 +129,7 @@ _DESCRIBERS = {
     "enum": _not_a_choice,
     "const": _not_the_constant,
     "minimum": _too_small,
+    "maximum": _too_large,
     "pattern": _no_match,
     "minProperties": _empty,
     "minItems": _empty,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 from functools import cache
 from pathlib import Path
@@ -27,6 +28,13 @@ TARGET_SCHEMA = "target.schema.json"
 
 RECIPE = "recipe"  # a Python file whose function builds the model: not a file of any format
 RECIPE_OPTIONS = ("function", "depends")  # the source keys that only a recipe takes
+
+# The longest a model's steps may be given (timeout_minutes): a week.  Without it, the build's default applies.
+MAX_STEP_TIMEOUT_MINUTES = 7 * 24 * 60
+
+# The most classes an output's top_k may present (and top-k accuracy measure): more than any app shows, and far
+# within the 64-bit integer a manifest holds.
+MAX_TOP_K = 1000
 
 # plan.FormatSupport's common fields on op coverage, which a format's section has when it can report on an accelerator.
 COVERAGE_KEYS = ("accelerator", "require_full_coverage")
@@ -75,6 +83,9 @@ def _compose_models(schema: dict) -> None:
     options = {key: source["properties"][key] for key in RECIPE_OPTIONS}
     source["properties"] = {kind: {"$ref": "#/$defs/path"} for kind in kinds} | options
     source["description"] = f"Exactly one of {', '.join(kinds[:-1])} or {kinds[-1]}."
+    for output in ("output", "named_output"):
+        definitions[output]["properties"]["top_k"]["maximum"] = MAX_TOP_K
+    definitions["model"]["properties"]["timeout_minutes"]["maximum"] = MAX_STEP_TIMEOUT_MINUTES
 
 
 def _compose_target(schema: dict) -> None:
@@ -112,8 +123,26 @@ def _validator(schema_name: str):
 
 
 def schema_findings(doc: YamlDocument, schema_name: str) -> list[YamlProblem]:
-    """Every schema violation in the document, worded, in no particular order."""
-    return [problem for error in _validator(schema_name).iter_errors(doc.data) for problem in describe(error)]
+    """Every schema violation in the document, worded, in no particular order.
+
+    JSON has no infinity and no NaN, so the schemas' numbers take them: each is refused here, once.
+    """
+    non_finite = list(_non_finite_numbers(doc.data, ()))
+    at = {problem.path for problem in non_finite}
+    found = [problem for error in _validator(schema_name).iter_errors(doc.data) for problem in describe(error)]
+    return non_finite + [problem for problem in found if problem.path not in at]
+
+
+def _non_finite_numbers(data, path: tuple):
+    if isinstance(data, float) and not math.isfinite(data):
+        shown = ".nan" if math.isnan(data) else ".inf" if data > 0 else "-.inf"
+        yield YamlProblem(path, f"expected a finite number, got {shown}: give a number, or leave the key out for its default", False)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _non_finite_numbers(value, path + (key,))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _non_finite_numbers(value, path + (index,))
 
 
 def schema_problems(doc: YamlDocument, schema_name: str) -> list[str]:

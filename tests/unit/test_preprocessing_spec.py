@@ -87,8 +87,8 @@ def test_mean_alone_divides_by_one(tmp_path):
         pytest.param(
             "scale: 1/16",
             "scale: .inf",
-            "models.yaml:12:36: models -> digits -> io -> input -> scale: 'inf' is not a finite number: "
-            "write a decimal or a fraction such as 1/127.5",
+            "models.yaml:12:36: models -> digits -> io -> input -> scale: expected a finite number, got .inf: "
+            "give a number, or leave the key out for its default",
             id="infinite-scale",
         ),
         pytest.param(

@@ -1417,3 +1417,12 @@ def test_a_quantized_share_budget_where_no_variant_is_quantized(tmp_path):
         f"this model measures: {MEASURED.replace('quantized_share, ', '')}; quantized_share applies to quantized variants "
         "only and no variant of digits is quantized: remove min_quantized_share or set quantize",
     ]
+
+
+def test_a_model_step_timeout_can_be_set_and_is_otherwise_the_builds_default(tmp_path):
+    [default] = load_plan(make_workspace(tmp_path / "default"), environ={}).models
+    assert default.timeout_minutes is None
+
+    spec = edit(VALID_SPEC, ("    budget_overrides:", "    timeout_minutes: 30\n    budget_overrides:"))
+    [model] = load_plan(make_workspace(tmp_path / "set", spec), environ={}).models
+    assert model.timeout_minutes == 30

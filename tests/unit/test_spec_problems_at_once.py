@@ -12,7 +12,7 @@ from modelmake.spec import load_plan
 from tests.support.spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
 
 KNOWN_TARGETS = "android-arm64-cpu, apple-a17, pixel-8, raspberry-pi-5, snapdragon-8-gen-3"
-MODEL_KEYS = "budget_overrides, budgets, data, description, io, source, targets, variants"
+MODEL_KEYS = "budget_overrides, budgets, data, description, io, source, targets, timeout_minutes, variants"
 TARGETS = "    targets:\n      pixel-8: [fp32, fp16, int8]\n      snapdragon-8-gen-3: [int8]\n"
 BUDGETS = (
     "    budgets: {max_size_kb: 200, max_accuracy_drop: 0.005, max_latency_ms: 33}\n"

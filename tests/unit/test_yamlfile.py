@@ -1,13 +1,14 @@
 """The YAML loader: plain data out, 1-based positions of keys and values kept, syntax errors as one line each."""
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
 
 from modelmake.errors import SpecError
 from modelmake.spec import schema_problems
-from modelmake.yamlfile import Position, load_yaml
+from modelmake.yamlfile import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, Position, load_yaml
 
 from tests.support.spec_workspace import VALID_SPEC, edit, make_workspace, spec_problems
 
@@ -225,7 +226,7 @@ def test_a_file_that_is_not_utf8(tmp_path):
         load_yaml(tmp_path / "models.yaml", "models.yaml")
 
     assert caught.value.problems == [
-        "models.yaml: cannot read the file ('utf-8' codec can't decode byte 0xff in position 6: invalid start byte)",
+        "models.yaml:1:7: the file is not UTF-8 text (byte 0xff): save it as UTF-8",
     ]
 
 
@@ -238,3 +239,85 @@ def test_the_display_name_is_what_errors_show(tmp_path):
 
     assert caught.value.problems[0].startswith("targets/pixel-8.yaml:2:1: invalid YAML: ")
     assert str(tmp_path) not in caught.value.problems[0]
+
+
+# --- limits: a hostile file is refused before it costs anything (tests/corpus/specs/ has the attacks themselves) ---
+
+
+def test_a_file_of_the_largest_size_loads_and_one_byte_more_is_refused(tmp_path):
+    text = "a: 1\n"
+    largest = text + "#" * (MAX_YAML_BYTES - len(text) - 1) + "\n"
+    assert len(largest.encode()) == MAX_YAML_BYTES
+    assert load(tmp_path, largest).data == {"a": 1}
+
+    assert yaml_problem(tmp_path, largest + "\n") == [
+        f"models.yaml: the file is larger than {MAX_YAML_BYTES // 1024} KiB, the most a spec may be: "
+        "keep only the models and targets you build"
+    ]
+
+
+def test_nesting_up_to_the_deepest_level_loads_and_one_more_is_refused(tmp_path):
+    # The top-level mapping is the first level, each list one more.
+    lists = MAX_YAML_DEPTH - 1
+    assert load(tmp_path, f"a: {'[' * lists}{']' * lists}\n").data["a"] is not None
+
+    assert yaml_problem(tmp_path, f"a: {'[' * (lists + 1)}{']' * (lists + 1)}\n") == [
+        f"models.yaml:1:{lists + 4}: nested more than {MAX_YAML_DEPTH} levels deep, the most a spec may be: "
+        "check the brackets and the indentation"
+    ]
+
+
+def test_the_most_nodes_load_and_one_more_is_refused(tmp_path):
+    # The top-level mapping, the key 'a' and the list are three nodes; each item one more.
+    items = MAX_YAML_NODES - 3
+    assert len(load(tmp_path, f"a: [{', '.join(['1'] * items)}]\n").data["a"]) == items
+
+    [problem] = yaml_problem(tmp_path, f"a: [{', '.join(['1'] * (items + 1))}]\n")
+    assert problem == (
+        f"models.yaml:1:{4 + 3 * items + 1}: more than {MAX_YAML_NODES} keys, values and list items, "
+        "the most a spec may hold: keep only the models and targets you build"
+    )
+
+
+def test_aliases_and_merge_keys_load_and_count_as_what_they_repeat(tmp_path):
+    doc = load(tmp_path, "base: &base {x: 1, y: [1, 2]}\ncopy: *base\nmerged:\n  <<: *base\n  z: 3\n")
+    assert doc.data == {"base": {"x": 1, "y": [1, 2]}, "copy": {"x": 1, "y": [1, 2]}, "merged": {"z": 3, "x": 1, "y": [1, 2]}}
+
+    # Six nodes in the anchored list, repeated until the aliases alone pass the limit.
+    repeats = MAX_YAML_NODES // 6
+    [problem] = yaml_problem(tmp_path, "base: &base [1, 2, 3, 4, 5]\ncopies: [" + ", ".join(["*base"] * repeats) + "]\n")
+    assert problem.startswith("models.yaml:2:")
+    assert problem.endswith(
+        f"aliases expand to more than {MAX_YAML_NODES} keys, values and list items, the most a spec may hold: "
+        "write the repeated parts out, or use fewer aliases"
+    )
+
+
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system ['true']", "!!binary aGk=", "!!str 1.0", "!custom x", "!!set {a}"])
+def test_a_tag_is_refused_at_its_position(tmp_path, tag):
+    shown = tag.split()[0].removeprefix("tag:yaml.org,2002:")
+    assert yaml_problem(tmp_path, f"a: 1\nb: {tag}\n") == [
+        f"models.yaml:2:4: the tag {shown} is not allowed (a spec holds plain values): remove it, or quote the value"
+    ]
+
+
+@pytest.mark.parametrize("character", [chr(code) for code in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, 0x80, 0x9F)])
+def test_a_control_character_is_refused_at_its_position(tmp_path, character):
+    assert yaml_problem(tmp_path, f"a: 1\nbb: x{character}\n") == [
+        f"models.yaml:2:6: invalid YAML: control character U+{ord(character):04X} is not allowed: remove it"
+    ]
+
+
+def test_tabs_line_breaks_and_text_beyond_ascii_are_not_control_characters(tmp_path):
+    text = "a: \"x\ty\"\r\nb: caf\u00e9 \u2603 \U0001f600\n"
+    assert load(tmp_path, text).data == {"a": "x\ty", "b": "caf\u00e9 \u2603 \U0001f600"}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_file_that_is_not_a_regular_file_is_refused_without_waiting(tmp_path, kind):
+    path = tmp_path / "models.yaml"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    with pytest.raises(SpecError) as caught:
+        load_yaml(path, "models.yaml")
+
+    assert caught.value.problems == ["models.yaml: not a regular file (a directory, pipe or device): make it a plain YAML file"]
