@@ -146,14 +146,15 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
 
 def _task(
     kind: str, name: str, step: str, job, *, file_dep, targets, doc: str, clean_dirs=(), also_hash=None, tools=None, uptodate=(), meta=None,
-    record_failures=False,
+    record_failures=False, timeout_minutes=None,
 ):
     """``also_hash`` joins the change detection without reaching the step (key fingerprints);
-    ``record_failures`` records a failure for the report and the package step instead of failing (``runner.run_step``)."""
+    ``record_failures`` records a failure for the report and the package step instead of failing, and
+    ``timeout_minutes`` bounds a step run in the worker (``runner.run_step``); neither is part of the hash."""
     from .task_checks import JobUnchanged, RemoveOutputs
 
     task_name = f"{kind}:{name}"
-    action = (run_step, [step, task_name, job], {"record_failures": record_failures})
+    action = (run_step, [step, task_name, job], {"record_failures": record_failures, "timeout_minutes": timeout_minutes})
     unchanged = JobUnchanged(type(job).__name__, config_hash(job), tool_versions(*(tools or STEP_TOOLS[kind])), also_hash)
     return {
         "basename": kind,
@@ -256,6 +257,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
         targets=[source_record],
         clean_dirs=[layout.source_dir(model.name)],
         tools=_source_tools(model.source),
+        timeout_minutes=model.timeout_minutes,
         doc=f"{model.name}: {model.source.kind} source {model.source.path}",
     )
     for dataset in (model.calibration, model.evaluation):
@@ -269,6 +271,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             _data_job(model, dataset, out),
             file_dep=_dataset_files(dataset),
             targets=[out],
+            timeout_minutes=model.timeout_minutes,
             doc=f"{model.name}: {dataset.role} data from {dataset.path}",
         )
     if model.evaluation is not None:
@@ -289,6 +292,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             job,
             file_dep=[source_record, job.evaluation, *_metrics_files(model)],
             targets=[job.out_metrics, job.out_outputs],
+            timeout_minutes=model.timeout_minutes,
             doc=f"{model.name}: accuracy of the source model",
         )
     for artifact in model.artifacts:
@@ -325,6 +329,7 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
         # A failed conversion is recorded for the report and the package step: its record says why, and its
         # missing file makes doit try the conversion again on the next build.
         record_failures=True,
+        timeout_minutes=model.timeout_minutes,
         doc=f"{model.name} {artifact.variant} ({artifact.precision}) as {artifact.format} for {artifact.target}",
     )
 
@@ -367,6 +372,7 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         # A failed evaluation is recorded for the report and the package step, and tried again next build.
         record_failures=True,
         uptodate=[(_evaluated, [job.out])],
+        timeout_minutes=model.timeout_minutes,
         doc=f"load, run and measure {artifact.id}; check its budgets",
     )
 

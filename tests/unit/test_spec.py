@@ -13,6 +13,7 @@ import pytest
 
 from modelmake.bundle.archive import ZIP_EPOCH_MIN
 from modelmake.errors import SpecError, exit_code_for
+from modelmake.graph import plan_tasks
 from modelmake.kinds import OutputKind, Precision
 from modelmake.plan import Budget
 from modelmake.spec import load_plan
@@ -1424,5 +1425,11 @@ def test_a_model_step_timeout_can_be_set_and_is_otherwise_the_builds_default(tmp
     assert default.timeout_minutes is None
 
     spec = edit(VALID_SPEC, ("    budget_overrides:", "    timeout_minutes: 30\n    budget_overrides:"))
-    [model] = load_plan(make_workspace(tmp_path / "set", spec), environ={}).models
+    workspace = make_workspace(tmp_path / "set", spec)
+    plan = load_plan(workspace, environ={})
+    [model] = plan.models
     assert model.timeout_minutes == 30
+    # Every step of the model that runs in the worker gets the limit; the bundle's steps run no model code.
+    limits = {task["basename"]: task["actions"][0][2]["timeout_minutes"] for task in plan_tasks(plan, workspace) if "actions" in task}
+    model_steps = dict.fromkeys(("source", "data", "reference", "convert", "evaluate"), 30)
+    assert limits == model_steps | dict.fromkeys(("package", "report", "publish"))
