@@ -2,8 +2,11 @@
 
 Writes ``<out_dir>/model`` (a SavedModel directory, ``model.tflite`` for a
 tflite source or ``model.onnx`` for an onnx source) and then ``record``, a
-JSON file with the model's signature, a digest of its files, the recipe's
-metadata and the tool versions.
+JSON file with the model's signature, a digest of the model, the recipe's
+metadata and the tool versions.  The digest of a SavedModel is of what it
+computes (``_model_digest``), not of its files, which differ between two
+exports of the same model: re-running an unchanged source writes the same
+record, and the conversions that depend on it stay up to date.
 Downstream tasks depend on the record, which is written last.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..recipes import call_recipe, load_recipe, recipe_metadata
 from ..tensors import INPUTS, OUTPUTS, entry, names, shown
 from ..tensors import signature as make_signature
 from ..versions import tool_versions
+from ._model_digest import saved_model_digest
 
 
 def materialize(job: SourceJob) -> str:
@@ -36,6 +40,7 @@ def materialize(job: SourceJob) -> str:
         _check_io(job.io, signature, path)
         with fsutil.atomic_output(model_path) as handle, open(path, "rb") as src:
             shutil.copyfileobj(src, handle)
+        model_sha256 = fsutil.sha256_file(model_path)
     else:
         model_path = out / "saved_model"
         with fsutil.atomic_directory(model_path) as staging:
@@ -51,8 +56,10 @@ def materialize(job: SourceJob) -> str:
                 _export(model, staging, what=f"recipe {path.name}: {source.function}()")
             else:
                 raise StepError(f"{kind} sources are not built into TensorFlow models")
-        signature = saved_model_signature(model_path, what=f"{kind} source {path}")
+        loaded = _load_saved_model(model_path, what=f"{kind} source {path}")
+        signature = _serving_signature(loaded)
         _check_io(job.io, signature, path)
+        model_sha256 = saved_model_digest(loaded, model_path)
 
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     files += [Path(d) for d in source.depends]
@@ -60,7 +67,7 @@ def materialize(job: SourceJob) -> str:
         kind=kind,
         path=source.path,
         model=model_path.as_posix(),
-        model_sha256=fsutil.sha256_tree(model_path) if model_path.is_dir() else fsutil.sha256_file(model_path),
+        model_sha256=model_sha256,
         source_files={p.as_posix(): fsutil.sha256_file(p) for p in files},
         signature=signature,
         metadata=metadata,
@@ -185,17 +192,31 @@ def _export(model, directory: Path, what: str = "the model") -> None:
 
 def saved_model_signature(directory: Path, what: str) -> dict:
     """The serving_default signature's inputs and outputs (tensors.signature), as every source record holds them."""
+    return _serving_signature(_load_saved_model(directory, what))
+
+
+def _load_saved_model(directory: Path, what: str):
     import tensorflow as tf
 
     try:
         loaded = tf.saved_model.load(str(directory))
-        function = loaded.signatures["serving_default"]
+        loaded.signatures["serving_default"]  # one without it is refused here, like one that does not load
     except Exception as exc:
         raise StepError(f"{what} does not load as a SavedModel with a serving_default signature ({type(exc).__name__}: {exc})") from exc
-    # By name: a SavedModel stores its signature as protobuf maps, whose order differs from one load to the next.
-    inputs = sorted(function.structured_input_signature[1].items())
-    outputs = sorted(function.structured_outputs.items())
+    return loaded
+
+
+def _serving_signature(loaded) -> dict:
+    """The signature's inputs and outputs in name order.
+
+    A SavedModel keeps them in maps, which a loaded model lists in an order
+    that changes from one process to the next; by name, as the TFLite
+    converter orders a signature too, the record is the same every time.
+    """
+    function = loaded.signatures["serving_default"]
+    inputs = function.structured_input_signature[1]
+    outputs = function.structured_outputs
     return make_signature(
-        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in inputs],
-        [tensor_signature(name, spec.shape.as_list(), spec.dtype.name) for name, spec in outputs],
+        [tensor_signature(name, inputs[name].shape.as_list(), inputs[name].dtype.name) for name in sorted(inputs)],
+        [tensor_signature(name, outputs[name].shape.as_list(), outputs[name].dtype.name) for name in sorted(outputs)],
     )

@@ -72,6 +72,16 @@ def test_forget_one_task_makes_just_it_run_again(built_workspace):
     assert run.executed == {task}, run.describe()
 
 
+def test_rerunning_the_sources_reruns_nothing_that_depends_on_them(built, built_workspace):
+    """A recipe retrained from its seed and exported again gives the same model: its record, and so the tasks after it, stay."""
+    records = {model: (built_workspace.build / "sources" / model / "source.json").read_bytes() for model in ("digits", "glyphs")}
+    built_workspace.doit("forget", "source")
+    run = built_workspace.doit()
+    assert run.executed == {"source:digits", "source:glyphs"}, run.describe()
+    assert {model: (built_workspace.build / "sources" / model / "source.json").read_bytes() for model in records} == records
+    assert built_workspace.bundle_bytes() == built.bundle
+
+
 def test_forget_without_arguments_forgets_the_default_tasks(built, built_workspace):
     built_workspace.doit("forget")
     run = built_workspace.doit()
