@@ -139,7 +139,7 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
         yield from model_tasks(plan, model, workspace)
     keys = _key_references(plan)
     fingerprints = _key_fingerprints(keys, workspace)
-    yield package_task(plan, keys, fingerprints, _spec_digest(workspace))
+    yield package_task(plan, keys, fingerprints)
     yield report_task(plan)
     yield publish_task(plan, keys, fingerprints)
 
@@ -494,24 +494,7 @@ class DevelopmentKeysUnchanged:
         return f"DevelopmentKeysUnchanged({list(self.files)!r})"
 
 
-def _spec_digest(workspace: Path) -> SpecDigest:
-    """The digest of models.yaml's build settings: the document as parsed, without its publish section.
-
-    Who gets which release (channels, rollouts, arms, pins) is publish configuration, not bundle content:
-    editing it, or a comment, must neither repackage nor re-sign a bundle that may already be published.
-    """
-    import json
-
-    from .yamlfile import load_yaml
-
-    document = load_yaml(workspace / SPEC_FILE, SPEC_FILE).data
-    settings = {key: value for key, value in document.items() if key != "publish"}
-    # Sorted keys and no whitespace, as fsutil.canonical_json, but any YAML scalar (a date) is digested as its text.
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return SpecDigest(path=SPEC_FILE, build_settings_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
-
-
-def package_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict, spec: SpecDigest):
+def package_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict):
     bundle = plan.bundle
     inputs = _bundle_inputs(plan)
     out_dir = layout.bundle_dir(bundle.name, bundle.version)
@@ -524,7 +507,10 @@ def package_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict, spec:
         "package",
         bundle.name,
         "package.package",
-        PackageJob(inputs=inputs, out_dir=out_dir, archives=archives, spec=spec, keys=keys, repository=plan.publish.repository),
+        PackageJob(
+            inputs=inputs, out_dir=out_dir, archives=archives, spec=SpecDigest(SPEC_FILE, plan.build_settings_sha256), keys=keys,
+            repository=plan.publish.repository,
+        ),
         # Not models.yaml itself: its build settings are in the job (``spec``), and its publish section is not bundle content.
         file_dep=inputs.files(),
         targets=targets,

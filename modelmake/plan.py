@@ -212,6 +212,10 @@ class BuildPlan:
     models: tuple[Model, ...]
     targets: Mapping[str, TargetProfile]
     publish: PublishSpec
+    # The digest of the spec's build settings: the document as parsed, without its publish section (FORMAT.md,
+    # provenance). Who gets which release is publish configuration, not bundle content: editing it, or a comment,
+    # must neither repackage nor re-sign a bundle that may already be published.
+    build_settings_sha256: str = ""
 
     def artifacts(self):
         for model in self.models:

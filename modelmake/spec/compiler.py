@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import math
 import os
 import posixpath
@@ -101,7 +103,14 @@ def load_plan(workspace: Path, environ=None) -> BuildPlan:
     plan = compiler.compile()
     if compiler.problems:
         raise SpecError(compiler.problems)
-    return plan
+    return dataclasses.replace(plan, build_settings_sha256=build_settings_digest(doc.data))
+
+
+def build_settings_digest(document: dict) -> str:
+    """SHA-256 of the document without its publish section, as JSON with sorted keys and no whitespace."""
+    settings = {key: value for key, value in document.items() if key != "publish"}
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class Compiler:

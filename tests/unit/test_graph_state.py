@@ -53,3 +53,19 @@ def test_the_development_key_check_reads_the_keys_and_follows_a_new_one(tmp_path
     assert check(None, saved) is False
     key.unlink()
     assert check(None, saved) is False
+
+
+def test_a_job_hashes_as_its_json_form_without_the_fields_that_only_say_where_to_look():
+    import dataclasses
+    import json
+
+    from modelmake.contracts import KeyReferences, PackageJob, SpecDigest, config_hash
+
+    from tests.unit.test_stale_outputs import bundle_inputs
+
+    keys = KeyReferences(None, False, None)
+    job = PackageJob(bundle_inputs(), "build/bundles/b/1.0.0", {"all": "b.zip"}, SpecDigest("models.yaml", "ab"), keys)
+    full = json.loads(json.dumps(dataclasses.asdict(job)))
+    assert config_hash(job) == {name: value for name, value in full.items() if name != "repository"}
+    assert config_hash(dataclasses.replace(job, repository="elsewhere")) == config_hash(job)
+    assert config_hash(dataclasses.replace(job, spec=SpecDigest("models.yaml", "cd"))) != config_hash(job)

@@ -4,18 +4,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from modelmake import layout
-from modelmake.contracts import BundleInputs, ModelInputs
+from modelmake.contracts import ArtifactInputs, BundleInputs, ModelInputs
 from modelmake.plan import BundleSpec
 from modelmake.steps.package import _remove_stale_outputs
 
 from .test_selection import artifact
 
 
+def bundle_inputs(*artifacts: ArtifactInputs) -> BundleInputs:
+    """Bundle b 1.0.0 of one model m with these artifacts."""
+    bundle = BundleSpec(name="b", version="1.0.0", created=0, signing_key=None, release=False, encrypt=False, encryption_key=None)
+    return BundleInputs(bundle=bundle, targets={}, models=(ModelInputs("m", "", "", None, (), (), (), (), artifacts),))
+
+
 def test_slices_of_dropped_platforms_and_files_of_removed_variants_are_removed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    bundle = BundleSpec(name="b", version="1.0.0", created=0, signing_key=None, release=False, encrypt=False, encryption_key=None)
     kept = artifact(Path("build/artifacts/phone"), "int8", "phone", 20)
-    inputs = BundleInputs(bundle=bundle, targets={}, models=(ModelInputs("m", "", "", None, (), (), (), (), (kept,)),))
+    inputs = bundle_inputs(kept)
     archives = {"all": layout.bundle_archive("b", "1.0.0"), "android": layout.bundle_archive("b", "1.0.0", "android")}
     stale = [
         layout.bundle_archive("b", "1.0.0", "ios"),  # a slice for a target the spec no longer has
