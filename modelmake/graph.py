@@ -44,7 +44,7 @@ from .formats import backend, for_source_kind
 from .kinds import Precision
 from .layout import SPEC_FILE, WORKSPACE_PROFILES
 from .plan import InputSpec, input_arrays, label_array
-from .steps.runner import run_step
+from .steps.runner import RECORDED_FAILURE, run_step
 from .versions import tool_versions
 
 if TYPE_CHECKING:
@@ -371,20 +371,15 @@ def evaluate_task(plan: BuildPlan, model: Model, artifact: Artifact):
         tools=tuple(dict.fromkeys(("modelmake", "numpy", *runtime_tools))),
         # A failed evaluation is recorded for the report and the package step, and tried again next build.
         record_failures=True,
-        uptodate=[(_evaluated, [job.out])],
+        uptodate=[_succeeded],
         timeout_minutes=model.timeout_minutes,
         doc=f"load, run and measure {artifact.id}; check its budgets",
     )
 
 
-def _evaluated(task, values, metrics_record: str) -> bool:
-    """doit ``uptodate``: False when the last evaluation failed (its record says so), so that it runs again."""
-    import json
-
-    try:
-        return "not_evaluated" not in json.loads(Path(metrics_record).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+def _succeeded(task, values) -> bool:
+    """doit ``uptodate``: False when the last run recorded a failure instead of failing, so that it runs again."""
+    return not values.get(RECORDED_FAILURE)
 
 
 def _bundle_inputs(plan: BuildPlan) -> BundleInputs:

@@ -12,6 +12,9 @@ from .. import layout
 from ..errors import WRITE_REFUSED, ModelmakeError, StepError, exit_code_for, output_error
 from . import worker
 
+# The value a task that recorded its failure leaves in doit's state, so that the next build runs it again.
+RECORDED_FAILURE = "recorded_failure"
+
 
 def run_step(step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
@@ -56,7 +59,9 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False, time
         if record_failures:
             from ._selection import record_failure
 
-            summary = record_failure(job, error, log)
+            print(record_failure(job, error, log))
+            # doit keeps a returned dict as the task's values: the next build's uptodate check reads it (graph.py).
+            return {RECORDED_FAILURE: True}
         else:
             _record_failure(task_name, error, log)
             return TaskFailed(f"{error}\n(details in {log})")
