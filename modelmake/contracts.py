@@ -330,7 +330,11 @@ class _JsonRecord:
     def read(cls: type[_Record], path: str) -> _Record:
         from .fsutil import read_json
 
-        data = read_json(path)
+        return cls.from_document(read_json(path))
+
+    @classmethod
+    def from_document(cls: type[_Record], data: dict) -> _Record:
+        """The record from its JSON document, already read."""
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}

@@ -92,7 +92,7 @@ def evaluate(job: EvaluateJob) -> str:
     size = Path(job.artifact).stat().st_size
     figures: dict[str, float] = {metrics.SIZE_KB: size / 1024.0}
     not_measured: dict[str, str] = {}
-    built = ArtifactRecord.read(job.record)
+    built = ArtifactRecord.from_document(conversion)
     # Read from the file, so it is known even where the format cannot run.
     share = runtime.weight_share(job.artifact, Precision(built.precision), built.extra.get("palettize"))
     if share is not None:

@@ -147,8 +147,10 @@ def _remove_stale_outputs(inputs: BundleInputs, archives: dict[str, str]) -> Non
 
 def _published_archives(repository: str | None, version: str) -> dict[str, str] | None:
     """The archive digests of ``version`` as the download repository holds it, or None when it is not published."""
-    release = Path(repository or "") / release_dir(version) / RELEASE_FILE
-    if repository is None or not release.is_file():
+    if repository is None:
+        return None
+    release = Path(repository) / release_dir(version) / RELEASE_FILE
+    if not release.is_file():
         return None
     return {key: archive["sha256"] for key, archive in fsutil.read_json(release)["archives"].items()}
 

@@ -48,13 +48,6 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False, time
             function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
             with output_captured_in(Path(log)):
                 summary = function(job)
-    except OSError as error:
-        if error.errno not in WRITE_REFUSED:
-            _record_failure(task_name, error, log)
-            raise
-        refused = output_error(error)
-        _record_failure(task_name, refused, log)
-        return TaskFailed(str(refused))
     except ModelmakeError as error:
         if record_failures:
             from ._selection import record_failure
@@ -66,6 +59,10 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False, time
             _record_failure(task_name, error, log)
             return TaskFailed(f"{error}\n(details in {log})")
     except Exception as error:
+        if isinstance(error, OSError) and error.errno in WRITE_REFUSED:
+            refused = output_error(error)  # a full disk or a read-only build/ is the user's to fix, not a bug
+            _record_failure(task_name, refused, log)
+            return TaskFailed(str(refused))
         _record_failure(task_name, error, log)
         raise
     Path(layout.failure_record(task_name)).unlink(missing_ok=True)

@@ -2,7 +2,6 @@
 change nothing; `modelmake build` runs doit and exits with modelmake's codes."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 from modelmake import errors
 from modelmake.versions import version_of
 
-from tests.support.workspaces import ALL_TASKS, BUNDLE, BUNDLE_TASKS, NOISE, DoitRun, Workspace, subprocess_env
+from tests.support.workspaces import ALL_TASKS, BUNDLE, BUNDLE_TASKS, NOISE, DoitRun, Workspace, subprocess_env, tree_digest
 
 SIGNING_LINE = '  signing: {key: "file:keys/signing.pem"}\n'
 
@@ -117,10 +116,6 @@ def modelmake_build(workspace: Workspace, *args: str) -> DoitRun:
     command = [sys.executable, "-m", "modelmake.cli", "build", *args]
     result = subprocess.run(command, cwd=workspace.root, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     return DoitRun(("modelmake build", *args), result.returncode, result.stdout, result.stderr)
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def failure_records(workspace: Workspace) -> list[dict]:

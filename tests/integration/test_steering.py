@@ -9,7 +9,6 @@ is written.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,11 @@ from modelmake.client.offer import DeviceProfile, choose_release
 from modelmake.repository.offer import Offer
 
 from tests.support.ota_server import RepositoryServer
-from tests.support.workspaces import BUNDLE, Workspace, modelmake
+from tests.support.workspaces import BUNDLE, Workspace, modelmake, tree_digest
 
 PUBLISH_TASK = f"publish:{BUNDLE}"
 OLD, NEW = "0.3.0", "0.4.0"
 DEVICES = [DeviceProfile("android", "any", "34", "5.2", f"device-{i}", frozenset({"tflite"})) for i in range(40)]
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def set_channel(workspace: Workspace, stable: str) -> None:
@@ -79,7 +74,7 @@ def test_a_rollout_is_raised_and_rolled_back_without_a_new_bundle_and_devices_fo
     workspace.edit_spec(f'version: "{OLD}"', f'version: "{NEW}"')
     set_channel(workspace, f"{{rollout: 10, previous: {OLD}}}")
     publish(workspace, packages=True)
-    bundles = tree(workspace.build / "bundles")
+    bundles = tree_digest(workspace.build / "bundles")
 
     with RepositoryServer(workspace.build / "repository") as server:
         fleet = Fleet(workspace, server, tmp_path / "devices")
@@ -97,7 +92,7 @@ def test_a_rollout_is_raised_and_rolled_back_without_a_new_bundle_and_devices_fo
         set_channel(workspace, f"{{version: {OLD}}}")
         publish(workspace)
         assert set(fleet.update().values()) == {OLD}
-    assert tree(workspace.build / "bundles") == bundles, "steering a release repackaged or re-signed the bundle"
+    assert tree_digest(workspace.build / "bundles") == bundles, "steering a release repackaged or re-signed the bundle"
 
 
 @pytest.mark.slow
@@ -110,13 +105,13 @@ def test_a_published_version_is_never_repackaged_with_other_bytes(built_workspac
     set_channel(workspace, "{rollout: 20}")
     publish(workspace)
 
-    before = tree(workspace.build)
+    before = tree_digest(workspace.build)
     workspace.edit_spec("description: A dense network", "description: A denser network")
     run = modelmake("build", cwd=workspace.root)
     assert run.returncode == errors.PublishError.exit_code, run.stdout + run.stderr
     output = run.stdout + run.stderr
     assert f"{BUNDLE} {OLD} is already published in build/repository, and this build makes other bytes" in output, output
     assert "Raise bundle.version to ship this change" in output
-    after = tree(workspace.build)
+    after = tree_digest(workspace.build)
     changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
     assert not {p for p in changed if p.startswith(("bundles/", "repository/"))}, sorted(changed)

@@ -264,6 +264,11 @@ class Workspace:
         )
 
 
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` by relative path, with the SHA-256 of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def copy_workspace(source: Path, destination: Path) -> Workspace:
     """A copy of a workspace, timestamps included, so that a built copy is as up to date as its original."""
     shutil.copytree(source, destination, symlinks=True)
