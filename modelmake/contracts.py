@@ -30,6 +30,7 @@ __all__ = [
     "DataJob",
     "ReferenceJob",
     "ConvertJob",
+    "ExportJob",
     "EvaluateJob",
     "ArtifactInputs",
     "ModelInputs",
@@ -41,6 +42,7 @@ __all__ = [
     "SpecDigest",
     "SourceRecord",
     "ArtifactRecord",
+    "ExportRecord",
     "MetricsRecord",
     "config_hash",
 ]
@@ -171,6 +173,26 @@ class ConvertJob:
     calibration_origin: str | None
     inputs: tuple[InputSpec, ...]
     support: FormatSupport
+    out: str
+    out_record: str
+    # The ExportRecord of the source's float model in this format (ExportJob), which the conversion starts from
+    # instead of the source; None when the format converts from the source itself.
+    export_record: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """One source model exported into a format's float model, once for every variant converted from it.
+
+    ``options`` are the format's settings the export depends on (ONNX: its
+    opset), so that variants differing in anything else share it.  The export
+    is keyed on the source record it reads: a model with another source model
+    for some variants (a fine-tuned one) gets its own export of it.
+    """
+
+    format: str
+    source_record: str
+    options: dict[str, Any]
     out: str
     out_record: str
 
@@ -377,6 +399,19 @@ class ArtifactRecord(_JsonRecord):
 
         data = dataclasses.asdict(self)
         write_json(path, {**{k: v for k, v in data.items() if k != "extra"}, **data["extra"]})
+
+
+@dataclass(frozen=True)
+class ExportRecord(_JsonRecord):
+    """build/exports/<model>/<export>.<suffix>.json beside each exported float model: convert tasks depend on it."""
+
+    format: str
+    options: dict[str, Any]
+    source_record: str  # the source record it was exported from
+    model: str  # the exported file
+    sha256: str
+    size: int
+    tools: dict[str, str]
 
 
 @dataclass(frozen=True)

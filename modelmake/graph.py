@@ -27,6 +27,7 @@ from .contracts import (
     DeclaredInput,
     DeclaredIo,
     EvaluateJob,
+    ExportJob,
     KeyReferences,
     ModelInputs,
     PackageJob,
@@ -128,6 +129,7 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
         ("source", "Materialize each model's source (run recipes, load files) as a SavedModel."),
         ("data", "Materialize calibration and evaluation data sets."),
         ("reference", "Evaluate each source model: the figures artifacts are compared with."),
+        ("export", "Export each source once per format and the settings its float model depends on (ONNX: opset)."),
         ("convert", "Convert (and quantize) one variant of a model for one target."),
         ("evaluate", "Load, run and measure an artifact; fail when it breaks a budget."),
         ("package", "Assemble the signed bundle, its per-platform slices and archives."),
@@ -295,9 +297,62 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             timeout_minutes=model.timeout_minutes,
             doc=f"{model.name}: accuracy of the source model",
         )
+    yield from export_tasks(plan, model)
     for artifact in model.artifacts:
         yield convert_task(plan, model, artifact)
         yield evaluate_task(plan, model, artifact)
+
+
+def _export_options(plan: BuildPlan, model: Model, artifact: Artifact) -> dict | None:
+    """What the artifact's float model depends on, when its format exports it once for every variant (else None)."""
+    support = plan.targets[artifact.target].formats[artifact.format]
+    return backend(artifact.format).export_options(support, model.source.kind)
+
+
+def export_record_of(plan: BuildPlan, model: Model, artifact: Artifact, *, label: str | None = None) -> str | None:
+    """The export record the artifact's conversion starts from; None when its format converts from the source."""
+    options = _export_options(plan, model, artifact)
+    return None if options is None else layout.export_record(label or model.name, artifact.format, options)
+
+
+def export_tasks(plan: BuildPlan, model: Model, *, source_record: str | None = None, label: str | None = None):
+    """One export task per format and export options among the model's artifacts, of the source record given
+    (the model's source by default; ``label`` names another source model of it, such as a fine-tuned one)."""
+    source_record = source_record or layout.source_record(model.name)
+    label = label or model.name
+    exported = set()
+    for artifact in model.artifacts:
+        options = _export_options(plan, model, artifact)
+        if options is None or (artifact.format, tuple(sorted(options.items()))) in exported:
+            continue
+        exported.add((artifact.format, tuple(sorted(options.items()))))
+        yield export_task(model, artifact.format, options, source_record=source_record, label=label)
+
+
+def export_task(model: Model, format: str, options: dict, *, source_record: str, label: str):
+    described = ", ".join(f"{key} {value}" for key, value in sorted(options.items()))
+    job = ExportJob(
+        format=format,
+        source_record=source_record,
+        options=dict(sorted(options.items())),
+        out=layout.export_file(label, format, options),
+        out_record=layout.export_record(label, format, options),
+    )
+    return _task(
+        "export",
+        layout.export_name(label, format, options),
+        "export.export",
+        job,
+        file_dep=[source_record],
+        targets=[job.out, job.out_record],
+        tools=backend(format).export_tools,
+        # As for a conversion: a failed export is recorded in its record, each conversion from it fails with its
+        # reason (so the report says why), and the next build tries it again.
+        record_failures=True,
+        uptodate=[_succeeded],
+        timeout_minutes=model.timeout_minutes,
+        doc=f"{label}: float {format} model ({described}) its {format} variants convert from",
+    )
 
 
 def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
@@ -316,13 +371,14 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
         support=dataclasses.replace(support, accelerator=None, require_full_coverage=False),
         out=layout.artifact_file(artifact),
         out_record=layout.artifact_record(artifact),
+        export_record=export_record_of(plan, model, artifact),
     )
     return _task(
         "convert",
         artifact.id,
         "convert.convert",
         job,
-        file_dep=[job.source_record] + ([calibration] if calibration else []),
+        file_dep=[job.source_record] + ([calibration] if calibration else []) + ([job.export_record] if job.export_record else []),
         targets=[job.out, job.out_record],
         # Per format, so that upgrading one format's tools rebuilds only that format's artifacts.
         tools=backend(artifact.format).convert_tools,

@@ -101,3 +101,28 @@ DEFAULT_REPOSITORY = f"{BUILD}/repository"
 
 def report_dir(bundle: str, version: str) -> str:
     return f"{BUILD}/reports/{bundle}/{version}"
+
+
+EXPORTS = f"{BUILD}/exports"  # <model>/<format>-<options><suffix> and its record <file>.json
+
+
+def export_name(model: str, format: str, options: dict) -> str:
+    """An export's name in its task name, export:<model>.<format>-<options>: digits.onnx-opset17.
+
+    ``model`` is what the export is of: a model's name, or a name of its own for
+    another source model of it (a fine-tuned one).
+    """
+    return f"{model}.{_export_kind(format, options)}"
+
+
+def _export_kind(format: str, options: dict) -> str:
+    return "-".join([format, *(f"{key}{value}" for key, value in sorted(options.items()))])
+
+
+def export_file(model: str, format: str, options: dict) -> str:
+    return f"{EXPORTS}/{model}/{_export_kind(format, options)}{backend(format).suffix}"
+
+
+def export_record(model: str, format: str, options: dict) -> str:
+    """Written last by the export step; convert tasks depend on it rather than on the exported file."""
+    return export_file(model, format, options) + ".json"

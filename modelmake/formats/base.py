@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-    from ..contracts import ConvertJob
+    from ..contracts import ConvertJob, ExportJob
     from ..kinds import Precision
     from ..plan import FormatSupport
     from ..tensors import Tensors
@@ -97,6 +97,16 @@ class FormatBackend(Protocol):
     def source_signature(self, path: Path, *, what: str) -> dict:
         """The inputs and outputs (tensors.signature) of a file of this format given as a model's source."""
 
+    # Optional: a format whose conversions share one float model per source (ONNX: the tf2onnx export per opset).
+    export_tools: tuple[str, ...]  # distributions whose versions decide the exported bytes
+
+    def export_options(self, support: FormatSupport, source_kind: str) -> dict[str, Any] | None:
+        """The settings the float model of a ``source_kind`` source depends on for this target, exported once per
+        distinct value (an ``export`` task) and converted from by every variant; None when conversions read the source."""
+
+    def export(self, job: ExportJob) -> None:
+        """Write ``job.out`` (the float model) and then ``job.out_record`` (an ExportRecord)."""
+
 
 class PackageBackend:
     """What every backend does alike: its convert and runtime modules, imported when a step first needs them.
@@ -107,6 +117,13 @@ class PackageBackend:
     """
 
     palettizes: bool = False
+    export_tools: tuple[str, ...] = ()
+
+    def export_options(self, support: FormatSupport, source_kind: str) -> dict[str, Any] | None:
+        return None
+
+    def export(self, job: ExportJob) -> None:
+        importlib.import_module(f"{type(self).__module__}.export").export(job)
 
     def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
         return None

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import fsutil, metrics
-from ..contracts import ArtifactInputs, ConvertJob, EvaluateJob, MetricsRecord, ModelInputs
+from ..contracts import ArtifactInputs, ConvertJob, EvaluateJob, ExportJob, MetricsRecord, ModelInputs
 from ..errors import BudgetExceeded, ModelmakeError, StepError, error_class_for
 from ._scoring import fallback_ops
 
@@ -21,7 +21,7 @@ NOT_BUILT = "not_built"
 SHIPPED, DROPPED, FAILED = "shipped", "dropped", "failed"
 
 
-def record_failure(job: ConvertJob | EvaluateJob, error: ModelmakeError, log: str) -> str:
+def record_failure(job: ConvertJob | EvaluateJob | ExportJob, error: ModelmakeError, log: str) -> str:
     """A conversion or evaluation failed: record why where the next steps look (the artifact record, or the
     metrics record), and return the console line.  The task succeeds, so the report is still written; the
     package step fails on it (or a selecting target drops the candidate)."""
@@ -31,6 +31,11 @@ def record_failure(job: ConvertJob | EvaluateJob, error: ModelmakeError, log: st
         Path(job.out).unlink(missing_ok=True)
         fsutil.write_json(job.out_record, {NOT_BUILT: reason, "log": log, "exit_code": error.exit_code})
         return f"{job.artifact_id}: NOT BUILT: {reason}"
+    if isinstance(job, ExportJob):
+        # As for a conversion: the export record says why, and each conversion from it fails with that reason.
+        Path(job.out).unlink(missing_ok=True)
+        fsutil.write_json(job.out_record, {NOT_BUILT: reason, "log": log, "exit_code": error.exit_code})
+        return f"{job.out}: NOT EXPORTED: {reason}"
     record_not_evaluated(job, f"{reason} (details in {log})", error.exit_code)
     return f"{job.artifact_id}: NOT EVALUATED: {reason}"
 

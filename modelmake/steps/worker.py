@@ -32,7 +32,7 @@ from ..errors import ModelmakeError
 
 # The step modules that import a framework or run a recipe (user code, often importing one);
 # package, report and publish run in the doit process.
-MODEL_STEPS = frozenset({"source", "data", "reference", "convert", "evaluate"})
+MODEL_STEPS = frozenset({"source", "data", "reference", "export", "convert", "evaluate"})
 
 # How often an idle or busy worker checks that the doit process that started it is still there.
 _PARENT_POLL_SECONDS = 0.5

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...kinds import Precision
 from ..base import PackageBackend
+
+if TYPE_CHECKING:
+    from ...plan import FormatSupport
 
 QUANTIZATION_SCHEMES = ("cpu", "qnn")  # whose static int8 settings apply: chips.py
 ACTIVATION_TYPES = ("uint8", "uint16")
@@ -26,7 +29,9 @@ class OnnxBackend(PackageBackend):
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite", "onnx")
     quantizes_own_files: bool = True
     precisions: tuple[Precision, ...] = tuple(Precision)
-    convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
+    # A TensorFlow or .tflite source is exported by tf2onnx once per opset (export.py); conversions start from that.
+    convert_tools: tuple[str, ...] = ("modelmake", "onnx", "onnxruntime")
+    export_tools: tuple[str, ...] = ("modelmake", "tensorflow", "tf2onnx", "onnx")
     runtime_tools: tuple[str, ...] = ("onnxruntime",)
     accelerators: dict[str, str] = {"qnn": "ONNX Runtime's QNN execution provider"}
     profile_properties: dict[str, Any] = {
@@ -42,6 +47,12 @@ class OnnxBackend(PackageBackend):
             "description": "Activation type of static int8 ONNX artifacts (uint16 for NPUs that support 16-bit activations).",
         },
     }
+
+    def export_options(self, support: FormatSupport, source_kind: str) -> dict[str, Any] | None:
+        """An ONNX source is already the float model (its conversions upgrade it in memory); any other is exported per opset."""
+        if source_kind == self.name:
+            return None
+        return {"opset": support.settings.opset}
 
     def parse_settings(self, section: dict) -> OnnxSettings:
         fields: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value for key, value in section.items()}

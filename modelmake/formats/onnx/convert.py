@@ -1,8 +1,10 @@
 """ONNX conversion: a SavedModel, .tflite or .onnx source -> .onnx at the variant's precision.
 
-A SavedModel or .tflite source goes through tf2onnx at the profile's opset;
-an ONNX source is used as it is, upgraded first to the profile's opset when
-it was exported at an older one (opset.py).  fp32 stops there; fp16 stores float16
+A SavedModel or .tflite source starts from its float model, exported by
+tf2onnx once per opset by the export task (export.py) and shared by every
+variant at that opset, so no conversion here imports TensorFlow; an ONNX
+source is used as it is, upgraded first to the profile's opset when it was
+exported at an older one (opset.py).  fp32 stops there; fp16 stores float16
 weights and computes in float16 behind float32 inputs and outputs;
 dynamic_int8 stores int8 weights and quantizes activations at run time; int8
 is static QDQ calibrated on the calibration data, with the settings of the
@@ -13,22 +15,24 @@ names are the source's throughout.
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
 
 from ... import fsutil
-from ...contracts import ArtifactRecord, ConvertJob, SourceRecord
-from ...errors import StepError
+from ...contracts import ArtifactRecord, ConvertJob, ExportRecord, SourceRecord
+from ...errors import StepError, error_class_for
 from ...kinds import Precision
 from ...steps._arrays import calibration_samples
-from ...tensors import INPUTS, OUTPUTS, Tensors, resolve, shown
+from ...steps._selection import NOT_BUILT
+from ...tensors import INPUTS, Tensors, resolve, shown
 from ...tensors import names as tensor_names
 from ...tensors import samples as samples_in
 from ...versions import tool_versions
 from ..base import tool_message
 from . import BACKEND, OnnxSettings, chips, feeds
-from .canonical import canonicalize, sort_topologically
+from .canonical import sort_topologically
 from .opset import upgraded
 from .runtime import io_details, load_checked
 from .scratch import working_directory
@@ -59,7 +63,7 @@ def convert(job: ConvertJob) -> None:
         with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
-        model = _float_model(record, settings.opset)
+        model = _exported_model(job.export_record) if job.export_record else _float_model(record, settings.opset)
         # Where each input and output holds its samples, known before any of them is fixed (feeds.py).
         batch_axes = feeds.batch_axes(model)
         model = _fix_shapes(model, fixed, what=job.artifact_id)
@@ -94,137 +98,32 @@ def convert(job: ConvertJob) -> None:
 
 
 def _float_model(record: SourceRecord, opset: int):
-    kind, path = record.kind, Path(record.model)
-    if kind == "onnx":
+    """The float model of the source at the opset, made here: for an ONNX source, or a job without an export."""
+    if record.kind == "onnx":
         what = f"onnx source {record.path}"
-        return upgraded(_load_onnx_source(path, opset, what=what), opset, what=what)
-    _check_opset_for_tf2onnx(opset)
-    if kind == "tflite":
-        model = _run_tf2onnx(lambda tf2onnx: tf2onnx.convert.from_tflite(str(path), opset=opset), what=f"tflite source {record.path}")
-        _rename_io(model, _tflite_signature_keys(path), record.signature)
-    else:
-        model = _run_tf2onnx(lambda tf2onnx: _saved_model_to_onnx(tf2onnx, path, opset), what=f"{kind} source {record.path}")
-    _check_expressible(model, opset)
-    canonicalize(model)
-    return model
+        return upgraded(_load_onnx_source(Path(record.model), opset, what=what), opset, what=what)
+    from .export import float_model
+
+    return float_model(record, opset)
 
 
-def _tflite_signature_keys(path: Path) -> dict[str, str]:
-    """Tensor name -> signature key of the inputs and outputs of a .tflite file's only signature; empty without one.
-
-    tf2onnx names the ONNX inputs and outputs after the file's tensors
-    (serving_default_image:0); a file with one signature is bound by its keys.
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    signatures = interpreter.get_signature_list()
-    if len(signatures) != 1:
-        return {}
-    runner = interpreter.get_signature_runner(next(iter(signatures)))
-    details = {**runner.get_input_details(), **runner.get_output_details()}
-    return {detail["name"]: key for key, detail in details.items()}
-
-
-def _rename_io(model, renames: dict[str, str], signature: dict) -> None:
-    """Give the graph's inputs and outputs the source signature's names where they carry the tensors' names instead."""
-    wanted = set(tensor_names(signature, INPUTS)) | set(tensor_names(signature, OUTPUTS))
-    graph = model.graph
-    applied = {
-        value.name: renames[value.name]
-        for value in [*graph.input, *graph.output]
-        if value.name not in wanted and renames.get(value.name) in wanted
-    }
-    if not applied:
-        return
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        value.name = applied.get(value.name, value.name)
-    for node in _all_nodes(model):
-        node.input[:] = [applied.get(name, name) for name in node.input]
-        node.output[:] = [applied.get(name, name) for name in node.output]
-
-
-def _check_opset_for_tf2onnx(opset: int) -> None:
-    import tf2onnx
-
-    newest = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
-    if opset > newest:
-        raise StepError(
-            f"tf2onnx {tf2onnx.__version__} produces ONNX opsets up to {newest}, but the target profile asks for opset {opset}: "
-            f"set opset to {newest} or lower in the profile's onnx section, or give the model an onnx source exported at opset {opset}"
-        )
-
-
-def _saved_model_to_onnx(tf2onnx, directory: Path, opset: int):
-    """The serving_default signature (the one Keras' model.export writes), as the tf2onnx command line converts it."""
-    from tf2onnx import tf_loader
-
-    graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
-        str(directory), None, None, tag=["serve"], signatures=["serving_default"], return_tensors_to_rename=True
-    )
-    # The name ends up in the graph's doc_string: a fixed one keeps the build directory out of the file.
-    return tf2onnx.convert.from_graph_def(
-        graph_def, name="model", input_names=inputs, output_names=outputs, opset=opset, tensors_to_rename=renames
-    )
-
-
-def _run_tf2onnx(call, *, what: str):
-    import tf2onnx
-
-    try:
-        model, _ = call(tf2onnx)
-    except StepError:
-        raise
-    except Exception as exc:
-        raise StepError(
-            f"tf2onnx {tf2onnx.__version__} could not convert the {what}: {tool_message(exc)}"
-        ) from exc
-    return model
-
-
-def _check_expressible(model, opset: int) -> None:
-    """tf2onnx keeps a TensorFlow op it cannot convert as a node of the same name; such a node has no ONNX schema."""
+def _exported_model(path: str):
+    """The float model the export task wrote (export.py), checked against its record; a failed export fails the conversion."""
     import onnx
-    import tf2onnx
 
-    missing: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        try:
-            onnx.defs.get_schema(
-                node.op_type, max_inclusive_version=opset if node.domain in ("", "ai.onnx") else 2**31 - 1, domain=node.domain
-            )
-        except onnx.defs.SchemaError:
-            missing.setdefault(node.op_type, []).append(node.name)
-    if not missing:
-        return
-    needed = _opsets_with_a_conversion()
-    problems = []
-    for op, names in sorted(missing.items()):
-        where = f"node {', '.join(names[:3])}"
-        if op not in needed:
-            problems.append(f"{op} ({where}; tf2onnx has no conversion for it)")
-        elif needed[op] > opset:
-            problems.append(
-                f"{op} ({where}; tf2onnx converts it from opset {needed[op]}: set opset: {needed[op]} in the target profile's onnx section)"
-            )
-        else:
-            problems.append(f"{op} ({where}; its conversion failed at this opset, see the task's log)")
-    raise StepError(
-        f"tf2onnx {tf2onnx.__version__} cannot express these TensorFlow ops in ONNX opset {opset}: {'; '.join(problems)}. "
-        "Where no opset helps, replace the layers that use them with ops ONNX has, or drop the onnx format for this model"
-    )
-
-
-def _opsets_with_a_conversion() -> dict[str, int]:
-    """For each TensorFlow op tf2onnx converts to standard ONNX, the lowest opset its conversion needs."""
-    import tf2onnx.onnx_opset  # noqa: F401  (registers the handlers)
-    from tf2onnx.handler import tf_op
-
-    first: dict[str, int] = {}
-    for version, handlers in enumerate(tf_op.get_opsets().get("", [])):
-        for op in handlers:
-            first.setdefault(op, version)
-    return first
+    document = fsutil.read_json(path)
+    if NOT_BUILT in document:
+        raise error_class_for(document.get("exit_code", StepError.exit_code))(
+            f"{document[NOT_BUILT]} (the export failed: details in {document.get('log', 'its log')})"
+        )
+    exported = ExportRecord.from_document(document)
+    content = Path(exported.model).read_bytes()
+    if hashlib.sha256(content).hexdigest() != exported.sha256:
+        raise StepError(
+            f"{exported.model} is not the file its export record {path} describes (it was changed after the export): "
+            f"delete {path} and build again to export it anew"
+        )
+    return onnx.load_from_string(content)
 
 
 def _load_onnx_source(path: Path, opset: int, *, what: str):
