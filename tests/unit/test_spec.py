@@ -1431,5 +1431,5 @@ def test_a_model_step_timeout_can_be_set_and_is_otherwise_the_builds_default(tmp
     assert model.timeout_minutes == 30
     # Every step of the model that runs in the worker gets the limit; the bundle's steps run no model code.
     limits = {task["basename"]: task["actions"][0][2]["timeout_minutes"] for task in plan_tasks(plan, workspace) if "actions" in task}
-    model_steps = dict.fromkeys(("source", "data", "reference", "convert", "evaluate"), 30)
+    model_steps = dict.fromkeys(("source", "data", "reference", "export", "convert", "evaluate"), 30)
     assert limits == model_steps | dict.fromkeys(("package", "report", "publish"))
