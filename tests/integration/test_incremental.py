@@ -76,3 +76,33 @@ def test_editing_a_recipe_reruns_its_models_chain_and_nothing_else(built_workspa
     run = built_workspace.doit()
     assert run.executed == model_tasks("digits") | BUNDLE_TASKS, run.describe()
     assert built_workspace.doit().executed == set()
+
+
+ONNX_CPU = "name: onnx-cpu\nsoc: a board\nplatform: linux\nformats:\n  onnx: {precisions: [fp32, int8], opset: 17, quantization: cpu}\n"
+
+
+def test_changing_one_onnx_int8_variants_settings_reruns_only_its_conversion_not_the_export(built_workspace):
+    workspace = built_workspace
+    workspace.write("targets/onnx-cpu.yaml", ONNX_CPU)
+    int8, targets = "      int8: {quantize: int8}\n", "      android-arm64-cpu: [fp32, int8]\n"
+    workspace.edit_spec(int8, int8 + "      int8pt: {quantize: int8, per_channel: false}\n")
+    workspace.edit_spec(targets, targets + "      onnx-cpu: [fp32, int8, int8pt]\n")
+    onnx = [f"digits.{variant}.onnx@onnx-cpu" for variant in ("fp32", "int8", "int8pt")]
+    run = workspace.doit()
+    # One export of the source for the three ONNX variants; the source and the TFLite artifacts stay as they were.
+    assert run.executed == {"export:digits.onnx-opset17"} | {f"{k}:{a}" for k in ("convert", "evaluate") for a in onnx} | BUNDLE_TASKS, (
+        run.describe()
+    )
+
+    workspace.edit_spec("int8pt: {quantize: int8, per_channel: false}", "int8pt: {quantize: int8, per_channel: true}")
+    # Every import the step worker makes goes to the log of the step that made it.
+    run = workspace.doit(env={"PYTHONPROFILEIMPORTTIME": "1"})
+    changed = "digits.int8pt.onnx@onnx-cpu"
+    assert run.executed == {f"convert:{changed}", f"evaluate:{changed}"} | BUNDLE_TASKS, run.describe()
+    for kind in ("convert", "evaluate"):
+        log = (workspace.build / "logs" / kind / f"{changed}.log").read_text(encoding="utf-8")
+        assert "import time:" in log, log[:2000]
+        imported = {line.rsplit("|", 1)[1].strip() for line in log.splitlines() if line.startswith("import time:")}
+        heavy = imported & {"tensorflow", "keras", "tf2onnx"}
+        assert not heavy, f"{kind} of {changed} imported {heavy}"
+    assert workspace.doit().executed == set()
