@@ -195,6 +195,9 @@ class ExportJob:
     options: dict[str, Any]
     out: str
     out_record: str
+    # Where the format also writes its float model as its quantizers take it (ONNX: after ONNX Runtime's quantization
+    # pre-processing), for the conversions that change nothing before quantizing; None when it writes none.
+    out_prepared: str | None = None
 
 
 @dataclass(frozen=True)
@@ -412,6 +415,9 @@ class ExportRecord(_JsonRecord):
     sha256: str
     size: int
     tools: dict[str, str]
+    prepared: str | None = None  # ExportJob.out_prepared, once written
+    prepared_sha256: str | None = None
+    prepared_name: str | None = None  # the file name the format's own preparation gave it, which its quantizers read
 
 
 @dataclass(frozen=True)

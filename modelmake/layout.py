@@ -123,6 +123,11 @@ def export_file(model: str, format: str, options: dict) -> str:
     return f"{EXPORTS}/{model}/{_export_kind(format, options)}{backend(format).suffix}"
 
 
+def export_prepared_file(model: str, format: str, options: dict) -> str:
+    """The exported float model as the format's quantizers take it, beside the export (ExportJob.out_prepared)."""
+    return f"{EXPORTS}/{model}/{_export_kind(format, options)}.prepared{backend(format).suffix}"
+
+
 def export_record(model: str, format: str, options: dict) -> str:
     """Written last by the export step; convert tasks depend on it rather than on the exported file."""
     return export_file(model, format, options) + ".json"

@@ -182,7 +182,7 @@ def _serve(connection: Connection, parent: int) -> None:
         try:
             request = connection.recv()
         except (EOFError, OSError):
-            return
+            _exit_now()
         step, job, log, cwd = request
         os.chdir(cwd)
         reply: tuple[str, object, str | None]
@@ -200,6 +200,19 @@ def _serve(connection: Connection, parent: int) -> None:
         except Exception as error:  # an exception that does not pickle: its type, message and traceback still go back
             text = reply[2] or traceback.format_exc()
             connection.send(("bug", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} ({error})"), text))
+
+
+def _exit_now() -> None:
+    """Leave once the doit process is done with this worker, without tearing down the interpreter.
+
+    The exit handlers run as at any exit (multiprocessing's among them, which
+    releases the semaphores libraries made here); what is skipped is freeing
+    every module and object one by one, which for ONNX Runtime's quantization
+    tools (sympy) or TensorFlow takes the better part of a second, while the
+    doit process waits for this worker to be gone.
+    """
+    atexit._run_exitfuncs()
+    os._exit(0)
 
 
 def _portable(error: Exception) -> Exception:

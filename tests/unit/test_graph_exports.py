@@ -79,7 +79,8 @@ def test_one_export_per_model_format_and_opset(tmp_path):
         assert job.options == {"opset": int(name.rsplit("opset", 1)[1])}
         assert job.source_record == layout.source_record("digits")
         assert task["file_dep"] == [job.source_record]
-        assert task["targets"] == [job.out, job.out_record]
+        # The float model, the same as the quantizers take it, and the record the conversions depend on, written last.
+        assert job.out_prepared and task["targets"] == [job.out, job.out_prepared, job.out_record]
         assert job.out.endswith(formats.backend("onnx").suffix)
         assert set(_hashed(task)["tools"]) == set(formats.backend("onnx").export_tools)
 

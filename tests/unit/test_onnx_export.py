@@ -33,6 +33,7 @@ def _export(tiny: Tiny, directory: Path, opset: int = 17) -> ExportJob:
     job = ExportJob(
         format="onnx", source_record=str(tiny.record), options={"opset": opset},
         out=str(directory / f"onnx-opset{opset}.onnx"), out_record=str(directory / f"onnx-opset{opset}.onnx.json"),
+        out_prepared=str(directory / f"onnx-opset{opset}.prepared.onnx"),
     )
     export.export(job)
     return job
@@ -65,13 +66,19 @@ def test_the_export_is_the_float_model_and_its_record_describes_it(tiny, exporte
     content = Path(exported.out).read_bytes()
     assert record.model == exported.out and record.sha256 == hashlib.sha256(content).hexdigest() and record.size == len(content)
     assert record.source_record == str(tiny.record) and record.format == "onnx" and record.options == {"opset": 17}
-    assert set(record.tools) == {"tf2onnx", "onnx"}
+    assert set(record.tools) == {"tf2onnx", "onnx", "onnxruntime"}
     np.testing.assert_allclose(tiny.predict(Path(exported.out)), tiny.reference, atol=1e-5)
+    # Beside it, the same model as the quantizers take it.
+    prepared = Path(exported.out_prepared)
+    assert record.prepared == exported.out_prepared and record.prepared_sha256 == hashlib.sha256(prepared.read_bytes()).hexdigest()
+    assert record.prepared_name == "preprocessed.onnx"
+    np.testing.assert_allclose(tiny.predict(prepared), tiny.reference, atol=1e-5)
 
 
 def test_exporting_again_elsewhere_gives_the_same_bytes(tiny, exported, tmp_path):
     again = _export(tiny, tmp_path)
     assert Path(again.out).read_bytes() == Path(exported.out).read_bytes()
+    assert Path(again.out_prepared).read_bytes() == Path(exported.out_prepared).read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,9 @@ class OnnxBackend(PackageBackend):
     precisions: tuple[Precision, ...] = tuple(Precision)
     # A TensorFlow or .tflite source is exported by tf2onnx once per opset (export.py); conversions start from that.
     convert_tools: tuple[str, ...] = ("modelmake", "onnx", "onnxruntime")
-    export_tools: tuple[str, ...] = ("modelmake", "tensorflow", "tf2onnx", "onnx")
+    # onnxruntime: the export also writes the model after ORT's quantization pre-processing, shared by the int8 variants.
+    export_tools: tuple[str, ...] = ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
+    export_prepares: bool = True
     runtime_tools: tuple[str, ...] = ("onnxruntime",)
     accelerators: dict[str, str] = {"qnn": "ONNX Runtime's QNN execution provider"}
     profile_properties: dict[str, Any] = {

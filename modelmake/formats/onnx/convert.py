@@ -63,7 +63,11 @@ def convert(job: ConvertJob) -> None:
         with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
-        model = _exported_model(job.export_record) if job.export_record else _float_model(record, settings.opset)
+        exported = _export(job.export_record) if job.export_record else None
+        model = exported[0] if exported else _float_model(record, settings.opset)
+        # The export's pre-processed model is that of a conversion that changes nothing before quantizing.
+        quantizes = precision in (Precision.INT8, Precision.DYNAMIC_INT8)
+        prepared = _prepared(exported[1], job.export_record) if exported and quantizes and not fixed and not static_batch else None
         # Where each input and output holds its samples, known before any of them is fixed (feeds.py).
         batch_axes = feeds.batch_axes(model)
         model = _fix_shapes(model, fixed, what=job.artifact_id)
@@ -75,9 +79,9 @@ def convert(job: ConvertJob) -> None:
             if precision == Precision.FP16:
                 model = _float16(model)
             elif precision == Precision.DYNAMIC_INT8:
-                model = _dynamic_int8(model, job.per_channel, directory)
+                model = _dynamic_int8(model, job.per_channel, directory, prepared)
             elif samples is not None:  # int8: static QDQ from the calibration samples
-                model = _static_int8(model, samples, settings, job.per_channel, directory)
+                model = _static_int8(model, samples, settings, job.per_channel, directory, prepared)
         feeds.mark_batch_axes(model, batch_axes)
         fsutil.write_bytes(job.out, _finish(model))
 
@@ -107,8 +111,9 @@ def _float_model(record: SourceRecord, opset: int):
     return float_model(record, opset)
 
 
-def _exported_model(path: str):
-    """The float model the export task wrote (export.py), checked against its record; a failed export fails the conversion."""
+def _export(path: str):
+    """The float model the export task wrote (export.py) and its record, the file checked against the record;
+    a failed export fails the conversion with its reason."""
     import onnx
 
     document = fsutil.read_json(path)
@@ -117,13 +122,24 @@ def _exported_model(path: str):
             f"{document[NOT_BUILT]} (the export failed: details in {document.get('log', 'its log')})"
         )
     exported = ExportRecord.from_document(document)
-    content = Path(exported.model).read_bytes()
-    if hashlib.sha256(content).hexdigest() != exported.sha256:
+    return onnx.load_from_string(_exported_bytes(exported.model, exported.sha256, path)), exported
+
+
+def _prepared(exported: ExportRecord, record: str) -> tuple[str, bytes] | None:
+    """The export's pre-processed model, as (the file name the pre-processing gave it, its bytes), if it wrote one."""
+    if not (exported.prepared and exported.prepared_name):
+        return None
+    return exported.prepared_name, _exported_bytes(exported.prepared, exported.prepared_sha256, record)
+
+
+def _exported_bytes(file: str, sha256: str | None, record: str) -> bytes:
+    content = Path(file).read_bytes()
+    if hashlib.sha256(content).hexdigest() != sha256:
         raise StepError(
-            f"{exported.model} is not the file its export record {path} describes (it was changed after the export): "
-            f"delete {path} and build again to export it anew"
+            f"{file} is not the file its export record {record} describes (it was changed after the export): "
+            f"delete {record} and build again to export it anew"
         )
-    return onnx.load_from_string(content)
+    return content
 
 
 def _load_onnx_source(path: Path, opset: int, *, what: str):
@@ -230,15 +246,21 @@ def _float16(model):
     return converted
 
 
-def _preprocessed(model, scratch: Path) -> Path:
+def _preprocessed(model, scratch: Path, prepared: tuple[str, bytes] | None = None) -> Path:
     """The model after ONNX Runtime's quantization pre-processing, saved for the quantizer.
 
     Symbolic shape inference gives the quantizer the tensor types and shapes
     it needs, and the basic optimizations fold the shape arithmetic tf2onnx
     emits, so fewer tensors are quantized for nothing.  A model the
-    pre-processing cannot handle is quantized as it is.
+    pre-processing cannot handle is quantized as it is.  ``prepared`` is that
+    result for this model, made once by the export (export.py): its file name and bytes.
     """
     import onnx
+
+    if prepared is not None:
+        name, content = prepared
+        (scratch / name).write_bytes(content)
+        return scratch / name
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     source = scratch / "float.onnx"
@@ -253,11 +275,11 @@ def _preprocessed(model, scratch: Path) -> Path:
     return source
 
 
-def _dynamic_int8(model, per_channel: bool, scratch: Path):
+def _dynamic_int8(model, per_channel: bool, scratch: Path, prepared: tuple[str, bytes] | None = None):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    source = _preprocessed(model, scratch)
+    source = _preprocessed(model, scratch, prepared)
     target = scratch / "dynamic_int8.onnx"
     # Only asked for where there are bodies: the option changes nothing else, and today's files keep their bytes.
     extra = {"EnableSubgraph": True} if has_subgraphs(model) else None
@@ -272,12 +294,14 @@ def _dynamic_int8(model, per_channel: bool, scratch: Path):
     return quantized
 
 
-def _static_int8(model, samples: Tensors, profile: OnnxSettings, per_channel: bool, scratch: Path):
+def _static_int8(
+    model, samples: Tensors, profile: OnnxSettings, per_channel: bool, scratch: Path, prepared: tuple[str, bytes] | None = None
+):
     import onnx
     from onnxruntime.quantization import quantize
 
     settings = chips.static_quantization_settings(profile, per_channel)
-    source = _preprocessed(model, scratch)
+    source = _preprocessed(model, scratch, prepared)
     target = scratch / "int8.onnx"
     try:
         if settings.preprocess is not None and settings.preprocess(source, scratch / "prepared.onnx"):
