@@ -35,6 +35,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from ._timing import DOIT, REPOSITORY, example_workspace, quiet_env, report
 
@@ -103,7 +104,7 @@ def _doit(workspace: Path, *args: str) -> tuple[float, float, set[str]]:
     return elapsed, _cpu_seconds() - cpu, set(re.findall(r"^\.  (\S+)$", result.stdout, re.M))
 
 
-def _jobs(workspace: Path) -> dict[str, object]:
+def _jobs(workspace: Path) -> dict[str, Any]:
     from modelmake.graph import plan_tasks
     from modelmake.spec import load_plan
 

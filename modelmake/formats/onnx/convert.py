@@ -63,11 +63,14 @@ def convert(job: ConvertJob) -> None:
         with fsutil.atomic_output(job.out) as handle, open(record.model, "rb") as src:
             shutil.copyfileobj(src, handle)
     else:
-        exported = _export(job.export_record) if job.export_record else None
-        model = exported[0] if exported else _float_model(record, settings.opset)
-        # The export's pre-processed model is that of a conversion that changes nothing before quantizing.
-        quantizes = precision in (Precision.INT8, Precision.DYNAMIC_INT8)
-        prepared = _prepared(exported[1], job.export_record) if exported and quantizes and not fixed and not static_batch else None
+        prepared = None
+        if job.export_record:
+            model, exported = _export(job.export_record)
+            # The export's pre-processed model is that of a conversion that changes nothing before quantizing.
+            if precision in (Precision.INT8, Precision.DYNAMIC_INT8) and not fixed and not static_batch:
+                prepared = _prepared(exported, job.export_record)
+        else:
+            model = _float_model(record, settings.opset)
         # Where each input and output holds its samples, known before any of them is fixed (feeds.py).
         batch_axes = feeds.batch_axes(model)
         model = _fix_shapes(model, fixed, what=job.artifact_id)

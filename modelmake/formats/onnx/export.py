@@ -35,6 +35,7 @@ def export(job: ExportJob) -> None:
         raise StepError(f"the exported model is {model.ByteSize()} bytes, over the 2 GiB a single .onnx file holds: ship a smaller model")
     fsutil.write_bytes(job.out, model.SerializeToString())
     prepared = _prepared(model, job.out_prepared) if job.out_prepared else None
+    prepared_sha256 = fsutil.sha256_file(job.out_prepared) if job.out_prepared else None
     ExportRecord(
         format=job.format,
         options=dict(job.options),
@@ -44,7 +45,7 @@ def export(job: ExportJob) -> None:
         size=Path(job.out).stat().st_size,
         tools=tool_versions("tf2onnx", "onnx", *(["onnxruntime"] if prepared else [])),
         prepared=job.out_prepared if prepared else None,
-        prepared_sha256=fsutil.sha256_file(job.out_prepared) if prepared else None,
+        prepared_sha256=prepared_sha256,
         prepared_name=prepared,
     ).write(job.out_record)
 
