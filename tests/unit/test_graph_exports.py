@@ -9,7 +9,7 @@ from modelmake.spec import load_plan
 from tests.support.spec_workspace import DEFAULT_FILES, edit, make_workspace
 
 # Variants that differ only in their settings, on three ONNX targets at two opsets and one TFLite target;
-# a second model whose source already is an ONNX file.
+# a second model whose source already is an ONNX file, and a third whose source is a .tflite file.
 SPEC = """\
 format: 1
 bundle: {name: exports, version: "1.0.0"}
@@ -43,6 +43,15 @@ models:
       int8: {quantize: int8}
     targets:
       cpu-board: [fp32, int8]
+  lite:
+    source: {tflite: models/lite.tflite}
+    io:
+      input: {layout: NC, scale: 1/16}
+    variants:
+      fp32: {}
+    targets:
+      cpu-board: [fp32]
+      old-board: [fp32]
 """
 PROFILES = {
     "cpu-board": "name: cpu-board\nsoc: a board\nplatform: linux\nformats:\n"
@@ -52,7 +61,12 @@ PROFILES = {
     "old-board": "name: old-board\nsoc: an old board\nplatform: linux\nformats:\n  onnx: {precisions: [fp32, int8], opset: 13}\n",
     "tflite-phone": "name: tflite-phone\nsoc: a phone\nplatform: android\nformats:\n  tflite: {precisions: [fp32, int8]}\n",
 }
-FILES = {**DEFAULT_FILES, "models/mlp.onnx": "not read while planning", "data/calibration.npz": "not read while planning"}
+FILES = {
+    **DEFAULT_FILES,
+    "models/mlp.onnx": "not read while planning",
+    "models/lite.tflite": "not read while planning",
+    "data/calibration.npz": "not read while planning",
+}
 
 
 def _tasks(tmp_path, spec: str = SPEC, profiles: dict | None = None) -> dict[str, dict]:
@@ -72,22 +86,26 @@ def _hashed(task: dict) -> dict:
 def test_one_export_per_model_format_and_opset(tmp_path):
     tasks = _tasks(tmp_path)
     exports = {name: task for name, task in tasks.items() if name.startswith("export:")}
-    assert sorted(exports) == ["export:digits.onnx-opset13", "export:digits.onnx-opset17"]
+    # A .tflite source goes through tf2onnx too; an .onnx source is already the float model.
+    assert sorted(exports) == [f"export:{m}.onnx-opset{o}" for m in ("digits", "lite") for o in (13, 17)]
     for name, task in exports.items():
         job = _job(task)
         assert isinstance(job, ExportJob) and job.format == "onnx"
         assert job.options == {"opset": int(name.rsplit("opset", 1)[1])}
-        assert job.source_record == layout.source_record("digits")
+        assert job.source_record == layout.source_record(name.split(":")[1].split(".")[0])
         assert task["file_dep"] == [job.source_record]
         # The float model, the same as the quantizers take it, and the record the conversions depend on, written last.
         assert job.out_prepared and task["targets"] == [job.out, job.out_prepared, job.out_record]
         assert job.out.endswith(formats.backend("onnx").suffix)
         assert set(_hashed(task)["tools"]) == set(formats.backend("onnx").export_tools)
+    for target, opset in (("cpu-board", 17), ("old-board", 13)):
+        converted = _job(tasks[f"convert:lite.fp32.onnx@{target}"])
+        assert converted.export_record == _job(exports[f"export:lite.onnx-opset{opset}"]).out_record
 
 
 def test_every_onnx_conversion_of_a_tensorflow_source_starts_from_its_opsets_export(tmp_path):
     tasks = _tasks(tmp_path)
-    records = {_job(t).options["opset"]: _job(t).out_record for n, t in tasks.items() if n.startswith("export:")}
+    records = {_job(t).options["opset"]: _job(t).out_record for n, t in tasks.items() if n.startswith("export:digits.")}
     opsets = {"cpu-board": 17, "npu-phone": 17, "old-board": 13}
     converts = {name: task for name, task in tasks.items() if name.startswith("convert:digits.")}
     assert len(converts) == 10
@@ -127,7 +145,7 @@ def test_settings_other_than_the_opset_leave_the_export_alone_and_the_opset_make
         assert _hashed(changed_settings[changed]) != _hashed(before[changed])
 
     new_opset = _tasks(tmp_path / "opset", SPEC, {**PROFILES, "old-board": PROFILES["old-board"].replace("opset: 13", "opset: 15")})
-    assert sorted(n for n in new_opset if n.startswith("export:")) == ["export:digits.onnx-opset15", "export:digits.onnx-opset17"]
+    assert sorted(n for n in new_opset if n.startswith("export:digits.")) == ["export:digits.onnx-opset15", "export:digits.onnx-opset17"]
     assert _hashed(new_opset[export]) == _hashed(before[export])
 
 
