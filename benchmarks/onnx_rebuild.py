@@ -163,7 +163,8 @@ def main(names) -> list[str]:
         if Path(artifact).read_bytes() != (workspace / convert.out).read_bytes():
             raise SystemExit("the conversion from the SavedModel gave other bytes than the one from the export")
         out = str(old_dir / "export.onnx")
-        alone = dataclasses.replace(export, out=out, out_record=out + ".json", out_prepared=str(old_dir / "export.prepared.onnx"))
+        prepared = {kind: str(old_dir / f"export.{kind}.onnx") for kind in export.out_prepared}
+        alone = dataclasses.replace(export, out=out, out_record=out + ".json", out_prepared=prepared)
         export_alone, _ = _fresh_process([("export", alone)], workspace, scratch)
 
     measured, baseline = statistics.median(rebuilds), statistics.median(old)

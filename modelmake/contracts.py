@@ -196,8 +196,9 @@ class ExportJob:
     out: str
     out_record: str
     # Where the format also writes its float model as its quantizers take it (ONNX: after ONNX Runtime's quantization
-    # pre-processing), for the conversions that change nothing before quantizing; None when it writes none.
-    out_prepared: str | None = None
+    # pre-processing), by kind (ONNX: "any-batch", and "batch-1" for static-shape providers), for conversions that change
+    # nothing else before quantizing; empty when it writes none.
+    out_prepared: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -415,9 +416,8 @@ class ExportRecord(_JsonRecord):
     sha256: str
     size: int
     tools: dict[str, str]
-    prepared: str | None = None  # ExportJob.out_prepared, once written
-    prepared_sha256: str | None = None
-    prepared_name: str | None = None  # the file name the format's own preparation gave it, which its quantizers read
+    # ExportJob.out_prepared once written: kind -> {"file", "sha256", "name" (the file name the quantizers read it under)}
+    prepared: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

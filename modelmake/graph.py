@@ -337,7 +337,7 @@ def export_task(model: Model, format: str, options: dict, *, source_record: str,
         options=dict(sorted(options.items())),
         out=layout.export_file(label, format, options),
         out_record=layout.export_record(label, format, options),
-        out_prepared=layout.export_prepared_file(label, format, options) if backend(format).export_prepares else None,
+        out_prepared={kind: layout.export_prepared_file(label, format, options, kind) for kind in backend(format).export_prepared},
     )
     return _task(
         "export",
@@ -345,7 +345,7 @@ def export_task(model: Model, format: str, options: dict, *, source_record: str,
         "export.export",
         job,
         file_dep=[source_record],
-        targets=[job.out, *([job.out_prepared] if job.out_prepared else []), job.out_record],
+        targets=[job.out, *job.out_prepared.values(), job.out_record],
         tools=backend(format).export_tools,
         # As for a conversion: a failed export is recorded in its record, each conversion from it fails with its
         # reason (so the report says why), and the next build tries it again.

@@ -123,9 +123,9 @@ def export_file(model: str, format: str, options: dict) -> str:
     return f"{EXPORTS}/{model}/{_export_kind(format, options)}{backend(format).suffix}"
 
 
-def export_prepared_file(model: str, format: str, options: dict) -> str:
+def export_prepared_file(model: str, format: str, options: dict, kind: str) -> str:
     """The exported float model as the format's quantizers take it, beside the export (ExportJob.out_prepared)."""
-    return f"{EXPORTS}/{model}/{_export_kind(format, options)}.prepared{backend(format).suffix}"
+    return f"{EXPORTS}/{model}/{_export_kind(format, options)}.prepared-{kind}{backend(format).suffix}"
 
 
 def export_record(model: str, format: str, options: dict) -> str:

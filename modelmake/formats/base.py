@@ -99,7 +99,7 @@ class FormatBackend(Protocol):
 
     # Optional: a format whose conversions share one float model per source (ONNX: the tf2onnx export per opset).
     export_tools: tuple[str, ...]  # distributions whose versions decide the exported bytes
-    export_prepares: bool  # whether the export also writes the float model as the quantizers take it (ExportJob.out_prepared)
+    export_prepared: tuple[str, ...]  # the kinds of ExportJob.out_prepared its export writes (the float model as its quantizers take it)
 
     def export_options(self, support: FormatSupport, source_kind: str) -> dict[str, Any] | None:
         """The settings the float model of a ``source_kind`` source depends on for this target, exported once per
@@ -119,7 +119,7 @@ class PackageBackend:
 
     palettizes: bool = False
     export_tools: tuple[str, ...] = ()
-    export_prepares: bool = False
+    export_prepared: tuple[str, ...] = ()
 
     def export_options(self, support: FormatSupport, source_kind: str) -> dict[str, Any] | None:
         return None

@@ -33,7 +33,7 @@ def _export(tiny: Tiny, directory: Path, opset: int = 17) -> ExportJob:
     job = ExportJob(
         format="onnx", source_record=str(tiny.record), options={"opset": opset},
         out=str(directory / f"onnx-opset{opset}.onnx"), out_record=str(directory / f"onnx-opset{opset}.onnx.json"),
-        out_prepared=str(directory / f"onnx-opset{opset}.prepared.onnx"),
+        out_prepared={kind: str(directory / f"onnx-opset{opset}.prepared-{kind}.onnx") for kind in ("any-batch", "batch-1")},
     )
     export.export(job)
     return job
@@ -68,17 +68,20 @@ def test_the_export_is_the_float_model_and_its_record_describes_it(tiny, exporte
     assert record.source_record == str(tiny.record) and record.format == "onnx" and record.options == {"opset": 17}
     assert set(record.tools) == {"tf2onnx", "onnx", "onnxruntime"}
     np.testing.assert_allclose(tiny.predict(Path(exported.out)), tiny.reference, atol=1e-5)
-    # Beside it, the same model as the quantizers take it.
-    prepared = Path(exported.out_prepared)
-    assert record.prepared == exported.out_prepared and record.prepared_sha256 == hashlib.sha256(prepared.read_bytes()).hexdigest()
-    assert record.prepared_name == "preprocessed.onnx"
-    np.testing.assert_allclose(tiny.predict(prepared), tiny.reference, atol=1e-5)
+    # Beside it, the same model as the quantizers take it, with any batch and with a batch of one.
+    assert sorted(record.prepared) == ["any-batch", "batch-1"]
+    for kind, out in exported.out_prepared.items():
+        digest = hashlib.sha256(Path(out).read_bytes()).hexdigest()
+        assert record.prepared[kind] == {"file": out, "sha256": digest, "name": "preprocessed.onnx"}
+    np.testing.assert_allclose(tiny.predict(Path(exported.out_prepared["any-batch"])), tiny.reference, atol=1e-5)
+    np.testing.assert_allclose(tiny.predict(Path(exported.out_prepared["batch-1"]), batch=1), tiny.reference, atol=1e-5)
 
 
 def test_exporting_again_elsewhere_gives_the_same_bytes(tiny, exported, tmp_path):
     again = _export(tiny, tmp_path)
     assert Path(again.out).read_bytes() == Path(exported.out).read_bytes()
-    assert Path(again.out_prepared).read_bytes() == Path(exported.out_prepared).read_bytes()
+    for kind, out in exported.out_prepared.items():
+        assert Path(again.out_prepared[kind]).read_bytes() == Path(out).read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ class OnnxBackend(PackageBackend):
     convert_tools: tuple[str, ...] = ("modelmake", "onnx", "onnxruntime")
     # onnxruntime: the export also writes the model after ORT's quantization pre-processing, shared by the int8 variants.
     export_tools: tuple[str, ...] = ("modelmake", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
-    export_prepares: bool = True
+    export_prepared: tuple[str, ...] = ("any-batch", "batch-1")  # convert.PREPARED: without, and with, the batch fixed at 1
     runtime_tools: tuple[str, ...] = ("onnxruntime",)
     accelerators: dict[str, str] = {"qnn": "ONNX Runtime's QNN execution provider"}
     profile_properties: dict[str, Any] = {

@@ -66,17 +66,12 @@ def convert(job: ConvertJob) -> None:
         prepared = None
         if job.export_record:
             model, exported = _export(job.export_record)
-            # The export's pre-processed model is that of a conversion that changes nothing before quantizing.
-            if precision in (Precision.INT8, Precision.DYNAMIC_INT8) and not fixed and not static_batch:
-                prepared = _prepared(exported, job.export_record)
+            # The export's pre-processed model is that of a conversion that fixes no shape io gives.
+            if precision in (Precision.INT8, Precision.DYNAMIC_INT8) and not fixed:
+                prepared = _prepared(exported, PREPARED[static_batch], job.export_record)
         else:
             model = _float_model(record, settings.opset)
-        # Where each input and output holds its samples, known before any of them is fixed (feeds.py).
-        batch_axes = feeds.batch_axes(model)
-        model = _fix_shapes(model, fixed, what=job.artifact_id)
-        if static_batch:
-            model = _fix_batch(model)
-        feeds.mark_batch_axes(model, batch_axes)  # the calibration reads them; the precision's tools may drop them
+        model, batch_axes = before_quantizing(model, fixed, static_batch, what=job.artifact_id)
         with tempfile.TemporaryDirectory(prefix="modelmake-onnx-") as scratch, working_directory(Path(scratch)):
             directory = Path(scratch).resolve()
             if precision == Precision.FP16:
@@ -128,11 +123,27 @@ def _export(path: str):
     return onnx.load_from_string(_exported_bytes(exported.model, exported.sha256, path)), exported
 
 
-def _prepared(exported: ExportRecord, record: str) -> tuple[str, bytes] | None:
-    """The export's pre-processed model, as (the file name the pre-processing gave it, its bytes), if it wrote one."""
-    if not (exported.prepared and exported.prepared_name):
+# The kinds of pre-processed model an export writes (ExportJob.out_prepared), by whether the batch is fixed at 1.
+PREPARED = {False: "any-batch", True: "batch-1"}
+
+
+def before_quantizing(model, fixed: dict[str, tuple[int, ...]], static_batch: bool, *, what: str):
+    """The float model as the precisions take it, with the batch axes it had (the export does the same for its prepared copies)."""
+    # Where each input and output holds its samples, known before any of them is fixed (feeds.py).
+    batch_axes = feeds.batch_axes(model)
+    model = _fix_shapes(model, fixed, what=what)
+    if static_batch:
+        model = _fix_batch(model)
+    feeds.mark_batch_axes(model, batch_axes)  # the calibration reads them; the precision's tools may drop them
+    return model, batch_axes
+
+
+def _prepared(exported: ExportRecord, kind: str, record: str) -> tuple[str, bytes] | None:
+    """The export's pre-processed model of this kind, as (the file name the pre-processing gave it, its bytes), if it wrote one."""
+    prepared = exported.prepared.get(kind)
+    if prepared is None:
         return None
-    return exported.prepared_name, _exported_bytes(exported.prepared, exported.prepared_sha256, record)
+    return prepared["name"], _exported_bytes(prepared["file"], prepared["sha256"], record)
 
 
 def _exported_bytes(file: str, sha256: str | None, record: str) -> bytes:

@@ -4,10 +4,11 @@ Made once per source and opset by the export task; every ONNX variant of the
 model at that opset (its precision, per-channel and chip settings whatever
 they are) is converted from this file (convert.py), so TensorFlow and tf2onnx
 run here only.  The graph is canonicalised (canonical.py), so the same source
-gives the same bytes whatever tf2onnx's state was.  Beside it goes the same
+gives the same bytes whatever tf2onnx's state was.  Beside it go the same
 model as the quantizers take it (after ONNX Runtime's quantization
-pre-processing, which imports sympy): the int8 and dynamic int8 variants that
-fix no shape quantize that file instead of preparing the model again.
+pre-processing, which imports sympy), with a dynamic batch and with the batch
+fixed at 1 (for static-shape providers): the int8 and dynamic int8 variants
+whose io fixes no shape quantize one of those instead of preparing the model again.
 """
 from __future__ import annotations
 
@@ -21,9 +22,8 @@ from ...tensors import INPUTS, OUTPUTS
 from ...tensors import names as tensor_names
 from ...versions import tool_versions
 from ..base import tool_message
-from . import feeds
 from .canonical import canonicalize
-from .convert import MAX_MODEL_BYTES, _all_nodes
+from .convert import MAX_MODEL_BYTES, PREPARED, _all_nodes, before_quantizing
 from .convert import _preprocessed as preprocessed
 from .scratch import working_directory
 
@@ -34,8 +34,7 @@ def export(job: ExportJob) -> None:
     if model.ByteSize() > MAX_MODEL_BYTES:
         raise StepError(f"the exported model is {model.ByteSize()} bytes, over the 2 GiB a single .onnx file holds: ship a smaller model")
     fsutil.write_bytes(job.out, model.SerializeToString())
-    prepared = _prepared(model, job.out_prepared) if job.out_prepared else None
-    prepared_sha256 = fsutil.sha256_file(job.out_prepared) if job.out_prepared else None
+    prepared = {kind: _prepared(model, kind, out) for kind, out in job.out_prepared.items()}
     ExportRecord(
         format=job.format,
         options=dict(job.options),
@@ -44,26 +43,26 @@ def export(job: ExportJob) -> None:
         sha256=fsutil.sha256_file(job.out),
         size=Path(job.out).stat().st_size,
         tools=tool_versions("tf2onnx", "onnx", *(["onnxruntime"] if prepared else [])),
-        prepared=job.out_prepared if prepared else None,
-        prepared_sha256=prepared_sha256,
-        prepared_name=prepared,
+        prepared=prepared,
     ).write(job.out_record)
 
 
-def _prepared(model, out: str) -> str:
-    """Write the float model as a conversion that fixes no shape hands it to the quantizers (convert.py: marked batch
-    axes, then ONNX Runtime's pre-processing), so that such conversions need not repeat it; returns the name it had there."""
+def _prepared(model, kind: str, out: str) -> dict[str, str]:
+    """Write the float model as a conversion that fixes no shape io gives hands it to the quantizers (convert.py: its
+    batch fixed at 1 or not, its batch axes marked, then ONNX Runtime's pre-processing), so that such conversions need not
+    repeat it; returns where it is, its digest and the name the quantizers read it under."""
     import onnx
 
-    marked = onnx.ModelProto()
-    marked.CopyFrom(model)
-    feeds.mark_batch_axes(marked, feeds.batch_axes(marked))
+    static_batch = {name: static for static, name in PREPARED.items()}[kind]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    ready, _ = before_quantizing(copy, {}, static_batch, what=out)
     with tempfile.TemporaryDirectory(prefix="modelmake-onnx-") as scratch:
         with working_directory(Path(scratch)):  # as in convert.py: the pre-processing writes beside its input
-            path = preprocessed(marked, Path(scratch).resolve())
+            path = preprocessed(ready, Path(scratch).resolve())
         # ``out`` is relative to the workspace, the working directory again.
         fsutil.write_bytes(out, path.read_bytes())
-    return path.name
+    return {"file": out, "sha256": fsutil.sha256_file(out), "name": path.name}
 
 
 def float_model(record: SourceRecord, opset: int):
