@@ -19,6 +19,7 @@ confidence, a sample's mean value) and the record id are defined here once.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -146,7 +147,7 @@ def record_id(*, device: str, model: str, version: str, file: str, start: str, e
 
 
 class _Histogram:
-    __slots__ = ("edges", "counts")
+    __slots__ = ("edges", "counts", "_inner", "_last")
 
     def __init__(self, edges, where: str):
         edges = np.asarray(edges, dtype=np.float64)
@@ -154,10 +155,20 @@ class _Histogram:
             raise BaselineFormatError(f"{where}.edges must be at least two finite numbers, increasing")
         self.edges = edges
         self.counts = np.zeros(len(edges) - 1, dtype=np.int64)
+        self._inner = edges.tolist()
+        self._last = len(edges) - 2
+
+    def add_one(self, value: float) -> None:
+        """One value, without numpy's per-call cost: the same rule as ``bin_indices``."""
+        if value != value:  # NaN
+            index = self._last
+        else:
+            index = min(max(bisect.bisect_right(self._inner, value) - 1, 0), self._last)
+        self.counts[index] += 1
 
     def add(self, values: np.ndarray) -> None:
         if values.size == 1:
-            self.counts[bin_indices(self.edges, values.reshape(()))] += 1
+            self.add_one(float(values.reshape(())))
         else:
             self.counts += np.bincount(bin_indices(self.edges, values), minlength=len(self.counts))
 
