@@ -259,3 +259,33 @@ def test_the_bundles_file_names_the_artifact_its_labels_and_the_device_budgets(t
 
     empty = _baselines.document(artifact=artifact, model=model, measured=None)
     assert empty["measured_on"] is None and empty["samples"] == 0 and empty["outputs"] == {} and empty["inputs"] == {}
+
+
+# --- the manifest's entry --------------------------------------------------------------------
+
+
+def _manifest(baseline) -> bytes:
+    variant = {"target": "t", "platform": "android", "format": "tflite", "precision": "fp32", "file": "files/t/m.tflite",
+               "sha256": "a" * 64, "size": 1}
+    if baseline is not None:
+        variant["baseline"] = baseline
+    return json.dumps({"format_version": 1, "bundle": "b", "version": "1.0.0", "targets": {},
+                       "models": {"m": {"variants": {"m.fp32.tflite@t": variant}}}}).encode()
+
+
+def test_a_manifests_baseline_entry_is_checked_before_any_file_is_read():
+    from modelmake.bundle.manifest import baselines_of, parse_manifest
+    from modelmake.errors import VerificationError
+
+    good = {"file": "baselines/m.fp32.tflite@t.json", "sha256": "b" * 64, "size": 10}
+    assert baselines_of(parse_manifest(_manifest(good), "manifest.json")) == {good["file"]: "b" * 64}
+    assert baselines_of(parse_manifest(_manifest(None), "manifest.json")) == {}  # a bundle from before baselines
+    for bad, reason in [
+        ({**good, "file": "baselines/../../x.json"}, "'..' component"),
+        ({**good, "file": "files/t/m.json"}, "is not under baselines/"),
+        ({**good, "sha256": "B" * 64}, "baseline.sha256 is not 64 lowercase"),
+        ({**good, "size": -1}, "baseline.size is not an integer"),
+        ("baselines/x.json", "baseline is not an object"),
+    ]:
+        with pytest.raises(VerificationError, match=reason):
+            parse_manifest(_manifest(bad), "manifest.json")
