@@ -31,3 +31,10 @@ def test_the_frame_rate_is_budgetable_wherever_latency_is_measured():
     assert not metrics.budgetable(metrics.FPS, [metrics.SIZE_KB])
     assert metrics.fps(20.0) == 50.0 and metrics.fps(0.0) > 0
     assert metrics.builtin_metric(metrics.FPS)  # a custom metric cannot take its name
+
+
+def test_a_broken_frame_rate_says_it_is_the_build_hosts():
+    from modelmake.steps._selection import broken_budget
+
+    verdict = {"metric": "fps", "key": "min_fps", "bound": "min", "limit": 30.0, "value": 20.0, "passed": False}
+    assert broken_budget(verdict, None).startswith("fps is 20, under its min_fps of 30 (-33%) (the build host's frame rate")
