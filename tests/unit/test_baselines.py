@@ -289,3 +289,13 @@ def test_a_manifests_baseline_entry_is_checked_before_any_file_is_read():
     ]:
         with pytest.raises(VerificationError, match=reason):
             parse_manifest(_manifest(bad), "manifest.json")
+
+
+def test_the_evaluate_job_names_the_baseline_format_so_a_new_one_evaluates_again():
+    import dataclasses
+
+    from modelmake.client.telemetry import BASELINE_FORMAT
+    from modelmake.contracts import EvaluateJob
+
+    (field,) = [f for f in dataclasses.fields(EvaluateJob) if f.name == "baseline_format"]
+    assert field.default == BASELINE_FORMAT and field.metadata.get("hashed") is not False
