@@ -117,3 +117,18 @@ def test_a_tampered_baseline_is_refused_and_the_installed_model_stays(repo):
     repo.server.clear()
     assert client.update(DEVICE, "digits").status is UpdateStatus.INSTALLED
     assert repo.client().installed("digits").baseline.read_bytes() == original
+
+
+def test_a_baseline_entry_that_leaves_the_repository_is_an_index_format_error():
+    from modelmake.client import IndexFormatError
+    from modelmake.client.index import _variant
+
+    variant = {"target": GENERIC, "platform": "android", "format": "tflite", "precision": "fp32", "path": "files/a/m.tflite",
+               "blob": "blobs/sha256/" + "a" * 64, "sha256": "a" * 64, "size": 3, "encryption": None}
+    good = {"path": "baselines/x.json", "blob": "blobs/sha256/" + "b" * 64, "sha256": "b" * 64, "size": 9}
+    assert _variant("x", {**variant, "baseline": good}, "v").baseline.size == 9
+    assert _variant("x", variant, "v").baseline is None
+    with pytest.raises(IndexFormatError, match=r"v.baseline.blob is not a path inside the repository"):
+        _variant("x", {**variant, "baseline": {**good, "blob": "../../etc/passwd"}}, "v")
+    with pytest.raises(IndexFormatError, match="v.baseline.sha256"):
+        _variant("x", {**variant, "baseline": {**good, "sha256": "nope"}}, "v")
