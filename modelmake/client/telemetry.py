@@ -309,6 +309,8 @@ class TelemetryRecorder:
 
     Arrays have a leading batch axis (a single inference is a batch of one, as the
     model's own signature has it); ``observe`` takes any number of samples at once.
+    Values are real numbers, as the baseline was measured: a file with integer inputs or
+    outputs (quantization in its manifest io) has them dequantized first.
     """
 
     def __init__(
