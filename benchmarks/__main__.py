@@ -1,12 +1,14 @@
-"""python -m benchmarks [noop] [large_list] [build] [protect] [figures] [onnx_rebuild]: run the named benchmarks (all by default).
+"""python -m benchmarks [NAME...]: run the named benchmarks (all by default; an unknown name lists them).
 
 A benchmark's verdict is a line ending in PASS or FAIL; the key figures are printed for reading and judge nothing.
 """
 import sys
 
-from . import build_overhead, graph_load, key_figures, onnx_rebuild, protect
+from . import build_overhead, graph_load, key_figures, onnx_rebuild, protect, telemetry
 
-ALL = ("noop", "large_list", "build", protect.NAME, key_figures.NAME, onnx_rebuild.NAME)
+# Each module runs the benchmarks of its NAMES that were asked for.
+MODULES = (graph_load, build_overhead, protect, key_figures, onnx_rebuild, telemetry)
+ALL = tuple(name for module in MODULES for name in module.NAMES)
 
 
 def main(argv) -> int:
@@ -16,7 +18,7 @@ def main(argv) -> int:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}", file=sys.stderr)
         return 2
     verdicts = []
-    for module in (graph_load, build_overhead, protect, key_figures, onnx_rebuild):
+    for module in MODULES:
         for line in module.main(names):
             print(line, flush=True)  # each figure as soon as it is measured: the whole run takes many minutes
             if line.endswith((" PASS", " FAIL")):

@@ -128,6 +128,8 @@ RAW_CALLS = textwrap.dedent(
     """
 )
 
+NAMES = ("build",)
+
 
 def main(names) -> list[str]:
     if "build" not in names:

@@ -14,6 +14,8 @@ formats:
   tflite: {{precisions: [fp32, fp16, dynamic_int8, int8], delegates: [xnnpack]}}
 """
 
+NAMES = ("large_list", "noop")
+
 
 def generated_spec(workspace: Path, models: int = 100, targets: int = 10) -> int:
     """A workspace with many models and targets; returns the number of artifacts it declares."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from ._timing import built_example
 
 NAME = "figures"
+NAMES = (NAME,)
 
 
 def figures(workspace: Path) -> list[str]:

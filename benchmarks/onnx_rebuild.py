@@ -40,6 +40,7 @@ from typing import Any
 from ._timing import DOIT, REPOSITORY, example_workspace, quiet_env, report
 
 NAME = "onnx_rebuild"
+NAMES = (NAME,)
 TARGET_SECONDS = 2.5
 REPEAT = 3
 VARIANT = "digits.int8.onnx@onnx-board"

@@ -30,6 +30,7 @@ from pathlib import Path
 from ._timing import REPOSITORY, report
 
 NAME = "protect"
+NAMES = (NAME,)
 SIZE = 1 << 30
 CHUNK = 1 << 20
 TARGET_RATIO = 1.5
