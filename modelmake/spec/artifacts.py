@@ -244,24 +244,21 @@ def merged_budgets(
     return tuple(merged.values())
 
 
-# The formats whose converter turns a pruned model's zeros into a smaller file or sparse weights after training; Core ML also
-# prunes a model that did not train (coremltools).
-POST_TRAINING_PRUNING = ("coreml",)
-QAT_FORMATS = ("tflite",)
-
-
 def training_problem(format_name: str, variant: Variant) -> str | None:
     """Why this format cannot have the variant's training-time optimizations, or None."""
-    if variant.training is not None and variant.training.method == "qat" and format_name not in QAT_FORMATS:
+    backend = formats.backend(format_name)
+    if variant.training is not None and variant.training.method == "qat" and not backend.quantization_aware:
+        able = [b.name for b in formats.backends() if b.quantization_aware]
         return (
-            f"quantization-aware training builds {' and '.join(QAT_FORMATS)} int8 only (the fine-tuned model carries "
+            f"quantization-aware training builds {' and '.join(able)} int8 only (the fine-tuned model carries "
             f"fake-quantization ops that {format_name} does not turn into int8); list '{variant.name}' only for targets "
-            f"that build {' or '.join(QAT_FORMATS)}, or build {format_name} from a post-training int8 variant"
+            f"that build {' or '.join(able)}, or build {format_name} from a post-training int8 variant"
         )
-    if variant.prune is not None and variant.training is None and format_name not in POST_TRAINING_PRUNING:
+    if variant.prune is not None and variant.training is None and not backend.prunes_after_conversion:
+        able = [b.name for b in formats.backends() if b.prunes_after_conversion]
         return (
             f"{format_name} weights are pruned while the model fine-tunes: add training: fine_tune to '{variant.name}' "
             f"(a recipe source with framework: tf-keras and a fine_tune function), or list it only for "
-            f"{' or '.join(POST_TRAINING_PRUNING)} targets, which prune after conversion"
+            f"{' or '.join(able)} targets, which prune after conversion"
         )
     return None
