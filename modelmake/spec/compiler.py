@@ -430,7 +430,7 @@ class Compiler:
         quantized = bool(invalid_variants) or any(
             v.get("quantize", Precision.FP32) != Precision.FP32 for v in variants_conf.values() if isinstance(v, dict)
         )
-        pruned = bool(invalid_variants) or any("prune" in v for v in variants_conf.values() if isinstance(v, dict))
+        pruned = any("prune" in v for v in variants_conf.values() if isinstance(v, dict))
         # Which metrics the budgets may name, or None when an invalid part decides it: then budgets name any metric.
         known_metrics = (
             self.measured_metrics(base, data, inputs, outputs, custom, quantized=quantized, has_evaluation=has_evaluation, pruned=pruned)
