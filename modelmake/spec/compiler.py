@@ -921,7 +921,8 @@ class Compiler:
             made = "an already converted file" if formats.for_source_kind(source.kind) else "a trained model without its training code"
             self.fail(
                 where,
-                f"{'an' if source.kind[0] in 'aeio' else 'a'} {source.kind} source ({source.path}) cannot be fine-tuned: it is {made}. Training-time optimizations "
+                f"{'an' if source.kind[0] in 'aeio' else 'a'} {source.kind} source ({source.path}) cannot be fine-tuned: it is "
+                f"{made}. Training-time optimizations "
                 f"need a recipe source ({source_where}: {{recipe: recipes/<model>.py, framework: tf-keras}}) with a "
                 f"function {training.function}(model, training); remove training (and prune, except on Core ML targets) "
                 "or make the source such a recipe",

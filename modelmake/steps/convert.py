@@ -9,6 +9,19 @@ def convert(job: ConvertJob) -> None:
     formats.backend(job.support.format).convert(job)
     if job.prune is not None:
         record_sparsity(job)
+    record_training(job)
+
+
+def record_training(job: ConvertJob) -> None:
+    """An artifact converted from a fine-tuned model says how it was trained (the train step's record)."""
+    from ..contracts import ArtifactRecord, SourceRecord
+
+    training = SourceRecord.read(job.source_record).metadata.get("training")
+    if not training:
+        return
+    record = ArtifactRecord.read(job.out_record)
+    shown = {key: training[key] for key in ("method", "epochs", "learning_rate") if key in training}
+    ArtifactRecord(**{**record.__dict__, "extra": {**record.extra, "training": shown}}).write(job.out_record)
 
 
 def record_sparsity(job: ConvertJob) -> None:

@@ -69,7 +69,8 @@ def test_pruning_while_training_from_an_onnx_file_is_refused_before_any_work(tmp
         source=("source: {recipe: recipes/digits.py}", "source: {onnx: models/digits.onnx}"),
         targets="raspberry-pi-5: [fp32, sparse]",
     )
-    spec = spec.replace("      snapdragon-8-gen-3: [int8]\n", "").replace("    budget_overrides:\n      snapdragon-8-gen-3: {max_latency_ms: 10}\n", "")
+    for line in ("      snapdragon-8-gen-3: [int8]\n", "    budget_overrides:\n      snapdragon-8-gen-3: {max_latency_ms: 10}\n"):
+        spec = spec.replace(line, "")
     files = {**DEFAULT_FILES, "models/digits.onnx": "not read at plan time"}
     problems = spec_problems(make_workspace(tmp_path, spec, files=files))
     assert len(problems) == 1
@@ -104,7 +105,9 @@ def test_qat_needs_int8_and_a_format_that_makes_int8_from_it(tmp_path):
 def test_pruning_without_training_is_for_core_ml_only(tmp_path):
     spec = with_variants("pruned: {quantize: fp16, prune: {sparsity: 0.5}}", targets="pixel-8: [fp32, pruned]\n      apple-a17: [pruned]")
     (problem,) = spec_problems(make_workspace(tmp_path, spec, files=TRAINABLE))
-    assert "'pruned' cannot be built for pixel-8 in tflite: tflite weights are pruned while the model fine-tunes: add training: fine_tune" in problem
+    assert (
+        "'pruned' cannot be built for pixel-8 in tflite: tflite weights are pruned while the model fine-tunes: add training: fine_tune"
+    ) in problem
 
 
 def test_min_sparsity_bounds_pruned_variants_only(tmp_path):
