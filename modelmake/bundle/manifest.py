@@ -241,6 +241,8 @@ def _variant(artifact: ArtifactInputs, stored: dict, named: bool) -> dict:
     }
     if "encryption" in stored:
         entry["encryption"] = stored["encryption"]
+    # A variant fine-tuned or pruned says how (only such variants: other entries keep their bytes).
+    entry |= {key: record.extra[key] for key in ("training", "pruning") if key in record.extra}
     return entry
 
 
