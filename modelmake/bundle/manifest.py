@@ -242,7 +242,11 @@ def _variant(artifact: ArtifactInputs, stored: dict, named: bool) -> dict:
     if "encryption" in stored:
         entry["encryption"] = stored["encryption"]
     # A variant fine-tuned or pruned says how (only such variants: other entries keep their bytes).
-    entry |= {key: record.extra[key] for key in ("training", "pruning") if key in record.extra}
+    entry |= {
+        key: {k: _decimal(v) if isinstance(v, float) else v for k, v in record.extra[key].items()}
+        for key in ("training", "pruning")
+        if key in record.extra
+    }
     return entry
 
 
