@@ -96,7 +96,7 @@ def test_keras_flavours_share_a_workspace_and_min_sparsity_fails_dense_weights(f
     assert "tf-keras" in legacy["tools"] and "tf-keras" not in modern["tools"]
 
     def metrics(variant: str) -> dict:
-        return json.loads((workspace.build / f"metrics/android-arm64-cpu/legacy.{variant}.tflite@android-arm64-cpu.json").read_text())
+        return json.loads((workspace.build / f"metrics/android-arm64-cpu/legacy.{variant}.tflite.json").read_text())
 
     def verdict(variant: str) -> dict:
         return next(v for v in metrics(variant)["budgets"] if v["key"] == "min_sparsity")
