@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import fsutil
 from ..contracts import SourceRecord, TrainJob
@@ -67,10 +68,12 @@ def train(job: TrainJob) -> str:
         raise StepError(
             f"{what}: the source's model {job.keras_model} does not load ({type(exc).__name__}: {exc}); rebuild the source"
         ) from exc
+    epochs: Any = job.training.epochs or getattr(module, "FINE_TUNE_EPOCHS", DEFAULT_EPOCHS)
+    learning_rate: Any = job.training.learning_rate or getattr(module, "FINE_TUNE_LEARNING_RATE", DEFAULT_LEARNING_RATE)
     settings = FineTuning(
         method=job.training.method,
-        epochs=int(job.training.epochs or getattr(module, "FINE_TUNE_EPOCHS", DEFAULT_EPOCHS)),
-        learning_rate=float(job.training.learning_rate or getattr(module, "FINE_TUNE_LEARNING_RATE", DEFAULT_LEARNING_RATE)),
+        epochs=int(epochs),
+        learning_rate=float(learning_rate),
         sparsity=job.prune.sparsity if job.prune else None,
         variant=job.variant,
     )
@@ -124,10 +127,8 @@ def _wrapped(model, job: TrainJob, settings: FineTuning, tfmot, what: str):
         if job.training.method == "qat":
             return tfmot.quantization.keras.quantize_model(model)
         if job.prune is not None:
-            schedule = _schedule(job.prune, tfmot)
-            settings.callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
-            if isinstance(schedule, _OverTheFineTuning):
-                settings.callbacks.append(schedule.length_callback())
+            schedule, callbacks = _schedule(job.prune, tfmot)
+            settings.callbacks += [tfmot.sparsity.keras.UpdatePruningStep(), *callbacks]
             return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
     except (ValueError, RuntimeError, TypeError) as exc:
         doing = "quantization-aware training" if job.training.method == "qat" else "pruning"
@@ -138,48 +139,45 @@ def _wrapped(model, job: TrainJob, settings: FineTuning, tfmot, what: str):
     return model
 
 
-def _schedule(prune: Pruning, tfmot):
+def _schedule(prune: Pruning, tfmot) -> tuple[Any, list]:
+    """The pruning schedule, and the callbacks it needs beside tfmot's step counter."""
     if prune.schedule == "constant":
-        return tfmot.sparsity.keras.ConstantSparsity(prune.sparsity, begin_step=0, frequency=PRUNING_FREQUENCY)
-    return _OverTheFineTuning.make(prune.sparsity, tfmot)
+        return tfmot.sparsity.keras.ConstantSparsity(prune.sparsity, begin_step=0, frequency=PRUNING_FREQUENCY), []
+    return _polynomial_over_the_fine_tuning(prune.sparsity, tfmot)
 
 
-class _OverTheFineTuning:
-    """Polynomial sparsity, 0 up to the target over every step the fine-tuning takes (known only when ``fit`` starts)."""
+def _polynomial_over_the_fine_tuning(target: float, tfmot) -> tuple[Any, list]:
+    """Sparsity from 0 up to the target over every step the fine-tuning takes, a number known only when ``fit`` starts:
+    a callback sets the schedule's last step then (tfmot's PolynomialDecay needs it when the model is wrapped)."""
+    import tensorflow as tf
 
-    @staticmethod
-    def make(target: float, tfmot):
-        import tensorflow as tf
+    schedule_base: Any = tfmot.sparsity.keras.PruningSchedule
+    callback_base: Any = keras_module(TF_KERAS).callbacks.Callback
 
-        keras = keras_module(TF_KERAS)
+    class Schedule(schedule_base):
+        def __init__(self):
+            self.target = float(target)
+            self.end_step = tf.Variable(1, dtype=tf.int64, trainable=False, name="pruning_end_step")
 
-        class Schedule(tfmot.sparsity.keras.PruningSchedule, _OverTheFineTuning):
-            def __init__(self):
-                self.target = float(target)
-                self.end_step = tf.Variable(1, dtype=tf.int64, trainable=False, name="pruning_end_step")
+        def __call__(self, step):
+            step = tf.cast(step, tf.int64)
+            end = tf.maximum(self.end_step, 1)
+            progress = tf.minimum(1.0, tf.cast(step, tf.float32) / tf.cast(end, tf.float32))
+            sparsity = self.target * (1.0 - (1.0 - progress) ** 3)
+            due = tf.logical_or(tf.equal(step % PRUNING_FREQUENCY, 0), tf.equal(step, end))
+            return tf.logical_and(due, step <= end), sparsity
 
-            def __call__(self, step):
-                step = tf.cast(step, tf.int64)
-                end = tf.maximum(self.end_step, 1)
-                progress = tf.minimum(1.0, tf.cast(step, tf.float32) / tf.cast(end, tf.float32))
-                sparsity = self.target * (1.0 - (1.0 - progress) ** 3)
-                due = tf.logical_or(tf.equal(step % PRUNING_FREQUENCY, 0), tf.equal(step, end))
-                return tf.logical_and(due, step <= end), sparsity
+        def get_config(self):
+            return {"class_name": "PolynomialOverFineTuning", "config": {"target_sparsity": self.target}}
 
-            def get_config(self):
-                return {"class_name": "PolynomialOverFineTuning", "config": {"target_sparsity": self.target}}
+    schedule = Schedule()
 
-            def length_callback(self):
-                schedule = self
+    class Length(callback_base):
+        def on_train_begin(self, logs=None):
+            steps = int(self.params.get("epochs") or 1) * int(self.params.get("steps") or 1)
+            schedule.end_step.assign(max(1, steps - 1))
 
-                class Length(keras.callbacks.Callback):
-                    def on_train_begin(self, logs=None):
-                        steps = int(self.params.get("epochs") or 1) * int(self.params.get("steps") or 1)
-                        schedule.end_step.assign(max(1, steps - 1))
-
-                return Length()
-
-        return Schedule()
+    return schedule, [Length()]
 
 
 def _kernel_sparsity(model) -> float:

@@ -72,7 +72,7 @@ models:
     variants:
       fp32: {}
       sparse: {prune: {sparsity: 0.5}, training: {method: fine_tune, epochs: 2, learning_rate: 0.001}}
-      lazy: {prune: {sparsity: 0.5}, training: {method: fine_tune, function: skip_training}}
+      lazy: {prune: {sparsity: 0.5, schedule: constant}, training: {method: fine_tune, function: skip_training}}
     targets: {android-arm64-cpu: [fp32, sparse, lazy]}
     budgets: {min_sparsity: 0.4, max_accuracy_drop: 1}
 """
