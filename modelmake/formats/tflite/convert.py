@@ -62,7 +62,7 @@ def convert(job: ConvertJob) -> None:
         fsutil.write_bytes(
             job.out,
             _convert_saved_model(
-                Path(record.model), job.precision, integer_io, job.per_channel, samples, fixed, sparse=job.prune is not None
+                Path(record.model), job.precision, integer_io, job.per_channel, samples, fixed, sparse=_sparse(job)
             ),
         )
     _check_fixed_shapes(job.out, fixed, what=job.artifact_id)
@@ -77,6 +77,12 @@ def convert(job: ConvertJob) -> None:
         tools=tools,
         extra=extra,
     ).write(job.out_record)
+
+
+def _sparse(job: ConvertJob) -> bool:
+    """Whether a pruned variant's zeros are stored sparse: at fp32 and fp16 only.  At the int8 kinds the converter's
+    sparse weights are larger than dense int8 ones and XNNPACK (LiteRT 2.x) refuses to prepare their ops; they stay dense."""
+    return job.prune is not None and job.precision in (Precision.FP32, Precision.FP16)
 
 
 def fixed_shapes(inputs: tuple[InputSpec, ...], signature: dict) -> dict[str, tuple[int, ...]]:
