@@ -132,3 +132,15 @@ def test_the_example_declares_both_keras_flavours_and_both_optimizations():
     assert frameworks == {"keras", "tf-keras"}
     assert any(a.training and a.training.method == "qat" for a in plan.artifacts())
     assert any(a.prune and a.training for a in plan.artifacts()) and any(a.prune and not a.training for a in plan.artifacts())
+
+
+def test_qat_from_a_keras_file_is_refused_as_a_model_without_its_training_code(tmp_path):
+    spec = with_variants(
+        "qat: {quantize: int8, training: qat}",
+        source=("source: {recipe: recipes/digits.py}", "source: {keras: models/digits.keras}"),
+        targets="pixel-8: [fp32, qat]",
+    )
+    files = {**DEFAULT_FILES, "models/digits.keras": "not read at plan time"}
+    (problem,) = spec_problems(make_workspace(tmp_path, spec, files=files))
+    assert problem.startswith("models.yaml:18:")
+    assert "training: a keras source (models/digits.keras) cannot be fine-tuned: it is a trained model without its training code" in problem
