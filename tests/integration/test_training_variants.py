@@ -19,7 +19,7 @@ METADATA = {"seed": 1, "legacy_keras": os.environ.get("TF_USE_LEGACY_KERAS", "un
 
 
 def load_data(split):
-    rng = np.random.default_rng({"train": 0, "test": 1}[split])
+    rng = np.random.default_rng({"train": 0, "test": 1, "calibration": 2}[split])
     x = rng.random((64, 16), dtype=np.float32)
     return x, (x[:, :4].argmax(axis=1)).astype(np.int64)
 
@@ -67,13 +67,15 @@ models:
   legacy:
     source: {recipe: recipes/legacy.py, framework: tf-keras}
     data:
+      calibration: {recipe: recipes/legacy.py, split: calibration}
       evaluation: {recipe: recipes/legacy.py, split: test}
     io: {input: {layout: NC}}
     variants:
       fp32: {}
       sparse: {prune: {sparsity: 0.5}, training: {method: fine_tune, epochs: 2, learning_rate: 0.001}}
       lazy: {prune: {sparsity: 0.5, schedule: constant}, training: {method: fine_tune, function: skip_training}}
-    targets: {android-arm64-cpu: [fp32, sparse, lazy]}
+      qat: {quantize: int8, training: {method: qat, epochs: 1}}
+    targets: {android-arm64-cpu: [fp32, sparse, lazy, qat]}
     budgets: {min_sparsity: 0.4, max_accuracy_drop: 1}
 """
 
@@ -84,11 +86,13 @@ def test_keras_flavours_share_a_workspace_and_min_sparsity_fails_dense_weights(f
     workspace.write("models.yaml", SPEC)
     workspace.write("recipes/modern.py", KERAS3_RECIPE)
     workspace.write("recipes/legacy.py", TF_KERAS_RECIPE)
-    workspace.write("targets/android-arm64-cpu.yaml", tflite_cpu_profile("fp32"))
+    workspace.write("targets/android-arm64-cpu.yaml", tflite_cpu_profile("fp32", "int8"))
 
     run = workspace.doit(ok=False)  # the package step refuses the bundle: lazy broke its budget
 
-    assert {"train:legacy.sparse", "train:legacy.lazy", "source:modern", "source:legacy"} <= run.executed, run.describe()
+    assert {"train:legacy.sparse", "train:legacy.lazy", "train:legacy.qat", "source:modern", "source:legacy"} <= run.executed, (
+        run.describe()
+    )
     modern = json.loads((workspace.build / "sources/modern/source.json").read_text())
     legacy = json.loads((workspace.build / "sources/legacy/source.json").read_text())
     assert modern["metadata"]["legacy_keras"] == "unset"
@@ -110,5 +114,8 @@ def test_keras_flavours_share_a_workspace_and_min_sparsity_fails_dense_weights(f
     assert verdict("lazy")["passed"] is False
     assert "sparsity" not in metrics("fp32")["metrics"]
     assert "min_sparsity" in run.output and "legacy.lazy" in run.output
+    qat_record = json.loads((workspace.build / "artifacts/android-arm64-cpu/legacy.qat.tflite.json").read_text())
+    assert qat_record["training"]["method"] == "qat" and qat_record["precision"] == "int8"
+    assert metrics("qat")["metrics"]["quantized_share"] > 0.5  # mostly int8 weights, from the fake-quantized model
     report = next((workspace.build / "reports").rglob("report.md")).read_text()
     assert "## Training-time optimizations" in report
