@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .kinds import OutputKind, Precision
-from .plan import Budget, BundleSpec, CustomMetrics, Dataset, FormatSupport, InputSpec, OutputSpec, Source
+from .plan import Budget, BundleSpec, CustomMetrics, Dataset, FormatSupport, InputSpec, OutputSpec, Pruning, Source, Training
 
 __all__ = [
     "Precision",
@@ -27,6 +27,7 @@ __all__ = [
     "DeclaredIo",
     "DataLabels",
     "SourceJob",
+    "TrainJob",
     "DataJob",
     "ReferenceJob",
     "ConvertJob",
@@ -123,6 +124,22 @@ class SourceJob:
 
 
 @dataclass(frozen=True)
+class TrainJob:
+    """Fine-tune one variant's model from its source recipe (QAT, pruning) and export it as a SavedModel.
+
+    Its record is a SourceRecord of the fine-tuned model, which the variant's conversions read instead of the source's."""
+
+    variant: str  # model.variant, for messages
+    source: Source
+    source_record: str
+    keras_model: str  # the source's tf-keras model file, which the step wraps and fine-tunes
+    training: Training
+    prune: Pruning | None
+    out_dir: str
+    record: str
+
+
+@dataclass(frozen=True)
 class DataLabels:
     """The labels one output may have in a data set: the array that holds them and the output's kind."""
 
@@ -178,7 +195,7 @@ class ConvertJob:
     # The ExportRecord of the source's float model in this format (ExportJob), which the conversion starts from
     # instead of the source; None when the format converts from the source itself.
     export_record: str | None = None
-
+    prune: Pruning | None = None  # encode the zeros sparse where the format can; Core ML without training prunes here
 
 @dataclass(frozen=True)
 class ExportJob:

@@ -38,6 +38,7 @@ from .contracts import (
     SourceJob,
     SpecDigest,
     TargetSummary,
+    TrainJob,
     config_hash,
 )
 from .errors import ModelmakeError, exit_code_for
@@ -57,6 +58,7 @@ STEP_TOOLS = {
     "package": ("modelmake", "cryptography"),
     "publish": ("modelmake", "cryptography"),
     "report": ("modelmake", "matplotlib"),
+    "train": ("modelmake", "tensorflow", "tf-keras", "tensorflow-model-optimization"),
 }
 
 
@@ -127,6 +129,7 @@ def _plan_inputs(plan: BuildPlan, workspace: Path) -> tuple[list[str], list[str]
 def plan_tasks(plan: BuildPlan, workspace: Path):
     for group, doc in (
         ("source", "Materialize each model's source (run recipes, load files) as a SavedModel."),
+        ("train", "Fine-tune a variant's model from its source recipe: quantization-aware training, pruning."),
         ("data", "Materialize calibration and evaluation data sets."),
         ("reference", "Evaluate each source model: the figures artifacts are compared with."),
         ("export", "Export each source once per format and the settings its float model depends on (ONNX: opset)."),
@@ -184,6 +187,7 @@ def _source_tools(source: Source) -> tuple[str, ...]:
     """A recipe, Keras or SavedModel source runs TensorFlow; a foreign file is read with its own format's tools."""
     foreign = for_source_kind(source.kind)
     tools = ("modelmake", "tensorflow", "keras", *(foreign.convert_tools + foreign.runtime_tools if foreign else ()))
+    tools += ("tf-keras",) if source.framework == "tf-keras" else ()
     return tuple(dict.fromkeys(tools))
 
 
@@ -256,7 +260,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
         "source.materialize",
         SourceJob(source=model.source, out_dir=layout.source_dir(model.name), record=source_record, io=_declared_io(plan, model)),
         file_dep=_source_files(workspace, model),
-        targets=[source_record],
+        targets=[source_record, *_keras_model_files(model)],
         clean_dirs=[layout.source_dir(model.name)],
         tools=_source_tools(model.source),
         timeout_minutes=model.timeout_minutes,
@@ -297,6 +301,7 @@ def model_tasks(plan: BuildPlan, model: Model, workspace: Path):
             timeout_minutes=model.timeout_minutes,
             doc=f"{model.name}: accuracy of the source model",
         )
+    yield from train_tasks(model)
     yield from export_tasks(plan, model)
     for artifact in model.artifacts:
         yield convert_task(plan, model, artifact)
@@ -309,24 +314,23 @@ def _export_options(plan: BuildPlan, model: Model, artifact: Artifact) -> dict |
     return backend(artifact.format).export_options(support, model.source.kind)
 
 
-def export_record_of(plan: BuildPlan, model: Model, artifact: Artifact, *, label: str | None = None) -> str | None:
+def export_record_of(plan: BuildPlan, model: Model, artifact: Artifact) -> str | None:
     """The export record the artifact's conversion starts from; None when its format converts from the source."""
     options = _export_options(plan, model, artifact)
-    return None if options is None else layout.export_record(label or model.name, artifact.format, options)
+    return None if options is None else layout.export_record(_converted_label(model, artifact), artifact.format, options)
 
 
-def export_tasks(plan: BuildPlan, model: Model, *, source_record: str | None = None, label: str | None = None):
-    """One export task per format and export options among the model's artifacts, of the source record given
-    (the model's source by default; ``label`` names another source model of it, such as a fine-tuned one)."""
-    source_record = source_record or layout.source_record(model.name)
-    label = label or model.name
+def export_tasks(plan: BuildPlan, model: Model):
+    """One export task per model the artifacts convert from (the source, or a variant's fine-tuned model), format
+    and export options."""
     exported = set()
     for artifact in model.artifacts:
         options = _export_options(plan, model, artifact)
-        if options is None or (artifact.format, tuple(sorted(options.items()))) in exported:
+        label = _converted_label(model, artifact)
+        if options is None or (label, artifact.format, tuple(sorted(options.items()))) in exported:
             continue
-        exported.add((artifact.format, tuple(sorted(options.items()))))
-        yield export_task(model, artifact.format, options, source_record=source_record, label=label)
+        exported.add((label, artifact.format, tuple(sorted(options.items()))))
+        yield export_task(model, artifact.format, options, source_record=converted_record(model, artifact), label=label)
 
 
 def export_task(model: Model, format: str, options: dict, *, source_record: str, label: str):
@@ -361,7 +365,7 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
     support = plan.targets[artifact.target].formats[artifact.format]
     job = ConvertJob(
         artifact_id=artifact.id,
-        source_record=layout.source_record(model.name),
+        source_record=converted_record(model, artifact),
         precision=artifact.precision,
         per_channel=artifact.per_channel,
         palettize=artifact.palettize,
@@ -623,3 +627,54 @@ def publish_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict):
     # The repository is release history that clients have seen: `doit clean` must never remove it.
     task["clean"] = []
     return task
+
+
+def _keras_model_files(model: Model) -> list[str]:
+    """A tf-keras recipe's source also keeps the model as built, for the variants that fine-tune it."""
+    return [layout.source_keras_model(model.name)] if model.source.framework == "tf-keras" else []
+
+
+def _converted_label(model: Model, artifact: Artifact) -> str:
+    """The name of the model an artifact is converted from, for the exports of it: ``digits`` or ``digits.qat_int8``."""
+    return model.name if artifact.training is None else f"{model.name}.{artifact.variant}"
+
+
+def converted_record(model: Model, artifact: Artifact) -> str:
+    """The record of the model an artifact is converted from: its variant's fine-tuned model, or the source."""
+    if artifact.training is not None:
+        return layout.trained_record(model.name, artifact.variant)
+    return layout.source_record(model.name)
+
+
+def train_tasks(model: Model):
+    """One train task per variant that fine-tunes, shared by its artifacts on every target and format."""
+    trained: dict[str, Artifact] = {}
+    for artifact in model.artifacts:
+        if artifact.training is not None:
+            trained.setdefault(artifact.variant, artifact)
+    for variant, artifact in trained.items():
+        assert artifact.training is not None  # only such artifacts were kept above
+        job = TrainJob(
+            variant=f"{model.name}.{variant}",
+            source=model.source,
+            source_record=layout.source_record(model.name),
+            keras_model=layout.source_keras_model(model.name),
+            training=artifact.training,
+            prune=artifact.prune,
+            out_dir=layout.trained_dir(model.name, variant),
+            record=layout.trained_record(model.name, variant),
+        )
+        method = "quantization-aware training" if artifact.training.method == "qat" else "fine-tuning"
+        pruning = f", pruned to {artifact.prune.sparsity:g} sparsity" if artifact.prune else ""
+        yield _task(
+            "train",
+            job.variant,
+            "train.train",
+            job,
+            # The recipe itself: editing its fine-tuning function re-trains.
+            file_dep=[job.source_record, model.source.path, *model.source.depends],
+            targets=[job.record],
+            clean_dirs=[job.out_dir],
+            timeout_minutes=model.timeout_minutes,
+            doc=f"{model.name} {variant}: {method} of its source recipe's model{pruning}",
+        )

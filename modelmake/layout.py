@@ -32,6 +32,20 @@ def source_record(model: str) -> str:
     return f"{source_dir(model)}/source.json"
 
 
+def source_keras_model(model: str) -> str:
+    """A tf-keras recipe's model as it built it (Keras v3 file), which a training variant wraps and fine-tunes."""
+    return f"{source_dir(model)}/model.keras"
+
+
+def trained_dir(model: str, variant: str) -> str:
+    return f"{BUILD}/trained/{model}/{variant}"
+
+
+def trained_record(model: str, variant: str) -> str:
+    """The fine-tuned model's record (a source record), written last by the train step."""
+    return f"{trained_dir(model, variant)}/source.json"
+
+
 def dataset(model: str, role: str) -> str:
     return f"{BUILD}/data/{model}/{role}.npz"
 

@@ -31,6 +31,8 @@ MASK_AGREEMENT = "mask_agreement"  # share of pixels whose class matches the sou
 ACCELERATOR_COVERAGE = "accelerator_coverage"  # fraction of ops the target's accelerator runs
 # Fraction of the weight bytes stored at the variant's precision (float16, or 8-bit integers); quantized variants only.
 QUANTIZED_SHARE = "quantized_share"
+# Share of the weights that are zero in the shipped file's weight tensors (rank 2 and up), read from the file; pruned variants only.
+SPARSITY = "sparsity"
 # Below this share the report flags a quantized artifact as mostly float.
 MOSTLY_FLOAT_SHARE = 0.5
 
@@ -72,7 +74,8 @@ LOWER_IS_BETTER = (MAX_ABS_ERROR, ACCURACY_DROP, IOU_DROP, SIZE_KB, LATENCY_MS)
 NON_NEGATIVE = (SIZE_KB, LATENCY_MS, MAX_ABS_ERROR, FPS)
 COSINES = (COSINE_SIMILARITY, WORST_COSINE_SIMILARITY)
 FRACTIONS = (
-    ACCURACY_DROP, TOP1_AGREEMENT, MEAN_IOU, PIXEL_ACCURACY, IOU_DROP, MASK_AGREEMENT, ACCELERATOR_COVERAGE, QUANTIZED_SHARE
+    ACCURACY_DROP, TOP1_AGREEMENT, MEAN_IOU, PIXEL_ACCURACY, IOU_DROP, MASK_AGREEMENT, ACCELERATOR_COVERAGE, QUANTIZED_SHARE,
+    SPARSITY,
 )
 
 
@@ -135,7 +138,7 @@ def builtin_metric(name: str) -> bool:
     kinds_names = {
         m for kind in OutputKind for m in parity_metrics(kind) + labelled_metrics(kind, top_k=2, conditions=CONDITIONS)
     }
-    return name in kinds_names | {SIZE_KB, LATENCY_MS, QUANTIZED_SHARE, ACCELERATOR_COVERAGE, FPS}
+    return name in kinds_names | {SIZE_KB, LATENCY_MS, QUANTIZED_SHARE, ACCELERATOR_COVERAGE, FPS, SPARSITY}
 
 
 def default_tolerances(kinds: Iterable[OutputKind], precision: Precision) -> dict[str, float]:
@@ -168,6 +171,7 @@ def available_metrics(
     quantized: bool = False,
     kind: OutputKind | Iterable[OutputKind] = OutputKind.CLASSES,
     custom: Sequence[str] = (),
+    pruned: bool = False,
 ) -> list[str]:
     """Names of the metrics an artifact of this model can have, in report order.
 
@@ -181,7 +185,7 @@ def available_metrics(
     A mask's figures against labels are measured only when its evaluation data has labels.
     Custom figures (``custom``, a recipe's) are measured on the evaluation data, after parity.
     """
-    names = [SIZE_KB, *([QUANTIZED_SHARE] if quantized else []), LATENCY_MS]
+    names = [SIZE_KB, *([QUANTIZED_SHARE] if quantized else []), *([SPARSITY] if pruned else []), LATENCY_MS]
     if has_evaluation_data:
         kinds = [kind] if isinstance(kind, OutputKind) else list(kind)
         top_ks = [top_k] if isinstance(top_k, int) else list(top_k)

@@ -50,6 +50,25 @@ class Source:
     path: str
     function: str = ""
     depends: tuple[str, ...] = ()
+    framework: str = "keras"  # recipes: the Keras they build with, keras (Keras 3) or tf-keras (legacy, TF_USE_LEGACY_KERAS=1)
+
+
+@dataclass(frozen=True)
+class Training:
+    """How a variant fine-tunes its source recipe's model before conversion (the ``train`` task)."""
+
+    method: str  # qat: quantization simulated while it trains (int8); fine_tune: plain, with the variant's pruning if any
+    epochs: int | None = None  # None: the recipe's FINE_TUNE_EPOCHS, else the default
+    learning_rate: float | None = None  # None: the recipe's FINE_TUNE_LEARNING_RATE, else the default
+    function: str = "fine_tune"  # the recipe's function(model, training) that fits the wrapped model
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """Magnitude pruning: while the variant fine-tunes, or after conversion (Core ML) when it does not train."""
+
+    sparsity: float  # the share of each weight tensor set to zero
+    schedule: str = "polynomial"  # with training: polynomial (from 0 up to sparsity) or constant
 
 
 @dataclass(frozen=True)
@@ -153,6 +172,8 @@ class Artifact:
     palettize: int | None = None  # Core ML weight palettization bits
     selection: str | None = None  # set when the target ships one of several variants ("first_passing")
     preference: int = 0  # position in the target's list; lower is preferred
+    training: Training | None = None  # fine-tuned (train task) before conversion
+    prune: Pruning | None = None
 
     @property
     def name(self) -> str:

@@ -274,6 +274,12 @@ def _variant(artifact: ArtifactInputs, stored: dict, named: bool) -> dict:
         entry["encryption"] = stored["encryption"]
     if "baseline" in stored:
         entry["baseline"] = stored["baseline"]
+    # A variant fine-tuned or pruned says how (only such variants: other entries keep their bytes).
+    entry |= {
+        key: {k: _decimal(v) if isinstance(v, float) else v for k, v in record.extra[key].items()}
+        for key in ("training", "pruning")
+        if key in record.extra
+    }
     return entry
 
 

@@ -81,6 +81,8 @@ class FormatBackend(Protocol):
     runtime_tools: tuple[str, ...]  # distributions that load and run its files
     accelerators: dict[str, str]  # the accelerators whose op coverage its runtime reports, with what each is
     profile_properties: dict[str, Any]  # JSON schema of the keys of its own section in a target profile
+    quantization_aware: bool  # whether its converter turns a quantization-aware trained model into int8
+    prunes_after_conversion: bool  # whether it prunes a converted model's weights itself (no training needed)
 
     def parse_settings(self, section: dict) -> Any:
         """Its profile section (already schema-valid, common keys removed) as its frozen settings record."""
@@ -107,6 +109,8 @@ class FormatBackend(Protocol):
 
     def export(self, job: ExportJob) -> None:
         """Write ``job.out`` (the float model) and then ``job.out_record`` (an ExportRecord)."""
+    def weight_sparsity(self, path: Path | str) -> tuple[int, int, int]:
+        """(zero elements, elements, tensors stored sparse) over the file's weight tensors of rank 2 and up, read from it."""
 
 
 class PackageBackend:
@@ -126,6 +130,8 @@ class PackageBackend:
 
     def export(self, job: ExportJob) -> None:
         importlib.import_module(f"{type(self).__module__}.export").export(job)
+    quantization_aware: bool = False
+    prunes_after_conversion: bool = False
 
     def variant_problem(self, support: FormatSupport, precision: Precision, palettize: int | None) -> str | None:
         return None
@@ -138,3 +144,13 @@ class PackageBackend:
 
     def source_signature(self, path: Path, *, what: str) -> dict:
         return importlib.import_module(f"{type(self).__module__}.runtime").source_signature(path, what=what)
+
+    def weight_sparsity(self, path: Path | str) -> tuple[int, int, int]:
+        return importlib.import_module(f"{type(self).__module__}.sparsity").measure(Path(path))
+
+
+def count_zeros(values: np.ndarray) -> tuple[int, int]:
+    """(zero elements, elements) of a weight array: what each format's ``sparsity.measure`` adds up."""
+    import numpy as np
+
+    return int(values.size - np.count_nonzero(values)), int(values.size)

@@ -157,6 +157,7 @@ def html(view: BundleView) -> str:
         "<nav>Models: " + "".join(f'<a href="#model-{escape(m.model.name)}">{escape(m.model.name)}</a>' for m in view.models)
         + f"</nav><p>Targets: {targets}</p>",
         *(_model_section(index, model, colours) for index, model in enumerate(view.models)),
+        _optimizations_section(view),
         *(f"<h2>{escape(heading)}</h2>{_table(table)}" for heading, table in source_tables(list(view.models))),
     ]
     return (
@@ -166,3 +167,12 @@ def html(view: BundleView) -> str:
         + "\n".join(part for part in body if part)
         + f"<script>{_SCRIPT}</script></body></html>\n"
     )
+
+
+def _optimizations_section(view: BundleView) -> str:
+    from .optimizations import NOTE, TITLE, optimizations_table
+
+    table = optimizations_table(list(view.models))
+    if table is None:
+        return ""
+    return f'<h2>{escape(TITLE)}</h2><p class="note">{escape(NOTE)}</p>{_table(table)}'

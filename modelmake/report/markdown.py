@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from .. import metrics
+from .optimizations import NOTE as OPTIMIZATIONS_NOTE
+from .optimizations import TITLE as OPTIMIZATIONS_TITLE
+from .optimizations import optimizations_table
 from .tables import Table, classifier_table, kind_table, kind_title, output_table, selection_lines, source_tables
 from .views import BundleView, is_classifier
 
@@ -57,6 +60,9 @@ def markdown(view: BundleView, plots: list[tuple[str, str]]) -> str:
         lines += ["", "## Selection", "", "Each selecting target's candidates in preference order:", ""]
         for name, (title, candidates) in selections:
             lines.append(f"- {name} on {title}: " + "; ".join(f"{v.artifact.variant} {text}" for v, text in candidates))
+    optimizations = optimizations_table(list(view.models))
+    if optimizations is not None:
+        lines += ["", f"## {OPTIMIZATIONS_TITLE}", "", OPTIMIZATIONS_NOTE, "", *_table(optimizations)]
     for title, table in source_tables(list(view.models)):
         lines += ["", f"## {title}", "", *_table(table)]
     for alt, file in plots:

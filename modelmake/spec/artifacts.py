@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .. import formats, metrics
 from ..kinds import OutputKind, Precision
-from ..plan import Artifact, Budget, FormatSupport, Source, TargetProfile
+from ..plan import Artifact, Budget, FormatSupport, Pruning, Source, TargetProfile, Training
 
 Fail = Callable[..., None]
 INVALID_SOURCE = "invalid"  # the kind of a source that is already reported
@@ -26,6 +26,8 @@ class Variant:
     per_channel: bool
     palettize: int | None
     budgets: tuple[Budget, ...]
+    training: Training | None = None
+    prune: Pruning | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,8 @@ def target_artifacts(
                     palettize=variant.palettize,
                     selection=entry.selection,
                     preference=index,
+                    training=variant.training,
+                    prune=variant.prune,
                 )
             )
     return found
@@ -203,7 +207,7 @@ def _unbuildable(entry: TargetEntry, profile_file: str, support: FormatSupport, 
             f"list this variant only for targets that build {' or '.join(palettizing)}"
         )
     else:
-        problem = backend.variant_problem(support, variant.precision, variant.palettize)
+        problem = training_problem(support.format, variant) or backend.variant_problem(support, variant.precision, variant.palettize)
     if problem is None:
         return None
     return f"'{variant.name}' cannot be built for {entry.name} in {support.format}: {problem}"
@@ -222,7 +226,10 @@ def merged_budgets(
     model's budgets, the variant's and the target's override: a later budget of the same name replaces an earlier one."""
     merged: dict[str, Budget] = {}
     if has_evaluation:
-        merged |= {key: Budget.parse(key, limit) for key, limit in metrics.default_tolerances(kinds, variant.precision).items()}
+        # A variant that fine-tunes or prunes computes other numbers than its source by design: the loosest parity
+        # tolerances (int8's) apply to it, and its accuracy drop tells whether it is good.
+        tolerated = Precision.INT8 if variant.training is not None or variant.prune is not None else variant.precision
+        merged |= {key: Budget.parse(key, limit) for key, limit in metrics.default_tolerances(kinds, tolerated).items()}
     if support.require_full_coverage and support.accelerator:
         key = f"min_{metrics.ACCELERATOR_COVERAGE}"
         merged[key] = Budget.parse(key, 1.0)
@@ -231,4 +238,27 @@ def merged_budgets(
     if variant.precision == Precision.FP32:
         # A model's quantized-share budget bounds its quantized variants; an fp32 one has no such figure.
         merged = {key: budget for key, budget in merged.items() if budget.metric != metrics.QUANTIZED_SHARE}
+    if variant.prune is None:
+        # Likewise a model's sparsity budget bounds its pruned variants only.
+        merged = {key: budget for key, budget in merged.items() if budget.metric != metrics.SPARSITY}
     return tuple(merged.values())
+
+
+def training_problem(format_name: str, variant: Variant) -> str | None:
+    """Why this format cannot have the variant's training-time optimizations, or None."""
+    backend = formats.backend(format_name)
+    if variant.training is not None and variant.training.method == "qat" and not backend.quantization_aware:
+        able = [b.name for b in formats.backends() if b.quantization_aware]
+        return (
+            f"quantization-aware training builds {' and '.join(able)} int8 only (the fine-tuned model carries "
+            f"fake-quantization ops that {format_name} does not turn into int8); list '{variant.name}' only for targets "
+            f"that build {' or '.join(able)}, or build {format_name} from a post-training int8 variant"
+        )
+    if variant.prune is not None and variant.training is None and not backend.prunes_after_conversion:
+        able = [b.name for b in formats.backends() if b.prunes_after_conversion]
+        return (
+            f"{format_name} weights are pruned while the model fine-tunes: add training: fine_tune to '{variant.name}' "
+            f"(a recipe source with framework: tf-keras and a fine_tune function), or list it only for "
+            f"{' or '.join(able)} targets, which prune after conversion"
+        )
+    return None

@@ -33,9 +33,11 @@ from ..plan import (
     InputSpec,
     Model,
     OutputSpec,
+    Pruning,
     PublishSpec,
     Source,
     TargetProfile,
+    Training,
 )
 from ..preprocessing import CHANNEL_AXIS, RatioError, parse_ratio, ratio_text
 from ..repository.offer import BASIS_POINTS, Arm, Offer
@@ -339,7 +341,8 @@ class Compiler:
         self.existing_file(path + (kind,), conf[kind], f"{kind} source", directory=kind == "saved_model")
         depends = tuple(self.existing_file(path + ("depends", i), d, "dependency") for i, d in enumerate(conf.get("depends", ())))
         return Source(
-            kind=kind, path=conf[kind], function=conf.get("function", DEFAULT_MODEL_FUNCTION if kind == RECIPE else ""), depends=depends
+            kind=kind, path=conf[kind], function=conf.get("function", DEFAULT_MODEL_FUNCTION if kind == RECIPE else ""), depends=depends,
+            framework=conf.get("framework", "keras"),
         )
 
     def dataset(self, path, role, conf) -> Dataset | None:
@@ -427,9 +430,10 @@ class Compiler:
         quantized = bool(invalid_variants) or any(
             v.get("quantize", Precision.FP32) != Precision.FP32 for v in variants_conf.values() if isinstance(v, dict)
         )
+        pruned = any("prune" in v for v in variants_conf.values() if isinstance(v, dict))
         # Which metrics the budgets may name, or None when an invalid part decides it: then budgets name any metric.
         known_metrics = (
-            self.measured_metrics(base, data, inputs, outputs, custom, quantized=quantized, has_evaluation=has_evaluation)
+            self.measured_metrics(base, data, inputs, outputs, custom, quantized=quantized, has_evaluation=has_evaluation, pruned=pruned)
             if io_valid and model_keys_valid and self.valid(data_path + ("evaluation", "conditions"))
             else None
         )
@@ -772,6 +776,7 @@ class Compiler:
         *,
         quantized: bool,
         has_evaluation: bool,
+        pruned: bool = False,
     ) -> list[str]:
         """The metrics the model's artifacts will have, which its budgets may name.
 
@@ -793,6 +798,7 @@ class Compiler:
             quantized=quantized,
             kind=[output.kind for output in outputs],
             custom=custom.names if custom else (),
+            pruned=pruned,
         )
 
     def conditions(self, base, data, inputs: tuple[InputSpec, ...], outputs: tuple[OutputSpec, ...]) -> list[str]:
@@ -847,12 +853,16 @@ class Compiler:
         precision = Precision(conf.get("quantize", Precision.FP32))
         if precision == Precision.FP32 and known_metrics is not None:
             known_metrics = [m for m in known_metrics if m != metrics.QUANTIZED_SHARE]
+        if "prune" not in conf and known_metrics is not None:
+            known_metrics = [m for m in known_metrics if m != metrics.SPARSITY]
         return Variant(
             name=name,
             precision=precision,
             per_channel=conf.get("per_channel", True),
             palettize=conf.get("palettize"),
             budgets=tuple(self.budgets(base + ("variants", name, "budgets"), conf.get("budgets", {}), known_metrics)),
+            training=training_of(conf.get("training")),
+            prune=Pruning(float(conf["prune"]["sparsity"]), conf["prune"].get("schedule", "polynomial")) if "prune" in conf else None,
         )
 
     def check_variant(self, base, model, variant: Variant, source: Source, *, has_calibration: bool, stateful: bool = False) -> None:
@@ -874,12 +884,64 @@ class Compiler:
             )
         elif precision is Precision.INT8 and not has_calibration:
             self.fail(variant_path, f"full int8 quantization needs calibration data: add models -> {model} -> data -> calibration")
+        self.check_training(base, model, variant, source)
         foreign = formats.for_source_kind(source.kind)
         if foreign is not None and not foreign.quantizes_own_files and precision is not Precision.FP32:
             self.fail(
                 variant_path,
                 f"a {source.kind} source is already converted and cannot be re-quantized: "
                 "use a keras, saved_model or recipe source, or drop 'quantize'",
+            )
+
+    def check_training(self, base, model, variant: Variant, source: Source) -> None:
+        """A variant that fine-tunes needs a recipe that can: refused here, before any work, with what to change."""
+        variant_path = base + ("variants", variant.name)
+        training, prune = variant.training, variant.prune
+        if prune is not None and variant.palettize:
+            self.fail(variant_path + ("prune",), "prune and palettize cannot be combined in one variant: keep one of them")
+        if training is None:
+            return
+        where = variant_path + ("training",)
+        if training.method == "qat" and variant.precision is not Precision.INT8:
+            self.fail(
+                where,
+                f"quantization-aware training makes full int8 models and '{variant.name}' is {variant.precision}: "
+                "set quantize: int8, or use training: fine_tune",
+            )
+        if training.method == "qat" and prune is not None:
+            self.fail(
+                variant_path + ("prune",),
+                "pruning and quantization-aware training in one variant are not supported: prune with training: fine_tune "
+                "(and quantize: int8 after training), or drop prune",
+            )
+        if source.kind == INVALID_SOURCE:
+            return
+        source_where = shown_path(base + ("source",))
+        if source.kind != RECIPE:
+            made = "an already converted file" if formats.for_source_kind(source.kind) else "a trained model without its training code"
+            self.fail(
+                where,
+                f"{'an' if source.kind[0] in 'aeio' else 'a'} {source.kind} source ({source.path}) cannot be fine-tuned: it is "
+                f"{made}. Training-time optimizations "
+                f"need a recipe source ({source_where}: {{recipe: recipes/<model>.py, framework: tf-keras}}) with a "
+                f"function {training.function}(model, training); remove training (and prune, except on Core ML targets) "
+                "or make the source such a recipe",
+            )
+            return
+        if source.framework != "tf-keras":
+            self.fail(
+                where,
+                f"training wraps the model with tensorflow-model-optimization, which takes tf-keras models only, and "
+                f"{source.path} builds with Keras 3: set {source_where} -> framework: tf-keras and build the model with "
+                "tf_keras in the recipe (import tf_keras as keras)",
+            )
+            return
+        if not recipe_defines(self.workspace / source.path, training.function):
+            self.fail(
+                where,
+                f"recipe {source.path} defines no function {training.function}(model, training) to fine-tune the model: define it "
+                "(it fits the model it is given for training.epochs at training.learning_rate, with training.callbacks, and "
+                "returns it), or name yours with training: {method: ..., function: <name>}",
             )
 
     def budgets(self, path, conf, known_metrics: list[str] | None) -> list[Budget]:
@@ -946,6 +1008,9 @@ class Compiler:
             return f"{message}; to measure {metric} set {shown_path(classes.where + ('top_k',))}: {int(top.group(1))}"
         if condition is not None:
             return f"{message}; to measure {metric} add {condition} to models -> {model} -> data -> evaluation -> conditions"
+        if metric == metrics.SPARSITY:
+            where = f"variant '{path[3]}' is not pruned" if len(path) > 3 and path[2] == "variants" else f"no variant of {model} is pruned"
+            return f"{message}; {metric} applies to pruned variants only and {where}: remove {key} or add prune: {{sparsity: 0.5}}"
         if metric == metrics.QUANTIZED_SHARE:
             where = f"variant '{path[3]}' is fp32" if len(path) > 3 and path[2] == "variants" else f"no variant of {model} is quantized"
             return f"{message}; {metric} applies to quantized variants only and {where}: remove {key} or set quantize"
@@ -956,3 +1021,28 @@ class Compiler:
             return f"{message}; did you mean '{hint[0]}'?"
         metrics_path = self.metrics_paths.get(model, ("models", model, "io", "output", "metrics"))
         return f"{message}; to bound a figure of your own, name it in {shown_path(metrics_path + ('names',))}"
+
+
+def training_of(conf) -> Training | None:
+    """A schema-valid training entry: qat or fine_tune, or a mapping with its method and settings."""
+    if conf is None:
+        return None
+    if isinstance(conf, str):
+        return Training(method=conf)
+    return Training(
+        method=conf["method"],
+        epochs=conf.get("epochs"),
+        learning_rate=float(conf["learning_rate"]) if "learning_rate" in conf else None,
+        function=conf.get("function", "fine_tune"),
+    )
+
+
+def recipe_defines(path: Path, function: str) -> bool:
+    """Whether a recipe file defines a top-level function of that name, read without importing (running) it."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return True  # a recipe that does not parse fails on its own when the source step imports it
+    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function for node in tree.body)

@@ -27,7 +27,7 @@ MODELS_SCHEMA = "models.schema.json"
 TARGET_SCHEMA = "target.schema.json"
 
 RECIPE = "recipe"  # a Python file whose function builds the model: not a file of any format
-RECIPE_OPTIONS = ("function", "depends")  # the source keys that only a recipe takes
+RECIPE_OPTIONS = ("function", "depends", "framework")  # the source keys that only a recipe takes
 
 # The longest a model's steps may be given (timeout_minutes): a week.  Without it, the build's default applies.
 MAX_STEP_TIMEOUT_MINUTES = 7 * 24 * 60

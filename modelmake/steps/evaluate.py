@@ -110,6 +110,8 @@ def evaluate(job: EvaluateJob) -> str:
     share = runtime.weight_share(job.artifact, Precision(built.precision), built.extra.get("palettize"))
     if share is not None:
         figures[metrics.QUANTIZED_SHARE] = share
+    if "pruning" in built.extra:
+        figures[metrics.SPARSITY] = built.extra["pruning"]["sparsity"]  # measured from the file by the convert step
     structure = runtime.structural_check(
         job.artifact,
         what=what,

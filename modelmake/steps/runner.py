@@ -111,6 +111,7 @@ def _doing(kind: str, task_name: str, job) -> str:
         "source": f"materializing the source of {name}",
         "data": f"materializing the data set {name}",
         "reference": f"running the source model of {name}",
+        "train": f"fine-tuning {name}",
     }.get(kind, f"running {task_name}")
 
 

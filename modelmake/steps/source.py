@@ -51,9 +51,12 @@ def materialize(job: SourceJob) -> str:
             elif kind == "recipe":
                 module = load_recipe(path)
                 metadata = recipe_metadata(module)
-                _seed(metadata.get("seed", 0))
+                _seed(metadata.get("seed", 0), source.framework)
                 model = call_recipe(module, path, source.function)
-                _export(model, staging, what=f"recipe {path.name}: {source.function}()")
+                _export(model, staging, what=f"recipe {path.name}: {source.function}()", framework=source.framework)
+                if source.framework == TF_KERAS:
+                    # Kept as built, for the variants that fine-tune it (the train step wraps this model).
+                    save_keras_model(model, Path(job.out_dir) / "model.keras", what=f"recipe {path.name}: {source.function}()")
             else:
                 raise StepError(f"{kind} sources are not built into TensorFlow models")
         loaded = _load_saved_model(model_path, what=f"{kind} source {path}")
@@ -71,7 +74,7 @@ def materialize(job: SourceJob) -> str:
         source_files={p.as_posix(): fsutil.sha256_file(p) for p in files},
         signature=signature,
         metadata=metadata,
-        tools=tool_versions("tensorflow", "keras"),
+        tools=tool_versions("tensorflow", "keras", *(("tf-keras",) if source.framework == TF_KERAS else ())),
     ).write(job.record)
     described = {role: ", ".join(f"{e['name']} {shown(e['shape'])}" for e in signature[role]) for role in (INPUTS, OUTPUTS)}
     return f"source {path}: {described[INPUTS]} -> {described[OUTPUTS]}"
@@ -147,19 +150,53 @@ def _check_state(io: DeclaredIo, output: dict, state_input: dict) -> None:
         )
 
 
-def _seed(seed: int) -> None:
+def _seed(seed: int, framework: str = "keras") -> None:
     """Make a recipe's training repeatable: same seed, deterministic kernels, fresh layer names.
 
     Keras numbers layer and model names per process (dense, dense_1, ...); the
     names end up in the converted files, so without a fresh session a model's
     bytes would depend on which models the same process built before it.
     """
-    import keras
     import tensorflow as tf
 
+    keras = keras_module(framework)
     keras.backend.clear_session()
     keras.utils.set_random_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
+
+
+TF_KERAS = "tf-keras"
+
+
+def keras_module(framework: str):
+    """The Keras a recipe builds with: Keras 3, or tf-keras (only in the worker started with TF_USE_LEGACY_KERAS=1)."""
+    if framework != TF_KERAS:
+        import keras
+
+        return keras
+    import os
+
+    if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        raise StepError("a tf-keras recipe ran outside the legacy-Keras worker (TF_USE_LEGACY_KERAS=1): this is a modelmake bug")
+    try:
+        import tf_keras
+    except ImportError as exc:
+        raise StepError("framework: tf-keras needs the tf-keras package: pip install tf-keras (./run setup installs it)") from exc
+    return tf_keras
+
+
+def save_keras_model(model, path: Path, what: str) -> None:
+    """The model in Keras's own file format, written atomically."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".model-", dir=path.parent) as scratch:
+        staged = Path(scratch) / path.name
+        try:
+            model.save(str(staged))
+        except Exception as exc:
+            raise StepError(f"{what}: saving the model as {path.name} failed ({type(exc).__name__}: {exc})") from exc
+        staged.replace(path)
 
 
 def _load_keras(path: Path):
@@ -179,15 +216,25 @@ def _load_keras(path: Path):
         ) from exc
 
 
-def _export(model, directory: Path, what: str = "the model") -> None:
-    import keras
-
+def _export(model, directory: Path, what: str = "the model", framework: str = "keras") -> None:
+    keras = keras_module(framework)
     if not isinstance(model, keras.Model):
-        raise StepError(f"{what} returned {type(model).__name__}, not a keras.Model: return the model object")
+        other = "keras.Model (Keras 3)" if framework == TF_KERAS else "tf_keras.Model"
+        hint = f"; it is a {other}: set the source's framework to match the recipe" if _is_other_keras(model, framework) else ""
+        name = "tf_keras.Model" if framework == TF_KERAS else "keras.Model"
+        raise StepError(f"{what} returned {type(model).__name__}, not a {name}: return the model object{hint}")
     try:
-        model.export(str(directory), format="tf_saved_model", verbose=False)
+        if framework == TF_KERAS:
+            model.export(str(directory))
+        else:
+            model.export(str(directory), format="tf_saved_model", verbose=False)
     except Exception as exc:
         raise StepError(f"{what}: exporting to a SavedModel failed ({type(exc).__name__}: {exc})") from exc
+
+
+def _is_other_keras(model, framework: str) -> bool:
+    module = type(model).__module__
+    return module.startswith("keras") if framework == TF_KERAS else module.startswith("tf_keras")
 
 
 def saved_model_signature(directory: Path, what: str) -> dict:

@@ -32,7 +32,22 @@ from ..errors import ModelmakeError
 
 # The step modules that import a framework or run a recipe (user code, often importing one);
 # package, report and publish run in the doit process.
-MODEL_STEPS = frozenset({"source", "data", "reference", "export", "convert", "evaluate"})
+MODEL_STEPS = frozenset({"source", "data", "reference", "train", "export", "convert", "evaluate"})
+
+# Keras flavours, each in a worker of its own: importing TensorFlow decides once per process which Keras tf.keras is, so
+# the steps of tf-keras recipes (source, train) run where TF_USE_LEGACY_KERAS=1 was set before anything was imported, and
+# every other step where it is not.  SavedModels are framework-neutral: the Keras 3 worker converts and runs theirs.
+KERAS = "keras"
+TF_KERAS = "tf-keras"
+LEGACY_KERAS_ENVIRONMENT = {"TF_USE_LEGACY_KERAS": "1"}
+
+
+def keras_flavour(job) -> str:
+    """The Keras a step's job needs: tf-keras for a train job, and for the source of a recipe that declares it."""
+    source = getattr(job, "source", None)
+    if type(job).__name__ in ("SourceJob", "TrainJob") and getattr(source, "framework", KERAS) == TF_KERAS:
+        return TF_KERAS
+    return KERAS
 
 # How often an idle or busy worker checks that the doit process that started it is still there.
 _PARENT_POLL_SECONDS = 0.5
@@ -92,21 +107,30 @@ def run(step: str, job, log: str, timeout: float = STEP_TIMEOUT_SECONDS):
     cause; a worker that dies raises WorkerCrashed.
     """
     global _worker
+    flavour = keras_flavour(job)
     with _lock:
-        if _worker is None or not _worker.alive():
-            _worker = _Worker()
+        current = _worker if flavour == KERAS else _workers.get(flavour)
+        if current is None or not current.alive():
+            current = _Worker(LEGACY_KERAS_ENVIRONMENT if flavour == TF_KERAS else {})
+            if flavour == KERAS:
+                _worker = current
+            else:
+                _workers[flavour] = current
             # Registered after multiprocessing's own exit handler, so it runs first (atexit is last in, first
             # out) and lets the worker exit rather than be terminated; once, however many workers were started.
             atexit.unregister(shutdown)
             atexit.register(shutdown)
-        worker = _worker
+        worker = current
         try:
             return worker.run(step, job, log, timeout)
         except BaseException as error:
             # A crash, a timeout, or an interrupt while the step runs: the worker's state is unknown, the next step gets a new one.
             if isinstance(error, (WorkerCrashed, StepTimedOut)) or not isinstance(error, Exception):
                 worker.stop()
-                _worker = None
+                if flavour == KERAS:
+                    _worker = None
+                else:
+                    _workers.pop(flavour, None)
             raise
 
 
@@ -117,20 +141,36 @@ def shutdown() -> None:
         if _worker is not None:
             _worker.stop()
             _worker = None
+        while _workers:
+            _workers.popitem()[1].stop()
 
 
 _worker: _Worker | None = None
+_workers: dict[str, _Worker] = {}  # the workers of other Keras flavours, by flavour
 _lock = threading.Lock()
 
 
 class _Worker:
-    def __init__(self):
+    def __init__(self, environment: dict[str, str] | None = None):
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
         # daemon: multiprocessing terminates it when this process exits, doit subprocesses included
         # (they leave through multiprocessing's exit path, which skips atexit).
-        self.process = context.Process(target=_serve, args=(child, os.getpid()), name="modelmake-step-worker", daemon=True)
-        self.process.start()
+        self.process = context.Process(
+            target=_serve, args=(child, os.getpid(), environment or {}), name="modelmake-step-worker", daemon=True
+        )
+        # A spawned child starts with this process's environment: set for the start only, so the variables are there
+        # before the child imports anything (its bootstrap included), and this process keeps its own.
+        saved = {name: os.environ.get(name) for name in environment or {}}
+        os.environ.update(environment or {})
+        try:
+            self.process.start()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         child.close()
 
     def alive(self) -> bool:
@@ -168,8 +208,9 @@ class _Worker:
             self.process.join()
 
 
-def _serve(connection: Connection, parent: int) -> None:
+def _serve(connection: Connection, parent: int, environment: dict[str, str] | None = None) -> None:
     """The worker's loop: one step at a time until the connection closes or the parent goes."""
+    os.environ.update(environment or {})  # already inherited at the start; kept for the steps that spawn their own processes
     # Ctrl-C reaches the whole process group: doit stops the build and then this worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()

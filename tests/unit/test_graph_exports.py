@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from modelmake import formats, layout
 from modelmake.contracts import ConvertJob, ExportJob
-from modelmake.graph import export_tasks, plan_tasks
+from modelmake.graph import plan_tasks
 from modelmake.spec import load_plan
 
 from tests.support.spec_workspace import DEFAULT_FILES, edit, make_workspace
@@ -150,14 +150,23 @@ def test_settings_other_than_the_opset_leave_the_export_alone_and_the_opset_make
     assert _hashed(new_opset[export]) == _hashed(before[export])
 
 
-def test_an_export_is_keyed_on_the_source_record_it_reads(tmp_path):
-    """Another source model of the same model (a fine-tuned one) gets its own export beside the source's."""
-    workspace = make_workspace(tmp_path, SPEC, files=FILES, profiles=PROFILES)
-    plan = load_plan(workspace, environ={})
-    digits = next(model for model in plan.models if model.name == "digits")
-    own = {t["name"]: _job(t) for t in export_tasks(plan, digits)}
-    tuned = {t["name"]: _job(t) for t in export_tasks(plan, digits, source_record="build/tuned/digits/source.json", label="digits.tuned")}
-    assert sorted(tuned) == ["digits.tuned.onnx-opset13", "digits.tuned.onnx-opset17"]
-    assert {job.source_record for job in tuned.values()} == {"build/tuned/digits/source.json"}
-    outputs = {p for job in own.values() for p in (job.out, job.out_record)}
-    assert not {p for job in tuned.values() for p in (job.out, job.out_record)} & outputs
+def test_a_fine_tuned_variant_converts_from_its_own_export(tmp_path):
+    """A variant fine-tuned before conversion has another float model: its ONNX conversions start from an export of
+    its train task's record, beside the source's export that the other variants share."""
+    spec = edit(
+        SPEC,
+        ("source: {recipe: recipes/digits.py}", "source: {recipe: recipes/digits.py, framework: tf-keras}"),
+        ("      int8pt: {quantize: int8, per_channel: false}", "      int8pt: {quantize: int8, per_channel: false}\n"
+         "      sparse: {training: fine_tune, prune: {sparsity: 0.5}}"),
+        ("cpu-board: [fp32, fp16, dynamic, int8, int8pt]", "cpu-board: [fp32, fp16, dynamic, int8, int8pt, sparse]"),
+    )
+    tunable = "def build_model():\n    raise NotImplementedError\n\n\ndef fine_tune(model, training):\n    return model\n"
+    workspace = make_workspace(tmp_path, spec, files={**FILES, "recipes/digits.py": tunable}, profiles=PROFILES)
+    tasks = {f"{t['basename']}:{t['name']}": t for t in plan_tasks(load_plan(workspace, environ={}), workspace) if t.get("name")}
+    tuned = _job(tasks["export:digits.sparse.onnx-opset17"])
+    assert tuned.source_record == layout.trained_record("digits", "sparse")
+    assert "export:digits.sparse.onnx-opset13" not in tasks  # no sparse variant on the opset-13 board
+    assert _job(tasks["convert:digits.sparse.onnx@cpu-board"]).export_record == tuned.out_record
+    own = _job(tasks["export:digits.onnx-opset17"])
+    assert _job(tasks["convert:digits.int8.onnx@cpu-board"]).export_record == own.out_record
+    assert not {tuned.out, tuned.out_record, *tuned.out_prepared.values()} & {own.out, own.out_record, *own.out_prepared.values()}

@@ -217,7 +217,7 @@ def test_a_spec_error_exits_with_the_spec_code(tmp_path):
 def test_an_unknown_key_names_its_line_and_column_and_suggests_the_right_one(tmp_path):
     assert problems_for(tmp_path, ("int8: {quantize: int8}", "int8: {quantise: int8}")) == [
         "models.yaml:17:14: models -> digits -> variants -> int8 -> quantise: "
-        "unknown key 'quantise'; did you mean 'quantize'? allowed keys: budgets, palettize, per_channel, quantize",
+        "unknown key 'quantise'; did you mean 'quantize'? allowed keys: budgets, palettize, per_channel, prune, quantize, training",
     ]
 
 
@@ -246,7 +246,7 @@ def test_all_schema_errors_are_reported_at_once_in_file_order(tmp_path):
         "models.yaml:5:18: bundle -> signing -> key: 'MODELMAKE_KEY' is not valid: "
         "expected env:VARIABLE or file:path/relative/to/workspace",
         "models.yaml:18:14: models -> digits -> variants -> int8 -> quantise: "
-        "unknown key 'quantise'; did you mean 'quantize'? allowed keys: budgets, palettize, per_channel, quantize",
+        "unknown key 'quantise'; did you mean 'quantize'? allowed keys: budgets, palettize, per_channel, prune, quantize, training",
         "models.yaml:22:28: models -> digits -> budgets -> max_size_kb: expected a number, got a string 'big'",
     ]
 

@@ -36,7 +36,7 @@ def test_four_independent_mistakes_are_reported_in_one_run(tmp_path):
     assert problems == [
         "models.yaml:9:77: models -> digits -> data -> calibration -> samples: expected at least 1, got 0",
         "models.yaml:17:14: models -> digits -> variants -> int8 -> quantise: unknown key 'quantise'; did you mean 'quantize'? "
-        "allowed keys: budgets, palettize, per_channel, quantize",
+        "allowed keys: budgets, palettize, per_channel, prune, quantize, training",
         "models.yaml:21:7: models -> digits -> targets -> pixel8: unknown target 'pixel8'; did you mean 'pixel-8'? "
         f"known targets: {KNOWN_TARGETS} (add targets/pixel8.yaml to define it)",
         "models.yaml:22:59: models -> digits -> budgets -> max_latncy_ms: no metric 'latncy_ms' to budget; this model measures: "

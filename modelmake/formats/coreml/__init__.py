@@ -59,6 +59,7 @@ class CoremlBackend(PackageBackend):
     suffix = ".mlpackage.zip"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe")
     palettizes: bool = True
+    prunes_after_conversion: bool = True  # coremltools prunes converted weights by magnitude
     quantizes_own_files: bool = False
     precisions: tuple[Precision, ...] = tuple(Precision)
     # scikit-learn: palettization's k-means

@@ -65,6 +65,8 @@ def convert(job: ConvertJob) -> None:
             Path(record.model), record.signature, input_shapes, precision, deployment_target, compute_units, what
         )
         model, compression = _compress(model, precision, job.per_channel, palettize, what)
+        if job.prune is not None:
+            model, compression = _prune(model, job.prune.sparsity, "training" in record.metadata, compression, what)
         # coremltools keeps such ops in float32 on its own, and says nothing; read from the final
         # program, so the names are those the structural check finds in the package.
         kept = fp16range.float32_kept(model.get_spec().mlProgram, Path(model.weights_dir))[0] if precision != Precision.FP32 else {}
@@ -404,6 +406,29 @@ def _compress(model, precision: Precision, per_channel: bool, palettize_bits: in
         # coremltools leaves tensors under 2048 elements alone; say so, since it explains the sizes.
         applied["weight_threshold"] = 2048
     return model, applied
+
+
+def _prune(model, sparsity: float, trained: bool, compression: dict | None, what: str):
+    """Sparse weights: a model pruned while it trained has its zeros stored sparse; another is pruned here by magnitude."""
+    import coremltools.optimize.coreml as cto
+
+    if trained:
+        # Only exact zeros are dropped: the weights are those the fine-tuning left.
+        config = cto.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=0.0, weight_threshold=2048)
+        applied = {"method": "prune", "mode": "threshold", "threshold": 1e-12}
+    else:
+        config = cto.OpMagnitudePrunerConfig(target_sparsity=sparsity, weight_threshold=2048)
+        applied = {"method": "prune", "mode": "magnitude", "target_sparsity": sparsity}
+    try:
+        model = cto.prune_weights(model, cto.OptimizationConfig(global_config=config), joint_compression=compression is not None)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()
+        raise StepError(
+            f"{what}: pruning the weights to {sparsity:g} sparsity failed: {type(exc).__name__}: {detail[-1] if detail else ''} "
+            "(sparse weights need iOS16/macOS13 or later; check the target profile's minimum_deployment_target)"
+        ) from exc
+    applied["weight_threshold"] = 2048
+    return model, ({**compression, "then": applied} if compression else applied)
 
 
 def _quantizer_config(per_channel: bool):

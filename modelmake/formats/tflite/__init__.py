@@ -21,6 +21,7 @@ class TfliteBackend(PackageBackend):
     suffix = ".tflite"
     source_kinds: tuple[str, ...] = ("keras", "saved_model", "recipe", "tflite")
     quantizes_own_files: bool = True  # through LiteRT Quantizer
+    quantization_aware: bool = True  # the TFLite converter turns fake-quantization ops into int8
     precisions: tuple[Precision, ...] = tuple(Precision)
     convert_tools: tuple[str, ...] = ("modelmake", "tensorflow", "ai-edge-quantizer")
     runtime_tools: tuple[str, ...] = ("ai-edge-litert",)
