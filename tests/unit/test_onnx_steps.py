@@ -647,7 +647,8 @@ def test_dynamic_int8_runs_on_qnn_as_the_fused_pattern_only(tiny, tmp_path):
 # ---------------------------------------------------------------- the steps through the registry
 
 METRICS_KEYS = {
-    "artifact", "size_bytes", "metrics", "not_measured", "coverage", "structure", "source", "budgets", "tools", "latency_host", "batching"
+    "artifact", "size_bytes", "metrics", "not_measured", "coverage", "structure", "source", "budgets", "tools", "latency_host", "batching",
+    "baseline",
 }
 TFLITE_NPU = FormatSupport(
     format="tflite", precisions=tuple(Precision), settings=TfliteSettings(delegates=("nnapi",), integer_io=True), accelerator="npu"
