@@ -400,12 +400,15 @@ class MetricsRecord(_JsonRecord):
     not_built: str | None = None  # why the artifact has no file: its conversion failed
     not_evaluated: str | None = None  # why the artifact has no figures: its evaluation failed
     exit_code: int | None = None  # the failed step's exit code, for `modelmake build` when the package step refuses
+    # The distributions of the outputs and inputs on the evaluation data, which the package step makes the bundle's
+    # baseline of this artifact (steps/_baselines.py); None without evaluation data.
+    baseline: dict | None = None
 
     def write(self, path: str) -> None:
         from .fsutil import write_json
 
         data = dataclasses.asdict(self)
-        for key in ("not_built", "not_evaluated", "exit_code", "outputs"):
+        for key in ("not_built", "not_evaluated", "exit_code", "outputs", "baseline"):
             if data[key] is None:
                 del data[key]
         write_json(path, data)

@@ -8,6 +8,9 @@ from .kinds import OutputKind, Precision
 
 SIZE_KB = "size_kb"  # kibibytes (1024 bytes) of the artifact file
 LATENCY_MS = "latency_ms"  # median single-sample latency on the build host
+# Frames per second on the build host, 1000 / latency_ms: measured where a budget (min_fps) asks for it.  A
+# device's own frame rate comes back in its telemetry (OTA.md) and is held to the same budget there.
+FPS = "fps"
 ACCURACY_DROP = "accuracy_drop"  # source model's top-1 minus the artifact's, as a fraction
 # Parity with the source model's outputs on the evaluation inputs
 MAX_ABS_ERROR = "max_abs_error"
@@ -66,7 +69,7 @@ LOWER_IS_BETTER = (MAX_ABS_ERROR, ACCURACY_DROP, IOU_DROP, SIZE_KB, LATENCY_MS)
 
 # What a budget may bound each figure to: sizes, latency and errors are never negative, shares and accuracies are fractions
 # (a drop too: a budget below 0 would ask an artifact to beat its source), and cosines lie between -1 and 1.
-NON_NEGATIVE = (SIZE_KB, LATENCY_MS, MAX_ABS_ERROR)
+NON_NEGATIVE = (SIZE_KB, LATENCY_MS, MAX_ABS_ERROR, FPS)
 COSINES = (COSINE_SIMILARITY, WORST_COSINE_SIMILARITY)
 FRACTIONS = (
     ACCURACY_DROP, TOP1_AGREEMENT, MEAN_IOU, PIXEL_ACCURACY, IOU_DROP, MASK_AGREEMENT, ACCELERATOR_COVERAGE, QUANTIZED_SHARE
@@ -132,7 +135,7 @@ def builtin_metric(name: str) -> bool:
     kinds_names = {
         m for kind in OutputKind for m in parity_metrics(kind) + labelled_metrics(kind, top_k=2, conditions=CONDITIONS)
     }
-    return name in kinds_names | {SIZE_KB, LATENCY_MS, QUANTIZED_SHARE, ACCELERATOR_COVERAGE}
+    return name in kinds_names | {SIZE_KB, LATENCY_MS, QUANTIZED_SHARE, ACCELERATOR_COVERAGE, FPS}
 
 
 def default_tolerances(kinds: Iterable[OutputKind], precision: Precision) -> dict[str, float]:
@@ -199,3 +202,14 @@ def _kind_metrics(kind: OutputKind, top_k: int, conditions) -> list[str]:
         conditioned = [condition_metric(c, kind) for c in conditions]
         return [m for m in labelled if m not in conditioned] + parity + conditioned
     return labelled + parity
+
+
+def budgetable(metric: str, known: Sequence[str]) -> bool:
+    """Whether a budget may bound ``metric`` for a model that measures ``known``: those, and the frame rate
+    wherever latency is measured (it is measured only for a budget that asks, so it is not in ``known``)."""
+    return metric in known or (metric == FPS and LATENCY_MS in known)
+
+
+def fps(latency_ms: float) -> float:
+    """Frames per second of one inference per frame taking ``latency_ms``."""
+    return 1000.0 / max(latency_ms, 1e-6)  # a finite figure even for a timer that read 0

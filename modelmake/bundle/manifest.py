@@ -35,6 +35,8 @@ BUNDLE_METADATA = (MANIFEST, PROVENANCE, "model.sig")
 ENCRYPTION_SCHEME = "AES256_GCM_HKDF_1MB"
 # An encrypted file's name in a bundle: the plaintext's name and this suffix (fixed for format version 1).
 ENCRYPTED_SUFFIX = ".enc"
+# A shipped artifact's baseline (FORMAT.md, "Baselines"): BASELINES/<artifact id>.json, listed by its variant.
+BASELINES = "baselines"
 
 
 def read_manifest(directory: Path) -> dict:
@@ -84,6 +86,7 @@ _VARIANT = (
     {"metrics": dict, "encryption": dict},
 )
 _ENCRYPTION: tuple[dict, dict] = ({"scheme": str, "plaintext_sha256": str, "plaintext_size": int}, {})
+_BASELINE: tuple[dict, dict] = ({"file": str, "sha256": str, "size": int}, {})
 _INT64 = 1 << 63
 
 
@@ -110,6 +113,7 @@ def _structure_problems(manifest: dict) -> Iterator[str]:
             yield from _field_problems(variant, where, *_VARIANT)
             if "encryption" in variant:
                 yield from _field_problems(variant["encryption"], (*where, "encryption"), *_ENCRYPTION)
+            yield from _baseline_problems(variant, where, files)
             for key in ("sha256", "plaintext_sha256"):
                 digest = variant.get("encryption", {}).get(key) if key == "plaintext_sha256" else variant.get(key)
                 if isinstance(digest, str) and not is_sha256_hex(digest):
@@ -120,6 +124,24 @@ def _structure_problems(manifest: dict) -> Iterator[str]:
         yield f"{_path(*files[file])} {file!r} {reason}"
     for file in sorted(set(files) & set(BUNDLE_METADATA)):
         yield f"{_path(*files[file])} {file!r} names one of the bundle's own files"
+
+
+def _baseline_problems(variant: dict, where: tuple[str, ...], files: dict[str, tuple[str, ...]]) -> Iterator[str]:
+    """A variant's optional baseline: an object naming a file under baselines/ with its digest and size."""
+    if "baseline" not in variant:
+        return
+    baseline = variant["baseline"]
+    if not isinstance(baseline, dict):
+        yield f"{_path(*where, 'baseline')} is not an object"
+        return
+    yield from _field_problems(baseline, (*where, "baseline"), *_BASELINE)
+    digest, file = baseline.get("sha256"), baseline.get("file")
+    if isinstance(digest, str) and not is_sha256_hex(digest):
+        yield f"{_path(*where, 'baseline', 'sha256')} is not 64 lowercase hexadecimal characters"
+    if isinstance(file, str):
+        if not file.startswith(BASELINES + "/"):
+            yield f"{_path(*where, 'baseline', 'file')} {file!r} is not under {BASELINES}/"
+        files.setdefault(file, (*where, "baseline", "file"))
 
 
 def _field_problems(value: dict, where: tuple[str, ...], required: dict, optional: dict) -> Iterator[str]:
@@ -171,6 +193,14 @@ def files_of(manifest: dict) -> list[str]:
     return sorted(v["file"] for m in manifest["models"].values() for v in m["variants"].values())
 
 
+def baselines_of(manifest: dict) -> dict[str, str]:
+    """Each variant's baseline file with its digest (a bundle written before baselines has none)."""
+    return {
+        v["baseline"]["file"]: v["baseline"]["sha256"]
+        for m in manifest["models"].values() for v in m["variants"].values() if "baseline" in v
+    }
+
+
 # --- writing ---------------------------------------------------------------------------
 
 
@@ -218,7 +248,8 @@ def _variant(artifact: ArtifactInputs, stored: dict, named: bool) -> dict:
     record = ArtifactRecord.read(artifact.record)
     measured = MetricsRecord.read(artifact.metrics)
     # Latency varies from run to run; the manifest records its budget verdict, the report the figure.
-    reproducible = {k: _decimal(v) for k, v in measured.metrics.items() if k != "latency_ms"}
+    # The frame rate is read from the latency (min_fps budgets), so it varies with it.
+    reproducible = {k: _decimal(v) for k, v in measured.metrics.items() if k not in ("latency_ms", "fps")}
     entry = {
         "target": artifact.target,
         "platform": artifact.platform,
@@ -241,6 +272,8 @@ def _variant(artifact: ArtifactInputs, stored: dict, named: bool) -> dict:
     }
     if "encryption" in stored:
         entry["encryption"] = stored["encryption"]
+    if "baseline" in stored:
+        entry["baseline"] = stored["baseline"]
     return entry
 
 

@@ -104,6 +104,12 @@ def _check_variants(manifest: dict, digests: dict[str, str], sizes: dict[str, in
                 raise TamperedFileError(
                     f"{path} does not match its entry in the manifest ({variant_id}): the bundle was built wrongly"
                 )
+            baseline = variant.get("baseline")
+            if baseline and (digests.get(baseline["file"]) != baseline["sha256"] or sizes.get(baseline["file"]) != baseline["size"]):
+                raise TamperedFileError(
+                    f"{baseline['file']} does not match its entry in the manifest ({variant_id} baseline): "
+                    "the bundle was built wrongly"
+                )
 
 
 # --- archives ----------------------------------------------------------------------

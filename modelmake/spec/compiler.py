@@ -890,7 +890,7 @@ class Compiler:
             if not self.valid(path + (key,)):
                 continue
             metric = key.split("_", 1)[1]
-            if known_metrics is not None and metric not in known_metrics:
+            if known_metrics is not None and not metrics.budgetable(metric, known_metrics):
                 self.fail(path + (key,), self.unknown_metric(model, metric, known_metrics, key, path=path), of_key=True)
                 continue
             if self.limit_in_range(path + (key,), key, metric, limit):

@@ -18,18 +18,18 @@ from ..kinds import OutputKind, Precision
 from ..plan import Budget, label_array
 from ..tensors import Tensors, first
 from ..versions import tool_versions
-from . import _batching, _custom_metrics, _evaluation, _outputs
+from . import _baselines, _batching, _custom_metrics, _evaluation, _outputs
 from ._selection import NOT_BUILT, broken_budget, record_not_evaluated
 from .reference import reference_outputs
 
 
 def _measure(
     runtime: FormatRuntime, job: EvaluateJob, what: str, built: ArtifactRecord
-) -> tuple[_outputs.Figures | None, dict, _batching.Batching | None]:
-    """The figures (model-wide and per output), and how the file's outputs were computed (None when it never ran on
-    the evaluation data)."""
+) -> tuple[_outputs.Figures | None, dict, _batching.Batching | None, dict | None]:
+    """The figures (model-wide and per output), how the file's outputs were computed (None when it never ran on
+    the evaluation data), and the distributions of its outputs and inputs there (None without evaluation data)."""
     figures: dict[str, float] = {}
-    sample, batching, scored = None, None, None
+    sample, batching, scored, distributions = None, None, None, None
     if job.evaluation:
         assert job.reference and job.reference_outputs, "evaluation data comes with the reference step's figures"
         signature = SourceRecord.read(job.source_record).signature
@@ -41,6 +41,7 @@ def _measure(
 
         batching = data.decide(predict, _evaluation.batch_dimensions(built.io), _batching.tolerance(Precision(built.precision)))
         outputs = data.run(predict, batching)
+        distributions = _baselines.measure(data, outputs, measured_on=_baselines.ARTIFACT)
         reference = reference_outputs(job.reference_outputs)
         source = _outputs.per_output_source(data.scored, fsutil.read_json(job.reference))
         scored = _outputs.new_figures(data.scored)
@@ -55,7 +56,19 @@ def _measure(
             scored.add({o.name: o.scoring.condition(changed[o.name], data.labels[o.name], condition) for o in data.scored})
         figures = scored.model
     figures[metrics.LATENCY_MS] = runtime.median_latency_ms(job.artifact, what=what, sample=sample)
-    return scored, figures, batching
+    if any(budget.metric == metrics.FPS for budget in job.budgets):
+        figures[metrics.FPS] = metrics.fps(figures[metrics.LATENCY_MS])
+    return scored, figures, batching, distributions
+
+
+def _source_distributions(job: EvaluateJob) -> dict | None:
+    """Where the artifact cannot run here: the distributions of the source model's outputs on the evaluation data,
+    which the artifact was converted to reproduce, labelled as the source model's."""
+    if not job.evaluation or not job.reference_outputs:
+        return None
+    signature = SourceRecord.read(job.source_record).signature
+    data = _evaluation.load(job.evaluation, job.inputs, job.outputs, signature, origin="evaluation data")
+    return _baselines.measure(data, reference_outputs(job.reference_outputs), measured_on=_baselines.SOURCE_MODEL)
 
 
 def _unlabelled(job: EvaluateJob, figures: dict) -> dict[str, str]:
@@ -104,12 +117,13 @@ def evaluate(job: EvaluateJob) -> str:
         precision=Precision(built.precision),
         palettize=built.extra.get("palettize"),
     )
-    batching, scored = None, None
+    batching, scored, distributions = None, None, None
     try:
-        scored, measured, batching = _measure(runtime, job, what, built)
+        scored, measured, batching, distributions = _measure(runtime, job, what, built)
         figures |= measured
         not_measured = _unlabelled(job, figures)
     except NotMeasurable as reason:
+        distributions = _source_distributions(job)
         names = metrics.available_metrics(
             has_evaluation_data=bool(job.evaluation),
             top_k=[output.top_k for output in job.outputs],
@@ -119,6 +133,8 @@ def evaluate(job: EvaluateJob) -> str:
             custom=job.custom_metrics.names if job.custom_metrics else (),
         )
         not_measured = {name: str(reason) for name in names if name not in figures and name != metrics.ACCELERATOR_COVERAGE}
+        if any(budget.metric == metrics.FPS for budget in job.budgets):
+            not_measured[metrics.FPS] = str(reason)
     coverage = runtime.accelerator_coverage(job.artifact, job.support)
     if coverage is not None:
         figures[metrics.ACCELERATOR_COVERAGE] = coverage["on_accelerator"] / coverage["ops"] if coverage["ops"] else 1.0
@@ -137,6 +153,7 @@ def evaluate(job: EvaluateJob) -> str:
         latency_host="build host CPU, 1 thread, median of 50 runs" if metrics.LATENCY_MS in figures else None,
         batching=batching.note if batching else None,
         outputs=scored.outputs if scored else None,
+        baseline=distributions,
     ).write(job.out)
     broken = [v for v in verdicts if v["passed"] is False]
     summary = ", ".join(f"{name} {value:.4g}" for name, value in figures.items())

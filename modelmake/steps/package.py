@@ -21,10 +21,11 @@ from ..bundle.keyring import build_keys
 from ..bundle.provenance import DEFAULT_BUILDER_ID, provenance_statement
 from ..bundle.signing import sign_directory
 from ..bundle.streaming_aead import associated_data_for, encrypt_file
-from ..contracts import ArtifactRecord, BundleInputs, PackageJob, SourceRecord, SpecDigest
+from ..contracts import ArtifactRecord, BundleInputs, MetricsRecord, PackageJob, SourceRecord, SpecDigest
 from ..errors import PublishError
 from ..repository.publish import RELEASE_FILE, release_dir
 from ..versions import tool_versions
+from ._baselines import document as baseline_document
 from ._selection import choose
 
 
@@ -43,10 +44,11 @@ def _store_files(staging: Path, inputs: BundleInputs, shipped: set[str], data_ke
             path = artifact.bundle_path
             destination = staging / path
             destination.parent.mkdir(parents=True, exist_ok=True)
+            baseline = _store_baseline(staging, model, artifact)
             if data_key is None:
                 shutil.copyfile(artifact.file, destination)
                 destination.chmod(0o644)
-                stored[path] = {"sha256": fsutil.sha256_file(destination), "size": destination.stat().st_size}
+                stored[path] = {"sha256": fsutil.sha256_file(destination), "size": destination.stat().st_size, "baseline": baseline}
                 continue
             # The convert step recorded the artifact's digest; encrypt_file checks it against the bytes it
             # encrypts and measures the ciphertext as it writes, so neither file is read again here.
@@ -70,8 +72,22 @@ def _store_files(staging: Path, inputs: BundleInputs, shipped: set[str], data_ke
                     "plaintext_sha256": encrypted.plaintext_sha256,
                     "plaintext_size": encrypted.plaintext_size,
                 },
+                "baseline": baseline,
             }
     return stored, crc32
+
+
+def _store_baseline(staging: Path, model, artifact) -> dict:
+    """The artifact's baseline (FORMAT.md, "Baselines") as canonical JSON, never encrypted: it holds only
+    aggregates of the evaluation data, and an app reads it before it has a key.  Returns the manifest's entry."""
+    measured = MetricsRecord.read(artifact.metrics).baseline
+    data = fsutil.canonical_json_document(baseline_document(artifact=artifact, model=model, measured=measured))
+    path = f"{bundle_manifest.BASELINES}/{artifact.id}.json"
+    destination = staging / path
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(data)
+    destination.chmod(0o644)
+    return {"file": path, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
 def _dependencies(inputs: BundleInputs) -> dict[str, str]:
@@ -92,6 +108,7 @@ def _finish(directory: Path, manifest: dict, dependencies: dict, spec: SpecDiges
     # The model files' digests were taken as they were written (and are in the manifest): not read again.
     subjects = {bundle_manifest.MANIFEST: hashlib.sha256(manifest_bytes).hexdigest()}
     subjects |= {v["file"]: v["sha256"] for m in manifest["models"].values() for v in m["variants"].values()}
+    subjects |= bundle_manifest.baselines_of(manifest)
     statement = provenance_statement(
         subjects=subjects,
         dependencies=dependencies,
@@ -192,7 +209,7 @@ def package(job: PackageJob) -> str:
             with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".slice-") as scratch:
                 slice_dir = Path(scratch) / f"{manifest['bundle']}-{platform}"
                 part = bundle_manifest.slice_for(manifest, platform)
-                for path in bundle_manifest.files_of(part):
+                for path in [*bundle_manifest.files_of(part), *bundle_manifest.baselines_of(part)]:
                     (slice_dir / path).parent.mkdir(parents=True, exist_ok=True)
                     _link_or_copy(staging / path, slice_dir / path)
                 _finish(slice_dir, part, dependencies, job.spec, build.signing_key, builder_id)
