@@ -71,10 +71,12 @@ def load_catalog(bundles: Iterable[Path], public_key: ec.EllipticCurvePublicKey)
     for path in bundles:
         manifest, baselines = read_bundle(Path(path), public_key)
         sources.append(str(path))
-        by_file = {b.get("file"): b for b in baselines.values() if isinstance(b, dict)}
+        by_file = {b.get("file"): b for b in baselines.values()}
         for model, entry in manifest["models"].items():
             for variant_id, variant in entry["variants"].items():
-                baseline = by_file.get(variant["file"])
+                # The manifest names each variant's baseline; a bundle without those entries is matched by the file.
+                named = variant.get("baseline")
+                baseline = baselines.get(named["file"]) if isinstance(named, dict) else by_file.get(variant["file"])
                 artifact = baseline.get("artifact", variant_id) if baseline else variant_id
                 key = (model, manifest["version"], variant["file"])
                 files[key] = KnownFile(model, manifest["version"], variant["file"], str(artifact), variant["target"], baseline)

@@ -139,7 +139,7 @@ def advance(
     public = signing_key.public_key()
     index = verify_index((repository / INDEX_FILE).read_bytes(), {public_key_hint(public): public},
                          repository=bundle, now=now, trusted=None)
-    entries = read_log(repository)
+    entries = read_log(repository, public)
     if entries and entries[-1]["index_version"] > index.index_version:
         raise RolloutLogError(
             f"{repository}: the decision log's last decision left index version {entries[-1]['index_version']} in force, "
@@ -163,5 +163,5 @@ def advance(
             **made.document(), "time": now, "index_version": result.index_version,
             "index_sha256": hashlib.sha256(data).hexdigest(), "published": result.changed, "telemetry": telemetry,
             "intake": {"lines": intake.lines, "counted": intake.accepted, "left_out": dict(intake.rejected)},
-        }))
+        }, signing_key))
     return logged

@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from modelmake.bundle.archive import write_archive
 from modelmake.bundle.signing import public_key_hint, sign_directory
 from modelmake.client.index import verify_index
 from modelmake.client.offer import DeviceProfile, choose_release, choose_variant
+from modelmake.client.telemetry import TelemetryContext, TelemetryRecorder
 from modelmake.client.trust import TrustState
 from modelmake.repository.offer import Offer
 from modelmake.repository.publish import publish
@@ -78,6 +80,7 @@ BRIGHT, DIM = (5.0, 5.0), (2.0, 8.0)  # Beta parameters of mean brightness: ordi
 CONFIDENT = (8.0, 2.0)
 
 
+@cache
 def baseline(target: str, version: str, samples: int = 2000) -> dict:
     def histogram(p: np.ndarray) -> dict:
         return {"edges": UNIT_EDGES, "counts": [int(c) for c in np.round(p * samples)]}
@@ -85,9 +88,10 @@ def baseline(target: str, version: str, samples: int = 2000) -> dict:
     return {
         "format": 1, "artifact": artifact_id(target), "model": MODEL, "variant": "int8", "target": target,
         "file": model_path(target), "samples": samples,
-        "outputs": {"logits": {"kind": "classes", "confidence": histogram(beta_bins(*CONFIDENT)),
+        "outputs": {"logits": {"kind": "classes", "scores": "probabilities", "confidence": histogram(beta_bins(*CONFIDENT)),
                                "classes": {"labels": CLASSES, "counts": [samples // 10] * 10}}},
-        "inputs": {"image": {"kind": "image", "brightness": histogram(beta_bins(*BRIGHT)), "contrast": histogram(beta_bins(3.0, 7.0))}},
+        "inputs": {"image": {"kind": "image", "range": [0.0, 1.0], "brightness": histogram(beta_bins(*BRIGHT)),
+                             "contrast": histogram(beta_bins(3.0, 7.0))}},
         "budgets": {"max_latency_ms": MAX_LATENCY_MS, "min_fps": MIN_FPS},
         "latency_ms": {"p50": 6.0, "p90": 8.0},
     }
@@ -183,45 +187,49 @@ class Fleet:
     def report(self, placed: dict, behave: Behave, out: Path, *, now: int, channel: str = "stable", period: int = 0) -> Path:
         """One telemetry record per device that runs a model, written as JSON lines to ``out``."""
         rng = np.random.default_rng([self.seed, period])
-        start, end = _stamp(now - DAY), _stamp(now - 60)
+        start = datetime.fromtimestamp(now - DAY + period, UTC)
+        end = datetime.fromtimestamp(now - 60 + period, UTC)
         with open(out, "w", encoding="utf-8") as lines:
             for device in self.devices:
                 version, arm, file = placed[device.device_id]
                 if version is None:
                     continue
                 lines.write(json.dumps(record(rng, device, version, arm, file, behave(device, version, arm), channel,
-                                              start, end, period)) + "\n")
+                                              start, end)) + "\n")
         return out
 
 
 def record(rng, device: DeviceProfile, version: str, arm: str | None, file: str, b: Behaviour, channel: str,
-           start: str, end: str, period: int) -> dict:
-    """One device's telemetry for one period, in the agreed format (OTA.md, the telemetry record)."""
+           start: datetime, end: datetime) -> dict:
+    """One device's period, observed and exported by the reference client's own recorder (client/telemetry.py).
+
+    The device sees ``b.inferences`` images whose brightness and contrast follow its behaviour, its model
+    answers with a top-1 confidence like the evaluation data's, each inference takes a log-normal time, and
+    the app learns the truth of one answer in ten.
+    """
     n = b.inferences
     failures = int(rng.binomial(n, b.failure_rate))
     served = n - failures
-    labelled = served // 10
-    latency = rng.multinomial(n, latency_bins(b.latency_median_ms))
-    fps = min(60.0, 1000.0 / (b.latency_median_ms * 1.1))
     target = file.split("/")[1]
-    return {
-        "format": 1, "record_id": hashlib.sha256(f"{device.device_id}/{version}/{period}".encode()).hexdigest()[:32],
-        "device": device.device_id, "model": MODEL, "version": version, "file": file, "artifact": artifact_id(target),
-        "chipset": device.chipset, "app_version": device.app_version, "channel": channel, "arm": arm,
-        "period": {"start": start, "end": end},
-        "inferences": n, "failures": failures, "fallbacks": int(rng.binomial(n, b.fallback_rate)),
-        "latency_ms": {"edges": LATENCY_EDGES, "counts": latency.tolist()},
-        "frames": {"count": served, "seconds": round(served / fps, 3)},
-        "peak_memory_mb": 40.0,
-        "outputs": {"logits": {"confidence": {"counts": rng.multinomial(served, beta_bins(*CONFIDENT)).tolist()},
-                               "classes": {"counts": rng.multinomial(served, np.full(10, 0.1)).tolist()}}},
-        "inputs": {"image": {"brightness": {"counts": rng.multinomial(served, beta_bins(*b.brightness)).tolist()},
-                             "contrast": {"counts": rng.multinomial(served, beta_bins(3.0, 7.0)).tolist()}}},
-        "outcomes": {"labelled": labelled, "correct": int(rng.binomial(labelled, b.accuracy))},
-    }
-
-
-def _stamp(epoch: int) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    recorder = TelemetryRecorder(
+        baseline(target, version),
+        TelemetryContext(device=device.device_id, version=version, chipset=device.chipset, app_version=device.app_version,
+                         channel=channel, arm=arm),
+        start=start,
+    )
+    brightness = rng.beta(*b.brightness, served)
+    contrast = rng.beta(3.0, 7.0, served)
+    pattern = np.array([1.0, -1.0, 1.0, -1.0])  # mean 0, standard deviation 1
+    images = brightness[:, None] + contrast[:, None] * pattern[None, :]
+    confidence = rng.beta(*CONFIDENT, served)
+    scores = np.repeat(((1 - confidence) / 9)[:, None], 10, axis=1)
+    scores[np.arange(served), rng.integers(0, 10, served)] = confidence
+    latency = rng.lognormal(math.log(b.latency_median_ms), 0.25, served)
+    recorder.observe({"image": images.reshape(served, 2, 2, 1)}, {"logits": scores}, latency_ms=latency)
+    if failures:
+        recorder.failure(latency_ms=b.latency_median_ms, count=failures)
+    recorder.fallback(int(rng.binomial(n, b.fallback_rate)))
+    recorder.frames(served, float(latency.sum()) * 1.1 / 1000)
+    recorder.peak_memory(40.0)
+    recorder.outcome(rng.random(served // 10) < b.accuracy)
+    return recorder.record(end)
