@@ -4,8 +4,9 @@ Each line is one decision (advance, hold, roll back, or none for want of evidenc
 and the index it left in force. Every line carries the SHA-256 of the line before it and is signed
 with the key that signs the index (ECDSA P-256 over the canonical JSON of the rest of the line), so a
 line changed, removed or reordered breaks the chain or its signature, and the next decision refuses
-to be written on top of a rewritten history. (Lines cut from the end leave a shorter valid log: the
-decision that follows refuses to run when the log's last index version is above the index's.)
+to be written on top of a rewritten history. Lines cut from the end leave a shorter log that still
+verifies: keep the bucket's object versioning on. A log whose last decision names a higher index
+version than the repository's index is out of sync, and refused.
 
 The log also steers ``doit publish``: while a release is under a staged
 rollout, the offer last published for it (``offer`` of its latest decision) is what publishing offers
