@@ -4,7 +4,8 @@ Every verdict needs its evidence: a group with fewer devices or inferences than 
 for says "not enough data" and raises no alert; a comparison with too few labelled inferences or
 inferences on either side says so too. Rates are compared with intervals (Wilson for one rate,
 Newcombe's hybrid score interval for a difference); a rate breaks its limit only when the whole
-interval is above it, and a difference counts only when its interval leaves out zero.
+interval is above it, and one side of a comparison is worse only when the whole interval of the
+difference is beyond the margin ``monitor:`` allows (better: the whole interval on the good side of zero).
 """
 from __future__ import annotations
 
@@ -174,9 +175,9 @@ def _compare(label: str, chipset: str | None, base_name: str, base: _Sum, new_na
              settings: MonitorSettings, alerts: list[Alert]) -> dict:
     """``new`` against ``base``: accuracy proxy and failure rate, each a difference (new - base) with its interval."""
     figures = {}
-    for name, hits, trials, minimum, worse_if in (
-        ("accuracy_proxy", "correct", "labelled", settings.min_labelled, "lower"),
-        ("failure_rate", "failures", "inferences", settings.min_inferences, "higher"),
+    for name, hits, trials, minimum, worse_if, margin in (
+        ("accuracy_proxy", "correct", "labelled", settings.min_labelled, "lower", settings.max_accuracy_drop),
+        ("failure_rate", "failures", "inferences", settings.min_inferences, "higher", settings.max_failure_rate_increase),
     ):
         a_trials, b_trials = getattr(base, trials), getattr(new, trials)
         if min(a_trials, b_trials) < minimum:
@@ -184,21 +185,19 @@ def _compare(label: str, chipset: str | None, base_name: str, base: _Sum, new_na
                                                                  f"a verdict needs {minimum} on each side"}
             continue
         interval = difference(getattr(base, hits), a_trials, getattr(new, hits), b_trials, settings.confidence)
-        if interval.low > 0:
-            verdict = "worse" if worse_if == "higher" else "better"
-        elif interval.high < 0:
-            verdict = "worse" if worse_if == "lower" else "better"
+        if worse_if == "higher":
+            verdict = "worse" if interval.low > margin else "better" if interval.high < 0 else "no significant difference"
         else:
-            verdict = "no significant difference"
+            verdict = "worse" if interval.high < -margin else "better" if interval.low > 0 else "no significant difference"
         figures[name] = {
-            base_name: _round(getattr(base, hits) / a_trials), new_name: _round(getattr(new, hits) / b_trials),
+            base_name: _round(getattr(base, hits) / a_trials), new_name: _round(getattr(new, hits) / b_trials), "margin": margin,
             "difference": {k: _round(v) for k, v in interval.document().items()}, "verdict": verdict,
         }
         if verdict == "worse":
             guardrail = "accuracy" if name == "accuracy_proxy" else "failure_rate"
             alerts.append(Alert(guardrail, label, chipset, (
                 f"{new_name} {name.replace('_', ' ')} is worse than {base_name}: difference {interval.estimate:+.3%} "
-                f"({settings.confidence:.0%} interval {interval.low:+.3%} to {interval.high:+.3%})"
+                f"({settings.confidence:.0%} interval {interval.low:+.3%} to {interval.high:+.3%}, beyond the margin of {margin:.3%})"
             )))
     return {"what": label, "chipset": chipset, "base": base_name, "new": new_name,
             "devices": {base_name: len(base.devices), new_name: len(new.devices)}, **figures}

@@ -21,6 +21,10 @@ class MonitorSettings:
     latency_percentile: float = 90  # the percentile compared with the baseline's max_latency_ms
     max_failure_rate: float = 0.01  # failures / inferences
     max_fallback_rate: float = 0.05  # delegate fallbacks / inferences
+    # Comparisons (A/B arms, a version against the one it replaces) call a side worse only when the whole interval
+    # of the difference is beyond these margins: a real but negligible difference raises no alert.
+    max_accuracy_drop: float = 0.01  # of the accuracy proxy, absolute (0.01: one point)
+    max_failure_rate_increase: float = 0.002  # absolute (0.002: 0.2 points)
     min_devices: int = 100  # per group: fewer devices give "not enough data"
     min_inferences: int = 1000  # per group, for drift, latency and rates
     min_labelled: int = 200  # per arm or version, for the accuracy proxy
