@@ -28,6 +28,7 @@ CATEGORIES = (MALFORMED, UNKNOWN, INCONSISTENT, DUPLICATE, CLOCK_SKEW)
 MAX_MESSAGES = 20  # kept per kind for the report; every one is counted
 _FLUSH = 1024  # records buffered per group before their histograms are summed
 _STRINGS = ("record_id", "device", "model", "version", "file", "chipset", "app_version", "channel")
+_SECTIONS = ("outputs", "inputs")
 
 
 class Rejected(Exception):
@@ -70,11 +71,8 @@ class Tally:
         self.features: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # feature input -> (sums, sums of squares)
         self._feature_buffer: dict[str, tuple[list, list]] = {}
         self._latency_buffer: dict[tuple, list] = {}
-        self._buffer: dict[str, list] = {}
+        self.buffer: dict[str, list] = {}
         self._pending = 0
-
-    def add_histogram(self, name: str, counts: list) -> None:
-        self._buffer.setdefault(name, []).append(counts)
 
     def add_latency(self, edges: tuple, counts: list) -> None:
         self._latency_buffer.setdefault(edges, []).append(counts)
@@ -91,18 +89,23 @@ class Tally:
             self.flush()
 
     def flush(self) -> None:
-        for name, rows in self._buffer.items():
-            summed = np.asarray(rows, dtype=np.int64).sum(axis=0)
+        for name, rows in self.buffer.items():
+            summed = _column_sums(rows)
             self.histograms[name] = self.histograms[name] + summed if name in self.histograms else summed
         for edges, rows in self._latency_buffer.items():
-            summed = np.asarray(rows, dtype=np.int64).sum(axis=0)
+            summed = _column_sums(rows)
             self.latency[edges] = self.latency[edges] + summed if edges in self.latency else summed
         for name, (totals, squares) in self._feature_buffer.items():
             summed = (np.asarray(totals, dtype=np.float64).sum(axis=0), np.asarray(squares, dtype=np.float64).sum(axis=0))
             before = self.features.get(name)
             self.features[name] = summed if before is None else (before[0] + summed[0], before[1] + summed[1])
         self._feature_buffer = {}
-        self._buffer, self._latency_buffer, self._pending = {}, {}, 0
+        self.buffer, self._latency_buffer, self._pending = {}, {}, 0
+
+
+def _column_sums(rows: list[list[int]]) -> np.ndarray:
+    """The sum of equally long lists of ints, column by column (faster than converting them to an array first)."""
+    return np.array([sum(column) for column in zip(*rows, strict=True)], dtype=np.int64)
 
 
 @dataclass
@@ -137,30 +140,37 @@ class _Reader:
         self.now = now
         self.latest_end = now + skew_seconds
         self.intake = intake
-        self.seen: dict[str, str] = {}  # record_id -> where it was first counted
+        self.seen: dict[str, int] = {}  # record_id -> the place it was first counted
+        self.paths: list[Path] = []
         self.good_edges: set[tuple] = set()  # latency edges already checked
+        self.layouts: dict[tuple, dict] = {}  # (model, version, file) -> its baseline, as the checks read it
+        self.tallies: dict[tuple, Tally] = {}  # (model, version, file, chipset, channel, arm) -> its tally
 
     def read_file(self, path: Path) -> None:
         intake = self.intake
+        self.paths.append(path)
+        base = (len(self.paths) - 1) << 40  # a line's place: file index and line number in one int, worded when needed
         with open(path, "rb") as lines:
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 intake.lines += 1
-                where = f"{path}:{number}"
                 try:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError:
-                    intake.reject(where, MALFORMED, "not JSON: each line is one JSON object, as export() writes it")
+                    intake.reject(f"{path}:{number}", MALFORMED, "not JSON: each line is one JSON object, as export() writes it")
                     continue
                 try:
-                    self.take(record, where)
+                    self.take(record, base + number)
                 except Rejected as rejected:
-                    intake.reject(where, rejected.category, rejected.message)
+                    intake.reject(f"{path}:{number}", rejected.category, rejected.message)
                 except (KeyError, TypeError, AttributeError, ValueError, OverflowError):
-                    intake.reject(where, MALFORMED, describe_malformed(record))
+                    intake.reject(f"{path}:{number}", MALFORMED, describe_malformed(record))
 
-    def take(self, record, where: str) -> None:
+    def where(self, place: int) -> str:
+        return f"{self.paths[place >> 40]}:{place & ((1 << 40) - 1)}"
+
+    def take(self, record, place: int) -> None:
         if type(record) is not dict:
             raise Rejected(MALFORMED, "not a JSON object: each line is one record object")
         if record.get("format") != FORMAT:
@@ -200,7 +210,8 @@ class _Reader:
         served = inferences - failures
         latency = record["latency_ms"]
         edges, counts = latency["edges"], latency["counts"]
-        _histogram(counts, len(edges) - 1, inferences, "latency_ms", "inferences")
+        if type(counts) is not list or len(counts) != len(edges) - 1 or sum(counts) != inferences or (counts and min(counts) < 0):
+            _histogram(counts, len(edges) - 1, inferences, "latency_ms", "inferences")
         edges = tuple(edges)
         if edges not in self.good_edges:
             if not all(type(e) in (int, float) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
@@ -224,40 +235,48 @@ class _Reader:
                 f"outcomes: {correct} correct of {labelled} labelled out of {inferences} inferences: "
                 "0 <= correct <= labelled <= inferences",
             )
-        baseline = known.baseline
+        layout = self.layouts.get((model, version, file))
+        if layout is None:
+            layout = self.layouts[(model, version, file)] = _layout(known)
         histograms = []
-        features = []
-        for section in ("outputs", "inputs"):
-            expected = baseline.get(section, {}) if baseline else None
-            for name, observed in (record.get(section) or {}).items():
-                spec = expected.get(name) if expected is not None else None
-                if expected is not None and spec is None:
-                    raise Rejected(UNKNOWN, f"{section}.{name}: {known.artifact} has no {section[:-1]} {name!r} in its baseline")
+        features = None
+        for section in _SECTIONS:
+            observed_section = record.get(section)
+            if not observed_section:
+                continue
+            specs = layout[section]
+            for name, observed in observed_section.items():
+                parts = specs.get(name) if specs is not None else None
+                if parts is None:
+                    if specs is not None:
+                        raise Rejected(UNKNOWN, f"{section}.{name}: {known.artifact} has no {section[:-1]} {name!r} in its baseline")
+                    parts = {}  # no baseline: histograms are checked against their own length
+                if "count" in observed:  # a feature input: count, sum, sum_sq
+                    if specs is not None and "count" not in parts:
+                        raise Rejected(UNKNOWN, f"{section}.{name}: the baseline of {known.artifact} describes no features")
+                    features = features or []
+                    features.append(_features(section, name, observed, parts, served))
+                    continue
                 for part, value in observed.items():
-                    path = f"{section}.{name}.{part}"
-                    if part == "count":  # feature inputs: count, sum, sum_sq
-                        if value != served:
-                            raise Rejected(INCONSISTENT, f"{path} is {value!r}, not inferences - failures = {served}")
-                        total, squares = observed["sum"], observed["sum_sq"]
-                        width = len(spec["mean"]) if spec else len(total)
-                        if len(total) != width or len(squares) != width:
-                            raise Rejected(INCONSISTENT, f"{section}.{name}: sum and sum_sq need {width} values, one per feature")
-                        features.append((name, value, total, squares))
-                        continue
-                    if part in ("sum", "sum_sq"):
-                        continue
-                    bins = _bins(spec, part, path, known) if spec is not None else len(value["counts"])
-                    _histogram(value["counts"], bins, served, path, "inferences - failures")
-                    histograms.append((path, value["counts"]))
-        key = GroupKey(model, version, known.artifact, record["chipset"], record["channel"], arm)
+                    entry = parts.get(part)
+                    counts = value["counts"]
+                    if entry is None:
+                        if specs is not None:
+                            raise Rejected(UNKNOWN, f"{section}.{name}.{part}: the baseline of {known.artifact} has no {part!r} histogram")
+                        entry = (f"{section}.{name}.{part}", len(counts))
+                    if type(counts) is not list or len(counts) != entry[1] or sum(counts) != served or (counts and min(counts) < 0):
+                        _histogram(counts, entry[1], served, entry[0], "inferences - failures")
+                    histograms.append((entry[0], counts))
         record_id = record["record_id"]
         first = self.seen.get(record_id)
         if first is not None:
-            raise Rejected(DUPLICATE, f"record_id {record_id} was already counted at {first}: a re-upload counts once")
-        self.seen[record_id] = where
-        tally = self.intake.groups.get(key)
+            raise Rejected(DUPLICATE, f"record_id {record_id} was already counted at {self.where(first)}: a re-upload counts once")
+        self.seen[record_id] = place
+        chipset, channel = record["chipset"], record["channel"]
+        tally = self.tallies.get((model, version, file, chipset, channel, arm))
         if tally is None:
-            tally = self.intake.groups[key] = Tally(known)
+            tally = self.tallies[(model, version, file, chipset, channel, arm)] = Tally(known)
+            self.intake.groups[GroupKey(model, version, known.artifact, chipset, channel, arm)] = tally
         tally.records += 1
         tally.devices.add(record["device"])
         tally.inferences += inferences
@@ -272,10 +291,16 @@ class _Reader:
         if memory is not None:
             tally.peak_memory_mb = memory if tally.peak_memory_mb is None else max(tally.peak_memory_mb, memory)
         tally.add_latency(edges, counts)
+        buffer = tally.buffer
         for path, values in histograms:
-            tally.add_histogram(path, values)
-        for name, count, total, squares in features:
-            tally.add_features(f"inputs.{name}", count, total, squares)
+            rows = buffer.get(path)
+            if rows is None:
+                buffer[path] = [values]
+            else:
+                rows.append(values)
+        if features:
+            for name, count, total, squares in features:
+                tally.add_features(name, count, total, squares)
         tally.counted()
         self.intake.accepted += 1
 
@@ -289,13 +314,36 @@ class _Reader:
         return f"unknown file {file!r}: {model} {version} ships {', '.join(catalog.files_of(model, version))}"
 
 
-def _bins(spec, part: str, path: str, known: KnownFile) -> int:
-    histogram = spec.get(part) if isinstance(spec, dict) else None
-    if not isinstance(histogram, dict):
-        raise Rejected(UNKNOWN, f"{path}: the baseline of {known.artifact} has no {part!r} histogram")
-    if "edges" in histogram:
-        return len(histogram["edges"]) - 1
-    return len(histogram.get("labels", histogram.get("counts", ())))
+def _layout(known: KnownFile) -> dict:
+    """For each section of a file's baseline: input or output name -> part -> (path, bins); None without a baseline."""
+    layout: dict[str, dict | None] = {}
+    for section in _SECTIONS:
+        if known.baseline is None:
+            layout[section] = None
+            continue
+        layout[section] = {}
+        for name, spec in (known.baseline.get(section) or {}).items():
+            parts = {}
+            for part, histogram in (spec.items() if isinstance(spec, dict) else ()):
+                if isinstance(histogram, dict) and ("edges" in histogram or "labels" in histogram):
+                    bins = len(histogram["edges"]) - 1 if "edges" in histogram else len(histogram["labels"])
+                    parts[part] = (f"{section}.{name}.{part}", bins)
+            if isinstance(spec, dict) and "mean" in spec:
+                parts["count"] = (f"{section}.{name}", len(spec["mean"]))
+            layout[section][name] = parts
+    return layout
+
+
+def _features(section: str, name: str, observed: dict, parts: dict, served: int) -> tuple:
+    """(name, count, sums, sums of squares) of a feature input, once its counts hold together."""
+    path, width = parts.get("count") or (f"{section}.{name}", None)
+    count, total, squares = observed["count"], observed["sum"], observed["sum_sq"]
+    if count != served:
+        raise Rejected(INCONSISTENT, f"{path}.count is {count!r}, not inferences - failures = {served}")
+    width = len(total) if width is None else width
+    if type(total) is not list or type(squares) is not list or len(total) != width or len(squares) != width:
+        raise Rejected(INCONSISTENT, f"{path}: sum and sum_sq need {width} values, one per feature")
+    return path, count, total, squares
 
 
 def _histogram(counts, bins: int, total: int, path: str, what: str) -> None:
