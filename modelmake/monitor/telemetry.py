@@ -209,9 +209,10 @@ class _Reader:
             )
         served = inferences - failures
         latency = record["latency_ms"]
-        edges, counts = latency["edges"], latency["counts"]
-        if type(counts) is not list or len(counts) != len(edges) - 1 or sum(counts) != inferences or (counts and min(counts) < 0):
-            _histogram(counts, len(edges) - 1, inferences, "latency_ms", "inferences")
+        edges, latency_counts = latency["edges"], latency["counts"]
+        if (type(latency_counts) is not list or len(latency_counts) != len(edges) - 1 or sum(latency_counts) != inferences
+                or (latency_counts and min(latency_counts) < 0)):
+            _histogram(latency_counts, len(edges) - 1, inferences, "latency_ms", "inferences")
         edges = tuple(edges)
         if edges not in self.good_edges:
             if not all(type(e) in (int, float) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
@@ -290,7 +291,7 @@ class _Reader:
             tally.frame_records += 1
         if memory is not None:
             tally.peak_memory_mb = memory if tally.peak_memory_mb is None else max(tally.peak_memory_mb, memory)
-        tally.add_latency(edges, counts)
+        tally.add_latency(edges, latency_counts)
         buffer = tally.buffer
         for path, values in histograms:
             rows = buffer.get(path)

@@ -5,7 +5,8 @@ files, no model built) publishes 1.0.0 to every device, then 2.0.0 to 5% of them
 device takes what the index offers it by the client's own rules and reports a day of telemetry through
 the client's recorder; ``rollout.advance`` reads it, decides, publishes and logs. Every index the
 tests reach is verified as a client that followed all the earlier ones would (signature, expiry, an
-index version that never goes back). Each test simulates several fleet periods: slow.
+index version that never goes back); in the rollback case real clients over loopback HTTP install the
+new release and then the old one again. Each test simulates several fleet periods: slow.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from modelmake.client import Client, UpdateStatus
 from modelmake.errors import RolloutLogError
 from modelmake.monitor.analysis import analyse
 from modelmake.monitor.baselines import load_catalog, repository_bundles
@@ -26,6 +28,7 @@ from modelmake.repository.offer import Arm, Offer
 from modelmake.repository.rollouts import LOG_FILE, read_log
 
 from tests.support import fleet as F
+from tests.support.ota_server import RepositoryServer
 
 pytestmark = pytest.mark.slow
 
@@ -105,11 +108,29 @@ def slow_snapdragon(device, version, arm) -> F.Behaviour:
 
 def test_a_chipset_over_its_latency_budget_rolls_every_device_back_when_so_declared(tmp_path):
     repository, fleet = staged_repository(tmp_path), F.Fleet(DEVICES)
-    placed, entry = period(repository, fleet, slow_snapdragon, policy(latency=ROLLBACK, frame_rate=ROLLBACK), tmp_path, 0)
-    assert versions(placed)[NEW] > 300
-    assert (entry["action"], entry["offered_version"], entry["to_percent"], entry["published"]) == ("rollback", OLD, 100, True)
-    assert entry["evidence"]["breaking"] == {"SM8650": ["frame_rate", "latency"]}
-    assert versions(fleet.follow(repository, NOW + 1)) == {OLD: DEVICES}
+    with RepositoryServer(repository) as server:
+        # A few real clients, over HTTP, beside the simulated fleet: some inside the 5%, one outside.
+        placed = fleet.follow(repository, NOW)
+        inside = [d for d in fleet.devices if placed[d.device_id][0] == NEW][:3]
+        outside = next(d for d in fleet.devices if placed[d.device_id][0] == OLD)
+        clients = {d.device_id: Client(base_url=server.url, cache_dir=tmp_path / "phones" / d.device_id, repository=F.BUNDLE,
+                                       trusted_keys=[F.PUBLIC_KEY]) for d in [*inside, outside]}
+        installed = {d.device_id: install(clients[d.device_id], d) for d in [*inside, outside]}
+        assert installed == {**{d.device_id: NEW for d in inside}, outside.device_id: OLD}
+
+        fleet.trusted = None
+        placed, entry = period(repository, fleet, slow_snapdragon, policy(latency=ROLLBACK, frame_rate=ROLLBACK), tmp_path, 0)
+        assert versions(placed)[NEW] > 300
+        assert (entry["action"], entry["offered_version"], entry["to_percent"], entry["published"]) == ("rollback", OLD, 100, True)
+        assert entry["evidence"]["breaking"] == {"SM8650": ["frame_rate", "latency"]}
+        assert versions(fleet.follow(repository, NOW + 1)) == {OLD: DEVICES}
+        assert {d.device_id: install(clients[d.device_id], d) for d in [*inside, outside]} == dict.fromkeys(installed, OLD)
+
+
+def install(client: Client, device) -> str:
+    result = client.update(device, F.MODEL)
+    assert result.status in (UpdateStatus.INSTALLED, UpdateStatus.CURRENT), result
+    return client.installed(F.MODEL).version
 
 
 def test_a_chipset_over_its_latency_budget_holds_the_rollout_when_so_declared(tmp_path):

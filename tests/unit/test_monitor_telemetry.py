@@ -52,6 +52,9 @@ def test_a_good_record_is_counted_once(tmp_path, catalog):
     assert (intake.lines, intake.accepted, sum(intake.rejected.values())) == (1, 1, 0)
     [tally] = intake.groups.values()
     assert tally.inferences == 50 and tally.devices == {"device-0-0"}
+    record = good()
+    assert [list(counts) for counts in tally.latency.values()] == [record["latency_ms"]["counts"]]
+    assert tally.histograms["inputs.image.brightness"].tolist() == record["inputs"]["image"]["brightness"]["counts"]
 
 
 RECORD = good()
