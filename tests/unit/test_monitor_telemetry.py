@@ -126,3 +126,41 @@ def test_many_bad_lines_are_all_counted_and_a_few_kept_as_examples(tmp_path, cat
     assert intake.rejected["malformed"] == 5000 and intake.rejected["unknown"] == 5000
     assert len(intake.messages["malformed"]) == 20  # every one is counted, twenty are kept as examples
     assert time.perf_counter() - started < 5
+
+
+def test_feature_inputs_and_value_outputs_are_tallied_and_a_shifted_mean_alerts(tmp_path):
+    from types import MappingProxyType
+
+    from modelmake.client.telemetry import TelemetryContext, TelemetryRecorder
+    from modelmake.monitor.analysis import analyse
+    from modelmake.monitor.baselines import Catalog, KnownFile
+    from modelmake.monitor.settings import MonitorSettings
+
+    baseline = {
+        "format": 1, "artifact": "speech.fp32.tflite@pixel-8", "model": "speech", "file": "files/pixel-8/speech.fp32.tflite",
+        "outputs": {"score": {"kind": "regression", "values": {"statistic": "mean", "edges": [0, 1, 2, 3, 4], "counts": [25] * 4}}},
+        "inputs": {"mfcc": {"kind": "features", "mean": [0.0, 5.0], "std": [1.0, 2.0]}},
+        "budgets": {},
+    }
+    known = KnownFile("speech", "1.0.0", baseline["file"], baseline["artifact"], "pixel-8", baseline)
+    catalog = Catalog(MappingProxyType({("speech", "1.0.0", baseline["file"]): known}), ())
+    rng = np.random.default_rng(2)
+    path = tmp_path / "speech.jsonl"
+    with open(path, "w") as out:
+        for device in range(60):
+            recorder = TelemetryRecorder(baseline, TelemetryContext(device=f"d{device}", version="1.0.0", chipset="Tensor G3",
+                                                                    app_version="1.0", channel="stable"),
+                                         start=datetime.fromtimestamp(NOW - 3600, UTC))
+            shift = 1.5 if device % 2 else 0.0  # half the devices hear something new: the first feature moves
+            features = np.stack([rng.normal(shift, 1.0, 40), rng.normal(5.0, 2.0, 40)], axis=1)
+            recorder.observe({"mfcc": features}, {"score": rng.uniform(0, 4, (40, 1))}, latency_ms=3.0)
+            recorder.export(out, end=datetime.fromtimestamp(NOW - 60, UTC))
+    intake = read_telemetry([path], catalog, now=NOW)
+    assert intake.accepted == 60 and not any(intake.rejected.values())
+    [tally] = intake.groups.values()
+    assert tally.feature_counts == {"inputs.mfcc": 2400} and tally.histograms["outputs.score.values"].sum() == 2400
+    report = analyse(intake, catalog, MonitorSettings(min_devices=10, min_inferences=100))
+    [group] = report["groups"]
+    shift = next(d for d in group["drift"] if d["distribution"] == "inputs.mfcc")
+    assert shift["verdict"] == "alert" and 0.6 < shift["feature_shift"] < 0.9  # half the devices moved 1.5 sd: 0.75 on average
+    assert next(d for d in group["drift"] if d["distribution"] == "outputs.score.values")["verdict"] == "ok"
