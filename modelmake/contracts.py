@@ -192,6 +192,9 @@ class EvaluateJob:
     support: FormatSupport
     out: str
     custom_metrics: CustomMetrics | None = None
+    # The baseline the step records (steps/_baselines.py, FORMAT.md "Baselines"): part of the job, so a build whose
+    # figures predate it, or another baseline format, evaluates again instead of packaging an empty baseline.
+    baseline_format: int = 1
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,11 @@ class Client:
             return result(UpdateStatus.CURRENT, f"{variant.id} of {release.version} is installed", decision.version, decision.arm)
         blob = self._http.fetch_blob(self._url(variant.blob), self._store.partial_path(variant),  # 10
                                      size=variant.size, sha256=variant.sha256)
-        installed = self._store.install(model, release, variant, blob, self._data_key)  # 11, 12
+        baseline = None
+        if variant.baseline is not None:  # 10, for the file's baseline: what its telemetry is binned by
+            baseline = self._http.fetch_blob(self._url(variant.baseline.blob), self._store.partial_baseline_path(variant),
+                                             size=variant.baseline.size, sha256=variant.baseline.sha256)
+        installed = self._store.install(model, release, variant, blob, self._data_key, baseline=baseline)  # 11, 12
         return result(UpdateStatus.INSTALLED, f"installed {variant.id} of {release.version} ({decision.reason})",
                       decision.version, decision.arm, installed)
 

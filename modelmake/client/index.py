@@ -73,6 +73,15 @@ class Encryption:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """A variant's baseline (FORMAT.md, "Baselines") as a blob of the repository."""
+
+    blob: str  # relative to the repository's base URL
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Variant:
     id: str
     target: str
@@ -84,6 +93,7 @@ class Variant:
     sha256: str  # of the blob
     size: int
     encryption: Encryption | None
+    baseline: Baseline | None = None  # the file's baseline, for telemetry; None in releases without one
 
 
 @dataclass(frozen=True)
@@ -289,10 +299,22 @@ def _variant(vid: str, document: Any, where: str) -> Variant:
         sha256=_sha256(document, "sha256", where),
         size=_size(document, "size", where),
         encryption=encryption,
+        baseline=_baseline(document, where),
     )
     # A relative path of plain names: joined to the base URL, it stays inside the repository.
     _require(_RELATIVE_PATH.fullmatch(variant.blob), f"{where}.blob is not a path inside the repository")
     return variant
+
+
+def _baseline(document: dict, where: str) -> Baseline | None:
+    """A variant's optional baseline blob: absent (or null) in releases published without one."""
+    if document.get("baseline") is None:
+        return None
+    at = f"{where}.baseline"
+    baseline = Baseline(_field(document["baseline"], "blob", str, at), _sha256(document["baseline"], "sha256", at),
+                        _size(document["baseline"], "size", at))
+    _require(_RELATIVE_PATH.fullmatch(baseline.blob), f"{at}.blob is not a path inside the repository")
+    return baseline
 
 
 # --- field readers: every one names the field that is wrong ---------------------------------

@@ -2,6 +2,7 @@
 
     <root>/downloads/<blob sha256>.partial      a blob being downloaded (kept across runs to resume)
     <root>/models/<model>/<plaintext sha256>-<file name>   installed model files
+    <root>/models/<model>/<plaintext sha256>-<file name>.baseline.json   each one's baseline, where the release has one
     <root>/models/<model>/install.json          {"current": record, "previous": record or null}
 
 An install decrypts into a temporary file beside the models, fsyncs and renames it into
@@ -38,6 +39,8 @@ class InstalledModel:
     plaintext_sha256: str
     size: int  # of the model file
     path: Path  # the model file to load
+    # Its baseline (FORMAT.md, "Baselines"), for client.telemetry.TelemetryRecorder; None where the release has none.
+    baseline: Path | None = None
 
     def is_release(self, version: str, variant: Variant) -> bool:
         return (self.version, self.variant_id, self.sha256) == (version, variant.id, variant.sha256)
@@ -59,8 +62,15 @@ class ModelStore:
         # Named by the blob's digest, so an interrupted download resumes only into the same file.
         return self.root / "downloads" / f"{variant.sha256}.partial"
 
-    def install(self, model: str, release: Release, variant: Variant, blob: Path, data_key: bytes | None) -> InstalledModel:
-        """Decrypt (if encrypted) and install the verified ``blob``; return the new current model."""
+    def partial_baseline_path(self, variant: Variant) -> Path:
+        assert variant.baseline is not None
+        return self.root / "downloads" / f"{variant.baseline.sha256}.partial"
+
+    def install(
+        self, model: str, release: Release, variant: Variant, blob: Path, data_key: bytes | None, *, baseline: Path | None = None
+    ) -> InstalledModel:
+        """Decrypt (if encrypted) and install the verified ``blob`` (and its verified ``baseline``); return the new
+        current model."""
         folder = self._folder(model)
         folder.mkdir(parents=True, exist_ok=True)
         plaintext_sha256 = variant.encryption.plaintext_sha256 if variant.encryption else variant.sha256
@@ -73,15 +83,20 @@ class ModelStore:
             _decrypt(blob, staged, release, variant, variant.encryption, data_key)
             replace_durably(staged, final)
             blob.unlink(missing_ok=True)
+        kept_baseline = None
+        if baseline is not None:
+            kept_baseline = folder / f"{final.name}.baseline.json"
+            replace_durably(baseline, kept_baseline)  # verified against the signed SHA-256 and fsynced
         installed = InstalledModel(model, release.version, variant.id, variant.format, variant.sha256, plaintext_sha256,
-                                   final.stat().st_size, final)
+                                   final.stat().st_size, final, kept_baseline)
         old = self._read(model)
         previous = old.get("current")
         if previous is None or previous.path == final:  # reinstalling the same file keeps the older fallback
             previous = old.get("previous")
         write_atomically(folder / RECORD, json.dumps({"current": _record(installed), "previous": _record(previous)}).encode() + b"\n")
         # Only now is the new model current; everything but it and its fallback can go.
-        keep = {RECORD, final.name} | ({previous.path.name} if previous else set())
+        kept = [m for m in (installed, previous) if m is not None]
+        keep = {RECORD, *(m.path.name for m in kept), *(m.baseline.name for m in kept if m.baseline)}
         for leftover in folder.iterdir():
             if leftover.name not in keep and leftover.is_file():
                 leftover.unlink(missing_ok=True)
@@ -102,8 +117,10 @@ class ModelStore:
             if not isinstance(entry, dict):  # no entry (null), or not one this client wrote
                 continue
             try:
-                fields = {key: value for key, value in entry.items() if key != "file"}
-                installed = InstalledModel(**fields, path=folder / entry["file"])
+                fields = {key: value for key, value in entry.items() if key not in ("file", "baseline")}
+                baseline = folder / entry["baseline"] if isinstance(entry.get("baseline"), str) else None
+                installed = InstalledModel(**fields, path=folder / entry["file"],
+                                           baseline=baseline if baseline is not None and baseline.is_file() else None)
             except (TypeError, KeyError):  # not an entry this client wrote
                 installed = None
             if installed is not None and installed.path.is_file():
@@ -116,6 +133,7 @@ def _record(installed: InstalledModel | None) -> dict | None:
         return None
     record = asdict(installed)
     del record["path"]
+    record["baseline"] = installed.baseline.name if installed.baseline else None
     return {**record, "file": installed.path.name}
 
 

@@ -94,15 +94,23 @@ def top1_confidence(scores: np.ndarray, *, logits: bool) -> np.ndarray:
 
 def sample_means(values: np.ndarray) -> np.ndarray:
     """Per sample (leading axis): the mean of everything the sample holds."""
-    values = np.asarray(values)
-    return values.reshape(len(values), -1).mean(axis=1, dtype=np.float64)
+    flat = np.asarray(values).reshape(len(values), -1)
+    return np.add.reduce(flat, axis=1, dtype=np.float64) / max(flat.shape[1], 1)
 
 
 def image_summaries(images: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per sample: brightness (mean) and contrast (std) of the image scaled from [low, high] to [0, 1]."""
-    flat = np.asarray(images).reshape(len(images), -1).astype(np.float64)
-    scaled = (flat - low) / (high - low)
-    return scaled.mean(axis=1), scaled.std(axis=1)
+    """Per sample: brightness (mean) and contrast (population std) of the image scaled from [low, high] to [0, 1].
+
+    Sums in float64 over the array as given (no scaled copy): mean and mean of squares, then the scaling."""
+    flat = np.asarray(images).reshape(len(images), -1)
+    if flat.dtype.kind != "f":
+        flat = flat.astype(np.float64)
+    count = max(flat.shape[1], 1)
+    mean = np.add.reduce(flat, axis=1, dtype=np.float64) / count
+    squares = np.einsum("ij,ij->i", flat, flat, dtype=np.float64) / count
+    std = np.sqrt(np.maximum(squares - mean * mean, 0.0))
+    span = high - low
+    return (mean - low) / span, std / span
 
 
 def feature_vectors(values: np.ndarray) -> np.ndarray:
@@ -168,7 +176,7 @@ class _Histogram:
 
     def add(self, values: np.ndarray) -> None:
         if values.size == 1:
-            self.add_one(float(values.reshape(())))
+            self.add_one(values.item())
         else:
             self.counts += np.bincount(bin_indices(self.edges, values), minlength=len(self.counts))
 
@@ -301,6 +309,8 @@ class TelemetryRecorder:
 
     Arrays have a leading batch axis (a single inference is a batch of one, as the
     model's own signature has it); ``observe`` takes any number of samples at once.
+    Values are real numbers, as the baseline was measured: a file with integer inputs or
+    outputs (quantization in its manifest io) has them dequantized first.
     """
 
     def __init__(

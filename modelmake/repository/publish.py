@@ -1,7 +1,7 @@
 """Publish a built bundle into a static download repository (OTA.md specifies the layout).
 
     <repository>/
-      blobs/sha256/<digest>               every model file as the bundle stores it; never changes
+      blobs/sha256/<digest>               every model file as the bundle stores it, and each one's baseline; never changes
       releases/<version>/release.json     what a release holds, as the index quotes it; never changes
       releases/<version>/<bundle>-<version>[-<platform>].zip   the bundle and its platform slices
       index.json                          the signed index: the only file ever replaced
@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .. import fsutil
-from ..bundle.manifest import read_manifest
+from ..bundle.manifest import baselines_of, read_manifest
 from ..errors import PublishError
 from ..formats import FORMATS
 from .index import INDEX_FILE, INDEX_FORMAT_VERSION, parse_timestamp, read_unverified, sign_index, timestamp
@@ -68,6 +68,7 @@ def publish(
     release = _release_entry(manifest, archives, preferences, targets)
     variants = [v for m in release["models"].values() for v in m["variants"].values()]
     new_blobs = sum(_store_blob(repository, bundle_dir / v["path"], v["sha256"]) for v in variants)
+    new_blobs += sum(_store_blob(repository, bundle_dir / path, digest) for path, digest in sorted(baselines_of(manifest).items()))
     folder = repository / release_dir(manifest["version"])
     for key, archive in sorted(archives.items()):
         _store_immutable(folder / Path(archive).name, Path(archive), release["archives"][key]["sha256"], manifest["version"])
@@ -115,6 +116,8 @@ def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Ma
                 "sha256": v["sha256"],
                 "size": v["size"],
                 "encryption": v.get("encryption"),
+                # The file a device's telemetry is binned by (FORMAT.md, "Baselines"); absent in bundles without one.
+                **({"baseline": _baseline_blob(v["baseline"])} if "baseline" in v else {}),
             }
             for vid, v in model["variants"].items()
         }
@@ -138,6 +141,10 @@ def _release_entry(manifest: dict, archives: Mapping[str, Path], preferences: Ma
         "targets": {name: dict(targets[name]) for name in sorted(shipped)},
         "models": models,
     }
+
+
+def _baseline_blob(baseline: dict) -> dict:
+    return {"path": baseline["file"], "blob": f"{BLOB_DIR}/{baseline['sha256']}", "sha256": baseline["sha256"], "size": baseline["size"]}
 
 
 def _format_rank(format_name: str) -> int:

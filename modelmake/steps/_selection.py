@@ -77,6 +77,8 @@ def broken_budget(verdict: dict, coverage: dict | None) -> str:
             f" (ops the {coverage['accelerator']} accelerator does not take: {fallback_ops(coverage)}; "
             "replace them or drop the coverage requirement)"
         )
+    if verdict["metric"] == metrics.FPS:
+        text += " (the build host's frame rate, 1000 / its median single-sample latency on one thread; a phone's comes from telemetry)"
     if verdict["metric"] == metrics.QUANTIZED_SHARE:
         text += " (the converter left the rest of the weights float: tensors too small to quantize, or ops it has no quantized form for)"
     return text

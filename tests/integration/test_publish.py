@@ -26,6 +26,7 @@ def test_publish_lays_out_the_built_bundle_and_a_second_publish_changes_nothing(
     document = index_document(built_workspace)
     manifest = json.loads((built_workspace.build / "bundles" / BUNDLE / "0.3.0" / "manifest.json").read_bytes())
     shipped = {v["sha256"] for m in manifest["models"].values() for v in m["variants"].values()}
+    shipped |= {v["baseline"]["sha256"] for m in manifest["models"].values() for v in m["variants"].values()}  # and baselines
     assert {name.removeprefix("blobs/sha256/") for name in published if name.startswith("blobs/")} == shipped
     assert document["index_version"] == 1
     assert set(document["channels"]["stable"]["models"]) == set(manifest["models"])

@@ -160,3 +160,30 @@ def test_the_report_shows_each_outputs_figures(built):
     assert "## fusion (outputs digit: classes, embedding: embedding; worst of the outputs)" in report
     assert "| tflite-all | tflite | int8 | boxes (boxes) |" in report
     assert "next_state: tensor (state)" in report
+
+
+def test_every_shipped_artifact_has_a_baseline_a_device_can_record_against(built):
+    from modelmake.client.telemetry import TelemetryContext, TelemetryRecorder
+
+    manifest_path = next((built.build / "bundles").rglob("manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    context = TelemetryContext(device="d", version=manifest["version"], chipset="c", app_version="1", channel="stable")
+    documents = {}
+    for model in manifest["models"].values():
+        for vid, variant in model["variants"].items():
+            document = json.loads((manifest_path.parent / variant["baseline"]["file"]).read_text())
+            assert document["artifact"] == vid and document["file"] == variant["file"]
+            TelemetryRecorder(document, context)
+            documents[vid] = document
+    for vid, document in documents.items():
+        # Core ML cannot run here: its distributions are the source model's, and say so.
+        assert document["measured_on"] == ("source model" if vid.endswith("@apple-a17") else "artifact"), vid
+    vad = documents["vad.fp32.onnx@onnx-cpu"]
+    assert set(vad["outputs"]) == {"prob"} and set(vad["inputs"]) == {"audio", "sr"}  # the state is the model's own
+    assert vad["inputs"]["sr"] == {"kind": "features", "mean": [16000.0], "std": [0.0]}
+    assert sum(vad["outputs"]["prob"]["values"]["counts"]) == vad["samples"]
+    fusion = documents["fusion.int8.tflite@tflite-all"]
+    assert {n: o["kind"] for n, o in fusion["outputs"].items()} == {"digit": "classes", "embedding": "embedding"}
+    assert {n: i["kind"] for n, i in fusion["inputs"].items()} == {"image": "image", "meta": "features"}
+    assert documents["textmap.int8.onnx@onnx-qnn"]["outputs"]["prob"]["kind"] == "mask"
+    assert set(documents["detector.fp16.tflite@tflite-all"]["outputs"]) == {"boxes", "scores"}

@@ -110,7 +110,11 @@ def make_bundle(root: Path, version: str) -> tuple[Path, dict[str, Path]]:
             "sha256": hashlib.sha256(content).hexdigest(), "size": len(content),
         }
         (bundle / "baselines").mkdir(exist_ok=True)
-        (bundle / "baselines" / f"{artifact_id(target)}.json").write_text(json.dumps(baseline(target, version)))
+        document = json.dumps(baseline(target, version)).encode()
+        (bundle / "baselines" / f"{artifact_id(target)}.json").write_bytes(document)
+        variants[artifact_id(target)]["baseline"] = {
+            "file": f"baselines/{artifact_id(target)}.json", "sha256": hashlib.sha256(document).hexdigest(), "size": len(document),
+        }
     manifest = {
         "format_version": 1, "bundle": BUNDLE, "version": version, "signing": "release",
         "targets": {t: {"platform": "android", "soc": t, "min_os": ""} for t in TARGETS},

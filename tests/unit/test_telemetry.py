@@ -212,3 +212,14 @@ def test_a_baseline_read_from_a_file(tmp_path):
     path.write_text(json.dumps(baseline()))
     rec = TelemetryRecorder(path, CONTEXT, start=START)
     assert rec.record(END)["artifact"] == "digits.int8.tflite@pixel-8"
+
+
+def test_a_baseline_without_evaluation_data_still_counts_latency_and_failures():
+    document = {**baseline(), "measured_on": None, "samples": 0, "outputs": {}, "inputs": {}}
+    rec = TelemetryRecorder(document, CONTEXT, start=START)
+    rec.observe({}, {}, 4.0)
+    rec.observe({"image": np.zeros((3, 2, 2, 3))}, {}, [1.0, 2.0, 3.0])  # what it does not describe is ignored
+    rec.failure(latency_ms=9.0, count=2)
+    record = rec.record(END)
+    assert (record["inferences"], record["failures"]) == (6, 2) and sum(record["latency_ms"]["counts"]) == 6
+    assert record["outputs"] == {} and record["inputs"] == {}
