@@ -370,10 +370,15 @@ def _catalog(args, workspace: Path, plan):
         raise KeyMaterialError("no models.yaml here to take the signing key from: give --public-key (signing.pub.pem)")
     repository = Path(args.repository) if getattr(args, "repository", None) else workspace / plan.publish.repository if plan else None
     bundles = [Path(b) for b in getattr(args, "bundle", None) or []] or (repository_bundles(repository) if repository else [])
+    if not bundles and plan is not None:  # nothing published yet: the workspace's own built bundle
+        from .layout import bundle_dir
+
+        built = workspace / bundle_dir(plan.bundle.name, plan.bundle.version)
+        bundles = [built] if built.is_dir() else []
     if not bundles:
         raise ModelmakeError(
-            f"no bundle to take baselines from: {repository or 'no repository'} holds no published release; "
-            "publish one (doit publish), or give --bundle PATH"
+            f"no bundle to take baselines from: {repository or 'no repository'} holds no published release and nothing "
+            "is built here; build or publish one (modelmake build, doit publish), or give --bundle PATH"
         )
     return load_catalog(bundles, public_key)
 

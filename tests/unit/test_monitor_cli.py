@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from modelmake import cli, errors
 from modelmake.bundle import keys
@@ -125,3 +128,21 @@ def test_rollout_advance_rolls_back_on_a_slow_chipset_and_exits_with_the_alert_c
     fleet = F.Fleet(4000)
     assert {version for version, _, _ in fleet.follow(root / "repository", NOW).values()} == {OLD}
     assert (root / "repository" / LOG_FILE).is_file()
+
+
+def test_monitor_in_a_workspace_reads_its_built_bundle_when_nothing_is_published(tmp_path, capsys):
+    import shutil
+
+    root = workspace(tmp_path)
+    shutil.rmtree(root / "repository")
+    bundle, _ = F.make_bundle(tmp_path / "made", NEW)
+    shutil.copytree(bundle, root / "build" / "bundles" / F.BUNDLE / NEW)
+    device = F.Fleet(1).devices[0]
+    line = F.record(np.random.default_rng(0), device, NEW, None, F.model_path("pixel-8"), F.Behaviour(), "stable",
+                    datetime.fromtimestamp(NOW - 3600, UTC), datetime.fromtimestamp(NOW - 60, UTC))
+    (tmp_path / "one.jsonl").write_text(json.dumps(line) + "\n")
+    code = cli.main(["monitor", str(tmp_path / "one.jsonl"), "--workspace", str(root), "--out", str(tmp_path / "report")])
+    out = capsys.readouterr().out
+    assert code == 0 and "1 of 1 records counted; 1 groups" in out
+    [group] = json.loads((tmp_path / "report" / "monitor.json").read_text())["groups"]
+    assert group["status"] == "not enough data" and group["evidence"].startswith("not enough data: 1 devices")
