@@ -333,6 +333,9 @@ def cmd_build(doit_args: list[str]) -> int:
 
 # --- monitor and rollout -------------------------------------------------------------
 
+MONITOR_REPORT = "build/monitor"  # in the workspace: monitor.json and monitor.html
+
+
 def _workspace_plan(workspace: Path):
     """The workspace's plan when it has a models.yaml, else None (monitor then needs --public-key and bundles)."""
     from .layout import SPEC_FILE
@@ -400,7 +403,7 @@ def cmd_monitor(args) -> int:
     catalog = _catalog(args, workspace, plan)
     intake = read_telemetry(_telemetry_paths(args.telemetry), catalog, max_clock_skew_minutes=settings.max_clock_skew_minutes)
     document = analyse(intake, catalog, settings)
-    json_path, html_path = write_report(document, Path(args.out))
+    json_path, html_path = write_report(document, Path(args.out) if args.out else workspace / MONITOR_REPORT)
     print(f"{_intake_line(intake)}; {len(document['groups'])} groups; report: {html_path} and {json_path}")
     for kind, messages in document["intake"]["messages"].items():
         for message in messages[:3]:
@@ -413,6 +416,8 @@ def cmd_monitor(args) -> int:
 def cmd_rollout_advance(args) -> int:
     from .bundle.keyring import build_keys
     from .fsutil import sha256_file
+    from .monitor.analysis import analyse
+    from .monitor.report import write_report
     from .monitor.rollout import advance
     from .monitor.telemetry import read_telemetry
     from .steps.publish import SECONDS_PER_DAY, _signing_time
@@ -440,7 +445,8 @@ def cmd_rollout_advance(args) -> int:
         expires_after=plan.publish.expires_after_days * SECONDS_PER_DAY,
         telemetry=[{"path": str(p), "sha256": sha256_file(p)} for p in paths],
     )
-    print(_intake_line(intake))
+    _, html_path = write_report(analyse(intake, catalog, plan.monitor), workspace / MONITOR_REPORT)
+    print(f"{_intake_line(intake)}; the monitor's report on it: {html_path}")
     for entry in entries:
         print(f"{entry['channel']}/{entry['model']} {entry['version']}: {entry['action']}, {entry['from_percent']:g}% -> "
               f"{entry['offered_version']} at {entry['to_percent']:g}% (index version {entry['index_version']}, "
@@ -512,8 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a bundle directory or .zip to take baselines from (repeatable; default: every release in the repository)")
     monitor.add_argument("--repository", metavar="DIR",
                          help="the repository whose releases give the baselines (default: publish.repository)")
-    monitor.add_argument("--out", default="build/monitor", metavar="DIR",
-                         help="where monitor.json and monitor.html go (default: build/monitor)")
+    monitor.add_argument("--out", metavar="DIR", help=f"where monitor.json and monitor.html go (default: the workspace's {MONITOR_REPORT})")
     monitor.set_defaults(handler=cmd_monitor)
 
     rollout = commands.add_parser("rollout", help="steer staged rollouts on telemetry")
