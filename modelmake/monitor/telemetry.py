@@ -194,6 +194,9 @@ class _Reader:
         known = self.catalog.files.get((model, version, file))
         if known is None:
             raise Rejected(UNKNOWN, self.unknown(model, version, file))
+        artifact = record.get("artifact")
+        if artifact is not None and artifact != known.artifact:
+            raise Rejected(INCONSISTENT, f"artifact {artifact!r} is not what {model} {version} ships as {file} ({known.artifact})")
         inferences, failures, fallbacks = record["inferences"], record["failures"], record["fallbacks"]
         if type(inferences) is not int or type(failures) is not int or type(fallbacks) is not int:
             raise TypeError("counts")

@@ -73,6 +73,8 @@ CASES = [
      "files/android-arm64-cpu/digits.int8.tflite, files/pixel-8/digits.int8.tflite, files/snapdragon-8-gen-3/digits.int8.tflite"),
     (good(outputs={"boxes": {"values": {"counts": [1]}}}), "unknown",
      "outputs.boxes: digits.int8.tflite@pixel-8 has no output 'boxes' in its baseline"),
+    (good(artifact="digits.int8.tflite@apple-a17"), "inconsistent", "artifact 'digits.int8.tflite@apple-a17' is not what digits "
+     "1.0.0 ships as files/pixel-8/digits.int8.tflite (digits.int8.tflite@pixel-8)"),
     (good(failures=60, fallbacks=0), "inconsistent", "60 failures and 0 fallbacks out of 50 inferences: neither can exceed the inferences"),
     (good(inferences=51), "inconsistent", f"latency_ms counts add up to {LATENCY_SUM}, not inferences = 51"),
     (good(**{"inputs.image.brightness.counts": [SERVED] + [0] * 18}), "inconsistent",
