@@ -161,7 +161,7 @@ class _Reader:
         base = (len(self.paths) - 1) << 40  # a line's place: file index and line number in one int, worded when needed
         with open(path, "rb") as lines:
             for number, line in enumerate(lines, 1):
-                if not line.strip():
+                if line.isspace():  # a blank line (no copy of the line made to find out)
                     continue
                 intake.lines += 1
                 try:
