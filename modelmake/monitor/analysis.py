@@ -156,7 +156,9 @@ def _baseline_counts(baseline: Mapping, path: str) -> list | None:
 
 
 @dataclass
-class _Sum:
+class Totals:
+    """Counts of several groups added up: one side of a comparison."""
+
     devices: set
     inferences: int = 0
     failures: int = 0
@@ -171,7 +173,7 @@ class _Sum:
         self.correct += tally.correct
 
 
-def _compare(label: str, chipset: str | None, base_name: str, base: _Sum, new_name: str, new: _Sum,
+def compare(label: str, chipset: str | None, base_name: str, base: Totals, new_name: str, new: Totals,
              settings: MonitorSettings, alerts: list[Alert]) -> dict:
     """``new`` against ``base``: accuracy proxy and failure rate, each a difference (new - base) with its interval."""
     figures = {}
@@ -205,10 +207,10 @@ def _compare(label: str, chipset: str | None, base_name: str, base: _Sum, new_na
 
 def arm_comparisons(groups: Mapping[GroupKey, Tally], settings: MonitorSettings, alerts: list[Alert]) -> list[dict]:
     """Each A/B arm against the control arm (named "control", else the first by name), over every chipset."""
-    arms: dict[tuple[str, str], dict[str, _Sum]] = {}
+    arms: dict[tuple[str, str], dict[str, Totals]] = {}
     for key, tally in groups.items():
         if key.arm is not None:
-            arms.setdefault((key.model, key.channel), {}).setdefault(key.arm, _Sum(set())).add(tally)
+            arms.setdefault((key.model, key.channel), {}).setdefault(key.arm, Totals(set())).add(tally)
     out = []
     for (model, channel), by_arm in sorted(arms.items()):
         if len(by_arm) < 2:
@@ -216,7 +218,7 @@ def arm_comparisons(groups: Mapping[GroupKey, Tally], settings: MonitorSettings,
         control = "control" if "control" in by_arm else sorted(by_arm)[0]
         for arm in sorted(by_arm):
             if arm != control:
-                out.append(_compare(f"{model} on {channel}: arm {arm} vs arm {control}", None, control, by_arm[control],
+                out.append(compare(f"{model} on {channel}: arm {arm} vs arm {control}", None, control, by_arm[control],
                                     arm, by_arm[arm], settings, alerts))
     return out
 
@@ -224,15 +226,15 @@ def arm_comparisons(groups: Mapping[GroupKey, Tally], settings: MonitorSettings,
 def version_comparisons(groups: Mapping[GroupKey, Tally], catalog: Catalog, settings: MonitorSettings,
                         alerts: list[Alert]) -> list[dict]:
     """Each version against the one it replaces (the next older known version), on the same channel, over every chipset."""
-    versions: dict[tuple[str, str], dict[str, _Sum]] = {}
+    versions: dict[tuple[str, str], dict[str, Totals]] = {}
     for key, tally in groups.items():
         if key.arm is None:
-            versions.setdefault((key.model, key.channel), {}).setdefault(key.version, _Sum(set())).add(tally)
+            versions.setdefault((key.model, key.channel), {}).setdefault(key.version, Totals(set())).add(tally)
     out = []
     for (model, channel), by_version in sorted(versions.items()):
         for version in sorted(by_version):
             older = previous_version(catalog, model, version)
             if older in by_version:
-                out.append(_compare(f"{model} on {channel}: {version} vs {older}", None, older, by_version[older],
+                out.append(compare(f"{model} on {channel}: {version} vs {older}", None, older, by_version[older],
                                     version, by_version[version], settings, alerts))
     return out

@@ -31,7 +31,7 @@ from ..repository.index import INDEX_FILE
 from ..repository.offer import BASIS_POINTS, Offer
 from ..repository.publish import publish_index
 from ..repository.rollouts import append_decision, read_log
-from .analysis import Alert, _compare, _Sum, group_figures
+from .analysis import Alert, Totals, compare, group_figures
 from .settings import HOLD, ROLLBACK, MonitorSettings, RolloutPolicy
 from .telemetry import Intake
 
@@ -69,7 +69,7 @@ def decide(channel: str, model: str, policy: RolloutPolicy, offer: Offer, intake
     if offer.rollout_basis_points >= BASIS_POINTS and previous is None:
         return decision(NONE, offer, [f"nothing is being rolled out: {version} is offered to every device"])
     groups = {k: t for k, t in intake.groups.items() if (k.model, k.channel, k.version) == (model, channel, version)}
-    new, old = _Sum(set()), _Sum(set())
+    new, old = Totals(set()), Totals(set())
     for key, tally in intake.groups.items():
         if (key.model, key.channel) == (model, channel):
             if key.version == version:
@@ -86,7 +86,7 @@ def decide(channel: str, model: str, policy: RolloutPolicy, offer: Offer, intake
     ordered = sorted(groups.items(), key=lambda item: (item[0].chipset, item[0].arm or ""))
     evidence["groups"] = [_brief(group_figures(key, tally, settings, alerts)) for key, tally in ordered]
     if previous is not None:
-        evidence["against_previous"] = _compare(f"{model} on {channel}: {version} vs {previous}", None, previous, old,
+        evidence["against_previous"] = compare(f"{model} on {channel}: {version} vs {previous}", None, previous, old,
                                                 version, new, settings, alerts)
     breaking: dict[str, set[str]] = {}
     for alert in alerts:
