@@ -15,8 +15,7 @@ from types import MappingProxyType
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..bundle.verify import _judge_archive, verify_bundle_directory
-from ..bundle.zipreader import ArchiveReader
+from ..bundle.verify import judged_archive, verify_bundle_directory
 from ..client.index import dotted
 from ..errors import ModelmakeError
 from ..repository.publish import RELEASE_FILE
@@ -89,12 +88,11 @@ def read_bundle(path: Path, public_key: ec.EllipticCurvePublicKey) -> tuple[dict
         manifest = verify_bundle_directory(path, public_key)
         folder = path / BASELINES
         names = sorted(p.relative_to(path).as_posix() for p in folder.glob("*.json")) if folder.is_dir() else []
-        return manifest, {name: _parse(( path / name).read_bytes(), name, path) for name in names}
+        return manifest, {name: _parse((path / name).read_bytes(), name, path) for name in names}
     if not path.is_file():
         raise ModelmakeError(f"{path} does not exist: give a bundle directory or a .zip bundle")
-    with ArchiveReader(path) as reader:
-        # Every entry the signature covers is hashed and compared before the manifest is returned.
-        manifest = _judge_archive(reader, public_key, None)
+    with judged_archive(path, public_key) as (manifest, reader):
+        # Every entry the signature covers was hashed and compared before the manifest was returned.
         names = sorted(n for n in reader.entries if n.startswith(BASELINES) and n.endswith(".json"))
         return manifest, {name: _parse(reader.read(name), name, path) for name in names}
 
