@@ -30,6 +30,12 @@ def _cell(value, number: bool = False) -> str:
     return f"<td>{escape(str(value))}</td>"
 
 
+def _percent(value) -> str:
+    if value is None:
+        return "<td>–</td>"
+    return f'<td class="num" data-value="{value}">{value:.2%}</td>'
+
+
 def _table(headings: list[str], rows: list[tuple[str, list[str]]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headings)
     body = "".join(f'<tr class="{cls}">{"".join(cells)}</tr>' for cls, cells in rows)
@@ -71,8 +77,8 @@ def render_html(document: dict) -> str:
             _cell(g["devices"], True), _cell(g["inferences"], True),
             _cell(latency.get("p50"), True), _cell(latency.get("p90"), True), _cell(g["max_latency_ms"], True),
             _cell(g["fps"], True), _cell(g["min_fps"], True),
-            _cell(g["rates"]["failure_rate"]["estimate"], True), _cell(g["rates"]["fallback_rate"]["estimate"], True),
-            _cell(drift, True), _cell(accuracy, True),
+            _percent(g["rates"]["failure_rate"]["estimate"]), _percent(g["rates"]["fallback_rate"]["estimate"]),
+            _cell(drift, True), _percent(accuracy),
             _cell(g["status"]), f'<td class="alerts">{escape("; ".join(g["alerts"]) or (g["evidence"] or ""))}</td>',
         ]))
     parts.append(_table(["model", "version", "chipset", "channel", "arm", "devices", "inferences", "p50 ms", "p90 ms",
@@ -90,7 +96,8 @@ def render_html(document: dict) -> str:
                     cells += [_cell(figure["evidence"]), _cell(None)]
                 else:
                     d = figure["difference"]
-                    cells += [_cell(f"{d['estimate']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"), _cell(figure["verdict"])]
+                    shown = f"{d['estimate'] * 100:+.2f} points [{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
+                    cells += [_cell(shown), _cell(figure["verdict"])]
             worse = any(c[n]["verdict"] == "worse" for n in ("accuracy_proxy", "failure_rate"))
             rows.append(("alert" if worse else "", cells))
         parts.append(_table(["comparison", "accuracy proxy: difference [interval]", "verdict",
