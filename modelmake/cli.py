@@ -331,6 +331,132 @@ def cmd_build(doit_args: list[str]) -> int:
     return errors.StepError.exit_code if result == DOIT_TASK_FAILED else errors.BUG
 
 
+# --- monitor and rollout -------------------------------------------------------------
+
+MONITOR_REPORT = "build/monitor"  # in the workspace: monitor.json and monitor.html
+
+
+def _workspace_plan(workspace: Path):
+    """The workspace's plan when it has a models.yaml, else None (monitor then needs --public-key and bundles)."""
+    from .layout import SPEC_FILE
+    from .spec import load_plan
+
+    return load_plan(workspace) if (workspace / SPEC_FILE).is_file() else None
+
+
+def _workspace_public_key(workspace: Path, plan):
+    """The public key of the key the workspace signs with, without creating a development key."""
+    from .bundle import keys
+    from .bundle.keyring import build_keys
+    from .layout import DEVELOPMENT_PUBLIC_KEY
+
+    if plan.bundle.signing_key is not None:
+        return build_keys(workspace, plan.bundle.signing_key, False, None).signing_key.public_key()
+    path = workspace / DEVELOPMENT_PUBLIC_KEY
+    if not path.is_file():
+        raise KeyMaterialError(f"{path} does not exist: nothing was built and signed here yet; give --public-key")
+    return keys.load_public_key(path.read_bytes(), source=str(path))
+
+
+def _telemetry_paths(paths: list[str]) -> list[Path]:
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise ModelmakeError(f"{', '.join(missing)}: no such telemetry file; give the JSON lines files export() wrote")
+    return [Path(p) for p in paths]
+
+
+def _catalog(args, workspace: Path, plan):
+    from .monitor.baselines import load_catalog, repository_bundles
+
+    public_key = _public_key(args.public_key) if args.public_key else _workspace_public_key(workspace, plan) if plan else None
+    if public_key is None:
+        raise KeyMaterialError("no models.yaml here to take the signing key from: give --public-key (signing.pub.pem)")
+    repository = Path(args.repository) if getattr(args, "repository", None) else workspace / plan.publish.repository if plan else None
+    bundles = [Path(b) for b in getattr(args, "bundle", None) or []] or (repository_bundles(repository) if repository else [])
+    if not bundles and plan is not None:  # nothing published yet: the workspace's own built bundle
+        from .layout import bundle_dir
+
+        built = workspace / bundle_dir(plan.bundle.name, plan.bundle.version)
+        bundles = [built] if built.is_dir() else []
+    if not bundles:
+        raise ModelmakeError(
+            f"no bundle to take baselines from: {repository or 'no repository'} holds no published release and nothing "
+            "is built here; build or publish one (modelmake build, doit publish), or give --bundle PATH"
+        )
+    return load_catalog(bundles, public_key)
+
+
+def _intake_line(intake) -> str:
+    left = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in intake.rejected.items() if count)
+    return f"{intake.accepted} of {intake.lines} records counted" + (f" (left out: {left})" if left else "")
+
+
+def cmd_monitor(args) -> int:
+    from .monitor.analysis import analyse
+    from .monitor.report import write_report
+    from .monitor.settings import MonitorSettings
+    from .monitor.telemetry import read_telemetry
+
+    workspace = Path(args.workspace)
+    plan = _workspace_plan(workspace)
+    settings = plan.monitor if plan else MonitorSettings()
+    catalog = _catalog(args, workspace, plan)
+    intake = read_telemetry(_telemetry_paths(args.telemetry), catalog, max_clock_skew_minutes=settings.max_clock_skew_minutes)
+    document = analyse(intake, catalog, settings)
+    json_path, html_path = write_report(document, Path(args.out) if args.out else workspace / MONITOR_REPORT)
+    print(f"{_intake_line(intake)}; {len(document['groups'])} groups; report: {html_path} and {json_path}")
+    for kind, messages in document["intake"]["messages"].items():
+        for message in messages[:3]:
+            print(f"  left out ({kind.replace('_', ' ')}): {message}", file=sys.stderr)
+    for alert in document["alerts"]:
+        print(f"ALERT {alert['guardrail']}: {alert['where']}: {alert['message']}")
+    return errors.AlertRaised.exit_code if document["alerts"] else 0
+
+
+def cmd_rollout_advance(args) -> int:
+    from .bundle.keyring import build_keys
+    from .fsutil import sha256_file
+    from .monitor.analysis import analyse
+    from .monitor.report import write_report
+    from .monitor.rollout import advance
+    from .monitor.telemetry import read_telemetry
+    from .steps.publish import SECONDS_PER_DAY, _signing_time
+
+    workspace = Path(args.workspace)
+    plan = _workspace_plan(workspace)
+    if plan is None:
+        raise ModelmakeError(f"{workspace} has no models.yaml: run rollout advance in the workspace that publishes the repository")
+    if not plan.publish.rollouts:
+        raise ModelmakeError(
+            "models.yaml declares no staged rollout: give a channel (or a model in it) "
+            "rollout: {steps: [5, 25, 50, 100]} under publish.channels"
+        )
+    catalog = _catalog(args, workspace, plan)
+    paths = _telemetry_paths(args.telemetry)
+    intake = read_telemetry(paths, catalog, max_clock_skew_minutes=plan.monitor.max_clock_skew_minutes)
+    entries = advance(
+        workspace / plan.publish.repository,
+        bundle=plan.bundle.name,
+        policies=plan.publish.rollouts,
+        intake=intake,
+        settings=plan.monitor,
+        signing_key=build_keys(workspace, plan.bundle.signing_key, False, None).signing_key,
+        now=_signing_time(),
+        expires_after=plan.publish.expires_after_days * SECONDS_PER_DAY,
+        telemetry=[{"path": str(p), "sha256": sha256_file(p)} for p in paths],
+    )
+    _, html_path = write_report(analyse(intake, catalog, plan.monitor), workspace / MONITOR_REPORT)
+    print(f"{_intake_line(intake)}; the monitor's report on it: {html_path}")
+    for entry in entries:
+        print(f"{entry['channel']}/{entry['model']} {entry['version']}: {entry['action']}, {entry['from_percent']:g}% -> "
+              f"{entry['offered_version']} at {entry['to_percent']:g}% (index version {entry['index_version']}, "
+              f"decision {entry['sequence']} in rollouts.jsonl)")
+        for reason in entry["reasons"]:
+            print(f"  {reason}")
+    broken = any(entry["action"] in ("hold", "rollback") for entry in entries)
+    return errors.AlertRaised.exit_code if broken else 0
+
+
 # --- entry point ---------------------------------------------------------------------
 
 def exit_code_help() -> str:
@@ -382,7 +508,33 @@ def build_parser() -> argparse.ArgumentParser:
     decrypt.add_argument("--file", metavar="PATH", help="decrypt only this file (its path in the bundle)")
     decrypt.add_argument("--public-key", metavar="PEM", help="verify the bundle with this public key before decrypting")
     decrypt.set_defaults(handler=cmd_decrypt)
+
+    monitor = commands.add_parser(
+        "monitor", help="compare device telemetry with the bundles' baselines and budgets; exits 30 when an alert fires"
+    )
+    monitor.add_argument("telemetry", nargs="+", metavar="TELEMETRY", help="JSON lines files of telemetry records (OTA.md)")
+    _baseline_arguments(monitor)
+    monitor.add_argument("--bundle", action="append", metavar="PATH",
+                         help="a bundle directory or .zip to take baselines from (repeatable; default: every release in the repository)")
+    monitor.add_argument("--repository", metavar="DIR",
+                         help="the repository whose releases give the baselines (default: publish.repository)")
+    monitor.add_argument("--out", metavar="DIR", help=f"where monitor.json and monitor.html go (default: the workspace's {MONITOR_REPORT})")
+    monitor.set_defaults(handler=cmd_monitor)
+
+    rollout = commands.add_parser("rollout", help="steer staged rollouts on telemetry")
+    rollout_commands = rollout.add_subparsers(dest="rollout_command", required=True)
+    advance = rollout_commands.add_parser(
+        "advance", help="decide each staged rollout (advance, hold, roll back) on telemetry, publish the index, log the decision"
+    )
+    advance.add_argument("--telemetry", nargs="+", required=True, metavar="FILE", help="JSON lines files of telemetry records")
+    _baseline_arguments(advance)
+    advance.set_defaults(handler=cmd_rollout_advance)
     return parser
+
+
+def _baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", default=".", metavar="DIR", help="the workspace whose models.yaml and keys apply (default: .)")
+    parser.add_argument("--public-key", metavar="PEM", help="the bundles' signer (default: the workspace's signing key)")
 
 
 def main(argv=None) -> int:

@@ -145,6 +145,20 @@ class OutputError(ModelmakeError):
     meaning = "build: an output could not be written (disk full, read-only or not permitted); earlier outputs are intact"
 
 
+class AlertRaised(ModelmakeError):
+    """`modelmake monitor` or `rollout advance` found an alert: drift, a budget, a rate or a worse arm or version."""
+
+    exit_code = 30
+    meaning = "monitor: an alert fired (drift, a latency or frame-rate budget, a failure or fallback rate, a worse arm or version)"
+
+
+class RolloutLogError(ModelmakeError):
+    """The repository's decision log was rewritten, or does not match its index."""
+
+    exit_code = 31
+    meaning = "rollout: the repository's decision log was rewritten or does not match its index; nothing was published"
+
+
 # The errno values of a file system that refuses writes, which the build reports as OutputError.
 WRITE_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 

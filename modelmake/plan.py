@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .kinds import OutputKind, Precision
+from .monitor.settings import MonitorSettings, RolloutPolicy
 from .repository.offer import Offer
 
 
@@ -224,6 +226,8 @@ class PublishSpec:
     on_build: bool
     expires_after_days: int
     channels: Mapping[str, Mapping[str, Offer]]  # channel -> model -> offer
+    # channel -> model -> the staged rollout `modelmake rollout advance` steers (rollout: {steps: ...})
+    rollouts: Mapping[str, Mapping[str, RolloutPolicy]] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ class BuildPlan:
     # provenance). Who gets which release is publish configuration, not bundle content: editing it, or a comment,
     # must neither repackage nor re-sign a bundle that may already be published.
     build_settings_sha256: str = ""
+    monitor: MonitorSettings = MonitorSettings()  # the monitor: section, over its defaults
 
     def artifacts(self):
         for model in self.models:

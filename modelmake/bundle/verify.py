@@ -217,3 +217,13 @@ def _make_parent(target: Path, archive: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ModelmakeError(f"cannot extract from {archive} into {target.parent}: {error.strerror or error}") from None
+
+
+@contextmanager
+def judged_archive(path: Path, public_key: ec.EllipticCurvePublicKey) -> Iterator[tuple[dict, ArchiveReader]]:
+    """(manifest, reader) of an archive whose signature and every signed file check out, to read signed files from.
+
+    Nothing is extracted; a file read through the reader afterwards is one the signature vouched for by digest.
+    """
+    with ArchiveReader(Path(path)) as reader:
+        yield _judge_archive(reader, public_key, None), reader

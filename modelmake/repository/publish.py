@@ -231,3 +231,40 @@ def _same_offer(previous: dict, document: dict) -> bool:
 def _needs_refresh(previous: dict, now: int) -> bool:
     published, expires = parse_timestamp(previous["published"]), parse_timestamp(previous["expires"])
     return now >= published + (expires - published) * _REFRESH_AFTER
+
+
+def publish_index(
+    repository: Path,
+    *,
+    bundle: str,
+    channels: Mapping[str, Mapping[str, Offer]],
+    signing_key: ec.EllipticCurvePrivateKey,
+    now: int,
+    expires_after: int,
+) -> PublishResult:
+    """Sign a new index offering ``channels`` from releases already in ``repository``, as ``publish`` does after storing one.
+
+    Steering a rollout (``modelmake rollout advance``) changes only what the channels offer: nothing
+    is stored, and an index that already offers exactly this is left as it is (unless due for a refresh).
+    """
+    repository = Path(repository)
+    document = {
+        "format_version": INDEX_FORMAT_VERSION,
+        "repository": bundle,
+        "channels": {c: {"models": {m: entry.document() for m, entry in sorted(models.items())}} for c, models in sorted(channels.items())},
+        "releases": _offered_releases(repository, bundle, channels),
+    }
+    index_path = repository / INDEX_FILE
+    previous = read_unverified(index_path.read_bytes()) if index_path.exists() else None
+    if previous is not None and _same_offer(previous, document) and not _needs_refresh(previous, now):
+        return PublishResult(previous["index_version"], changed=False, new_blobs=0)
+    if now + expires_after <= time.time():
+        raise PublishError(f"the index would expire at {timestamp(now + expires_after)}, which is already past: check the clock")
+    document |= {
+        "index_version": (previous["index_version"] + 1) if previous else 1,
+        "published": timestamp(now),
+        "expires": timestamp(now + expires_after),
+    }
+    with fsutil.atomic_output(index_path) as out:
+        out.write(sign_index(document, signing_key))
+    return PublishResult(document["index_version"], changed=True, new_blobs=0)

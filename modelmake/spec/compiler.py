@@ -24,6 +24,7 @@ from ..bundle.archive import ZIP_EPOCH_MIN
 from ..errors import SpecError
 from ..kinds import OutputKind, Precision
 from ..layout import SPEC_FILE
+from ..monitor.settings import GUARDRAILS, HOLD, MonitorSettings, RolloutPolicy
 from ..plan import (
     Budget,
     BuildPlan,
@@ -108,9 +109,13 @@ def load_plan(workspace: Path, environ=None) -> BuildPlan:
     return dataclasses.replace(plan, build_settings_sha256=build_settings_digest(doc.data))
 
 
+# Who gets which release, and how telemetry is judged, are not bundle content: editing them re-signs nothing.
+NOT_BUNDLE_CONTENT = ("publish", "monitor")
+
+
 def build_settings_digest(document: dict) -> str:
-    """SHA-256 of the document without its publish section, as JSON with sorted keys and no whitespace."""
-    settings = {key: value for key, value in document.items() if key != "publish"}
+    """SHA-256 of the document without its publish and monitor sections, as JSON with sorted keys and no whitespace."""
+    settings = {key: value for key, value in document.items() if key not in NOT_BUNDLE_CONTENT}
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -181,11 +186,19 @@ class Compiler:
                 bundle.version if self.valid(("bundle", "version")) else None,
                 names if names and self.valid_itself(("models",)) else None,
             ),
+            monitor=self.monitor(_mapping(data.get("monitor"))),
         )
+
+    def monitor(self, conf) -> MonitorSettings:
+        """The monitor: section over its defaults; the schema has checked each key's type and range."""
+        if not self.valid(("monitor",)):
+            return MonitorSettings()
+        return MonitorSettings(**conf)
 
     def publish(self, conf, version: str | None, models: list[str] | None) -> PublishSpec:
         """``version`` and ``models`` are None where they are invalid (already reported): nothing is checked against them."""
         channels = {}
+        rollouts: dict[str, dict[str, RolloutPolicy]] = {}
         channels_conf = conf.get("channels") or {"stable": {}}
         for channel, settings in _mapping(channels_conf).items():
             settings = _mapping(settings)
@@ -210,6 +223,9 @@ class Compiler:
                     return (*channel_path, "models", model, key) if key in override else (*channel_path, key)
 
                 offers[model] = self.offer(where, shared | override, version)
+                policy = self.rollout_policy(where, shared | override)
+                if policy is not None:
+                    rollouts.setdefault(channel, {})[model] = policy
             channels[channel] = MappingProxyType(offers)
         if "repository" in conf and self.valid(("publish", "repository")):
             self.check_inside(("publish", "repository"), conf["repository"], "repository directory")
@@ -218,11 +234,30 @@ class Compiler:
             on_build=conf.get("on_build", False),
             expires_after_days=conf.get("expires_after_days", DEFAULT_INDEX_LIFETIME_DAYS),
             channels=MappingProxyType(channels),
+            rollouts=MappingProxyType({c: MappingProxyType(m) for c, m in rollouts.items()}),
         )
+
+    def rollout_policy(self, where, settings) -> RolloutPolicy | None:
+        """A staged rollout's policy (rollout: {steps: ...}); None for a plain percentage or an invalid one (reported)."""
+        rollout = settings.get("rollout")
+        if not isinstance(rollout, dict) or not self.valid(where("rollout")):
+            return None
+        steps = [percent_basis_points(step) for step in rollout["steps"] if in_hundredths(step)]
+        if steps != sorted(steps):
+            self.fail(where("rollout") + ("steps",), "the steps must rise, such as [5, 25, 50, 100]: a rollout only ever adds devices")
+        guardrails = dict.fromkeys(GUARDRAILS, HOLD) | rollout.get("guardrails", {})
+        return RolloutPolicy(steps=tuple(steps), min_devices=rollout.get("min_devices", RolloutPolicy.min_devices),
+                             guardrails=MappingProxyType(guardrails))
 
     def offer(self, where, settings, bundle_version: str | None) -> Offer:
         version = settings.get("version", bundle_version)
-        percentages = [(where("rollout"), settings["rollout"])] if "rollout" in settings else []
+        rollout = settings.get("rollout", 100)
+        if isinstance(rollout, dict):  # a staged rollout: publishing offers its first step
+            steps = rollout.get("steps") if self.valid(where("rollout")) else None
+            rollout = steps[0] if steps else 100
+            percentages = [(where("rollout") + ("steps", i), step) for i, step in enumerate(steps or [])]
+        else:
+            percentages = [(where("rollout"), rollout)] if "rollout" in settings else []
         percentages += [(where("arms") + (name, "weight"), arm["weight"]) for name, arm in settings.get("arms", {}).items()]
         for path, percent in percentages:
             if not in_hundredths(percent):
@@ -245,7 +280,7 @@ class Compiler:
             )
         return Offer(
             version=version,
-            rollout_basis_points=percent_basis_points(settings.get("rollout", 100)),
+            rollout_basis_points=percent_basis_points(rollout),
             previous=previous,
             arms=arms,
             min_app_version=settings.get("min_app_version"),

@@ -9,6 +9,7 @@ from ..bundle.keyring import build_keys
 from ..contracts import PublishJob
 from ..repository.offer import Offer
 from ..repository.publish import publish as publish_bundle
+from ..repository.rollouts import steered
 
 SECONDS_PER_DAY = 86_400
 
@@ -24,6 +25,9 @@ def _signing_time() -> int:
 
 def publish(job: PublishJob) -> str:
     keys = job.keys
+    # Publishing signs only: no data key is made or read for it.
+    signing_key = build_keys(Path.cwd(), keys.signing_key, False, None).signing_key
+    channels = {c: {m: Offer.from_document(offer) for m, offer in models.items()} for c, models in job.channels.items()}
     result = publish_bundle(
         Path(job.repository),
         bundle_dir=Path(job.bundle_dir),
@@ -33,9 +37,9 @@ def publish(job: PublishJob) -> str:
             name: {"platform": t.platform, "chipsets": list(t.chipsets), "min_os_version": t.min_os_version}
             for name, t in job.targets.items()
         },
-        channels={c: {m: Offer.from_document(offer) for m, offer in models.items()} for c, models in job.channels.items()},
-        # Publishing signs only: no data key is made or read for it.
-        signing_key=build_keys(Path.cwd(), keys.signing_key, False, None).signing_key,
+        # A release under a staged rollout is offered as its latest logged decision left it (repository/rollouts.py).
+        channels=steered(Path(job.repository), channels, signing_key.public_key()),
+        signing_key=signing_key,
         now=_signing_time(),
         expires_after=job.expires_after_days * SECONDS_PER_DAY,
     )

@@ -33,7 +33,7 @@ VARIANTS = {
 EXIT = {
     "ok": 0, "error": 1, "usage": 2, "key": 5, "verification": 6, "decryption": 7, "format_version": 8,
     "tampered": 9, "file_set": 10, "wrong_key": 11, "unsafe_archive": 12, "signature_format": 13, "publish": 14,
-    "spec": 20, "step": 21, "budget": 22, "busy": 23, "output": 24, "bug": 70,
+    "spec": 20, "step": 21, "budget": 22, "busy": 23, "output": 24, "alert": 30, "rollout_log": 31, "bug": 70,
 }
 # doit's own exit codes: a build failure that reached a process as one of these could not be told apart.
 DOIT_CODES = {0, 1, 2, 3}
