@@ -35,7 +35,7 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,199}")
 
 # Object stores answer a dead endpoint quickly only when told to: a few seconds to connect, one retry.
-S3_DEFAULTS = {"config_kwargs": {"connect_timeout": 3, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}, "retries": 1}
+S3_DEFAULTS = {"config_kwargs": {"connect_timeout": 3, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}}
 
 
 class CacheError(Exception):

@@ -1,0 +1,152 @@
+"""The content-addressed store against a real S3 server (SeaweedFS on loopback) and a local folder."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from modelmake.cache.store import CacheEntryInvalid, CacheStore, CacheUnavailable, file_sha256
+
+
+def _outputs(root: Path, files: dict[str, bytes]) -> dict[str, Path]:
+    paths = {}
+    for relpath, data in files.items():
+        path = root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        paths[relpath] = path
+    return paths
+
+
+@pytest.fixture(params=["s3", "file"])
+def store_url(request, tmp_path):
+    if request.param == "file":
+        return (tmp_path / "store").as_uri()
+    return request.getfixturevalue("s3_cache")
+
+
+def test_an_entry_round_trips_byte_for_byte(store_url, tmp_path):
+    files = {"build/artifacts/t/model.tflite": b"\x00model" * 5000, "build/artifacts/t/model.tflite.json": b'{"a": 1}\n'}
+    store = CacheStore(store_url)
+    store.check()
+    store.put_entry("k" * 64, _outputs(tmp_path / "a", files), {"duration_seconds": 2.5})
+
+    entry = CacheStore(store_url, write=False).get_entry("k" * 64)
+    assert entry is not None and entry.meta["duration_seconds"] == 2.5
+    CacheStore(store_url).fetch(entry, tmp_path / "b")
+    for relpath, data in files.items():
+        assert (tmp_path / "b" / relpath).read_bytes() == data
+
+
+def test_a_missing_key_is_a_miss(store_url):
+    store = CacheStore(store_url)
+    store.check()
+    assert store.get_entry("0" * 64) is None
+
+
+def test_a_blob_already_there_is_not_uploaded_again(store_url, tmp_path):
+    paths = _outputs(tmp_path, {"build/x": b"same bytes" * 1000})
+    store = CacheStore(store_url)
+    store.put_entry("a" * 64, paths, {})
+    moved = store.bytes_up
+    store.put_entry("b" * 64, paths, {})
+    assert store.bytes_up - moved < 1000  # only the second entry's record
+
+
+def test_a_blob_holding_other_bytes_changes_nothing_in_the_workspace(tmp_path):
+    url = (tmp_path / "store").as_uri()
+    store = CacheStore(url)
+    paths = _outputs(tmp_path / "a", {"build/one": b"one" * 100, "build/two": b"two" * 100})
+    store.put_entry("c" * 64, paths, {})
+    tampered = Path(store.blob_path(file_sha256(paths["build/two"])))
+    tampered.write_bytes(b"evil" * 75)
+    workspace = tmp_path / "b"
+    _outputs(workspace, {"build/one": b"old"})
+
+    with pytest.raises(CacheEntryInvalid, match="other bytes"):
+        store.fetch(store.get_entry("c" * 64), workspace)
+    assert (workspace / "build/one").read_bytes() == b"old"
+    assert not (workspace / "build/two").exists()
+
+
+def test_an_entry_naming_a_path_outside_the_workspace_is_refused(tmp_path):
+    store = CacheStore((tmp_path / "store").as_uri())
+    store.check()
+    record = {"format": 1, "key": "d" * 64, "files": {"../escape": {"sha256": "0" * 64, "size": 1}}, "meta": {}}
+    Path(store.entry_path("d" * 64)).parent.mkdir(parents=True, exist_ok=True)
+    Path(store.entry_path("d" * 64)).write_text(json.dumps(record))
+    with pytest.raises(CacheEntryInvalid, match="unsafe path"):
+        store.get_entry("d" * 64)
+
+
+def test_many_writers_of_one_key_leave_a_whole_entry_and_readers_never_see_half(s3_cache, tmp_path):
+    payloads = [{f"build/out/{i}": bytes([w]) * (20000 + i) for i in range(4)} for w in range(4)]
+    seen: list[object] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write(index: int) -> None:
+        try:
+            CacheStore(s3_cache).put_entry("e" * 64, _outputs(tmp_path / f"w{index}", payloads[index]), {"writer": index})
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    def read() -> None:
+        store = CacheStore(s3_cache, write=False)
+        while not done.is_set():
+            try:
+                entry = store.get_entry("e" * 64)
+            except BaseException as error:  # noqa: BLE001
+                errors.append(error)
+                return
+            if entry is not None:
+                seen.append(entry)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    done.set()
+    reader.join()
+
+    assert not errors
+    final = CacheStore(s3_cache).get_entry("e" * 64)
+    for entry in [*seen, final]:
+        assert set(entry.files) == set(payloads[entry.meta["writer"]])
+    workspace = tmp_path / "fetched"
+    CacheStore(s3_cache).fetch(final, workspace)
+    for relpath, data in payloads[final.meta["writer"]].items():
+        assert (workspace / relpath).read_bytes() == data
+
+
+def test_a_read_only_store_uploads_nothing(s3_cache, tmp_path, seaweed_s3):
+    store = CacheStore(s3_cache, write=False)
+    store.put_entry("f" * 64, _outputs(tmp_path, {"build/x": b"x" * 100}), {})
+    assert store.bytes_up == 0
+    assert not seaweed_s3.filesystem().exists(s3_cache.removeprefix("s3://"))
+
+
+def test_a_server_that_does_not_answer_is_unavailable_within_seconds(monkeypatch, seaweed_s3):
+    from tests.support.seaweed import free_ports
+
+    for name, value in seaweed_s3.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_ports(1)[0]}")
+    with pytest.raises(CacheUnavailable, match="cannot reach"):
+        CacheStore(f"s3://{seaweed_s3.bucket}/x", storage_options={"skip_instance_cache": True}).check()
+
+
+@pytest.mark.parametrize("problem", ["bucket", "credentials"])
+def test_a_wrong_bucket_or_wrong_credentials_is_unavailable(problem, s3_cache, monkeypatch, seaweed_s3):
+    url = s3_cache
+    if problem == "bucket":
+        url = "s3://no-such-bucket/x"
+    else:
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(CacheUnavailable):
+        CacheStore(url, storage_options={"skip_instance_cache": True}).check()
