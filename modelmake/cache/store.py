@@ -264,12 +264,14 @@ class CacheStore:
         self.bytes_down += len(data)
         return parse_entry(key, data)
 
-    def fetch(self, entry: Entry, workspace: Path, *, staging: Path | None = None) -> None:
+    def fetch(self, entry: Entry, workspace: Path, *, staging: Path | None = None, replace_dirs: tuple[str, ...] = ()) -> None:
         """Download every file of ``entry`` into a staging folder, verify it, then move each into place.
 
         A missing or mismatching blob raises CacheEntryInvalid before anything
         in the workspace changes.  ``staging`` (default: a folder under the
         workspace's build/) must be on the workspace's file system.
+        ``replace_dirs`` (workspace-relative) are emptied just before the files
+        move in, so a directory output holds exactly the entry's files.
         """
         workspace = Path(workspace)
         root = Path(staging) if staging is not None else workspace / "build" / ".modelmake" / "cache" / "staging"
@@ -284,6 +286,8 @@ class CacheStore:
                 if scratch.stat().st_size != digest.size:
                     raise CacheEntryInvalid(f"entry {entry.key}: {relpath} is {scratch.stat().st_size} bytes, the entry says {digest.size}")
                 staged.append((scratch, workspace / relpath))
+            for folder_path in replace_dirs:
+                shutil.rmtree(workspace / safe_relpath(folder_path), ignore_errors=True)
             for scratch, final in staged:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 if final.is_dir() and not final.is_symlink():

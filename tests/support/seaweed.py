@@ -120,7 +120,8 @@ def start_server(folder: Path):
         except Exception as error:  # noqa: BLE001 - not up yet: refused, 503, no volume yet
             if time.monotonic() > deadline:
                 stop_server(process)
-                raise RuntimeError(f"weed server's S3 did not answer within {START_SECONDS} s ({error}):\n{_tail(folder / 'weed.log')}") from None
+                log_tail = _tail(folder / "weed.log")
+                raise RuntimeError(f"weed server's S3 did not answer within {START_SECONDS} s ({error}):\n{log_tail}") from None
             time.sleep(0.2)
     return process, server
 
