@@ -179,10 +179,10 @@ def _outputs(task: CacheableTask) -> dict[str, Path] | None:
 # --- the cache's state in this build: shared by every doit process of the build ----------------------------------
 
 
-def build_id() -> str:
+def build_id(workspace: Path | None = None) -> str:
     """The running build, as its lock names it (the doit process and when it started); this process when there is none."""
     try:
-        record = json.loads(Path(_BUILD_LOCK).read_text(encoding="utf-8"))
+        record = json.loads((Path(workspace or ".") / _BUILD_LOCK).read_text(encoding="utf-8"))
         return f"{record['pid']}@{record['started']}"
     except (OSError, ValueError, KeyError, TypeError):
         return f"{os.getpid()}@process"
