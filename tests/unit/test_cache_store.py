@@ -150,3 +150,33 @@ def test_a_wrong_bucket_or_wrong_credentials_is_unavailable(problem, s3_cache, m
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(CacheUnavailable):
         CacheStore(url, storage_options={"skip_instance_cache": True}).check()
+
+
+def test_a_missing_blob_makes_the_entry_invalid(tmp_path):
+    store = CacheStore((tmp_path / "store").as_uri())
+    paths = _outputs(tmp_path / "a", {"build/one": b"one" * 100})
+    store.put_entry("9" * 64, paths, {})
+    Path(store.blob_path(file_sha256(paths["build/one"]))).unlink()
+    with pytest.raises(CacheEntryInvalid, match="missing"):
+        store.fetch(store.get_entry("9" * 64), tmp_path / "b")
+    assert not (tmp_path / "b" / "build/one").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "environ", "expected"),
+    [
+        (None, {}, None),
+        (None, {"MODELMAKE_CACHE": "s3://b/p"}, ("s3://b/p", True)),
+        (("s3://b/spec", False), {}, ("s3://b/spec", False)),
+        (("s3://b/spec", False), {"MODELMAKE_CACHE": "s3://b/env"}, ("s3://b/env", False)),
+        (("s3://b/spec", False), {"MODELMAKE_CACHE_WRITE": "1"}, ("s3://b/spec", True)),
+        (("s3://b/spec", True), {"MODELMAKE_CACHE_WRITE": "0"}, ("s3://b/spec", False)),
+        (("s3://b/spec", True), {"MODELMAKE_CACHE": "off"}, None),
+    ],
+)
+def test_the_environment_overrides_the_spec_s_cache_settings(spec, environ, expected):
+    from modelmake.cache.hook import settings_in_force
+    from modelmake.plan import CacheSettings
+
+    settings = settings_in_force(CacheSettings(*spec) if spec else None, environ)
+    assert (None if settings is None else (settings.url, settings.write)) == expected
