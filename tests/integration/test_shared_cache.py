@@ -178,3 +178,33 @@ def test_credentials_in_the_cache_section_are_refused_with_where_to_put_them(fil
     clone.write("models.yaml", clone.spec() + "cache:\n  url: s3://bucket/prefix\n  secret_key: hunter2\n")
     run = clone.doit(ok=False)
     assert "models.yaml" in run.output and "secret_key" in run.output and "AWS_SECRET_ACCESS_KEY" in run.output
+
+
+@pytest.mark.slow
+def test_a_build_split_across_clones_fetches_each_part_once_and_gives_the_same_archives(template, tmp_path, seaweed_s3):
+    """A CI matrix in small: one clone builds one target's tasks, a second the rest, a third only packages."""
+    env = seaweed_s3.environment() | {"MODELMAKE_CACHE": seaweed_s3.fresh_url()}
+    first = copy_workspace(template, tmp_path / "first")
+    part = first.doit("evaluate:*@pixel-8", env=env)
+    built_first = _cacheable(part.executed)
+    assert any(task.startswith("convert:") for task in built_first) and not any("android-arm64-cpu" in t for t in built_first)
+
+    second = copy_workspace(template, tmp_path / "second")
+    rest = second.doit(env=env)
+    summary = _summary(second)
+    assert summary["hits"] == len(built_first) and summary["ignored"] == 0
+    # doit runs every task's action; what the first clone built comes from the cache, nothing else does.
+    assert summary["misses"] == len(_cacheable(rest.executed) - built_first)
+    for task in built_first:
+        assert f"{task}: from the cache" in rest.stdout
+    for relative, digest in first.outputs().items():
+        if relative.startswith(("artifacts/", "metrics/", "sources/", "data/", "reference/")):
+            assert second.outputs()[relative] == digest, relative
+
+    third = copy_workspace(template, tmp_path / "third")
+    result = modelmake("build", cwd=third.root, env=env | {"MODELMAKE_CACHE_WRITE": "0"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _summary(third)["misses"] == 0
+    assert third.bundle_bytes() == second.bundle_bytes()
+    archives = [name for name in third.bundle_bytes() if name.endswith(".zip")]
+    assert archives
