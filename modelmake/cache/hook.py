@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from .. import layout
@@ -71,6 +72,7 @@ def task_key(task: CacheableTask) -> str:
 
     document = {
         "format": KEY_FORMAT,
+        "code": code_digest(),
         "kind": task.kind,
         "job": task.job_type,
         "hashed": task.hashed,
@@ -78,6 +80,21 @@ def task_key(task: CacheableTask) -> str:
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@cache
+def code_digest() -> str:
+    """The SHA-256 of modelmake's own code: its version number alone does not change with every edit of a step.
+
+    doit's own state trusts the version (a developer's edited step reruns after ``doit forget``); a cache
+    shared by many machines must not serve what other code made.
+    """
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            digest.update(path.relative_to(package).as_posix().encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def run_cached(task: CacheableTask, task_name: str, run: Callable[[], object]):
