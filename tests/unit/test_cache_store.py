@@ -180,3 +180,31 @@ def test_the_environment_overrides_the_spec_s_cache_settings(spec, environ, expe
 
     settings = settings_in_force(CacheSettings(*spec) if spec else None, environ)
     assert (None if settings is None else (settings.url, settings.write)) == expected
+
+
+def test_modelmake_cache_says_when_no_build_has_used_a_cache(tmp_path, capsys, monkeypatch):
+    from modelmake.cli import main
+
+    monkeypatch.delenv("MODELMAKE_CACHE", raising=False)
+    assert main(["cache", "--workspace", str(tmp_path)]) == 0
+    assert "no build" in capsys.readouterr().out
+    assert main(["cache", "--workspace", str(tmp_path), "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "null"
+
+
+def test_the_last_build_s_figures_add_up_over_its_tasks(tmp_path):
+    from modelmake.cache.hook import STATS, console_line, last_build
+
+    record = tmp_path / STATS
+    record.parent.mkdir(parents=True)
+    lines = [
+        {"build": "1@x", "url": "s3://b/p", "write": True},
+        {"task": "convert:a", "outcome": "hit", "uploaded": False, "bytes_down": 3_000_000, "bytes_up": 0, "saved_seconds": 40.0},
+        {"task": "convert:b", "outcome": "miss", "uploaded": True, "bytes_down": 0, "bytes_up": 1000},
+        {"task": "evaluate:a", "outcome": "ignored", "uploaded": True, "bytes_down": 10, "bytes_up": 500},
+    ]
+    record.write_text("\n".join(json.dumps(line) for line in lines) + "\n{half a line")
+    summary = last_build(tmp_path)
+    assert (summary["tasks"], summary["hits"], summary["misses"], summary["ignored"], summary["uploads"]) == (3, 1, 1, 1, 2)
+    assert (summary["bytes_down"], summary["bytes_up"], summary["seconds_saved"]) == (3_000_010, 1500, 40.0)
+    assert console_line(summary) == "cache: 1 of 3 tasks from s3://b/p (3.0 MB fetched, 40 s saved, 2 uploaded)"
