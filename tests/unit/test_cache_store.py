@@ -208,3 +208,93 @@ def test_the_last_build_s_figures_add_up_over_its_tasks(tmp_path):
     assert (summary["tasks"], summary["hits"], summary["misses"], summary["ignored"], summary["uploads"]) == (3, 1, 1, 1, 2)
     assert (summary["bytes_down"], summary["bytes_up"], summary["seconds_saved"]) == (3_000_010, 1500, 40.0)
     assert console_line(summary) == "cache: 1 of 3 tasks from s3://b/p (3.0 MB fetched, 40 s saved, 2 uploaded)"
+
+
+def _task(settings, **overrides):
+    from modelmake.contracts import CacheableTask
+
+    fields = {
+        "kind": "convert", "job_type": "ConvertJob", "hashed": {"config": {"precision": "int8"}, "tools": {"x": "1"}, "also": None},
+        "file_dep": ("build/in.json",), "targets": ("build/out/model.bin", "build/out/model.json"), "output_dirs": (),
+        "settings": settings,
+    }
+    return CacheableTask(**(fields | overrides))
+
+
+def _step(outputs: dict[str, bytes], result=None):
+    calls = []
+
+    def run():
+        calls.append(1)
+        for relpath, data in outputs.items():
+            Path(relpath).parent.mkdir(parents=True, exist_ok=True)
+            Path(relpath).write_bytes(data)
+        return result
+
+    return run, calls
+
+
+@pytest.fixture
+def in_workspace(tmp_path, monkeypatch):
+    for name in ("MODELMAKE_CACHE", "MODELMAKE_CACHE_WRITE"):
+        monkeypatch.delenv(name, raising=False)
+    workspace = tmp_path / "workspace"
+    (workspace / "build").mkdir(parents=True)
+    (workspace / "build/in.json").write_text('{"source": 1}')
+    monkeypatch.chdir(workspace)
+    return workspace
+
+
+def test_a_run_is_uploaded_and_a_second_workspace_fetches_it_without_running(in_workspace, tmp_path, monkeypatch):
+    from modelmake.cache.hook import last_build, run_cached
+    from modelmake.plan import CacheSettings
+
+    settings = CacheSettings((tmp_path / "store").as_uri())
+    outputs = {"build/out/model.bin": b"model", "build/out/model.json": b"{}"}
+    run, calls = _step(outputs)
+    assert run_cached(_task(settings), "convert:m", run) is None and calls == [1]
+    assert last_build(in_workspace)["uploads"] == 1
+
+    other = tmp_path / "other"
+    (other / "build").mkdir(parents=True)
+    (other / "build/in.json").write_text('{"source": 1}')
+    monkeypatch.chdir(other)
+    run, calls = _step({"build/out/model.bin": b"never"})
+    assert run_cached(_task(settings), "convert:m", run) is None and calls == []
+    assert {p: (other / p).read_bytes() for p in outputs} == outputs
+    assert last_build(other)["hits"] == 1
+    # Another input is another key: a miss, and the step runs.
+    (other / "build/in.json").write_text('{"source": 2}')
+    run, calls = _step(outputs)
+    run_cached(_task(settings), "convert:m", run)
+    assert calls == [1]
+
+
+def test_a_recorded_failure_is_never_uploaded(in_workspace, tmp_path):
+    from modelmake.cache.hook import last_build, run_cached
+    from modelmake.plan import CacheSettings
+    from modelmake.steps.runner import RECORDED_FAILURE
+
+    settings = CacheSettings((tmp_path / "store").as_uri())
+    run, _ = _step({"build/out/model.json": b'{"not_built": "why"}'}, result={RECORDED_FAILURE: True})
+    assert run_cached(_task(settings), "convert:m", run) == {RECORDED_FAILURE: True}
+    summary = last_build(in_workspace)
+    assert (summary["misses"], summary["uploads"]) == (1, 0)
+    assert not list((tmp_path / "store").rglob("*.json"))
+
+
+def test_an_entry_holding_files_outside_the_task_s_outputs_is_ignored(in_workspace, tmp_path, capsys):
+    from modelmake.cache.hook import run_cached, task_key
+    from modelmake.plan import CacheSettings
+
+    settings = CacheSettings((tmp_path / "store").as_uri())
+    task = _task(settings)
+    planted = _outputs(tmp_path / "evil", {
+        "build/out/model.bin": b"m", "build/out/model.json": b"{}", "keys/dev/signing.pem": b"attacker's key",
+    })
+    CacheStore(settings.url).put_entry(task_key(task), planted, {})
+    run, calls = _step({"build/out/model.bin": b"m", "build/out/model.json": b"{}"})
+    run_cached(task, "convert:m", run)
+    assert calls == [1] and not (in_workspace / "keys").exists()
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert "convert:m" in warning and "keys/dev/signing.pem" in warning
