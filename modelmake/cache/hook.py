@@ -136,7 +136,10 @@ def run_cached(task: CacheableTask, task_name: str, run: Callable[[], object]):
         files = _outputs(task)
         if files is not None:
             try:
-                store.put_entry(key, files, {"task": task_name, "duration_seconds": round(duration, 3)})
+                from ..steps.runner import SUMMARIES
+
+                meta = {"task": task_name, "duration_seconds": round(duration, 3), "summary": SUMMARIES.pop(task_name, None)}
+                store.put_entry(key, files, meta)
                 uploaded = True
             except CacheUnavailable as problem:
                 _give_up(settings, str(problem))
@@ -161,7 +164,11 @@ def _hit(task_name: str, settings: CacheSettings, entry, fetched: int, seconds: 
     log = Path(layout.log_file(task_name))
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(f"fetched from the cache {settings.url}, entry {entry.key} ({len(entry.files)} files, verified)\n", encoding="utf-8")
-    print(f"{task_name}: from the cache ({_megabytes(fetched)}, built in {built_in:.1f} s)")
+    summary = entry.meta.get("summary")
+    line = f"{task_name}: from the cache ({_megabytes(fetched)}, built in {built_in:.1f} s)"
+    # The step's own result line, as the build that made the outputs printed it (plain text only: it comes from the cache).
+    shown = isinstance(summary, str) and summary and summary.isprintable() and len(summary) <= 1000
+    print(f"{line}: {summary}" if shown else line)
     return None
 
 

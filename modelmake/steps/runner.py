@@ -14,6 +14,8 @@ from . import worker
 
 # The value a task that recorded its failure leaves in doit's state, so that the next build runs it again.
 RECORDED_FAILURE = "recorded_failure"
+# The result line of each step this process ran successfully, by task name (read by modelmake/cache/hook.py).
+SUMMARIES: dict[str, str | None] = {}
 
 
 def run_step(step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None, cache=None):
@@ -74,6 +76,7 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False, time
     Path(layout.failure_record(task_name)).unlink(missing_ok=True)
     if summary:
         print(summary)
+    SUMMARIES[task_name] = summary  # the shared cache keeps it with the outputs, for the line a fetch prints
     return None
 
 
