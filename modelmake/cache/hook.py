@@ -111,26 +111,25 @@ def run_cached(task: CacheableTask, task_name: str, run: Callable[[], object]):
         return run()  # an input is missing: the step itself says so
     from .store import CacheEntryInvalid, CacheUnavailable
 
+    # Counted per task, not from the store's totals: with a cluster, doit runs tasks in threads sharing one store.
     outcome = "miss"
-    before_down = store.bytes_down
     started = time.monotonic()
     try:
         entry = store.get_entry(key)
         if entry is not None:
             _check_covers(entry, task)
             store.fetch(entry, Path.cwd(), staging=Path(STAGING), replace_dirs=task.output_dirs)
-            return _hit(task_name, settings, entry, store.bytes_down - before_down, time.monotonic() - started)
+            return _hit(task_name, settings, entry, entry.size, time.monotonic() - started)
     except CacheEntryInvalid as problem:
         outcome = "ignored"
         _warn(f"the cached outputs of {task_name} in {settings.url} were ignored ({problem}); running the task")
     except CacheUnavailable as problem:
         _give_up(settings, str(problem))
         return run()
-    fetched = store.bytes_down - before_down
     started = time.monotonic()
     result = run()
     duration = time.monotonic() - started
-    uploaded, before_up = False, store.bytes_up
+    uploaded, sent = False, 0
     # None is success; a recorded failure (a dict of values) or a TaskFailed is never shared.
     if result is None and settings.write and _usable():
         files = _outputs(task)
@@ -139,15 +138,15 @@ def run_cached(task: CacheableTask, task_name: str, run: Callable[[], object]):
                 from ..steps.runner import SUMMARIES
 
                 meta = {"task": task_name, "duration_seconds": round(duration, 3), "summary": SUMMARIES.pop(task_name, None)}
-                store.put_entry(key, files, meta)
+                sent = store.put_entry(key, files, meta)
                 uploaded = True
             except CacheUnavailable as problem:
                 _give_up(settings, str(problem))
             except OSError:
                 pass  # an output went while uploading: the build is not the cache's to fail
     _record(settings, {
-        "task": task_name, "outcome": outcome, "uploaded": uploaded, "bytes_down": fetched,
-        "bytes_up": store.bytes_up - before_up, "seconds": round(duration, 3),
+        "task": task_name, "outcome": outcome, "uploaded": uploaded, "bytes_down": 0,
+        "bytes_up": sent, "seconds": round(duration, 3),
     })
     return result
 
