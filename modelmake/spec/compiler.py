@@ -29,6 +29,7 @@ from ..plan import (
     Budget,
     BuildPlan,
     BundleSpec,
+    CacheSettings,
     CustomMetrics,
     Dataset,
     InputSpec,
@@ -109,12 +110,13 @@ def load_plan(workspace: Path, environ=None) -> BuildPlan:
     return dataclasses.replace(plan, build_settings_sha256=build_settings_digest(doc.data))
 
 
-# Who gets which release, and how telemetry is judged, are not bundle content: editing them re-signs nothing.
-NOT_BUNDLE_CONTENT = ("publish", "monitor")
+# Who gets which release, how telemetry is judged, and where outputs may be fetched from are not bundle content:
+# editing them re-signs nothing.
+NOT_BUNDLE_CONTENT = ("publish", "monitor", "cache")
 
 
 def build_settings_digest(document: dict) -> str:
-    """SHA-256 of the document without its publish and monitor sections, as JSON with sorted keys and no whitespace."""
+    """SHA-256 of the document without the sections that are not bundle content, as JSON with sorted keys and no whitespace."""
     settings = {key: value for key, value in document.items() if key not in NOT_BUNDLE_CONTENT}
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -187,6 +189,7 @@ class Compiler:
                 names if names and self.valid_itself(("models",)) else None,
             ),
             monitor=self.monitor(_mapping(data.get("monitor"))),
+            cache=self.cache(_mapping(data.get("cache"))),
         )
 
     def monitor(self, conf) -> MonitorSettings:
@@ -194,6 +197,12 @@ class Compiler:
         if not self.valid(("monitor",)):
             return MonitorSettings()
         return MonitorSettings(**conf)
+
+    def cache(self, conf) -> CacheSettings | None:
+        """The ``cache:`` section (the schema has checked its keys and refused credentials in it)."""
+        if not conf or not self.valid(("cache",)):
+            return None
+        return CacheSettings(url=str(conf["url"]), write=bool(conf.get("write", True)))
 
     def publish(self, conf, version: str | None, models: list[str] | None) -> PublishSpec:
         """``version`` and ``models`` are None where they are invalid (already reported): nothing is checked against them."""

@@ -14,9 +14,11 @@ from . import worker
 
 # The value a task that recorded its failure leaves in doit's state, so that the next build runs it again.
 RECORDED_FAILURE = "recorded_failure"
+# The result line of each step this process ran successfully, by task name (read by modelmake/cache/hook.py).
+SUMMARIES: dict[str, str | None] = {}
 
 
-def run_step(step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None):
+def run_step(step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None, cache=None):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
 
     The step module is imported here, not when the graph loads, so that a
@@ -37,6 +39,12 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False, time
     the package step then refuses the bundle, or a selecting target drops the
     candidate and ships the next one.
     """
+    if cache is not None:
+        # A cacheable task (contracts.CacheableTask): fetched from the shared cache when its key is there, else run
+        # and uploaded (modelmake/cache/hook.py); with no cache in force it simply runs.
+        from ..cache.hook import run_cached
+
+        return run_cached(cache, task_name, lambda: run_step(step, task_name, job, record_failures, timeout_minutes))
     from doit.exceptions import TaskFailed
 
     log = layout.log_file(task_name)
@@ -68,6 +76,7 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False, time
     Path(layout.failure_record(task_name)).unlink(missing_ok=True)
     if summary:
         print(summary)
+    SUMMARIES[task_name] = summary  # the shared cache keeps it with the outputs, for the line a fetch prints
     return None
 
 
