@@ -9,7 +9,9 @@ index by the reference client's rules, and its recorder, made from the baseline 
 for the variant it runs, observes a random sample of those rows with their real outputs, one in
 ten labelled with the data's truth. `modelmake rollout advance --telemetry` then decides on the
 fleet's records, as a user runs it: real outputs on ordinary data raise no alert and the rollout
-goes to every device step by step; dimmed scenes drift away from the baseline and hold it.
+goes to every device step by step, while a few real clients over loopback HTTP install, after each
+decision, what the simulated devices with their ids run; dimmed scenes drift away from the
+baseline and hold the rollout on the index in force.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import pytest
 from modelmake import cli, errors, layout
 from modelmake.bundle import keys
 from modelmake.bundle.signing import public_key_hint
+from modelmake.client import Client, UpdateStatus
 from modelmake.client.index import verify_index
 from modelmake.client.offer import DeviceProfile, choose_release, choose_variant
 from modelmake.client.telemetry import TelemetryContext, TelemetryRecorder
@@ -36,6 +39,7 @@ from modelmake.repository.rollouts import read_log
 from modelmake.spec import load_plan
 from modelmake.steps import _evaluation
 
+from tests.support.ota_server import RepositoryServer
 from tests.support.workspaces import BUNDLE, BUNDLE_TASKS, VERSION, Workspace, copy_workspace
 
 pytestmark = pytest.mark.slow
@@ -230,6 +234,29 @@ def advance(workspace: Workspace, telemetry: Path, capsys, monkeypatch) -> tuple
     return code, captured.out + captured.err, decisions, report
 
 
+class Phones:
+    """A few real reference clients beside the simulated fleet, updating over loopback HTTP after every decision."""
+
+    def __init__(self, fleet: Fleet, server: RepositoryServer, devices: list, cache: Path):
+        self.fleet, self.devices = fleet, devices
+        self.clients = {d.device_id: Client(base_url=server.url, cache_dir=cache / d.device_id, repository=BUNDLE,
+                                            trusted_keys=[keys.public_key_pem(public_key(fleet.workspace))])
+                        for d in devices}
+
+    def update(self, placed: dict) -> None:
+        """Each phone installs what the index in force offers it: what the simulated device with its id runs, model
+        file and baseline alike."""
+        for device in self.devices:
+            client = self.clients[device.device_id]
+            for model in MODELS:
+                result = client.update(device, model)
+                assert result.status in (UpdateStatus.INSTALLED, UpdateStatus.CURRENT), result
+                installed = client.installed(model)
+                version, _, variant = placed[device.device_id][model]
+                assert (installed.version, installed.variant_id, installed.sha256) == (version, variant.id, variant.sha256)
+                assert json.loads(installed.baseline.read_bytes()) == self.fleet.baseline(variant)
+
+
 def by_model(decisions: list[dict]) -> dict[str, tuple]:
     return {d["model"]: (d["action"], d["from_percent"], d["to_percent"], d["published"]) for d in decisions}
 
@@ -240,22 +267,32 @@ def by_model(decisions: list[dict]) -> dict[str, tuple]:
 def test_real_outputs_of_a_healthy_fleet_advance_the_rollout_step_by_step_to_every_device(workspace, tmp_path, capsys, monkeypatch):
     fleet = Fleet(workspace, RealOutputs(workspace.root))
     now = int(time.time())
-    for period, (step, following) in enumerate(zip(STEPS, STEPS[1:], strict=False)):
-        placed = fleet.follow(now + period)
-        assert all(abs(on(placed, NEW, model) / DEVICES - step / 100) < 0.03 for model in MODELS)
-        assert {chosen["digits"][2].precision for chosen in placed.values() if chosen["digits"][0] == OLD} == {"fp32"}
-        telemetry = fleet.report(placed, tmp_path / f"day-{period}.jsonl", now=now + period, period=period)
-        code, output, decisions, report = advance(workspace, telemetry, capsys, monkeypatch)
-        assert f"{2 * DEVICES} of {2 * DEVICES} records counted" in output, output
-        # Every group (model x version x chipset) had enough data to be judged, and its real outputs and inputs
-        # match the baseline measured at evaluation: no drift, no alert of any kind.
-        assert {(g["model"], g["version"], g["chipset"]): g["status"] for g in report["groups"]} == {
-            (model, version, chipset): "ok" for model in MODELS for version in (OLD, NEW) for chipset in CHIPSETS}
-        assert report["alerts"] == [], (output, report["alerts"])
-        assert code == 0, output
-        assert by_model(decisions) == dict.fromkeys(MODELS, ("advance", step, following, True)), output
-    # Each decision's index is one the client takes; the last offers the new version, int8 digits files, to every phone.
-    final = fleet.follow(now + len(STEPS))
+    with RepositoryServer(fleet.repository) as server:
+        placed = fleet.follow(now)
+        # Beside the simulated fleet, real clients: per chipset, a phone that starts on the new digits and one on the old.
+        phones = Phones(fleet, server, [
+            next(d for d in fleet.devices if d.chipset == chipset and (placed[d.device_id]["digits"][0] == NEW) is new)
+            for chipset in CHIPSETS for new in (True, False)
+        ], tmp_path / "phones")
+        for period, (step, following) in enumerate(zip(STEPS, STEPS[1:], strict=False)):
+            if period:
+                placed = fleet.follow(now + period)
+            phones.update(placed)
+            assert all(abs(on(placed, NEW, model) / DEVICES - step / 100) < 0.03 for model in MODELS)
+            assert {chosen["digits"][2].precision for chosen in placed.values() if chosen["digits"][0] == OLD} == {"fp32"}
+            telemetry = fleet.report(placed, tmp_path / f"day-{period}.jsonl", now=now + period, period=period)
+            code, output, decisions, report = advance(workspace, telemetry, capsys, monkeypatch)
+            assert f"{2 * DEVICES} of {2 * DEVICES} records counted" in output, output
+            # Every group (model x version x chipset) had enough data to be judged, and its real outputs and inputs
+            # match the baseline measured at evaluation: no drift, no alert of any kind.
+            assert {(g["model"], g["version"], g["chipset"]): g["status"] for g in report["groups"]} == {
+                (model, version, chipset): "ok" for model in MODELS for version in (OLD, NEW) for chipset in CHIPSETS}
+            assert report["alerts"] == [], (output, report["alerts"])
+            assert code == 0, output
+            assert by_model(decisions) == dict.fromkeys(MODELS, ("advance", step, following, True)), output
+        # Each decision's index is one the client takes; the last offers the new version, int8 digits files, to every phone.
+        final = fleet.follow(now + len(STEPS))
+        phones.update(final)
     assert all(on(final, NEW, model) == DEVICES for model in MODELS)
     assert {chosen["digits"][2].id for chosen in final.values()} == {"digits.int8.tflite@pixel-8", "digits.int8.tflite@android-arm64-cpu"}
 
