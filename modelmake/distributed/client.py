@@ -1,0 +1,176 @@
+"""The doit process's side: one Dask client per build, the task's inputs uploaded, its future awaited, its outputs fetched.
+
+The client (and, for ``-j N``, the LocalCluster) is started once, on the
+first model step or by ``modelmake build`` before doit runs, and closed when
+the build ends.  A LocalCluster's workers are processes with one thread each,
+and TensorFlow, LiteRT and ONNX Runtime are told to use one thread, so that N
+workers on N cores do not fight over them.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import uuid
+from pathlib import Path
+
+from ..errors import ModelmakeError, StepError
+from . import ClusterSettings, remote, settings, store_url, transfer
+
+# A worker that dies while running a step (killed, out of memory, a native crash) is replaced and the step tried
+# again this many times in all before the task fails; a LocalCluster's scheduler is told so (a remote one keeps its own
+# distributed.scheduler.allowed-failures).
+ALLOWED_FAILURES = 2
+# One thread per worker for every framework: N workers share N cores.
+WORKER_ENVIRONMENT = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+}
+
+
+class ClusterUnreachable(ModelmakeError):
+    """The Dask scheduler named by MODELMAKE_DASK or --dask does not answer."""
+
+    exit_code = 25
+    meaning = "build: the Dask scheduler (MODELMAKE_DASK or --dask) could not be reached or started; nothing was built"
+
+
+class Session:
+    def __init__(self, config: ClusterSettings):
+        self.settings = config
+        self.client, self.cluster = self._connect(config)
+        self._stores: dict[str, object] = {}
+        self._uploaded: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so an unchanged input is hashed once
+
+    @staticmethod
+    def _connect(config: ClusterSettings):
+        import dask
+        from distributed import Client, LocalCluster
+
+        if config.address is None:
+            with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1}):
+                cluster = LocalCluster(
+                    n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                    silence_logs=logging.ERROR, env=WORKER_ENVIRONMENT,
+                )
+            return Client(cluster, set_as_default=False), cluster
+        try:
+            return Client(config.address, timeout=config.connect_timeout, set_as_default=False), None
+        except (OSError, TimeoutError) as error:
+            raise ClusterUnreachable(
+                f"cannot reach the Dask scheduler at {config.address} (MODELMAKE_DASK or --dask): {error}. "
+                "Start it (`dask scheduler`, then `dask worker ADDRESS --nthreads 1`), correct the address, "
+                "or build on this machine without it (unset MODELMAKE_DASK; `modelmake build -j N` for local workers)"
+            ) from None
+
+    def threads(self) -> int:
+        """How many steps the cluster runs at once."""
+        return max(1, sum(self.client.nthreads().values()))
+
+    def store(self, workspace: Path):
+        url = store_url(self.settings, workspace)
+        if url not in self._stores:
+            from ..cache.store import CacheStore
+
+            self._stores[url] = CacheStore(url)
+        return self._stores[url]
+
+    def upload(self, store, workspace: Path, path: str) -> str:
+        file = workspace / path
+        status = file.stat()
+        key = (str(file), status.st_size, status.st_mtime_ns)
+        digest = self._uploaded.get(key)
+        if digest is None:
+            digest = self._uploaded[key] = store.put_blob(file)
+        return digest
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+_session: Session | None = None
+_lock = threading.Lock()
+
+
+def session() -> Session:
+    """This build's session, connected (and its LocalCluster started) on first use."""
+    global _session
+    with _lock:
+        if _session is None:
+            config = settings()
+            if config is None:
+                raise ModelmakeError("no Dask cluster is configured: set MODELMAKE_DASK or pass -j N / --dask ADDRESS")
+            _session = Session(config)
+            atexit.register(shutdown)
+        return _session
+
+
+def shutdown() -> None:
+    """Close the client and stop the LocalCluster, if this process started one."""
+    global _session
+    with _lock:
+        if _session is not None:
+            current, _session = _session, None
+            current.close()
+
+
+def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_dep, targets, clean_dirs):
+    """Send one step to the cluster, wait for it and move its outputs into the workspace; returns its summary line.
+
+    Raises the step's ModelmakeError as it was raised on the worker, a bug's
+    exception with the worker's traceback as its cause, ``StepTimedOut`` when
+    it runs past ``timeout`` (its worker is restarted), and a StepError naming
+    the task when the workers running it kept dying.
+    """
+    from distributed import TimeoutError as DaskTimeout
+
+    from ..steps.worker import RemoteTraceback, StepTimedOut
+
+    current = session()
+    workspace = Path.cwd()
+    store = current.store(workspace)
+    inputs = {path: current.upload(store, workspace, path) for path in transfer.input_files(workspace, job, file_dep)}
+    request = remote.RemoteStep(
+        step=step, task_name=task_name, job=job, log=log, store=store_url(current.settings, workspace), inputs=inputs,
+        targets=tuple(targets), clean_dirs=tuple(clean_dirs),
+    )
+    key = f"{task_name}-{uuid.uuid4().hex[:12]}"
+    future = current.client.submit(remote.run, request, key=key, pure=False)
+    try:
+        result = future.result(timeout=timeout)
+    except (DaskTimeout, TimeoutError):
+        _restart_worker_running(current.client, key)
+        future.cancel()
+        raise StepTimedOut(timeout) from None
+    except Exception as error:
+        if type(error).__name__ == "KilledWorker":
+            raise StepError(
+                f"{task_name}: the Dask worker running this step died {ALLOWED_FAILURES} times (killed, out of memory, or a "
+                "native crash in a converter or runtime), so it was not tried again. Run the build again if workers were "
+                f"lost (a node went away); if it dies each time, run `modelmake build {task_name}` without Dask to see "
+                f"the crash in {log}"
+            ) from None
+        raise
+    transfer.deliver(store, result.outputs, workspace, targets=targets, clean_dirs=clean_dirs)
+    if result.error is not None:
+        if result.traceback:
+            result.error.__cause__ = RemoteTraceback(f"(Dask worker {result.worker})\n{result.traceback}")
+        raise result.error
+    return result.summary
+
+
+def _restart_worker_running(client, key: str) -> None:
+    """Stop the step where it is: restart the worker processing ``key`` (a thread cannot be killed)."""
+    try:
+        for worker, keys in client.processing().items():
+            if key in keys:
+                client.restart_workers([worker])
+    except Exception as error:  # the timeout is reported either way
+        logging.getLogger(__name__).warning("could not restart the worker running %s: %s", key, error)
+
+
