@@ -21,7 +21,7 @@ _in_process = threading.Lock()
 
 def run_step(
     step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None,
-    file_dep=(), targets=(), clean_dirs=(),
+    file_dep=(), outputs=(), clean_dirs=(),
 ):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
 
@@ -49,7 +49,7 @@ def run_step(
     module_name, function_name = step.rsplit(".", 1)
     try:
         if module_name in worker.MODEL_STEPS:
-            summary = _in_worker(step, task_name, job, log, timeout_minutes, file_dep=file_dep, targets=targets, clean_dirs=clean_dirs)
+            summary = _in_worker(step, task_name, job, log, timeout_minutes, file_dep=file_dep, outputs=outputs, clean_dirs=clean_dirs)
         else:
             function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
             # doit runs tasks in threads when model steps go to a cluster: descriptors 1 and 2 are the process's.
@@ -78,12 +78,12 @@ def run_step(
     return None
 
 
-def _in_worker(step: str, task_name: str, job, log: str, timeout_minutes: float | None, *, file_dep=(), targets=(), clean_dirs=()):
+def _in_worker(step: str, task_name: str, job, log: str, timeout_minutes: float | None, *, file_dep=(), outputs=(), clean_dirs=()):
     timeout = worker.STEP_TIMEOUT_SECONDS if timeout_minutes is None else timeout_minutes * 60
     kind = step.split(".", 1)[0]
     try:
         if distributed.configured():  # MODELMAKE_DASK or `modelmake build -j N`: a Dask worker runs it
-            return distributed.run_step(step, task_name, job, log, timeout, file_dep=file_dep, targets=targets, clean_dirs=clean_dirs)
+            return distributed.run_step(step, task_name, job, log, timeout, file_dep=file_dep, targets=outputs, clean_dirs=clean_dirs)
         return worker.run(step, job, log, timeout)
     except worker.StepTimedOut as late:
         raise StepError(
