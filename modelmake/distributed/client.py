@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,11 @@ WORKER_ENVIRONMENT = {
 }
 
 
+# Where each step's time went in the last build on a cluster: uploading its inputs, waiting for a worker and fetching
+# them there, the step itself, uploading its outputs, and fetching them into the workspace.
+TIMINGS = "build/.modelmake/cluster-timings.json"
+
+
 class ClusterUnreachable(ModelmakeError):
     """The Dask scheduler named by MODELMAKE_DASK or --dask does not answer."""
 
@@ -44,6 +50,8 @@ class Session:
         self.client, self.cluster = self._connect(config)
         self._stores: dict[str, object] = {}
         self._uploaded: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so an unchanged input is hashed once
+        self.timings: list[dict] = []  # per step, where its wall time went (TIMINGS)
+        self.workspace: Path | None = None
 
     @staticmethod
     def _connect(config: ClusterSettings):
@@ -88,6 +96,10 @@ class Session:
         return digest
 
     def close(self) -> None:
+        if self.workspace is not None and self.timings:
+            from ..fsutil import write_json
+
+            write_json(self.workspace / TIMINGS, {"steps": self.timings})
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
@@ -133,13 +145,16 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
 
     current = session()
     workspace = Path.cwd()
+    current.workspace = workspace
     store = current.store(workspace)
+    started = time.perf_counter()
     inputs = {path: current.upload(store, workspace, path) for path in transfer.input_files(workspace, job, file_dep)}
     request = remote.RemoteStep(
         step=step, task_name=task_name, job=job, log=log, store=store_url(current.settings, workspace), inputs=inputs,
         targets=tuple(targets), clean_dirs=tuple(clean_dirs),
     )
     key = f"{task_name}-{uuid.uuid4().hex[:12]}"
+    submitted = time.perf_counter()
     future = current.client.submit(remote.run, request, key=key, pure=False)
     try:
         result = future.result(timeout=timeout)
@@ -156,7 +171,14 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
                 f"the crash in {log}"
             ) from None
         raise
+    returned = time.perf_counter()
     transfer.deliver(store, result.outputs, workspace, targets=targets, clean_dirs=clean_dirs)
+    remote_time = sum(result.timings.values())
+    current.timings.append({
+        "task": task_name, "worker": result.worker, "upload_inputs": round(submitted - started, 4),
+        "queued": round(returned - submitted - remote_time, 4), **{k: round(v, 4) for k, v in result.timings.items()},
+        "deliver": round(time.perf_counter() - returned, 4),
+    })
     if result.error is not None:
         if result.traceback:
             result.error.__cause__ = RemoteTraceback(f"(Dask worker {result.worker})\n{result.traceback}")
