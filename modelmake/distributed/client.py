@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..errors import ModelmakeError, StepError
+from ..errors import ClusterUnreachable, ModelmakeError, StepError
 from . import ClusterSettings, remote, settings, store_url, transfer
 
 # A worker that dies while running a step (killed, out of memory, a native crash) is replaced and the step tried
@@ -37,13 +37,6 @@ WORKER_ENVIRONMENT = {
 TIMINGS = "build/.modelmake/cluster-timings.json"
 
 
-class ClusterUnreachable(ModelmakeError):
-    """The Dask scheduler named by MODELMAKE_DASK or --dask does not answer."""
-
-    exit_code = 25
-    meaning = "build: the Dask scheduler (MODELMAKE_DASK or --dask) could not be reached or started; nothing was built"
-
-
 class Session:
     def __init__(self, config: ClusterSettings):
         self.settings = config
@@ -59,11 +52,17 @@ class Session:
         from distributed import Client, LocalCluster
 
         if config.address is None:
-            with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1}):
-                cluster = LocalCluster(
-                    n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                    silence_logs=logging.ERROR, env=WORKER_ENVIRONMENT,
-                )
+            try:
+                with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1}):
+                    cluster = LocalCluster(
+                        n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.ERROR, env=WORKER_ENVIRONMENT,
+                    )
+            except Exception as error:  # noqa: BLE001 - whatever stops the workers from starting, nothing can be built
+                raise ClusterUnreachable(
+                    f"could not start {config.workers} local worker processes (-j {config.workers}): {type(error).__name__}: {error}; "
+                    "build without -j, or with fewer workers"
+                ) from None
             return Client(cluster, set_as_default=False), cluster
         try:
             return Client(config.address, timeout=config.connect_timeout, set_as_default=False), None
