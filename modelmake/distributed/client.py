@@ -55,7 +55,8 @@ class Session:
             try:
                 with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1}):
                     cluster = LocalCluster(
-                        n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address="127.0.0.1:0",
                         silence_logs=logging.ERROR, env=WORKER_ENVIRONMENT,
                     )
             except Exception as error:  # noqa: BLE001 - whatever stops the workers from starting, nothing can be built
@@ -158,8 +159,7 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
     try:
         result = future.result(timeout=timeout)
     except (DaskTimeout, TimeoutError):
-        _restart_worker_running(current.client, key)
-        future.cancel()
+        _stop(current.client, future)
         raise StepTimedOut(timeout) from None
     except Exception as error:
         if type(error).__name__ == "KilledWorker":
@@ -185,13 +185,13 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
     return result.summary
 
 
-def _restart_worker_running(client, key: str) -> None:
-    """Stop the step where it is: restart the worker processing ``key`` (a thread cannot be killed)."""
+def _stop(client, future) -> None:
+    """Stop the step where it is: cancel it (or the scheduler would run it again elsewhere), then restart the worker
+    running it, since a thread cannot be killed."""
     try:
-        for worker, keys in client.processing().items():
-            if key in keys:
-                client.restart_workers([worker])
-    except Exception as error:  # the timeout is reported either way
-        logging.getLogger(__name__).warning("could not restart the worker running %s: %s", key, error)
-
-
+        workers = [worker for worker, keys in client.processing().items() if future.key in keys]
+        future.cancel()
+        if workers:
+            client.restart_workers(workers)
+    except Exception as error:  # noqa: BLE001 - the timeout is reported either way
+        logging.getLogger(__name__).warning("could not restart the worker running %s: %s", future.key, error)

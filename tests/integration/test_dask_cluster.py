@@ -150,3 +150,67 @@ def test_cluster_options_are_taken_out_of_doits_arguments():
     assert _cluster_options(["-j", "2", "convert"]) == (["convert"], {"MODELMAKE_DASK_WORKERS": "2"})
     assert _cluster_options(["-j2", "--dask=tcp://h:8786"]) == ([], {"MODELMAKE_DASK_WORKERS": "2", "MODELMAKE_DASK": "tcp://h:8786"})
     assert _cluster_options(["--jobs", "3", "-n", "2"]) == (["-n", "2"], {"MODELMAKE_DASK_WORKERS": "3"})
+
+
+# --- the runner's cluster branch, in this process --------------------------------------------
+
+STEP_RECIPE = textwrap.dedent(
+    """\
+    import ctypes
+
+    import numpy as np
+
+
+    def load_data(split):
+        if split == "crash":
+            ctypes.string_at(0)  # reads address 0: SIGSEGV, as a broken extension would
+        if split == "loop":
+            while True:
+                pass
+        return np.arange(24, dtype=np.float32).reshape(6, 4), np.arange(6, dtype=np.int64)
+    """
+)
+
+
+@pytest.fixture
+def on_cluster(cluster, tmp_path, monkeypatch):
+    """This process as a build on ``cluster``: a directory with the recipe as the working directory."""
+    from modelmake.distributed import client
+
+    (tmp_path / "recipe.py").write_text(STEP_RECIPE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELMAKE_DASK", cluster.address)
+    yield tmp_path
+    client.shutdown()
+
+
+def _data_step(split: str, timeout_minutes: float | None = None):
+    from modelmake.contracts import DataJob
+    from modelmake.plan import Dataset
+    from modelmake.steps.runner import run_step
+
+    job = DataJob(Dataset(role="evaluation", path="recipe.py", from_recipe=True, function="load_data", split=split), f"out/{split}.npz")
+    return run_step(
+        "data.materialize", f"data:m.{split}", job, timeout_minutes=timeout_minutes,
+        file_dep=["recipe.py"], outputs=[job.out], clean_dirs=[],
+    )
+
+
+def test_a_native_crash_on_a_worker_fails_its_task_and_the_cluster_builds_on(on_cluster):
+    from doit.exceptions import TaskFailed
+
+    result = _data_step("crash")
+    assert isinstance(result, TaskFailed)
+    assert "data:m.crash: the Dask worker running this step died" in str(result)
+    assert not (on_cluster / "out" / "crash.npz").exists()
+    assert _data_step("good") is None
+    assert (on_cluster / "out" / "good.npz").is_file()
+
+
+def test_a_step_past_its_timeout_is_stopped_with_its_worker(on_cluster):
+    from doit.exceptions import TaskFailed
+
+    result = _data_step("loop", timeout_minutes=0.05)
+    assert isinstance(result, TaskFailed)
+    assert "ran longer than 0.05 minutes" in str(result) and "timeout_minutes" in str(result)
+    assert _data_step("after") is None  # the worker was restarted: the next step runs

@@ -31,7 +31,7 @@ def local_cluster(directory: Path, *, workers: int = 2) -> Iterator[RunningClust
     directory.mkdir(parents=True, exist_ok=True)
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
             local_directory=str(directory), silence_logs=logging.ERROR, env=WORKER_ENVIRONMENT,
         )
     try:
