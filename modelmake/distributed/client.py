@@ -22,6 +22,9 @@ from . import ClusterSettings, remote, settings, store_url, transfer
 # again this many times in all before the task fails; a LocalCluster's scheduler is told so (a remote one keeps its own
 # distributed.scheduler.allowed-failures).
 ALLOWED_FAILURES = 2
+# Of the steps waiting for a worker, sources go first: they are the long poles (a recipe that trains) and every
+# other step of their model waits for them.
+PRIORITY = {"source": 30, "data": 20, "reference": 10}
 # One thread per worker for every framework: N workers share N cores.
 WORKER_ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
@@ -155,7 +158,8 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
     )
     key = f"{task_name}-{uuid.uuid4().hex[:12]}"
     submitted = time.perf_counter()
-    future = current.client.submit(remote.run, request, key=key, pure=False)
+    priority = PRIORITY.get(task_name.split(":", 1)[0], 0)
+    future = current.client.submit(remote.run, request, key=key, pure=False, priority=priority)
     try:
         result = future.result(timeout=timeout)
     except (DaskTimeout, TimeoutError):
