@@ -2,9 +2,8 @@
 
 The client (and, for ``-j N``, the LocalCluster) is started once, on the
 first model step or by ``modelmake build`` before doit runs, and closed when
-the build ends.  A LocalCluster's workers are processes with one thread each,
-and TensorFlow, LiteRT and ONNX Runtime are told to use one thread, so that N
-workers on N cores do not fight over them.
+the build ends.  A LocalCluster's workers are processes with one thread each
+(one step at a time); see WORKER_ENVIRONMENT for the frameworks' own threads.
 """
 from __future__ import annotations
 
@@ -25,13 +24,13 @@ ALLOWED_FAILURES = 2
 # Of the steps waiting for a worker, sources go first: they are the long poles (a recipe that trains) and every
 # other step of their model waits for them.
 PRIORITY = {"source": 30, "data": 20, "reference": 10}
-# One thread per worker for every framework: N workers share N cores.
+# One thread per worker for the numeric libraries that honour these (ONNX Runtime's sessions already use one).
+# TensorFlow keeps its own default, the number of cores, as in a local build: a recipe that trains with another
+# thread count computes other weights (the order of its sums changes), and the bytes must be a local build's.
 WORKER_ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
 }
 
 
