@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
 from tests.support.dask_cluster import local_cluster
 from tests.support.onnx_workspaces import onnx_workspace, profile
-from tests.support.workspaces import copy_workspace, modelmake
+from tests.support.workspaces import copy_workspace, modelmake, subprocess_env
 
 MODEL_BLOCK = """\
 mlp:
@@ -214,3 +216,16 @@ def test_a_step_past_its_timeout_is_stopped_with_its_worker(on_cluster):
     assert isinstance(result, TaskFailed)
     assert "ran longer than 0.05 minutes" in str(result) and "timeout_minutes" in str(result)
     assert _data_step("after") is None  # the worker was restarted: the next step runs
+
+
+@pytest.mark.slow
+def test_the_test_workspace_built_with_two_local_workers_is_byte_identical_to_its_serial_build(built, template, tmp_path):
+    """Real recipes that train, converted to every format: `modelmake build -j 2` starts its own LocalCluster."""
+    workspace = copy_workspace(template, tmp_path / "workspace")
+    run = subprocess.run(
+        [sys.executable, "-m", "modelmake.cli", "build", "-j", "2"], cwd=workspace.root, env=subprocess_env(),
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "model steps run on a local cluster of 2 worker processes" in run.stdout
+    assert workspace.bundle_bytes() == built.bundle_bytes
