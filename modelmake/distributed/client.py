@@ -21,6 +21,9 @@ from . import ClusterSettings, remote, settings, store_url, transfer
 # again this many times in all before the task fails; a LocalCluster's scheduler is told so (a remote one keeps its own
 # distributed.scheduler.allowed-failures).
 ALLOWED_FAILURES = 2
+BACKSTOP_SECONDS = 120  # beyond the step's timeout: a worker that has not answered by then is restarted
+# A LocalCluster's configuration: how often a step whose worker died runs again.
+LOCAL_CLUSTER_CONFIG = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1}
 # Of the steps waiting for a worker, sources go first: they are the long poles (a recipe that trains) and every
 # other step of their model waits for them.
 PRIORITY = {"source": 30, "data": 20, "reference": 10}
@@ -55,7 +58,7 @@ class Session:
 
         if config.address is None:
             try:
-                with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1}):
+                with dask.config.set(LOCAL_CLUSTER_CONFIG):
                     cluster = LocalCluster(
                         n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                         dashboard_address="127.0.0.1:0",
@@ -143,7 +146,7 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
     """
     from distributed import TimeoutError as DaskTimeout
 
-    from ..steps.worker import RemoteTraceback, StepTimedOut
+    from ..steps.worker import RemoteTraceback, StepTimedOut, WorkerCrashed
 
     current = session()
     workspace = Path.cwd()
@@ -153,14 +156,15 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
     inputs = {path: current.upload(store, workspace, path) for path in transfer.input_files(workspace, job, file_dep)}
     request = remote.RemoteStep(
         step=step, task_name=task_name, job=job, log=log, store=store_url(current.settings, workspace), inputs=inputs,
-        targets=tuple(targets), clean_dirs=tuple(clean_dirs),
+        targets=tuple(targets), clean_dirs=tuple(clean_dirs), timeout=timeout,
     )
     key = f"{task_name}-{uuid.uuid4().hex[:12]}"
     submitted = time.perf_counter()
     priority = PRIORITY.get(task_name.split(":", 1)[0], 0)
     future = current.client.submit(remote.run, request, key=key, pure=False, priority=priority)
     try:
-        result = future.result(timeout=timeout)
+        # The step process stops a step past its timeout itself; this is for a worker that does not answer.
+        result = future.result(timeout=timeout + BACKSTOP_SECONDS)
     except (DaskTimeout, TimeoutError):
         _stop(current.client, future)
         raise StepTimedOut(timeout) from None
@@ -181,6 +185,9 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
         "queued": round(returned - submitted - remote_time, 4), **{k: round(v, 4) for k, v in result.timings.items()},
         "deliver": round(time.perf_counter() - returned, 4),
     })
+    if result.stopped is not None:
+        how, value = result.stopped
+        raise WorkerCrashed(value) if how == "crashed" else StepTimedOut(value)
     if result.error is not None:
         if result.traceback:
             result.error.__cause__ = RemoteTraceback(f"(Dask worker {result.worker})\n{result.traceback}")

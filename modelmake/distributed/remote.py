@@ -5,13 +5,12 @@ directory under the worker's own local directory, its working directory set
 there, so the job's workspace-relative paths (build/..., recipes/...) resolve
 inside it.  Blobs are kept per worker by digest and linked into each scratch
 directory, so the source model a worker has fetched once serves every
-conversion it runs.  One step runs at a time per worker process (the working
-directory and descriptors 1 and 2 belong to the process): start workers with
-one thread each and as many processes as there are cores.
+conversion it runs.  One step runs at a time per worker process, in the
+worker's warm step process (``steps/worker.py``, started by it and kept): start
+workers with one thread each and as many processes as there are cores.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import tempfile
@@ -39,6 +38,7 @@ class RemoteStep:
     inputs: dict[str, str]  # workspace-relative path -> sha256
     targets: tuple[str, ...]
     clean_dirs: tuple[str, ...] = ()
+    timeout: float = 45 * 60  # seconds; the step process is stopped past it
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class RemoteResult:
     traceback: str | None = None  # set for a bug
     worker: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    stopped: tuple | None = None  # ("crashed", exit code) or ("timed_out", seconds): the step process died or was stopped
 
 
 def run(request: RemoteStep) -> RemoteResult:
@@ -68,31 +69,48 @@ def run(request: RemoteStep) -> RemoteResult:
             fetched = time.perf_counter()
             os.chdir(scratch)
             summary, error, trace = _run_step(request)
+            stopped = trace if isinstance(trace, tuple) else None
+            trace = None if stopped else trace
             ran = time.perf_counter()
             written = transfer.output_files(scratch, request.targets, request.clean_dirs, request.log)
-            if error is not None:
+            if error is not None or stopped is not None:
                 written = [p for p in written if p == request.log]  # a failed step's partial outputs stay here
             outputs = {path: store.put_blob(scratch / path) for path in written}
             timings = {"fetch": fetched - started, "step": ran - fetched, "upload": time.perf_counter() - ran}
-            return RemoteResult(outputs, summary, error, trace, _worker_address(), timings)
+            return RemoteResult(outputs, summary, error, trace, _worker_address(), timings, stopped)
         finally:
             os.chdir(before)
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run_step(request: RemoteStep):
-    from ..steps.runner import output_captured_in
-    from ..steps.worker import _portable
+    """The step in this worker's warm step process (``steps/worker.py``), as a local build runs it.
 
+    Not in the Dask worker's own thread: TensorFlow training there, next to
+    the worker's event loop, was seen to compute other weights from run to run
+    when two workers trained at once, where the step process gives a local
+    build's bytes; and a native crash or a step past its timeout then fails the
+    task with the local build's message instead of taking the Dask worker down.
+    """
+    import multiprocessing
+
+    from ..steps import worker
+
+    # A Dask worker process is a daemon (distributed.worker.daemon), and multiprocessing refuses a daemon children.
+    # The step process exits with this one all the same: it is a daemon itself and watches its parent.
+    multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
     try:
-        module_name, function_name = request.step.rsplit(".", 1)
-        function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
-        with output_captured_in(Path(request.log)):
-            return function(request.job), None, None
+        return worker.run(request.step, request.job, request.log, request.timeout), None, None
+    except worker.WorkerCrashed as crash:  # raised again by the client (these two do not survive pickling)
+        return None, None, ("crashed", crash.exitcode)
+    except worker.StepTimedOut as late:
+        return None, None, ("timed_out", late.seconds)
     except ModelmakeError as error:
         return None, error, None
     except Exception as error:
-        return None, _portable(error), traceback.format_exc()
+        remote = error.__cause__.text if isinstance(error.__cause__, worker.RemoteTraceback) else traceback.format_exc()
+        error.__cause__ = None
+        return None, error, remote
 
 
 def _materialize(store, inputs: dict[str, str], blobs: Path, scratch: Path) -> None:

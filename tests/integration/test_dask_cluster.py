@@ -31,7 +31,8 @@ mlp:
   targets: {phone-a: [fp32, int8], phone-b: [int8]}
 """
 
-# A data recipe that kills the process it runs in (the Dask worker) the first time, leaving a marker that says where it ran.
+# A data recipe that kills the Dask worker running it (and its step process) the first time, leaving a marker that says
+# where it ran: a worker lost mid-step, as when a node goes away.
 FLAKY_RECIPE = textwrap.dedent(
     """\
     import os
@@ -46,6 +47,7 @@ FLAKY_RECIPE = textwrap.dedent(
     def load_data(split):
         if {always!r} or not MARKER.exists():
             MARKER.write_text(os.getcwd())
+            os.kill(os.getppid(), signal.SIGKILL)  # the Dask worker that started this step process
             os.kill(os.getpid(), signal.SIGKILL)
         data = np.load(f"data/{{split}}.npz")  # relative: the worker's scratch directory, where the input was put
         return data["x"], data["y"]
@@ -203,7 +205,7 @@ def test_a_native_crash_on_a_worker_fails_its_task_and_the_cluster_builds_on(on_
 
     result = _data_step("crash")
     assert isinstance(result, TaskFailed)
-    assert "data:m.crash: the Dask worker running this step died" in str(result)
+    assert "data:m.crash: the data step crashed (signal 11, SIGSEGV)" in str(result)
     assert not (on_cluster / "out" / "crash.npz").exists()
     assert _data_step("good") is None
     assert (on_cluster / "out" / "good.npz").is_file()
