@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import ClusterUnreachable, ModelmakeError, StepError
 from . import ClusterSettings, remote, settings, store_url, transfer
 
-# A worker that dies while running a step (killed, out of memory, a native crash) is replaced and the step tried
+# A worker that dies while running a step (killed, out of memory, its machine gone) is replaced and the step tried
 # again this many times in all before the task fails; a LocalCluster's scheduler is told so (a remote one keeps its own
 # distributed.scheduler.allowed-failures).
 ALLOWED_FAILURES = 2
@@ -141,8 +141,9 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
 
     Raises the step's ModelmakeError as it was raised on the worker, a bug's
     exception with the worker's traceback as its cause, ``StepTimedOut`` when
-    it runs past ``timeout`` (its worker is restarted), and a StepError naming
-    the task when the workers running it kept dying.
+    it runs past ``timeout`` and ``WorkerCrashed`` when its step process dies
+    (both as a local build raises them), and a StepError naming the task when
+    the Dask workers running it kept dying.
     """
     from distributed import TimeoutError as DaskTimeout
 
@@ -171,10 +172,10 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
     except Exception as error:
         if type(error).__name__ == "KilledWorker":
             raise StepError(
-                f"{task_name}: the Dask worker running this step died {ALLOWED_FAILURES} times (killed, out of memory, or a "
-                "native crash in a converter or runtime), so it was not tried again. Run the build again if workers were "
-                f"lost (a node went away); if it dies each time, run `modelmake build {task_name}` without Dask to see "
-                f"the crash in {log}"
+                f"{task_name}: the Dask worker running this step died {ALLOWED_FAILURES} times (killed, out of memory, or its "
+                "machine went away), so it was not tried again. Run the build again if workers were lost; if the worker "
+                f"dies each time, give the workers more memory, or run `modelmake build {task_name}` without Dask to see "
+                f"what the step does in {log}"
             ) from None
         raise
     returned = time.perf_counter()
