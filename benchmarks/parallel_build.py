@@ -68,11 +68,19 @@ def main(names) -> list[str]:
         shutil.copytree(serial_workspace / "keys", parallel_workspace / "keys")
         serial = run(MODELMAKE, serial_workspace, env=env)
         parallel = run(MODELMAKE + ["-j", "2"], parallel_workspace, env=env)
-        same = _bundles(serial_workspace) == _bundles(parallel_workspace)
+        serial_bundles, parallel_bundles = _bundles(serial_workspace), _bundles(parallel_workspace)
+        same = serial_bundles == parallel_bundles
+        differing = sorted(p for p in set(serial_bundles) | set(parallel_bundles) if serial_bundles.get(p) != parallel_bundles.get(p))
+        sources = {
+            record.parent.name: json.loads(record.read_text(encoding="utf-8"))["model_sha256"]
+            == json.loads((parallel_workspace / record.relative_to(serial_workspace)).read_text(encoding="utf-8"))["model_sha256"]
+            for record in sorted((serial_workspace / "build" / "sources").glob("*/source.json"))
+        }
         speedup = serial / parallel
         return [
             f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f} (a shared machine makes these figures noisy)",
-            f"bundles of the two builds byte-identical: {same}",
+            f"bundles of the two builds byte-identical: {same}" + ("" if same else f" (differ: {', '.join(differing[:8])})"),
+            f"source models the same (digest of what they compute): {sources}",
             _where_time_went(parallel_workspace),
             report(
                 "modelmake build -j 2 (LocalCluster, 2 workers) vs serial, example from empty build/", parallel, serial,
