@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -325,6 +326,7 @@ def cmd_build(doit_args: list[str]) -> int:
         os.chdir(before)
         if cluster is not None:
             cluster()
+    _print_cache_line(workspace)
     if result == DOIT_OK:
         return 0
     if result == DOIT_BAD_COMMAND:
@@ -416,6 +418,48 @@ def _restore(saved: dict[str, str | None]) -> None:
             os.environ[name] = value
 
 
+def _print_cache_line(workspace: Path) -> None:
+    """The build console's one line on the shared cache, when this build used one."""
+    from .cache.hook import build_id, console_line, last_build
+
+    summary = last_build(workspace)
+    if summary is not None and summary["build"] == build_id(workspace):
+        print(console_line(summary))
+
+
+# --- cache ---------------------------------------------------------------------------
+
+def cmd_cache(args) -> int:
+    """What the shared cache did in the workspace's last build that used one."""
+    from .cache.hook import last_build, settings_in_force
+
+    workspace = Path(args.workspace)
+    summary = last_build(workspace)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0
+    if summary is None:
+        in_force = settings_in_force(None)
+        where = f" (MODELMAKE_CACHE is {in_force.url})" if in_force else " (set MODELMAKE_CACHE or a cache: section in models.yaml)"
+        print(f"no build in {workspace} has used a shared cache yet{where}")
+        return 0
+    mode = "read and write" if summary["write"] else "read only"
+    lines = [
+        f"cache:    {summary['url']} ({mode})",
+        f"tasks:    {summary['tasks']} cacheable tasks ran: {summary['hits']} from the cache, {summary['misses']} built "
+        f"(not in the cache), {summary['ignored']} built (cached entry ignored)",
+        f"uploads:  {summary['uploads']} entries, {_size(summary['bytes_up'])}",
+        f"fetched:  {_size(summary['bytes_down'])}",
+        f"saved:    {summary['seconds_saved']:.1f} s of build time (the fetched tasks' build times, less the time to fetch them)",
+    ]
+    if summary["ignored_tasks"]:
+        lines.append(f"ignored:  {', '.join(summary['ignored_tasks'])} (see the build's warnings)")
+    if summary["unavailable"]:
+        lines.append(f"unavailable: {summary['unavailable']}; the build ran without the cache from then on")
+    print("\n".join(lines))
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------
 
 def exit_code_help() -> str:
@@ -467,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     decrypt.add_argument("--file", metavar="PATH", help="decrypt only this file (its path in the bundle)")
     decrypt.add_argument("--public-key", metavar="PEM", help="verify the bundle with this public key before decrypting")
     decrypt.set_defaults(handler=cmd_decrypt)
+
+    cache = commands.add_parser("cache", help="what the shared cache did in the last build: hits, misses, bytes moved, time saved")
+    cache.add_argument("--workspace", default=".", metavar="DIR", help="the workspace (default: this directory)")
+    cache.add_argument("--json", action="store_true", help="print the figures as JSON")
+    cache.set_defaults(handler=cmd_cache)
     return parser
 
 

@@ -409,3 +409,21 @@ class MetricsRecord(_JsonRecord):
             if data[key] is None:
                 del data[key]
         write_json(path, data)
+
+
+@dataclass(frozen=True)
+class CacheableTask:
+    """What the runner needs to key a task in the shared cache and to fetch or upload its outputs (modelmake/cache/).
+
+    ``hashed`` is what the task's ``JobUnchanged`` hashes (its job, tool versions and keys), the very same dict;
+    the key adds the task kind, the job's type and the SHA-256 of each ``file_dep`` at run time.  Handed to the
+    action as a keyword argument, never hashed itself, so that the cache settings change no task's hash.
+    """
+
+    kind: str
+    job_type: str
+    hashed: Mapping[str, Any]
+    file_dep: tuple[str, ...]
+    targets: tuple[str, ...]
+    output_dirs: tuple[str, ...] = ()
+    settings: Any = None  # plan.CacheSettings from models.yaml, or None; the environment may override it

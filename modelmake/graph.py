@@ -21,6 +21,7 @@ from . import buildlock, layout, taskcache
 from .contracts import (
     ArtifactInputs,
     BundleInputs,
+    CacheableTask,
     ConvertJob,
     DataJob,
     DataLabels,
@@ -45,6 +46,7 @@ from .kinds import Precision
 from .layout import SPEC_FILE, WORKSPACE_PROFILES
 from .plan import InputSpec, input_arrays, label_array
 from .steps.runner import RECORDED_FAILURE, run_step
+from .steps.worker import MODEL_STEPS
 from .versions import tool_versions
 
 if TYPE_CHECKING:
@@ -136,7 +138,7 @@ def plan_tasks(plan: BuildPlan, workspace: Path):
     ):
         yield {"basename": group, "name": None, "doc": doc}
     for model in plan.models:
-        yield from model_tasks(plan, model, workspace)
+        yield from _with_cache_settings(model_tasks(plan, model, workspace), plan.cache)
     keys = _key_references(plan)
     fingerprints = _key_fingerprints(keys, workspace)
     yield package_task(plan, keys, fingerprints)
@@ -161,6 +163,9 @@ def _task(
         "file_dep": sorted(set(file_dep)), "outputs": list(targets), "clean_dirs": list(clean_dirs),
     })
     unchanged = JobUnchanged(type(job).__name__, config_hash(job), tool_versions(*(tools or STEP_TOOLS[kind])), also_hash)
+    cacheable = _cacheable(kind, step, job, unchanged, file_dep, targets, clean_dirs)
+    if cacheable is not None:
+        action[2]["cache"] = cacheable
     return {
         "basename": kind,
         "name": name,
@@ -571,3 +576,31 @@ def publish_task(plan: BuildPlan, keys: KeyReferences, fingerprints: dict):
     # The repository is release history that clients have seen: `doit clean` must never remove it.
     task["clean"] = []
     return task
+
+
+def _cacheable(kind: str, step: str, job, unchanged, file_dep, targets, clean_dirs) -> CacheableTask | None:
+    """What the runner needs to fetch the outputs of a model step from the shared cache, or to upload them.
+
+    Every step that runs in the model worker (``worker.MODEL_STEPS``) is cacheable; package, report and publish
+    always run here.  ``hashed`` is the very dict ``JobUnchanged`` hashes, shared rather than copied.
+    """
+    if step.split(".", 1)[0] not in MODEL_STEPS:
+        return None
+    return CacheableTask(
+        kind=kind,
+        job_type=type(job).__name__,
+        hashed=unchanged.config,
+        file_dep=tuple(sorted(set(file_dep))),
+        targets=tuple(targets),
+        output_dirs=tuple(clean_dirs),
+    )
+
+
+def _with_cache_settings(tasks, settings):
+    """The tasks, each cacheable one told the spec's cache settings (None: only MODELMAKE_CACHE can name a cache)."""
+    for task in tasks:
+        if settings is not None:
+            for action in task.get("actions", ()):
+                if isinstance(action, tuple) and len(action) == 3 and "cache" in action[2]:
+                    action[2]["cache"] = dataclasses.replace(action[2]["cache"], settings=settings)
+        yield task

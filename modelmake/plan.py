@@ -216,7 +216,21 @@ class BuildPlan:
     # provenance). Who gets which release is publish configuration, not bundle content: editing it, or a comment,
     # must neither repackage nor re-sign a bundle that may already be published.
     build_settings_sha256: str = ""
+    # The shared remote cache the spec names (``cache:``); MODELMAKE_CACHE overrides it at run time. Not part of any
+    # task's hash, nor of the build settings digest: where outputs may come from does not change what they are.
+    cache: CacheSettings | None = None
 
     def artifacts(self):
         for model in self.models:
             yield from model.artifacts
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The ``cache:`` section: where task outputs are shared (any fsspec URL) and whether this build uploads to it.
+
+    Endpoints, credentials and regions are never here: they come from the environment or fsspec's configuration.
+    """
+
+    url: str
+    write: bool = True

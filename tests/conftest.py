@@ -9,3 +9,7 @@ def pytest_addoption(parser) -> None:
         default=False,
         help="write the golden files (tests/golden/, tests/corpus/*/*.expected) from this run instead of comparing against them",
     )
+
+
+# A SeaweedFS S3 server on loopback, started once per session by the tests that ask for it (tests/support/seaweed.py).
+from tests.support.seaweed import s3_cache, seaweed_s3  # noqa: E402, F401

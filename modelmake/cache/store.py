@@ -35,7 +35,7 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,199}")
 
 # Object stores answer a dead endpoint quickly only when told to: a few seconds to connect, one retry.
-S3_DEFAULTS = {"config_kwargs": {"connect_timeout": 3, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}, "retries": 1}
+S3_DEFAULTS = {"config_kwargs": {"connect_timeout": 3, "read_timeout": 60, "retries": {"max_attempts": 2, "mode": "standard"}}}
 
 
 class CacheError(Exception):
@@ -201,16 +201,21 @@ class CacheStore:
 
     def put_blob(self, path: Path) -> str:
         """Upload ``path`` under its SHA-256 unless a blob of that digest is there already; return the digest."""
-        digest = file_sha256(Path(path))
+        return self._put_blob(Path(path))[0]
+
+    def _put_blob(self, path: Path) -> tuple[str, int]:
+        """The digest, and how many bytes went up (0 when the blob was there already)."""
+        digest = file_sha256(path)
         if not self.write or self.has_blob(digest):
-            return digest
+            return digest, 0
         target = self.blob_path(digest)
         if self.local:
             self._local_write(target, lambda tmp: shutil.copyfile(path, tmp))
         else:
             self._call(self.fs.put_file, str(path), target)
-        self.bytes_up += Path(path).stat().st_size
-        return digest
+        size = path.stat().st_size
+        self.bytes_up += size
+        return digest, size
 
     def get_blob(self, digest: str, dest: Path) -> None:
         """Download the blob ``digest`` to ``dest``, checked against its digest, written whole or not at all."""
@@ -235,15 +240,21 @@ class CacheStore:
 
     # -- entries
 
-    def put_entry(self, key: str, files: Mapping[str, Path], meta: dict) -> None:
-        """Upload every file's blob, then the entry itself in one write: readers never see half an entry."""
+    def put_entry(self, key: str, files: Mapping[str, Path], meta: dict) -> int:
+        """Upload every file's blob, then the entry itself in one write: readers never see half an entry.
+
+        Returns the bytes uploaded (blobs already in the store are not uploaded again); 0 when read-only.
+        """
         if not self.write:
-            return
+            return 0
         digests = {}
+        uploaded = 0
         for relpath, path in sorted(files.items()):
             safe_relpath(relpath)
             size = Path(path).stat().st_size
-            digests[relpath] = FileDigest(self.put_blob(Path(path)), size)
+            digest, sent = self._put_blob(Path(path))
+            digests[relpath] = FileDigest(digest, size)
+            uploaded += sent
         data = json.dumps(Entry(key, digests, meta).document(), sort_keys=True, indent=1).encode("utf-8")
         target = self.entry_path(key)
         if self.local:
@@ -251,6 +262,7 @@ class CacheStore:
         else:
             self._call(self.fs.pipe_file, target, data)
         self.bytes_up += len(data)
+        return uploaded + len(data)
 
     def get_entry(self, key: str) -> Entry | None:
         """The entry for ``key``, None when there is none; CacheEntryInvalid when its record does not hold up."""
@@ -264,12 +276,14 @@ class CacheStore:
         self.bytes_down += len(data)
         return parse_entry(key, data)
 
-    def fetch(self, entry: Entry, workspace: Path, *, staging: Path | None = None) -> None:
+    def fetch(self, entry: Entry, workspace: Path, *, staging: Path | None = None, replace_dirs: tuple[str, ...] = ()) -> None:
         """Download every file of ``entry`` into a staging folder, verify it, then move each into place.
 
         A missing or mismatching blob raises CacheEntryInvalid before anything
         in the workspace changes.  ``staging`` (default: a folder under the
         workspace's build/) must be on the workspace's file system.
+        ``replace_dirs`` (workspace-relative) are emptied just before the files
+        move in, so a directory output holds exactly the entry's files.
         """
         workspace = Path(workspace)
         root = Path(staging) if staging is not None else workspace / "build" / ".modelmake" / "cache" / "staging"
@@ -284,6 +298,8 @@ class CacheStore:
                 if scratch.stat().st_size != digest.size:
                     raise CacheEntryInvalid(f"entry {entry.key}: {relpath} is {scratch.stat().st_size} bytes, the entry says {digest.size}")
                 staged.append((scratch, workspace / relpath))
+            for folder_path in replace_dirs:
+                shutil.rmtree(workspace / safe_relpath(folder_path), ignore_errors=True)
             for scratch, final in staged:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 if final.is_dir() and not final.is_symlink():

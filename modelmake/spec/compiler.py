@@ -28,6 +28,7 @@ from ..plan import (
     Budget,
     BuildPlan,
     BundleSpec,
+    CacheSettings,
     CustomMetrics,
     Dataset,
     InputSpec,
@@ -107,8 +108,9 @@ def load_plan(workspace: Path, environ=None) -> BuildPlan:
 
 
 def build_settings_digest(document: dict) -> str:
-    """SHA-256 of the document without its publish section, as JSON with sorted keys and no whitespace."""
-    settings = {key: value for key, value in document.items() if key != "publish"}
+    """SHA-256 of the document without its publish and cache sections, as JSON with sorted keys and no whitespace."""
+    # Nor its cache section: where outputs may be fetched from does not change what they are.
+    settings = {key: value for key, value in document.items() if key not in ("publish", "cache")}
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -179,7 +181,14 @@ class Compiler:
                 bundle.version if self.valid(("bundle", "version")) else None,
                 names if names and self.valid_itself(("models",)) else None,
             ),
+            cache=self.cache(_mapping(data.get("cache"))),
         )
+
+    def cache(self, conf) -> CacheSettings | None:
+        """The ``cache:`` section (the schema has checked its keys and refused credentials in it)."""
+        if not conf or not self.valid(("cache",)):
+            return None
+        return CacheSettings(url=str(conf["url"]), write=bool(conf.get("write", True)))
 
     def publish(self, conf, version: str | None, models: list[str] | None) -> PublishSpec:
         """``version`` and ``models`` are None where they are invalid (already reported): nothing is checked against them."""

@@ -122,6 +122,12 @@ def _repeated(path, schema, instance, error) -> Iterator[YamlProblem]:
     yield YamlProblem(path, f"lists {', '.join(map(repr, repeated))} more than once: remove the repeats", False)
 
 
+def _refused_key(path, schema, instance, error) -> Iterator[YamlProblem]:
+    """A key the schema refuses outright (``"not": {}``), with the reason its description gives."""
+    reason = schema.get("description") or "this key is not allowed here"
+    yield YamlProblem(path, f"'{path[-1]}' is not allowed here: {reason}" if path else reason, True)
+
+
 _DESCRIBERS = {
     "additionalProperties": _unknown_keys,
     "required": _missing_key,
@@ -135,6 +141,7 @@ _DESCRIBERS = {
     "minItems": _empty,
     "minLength": _empty,
     "uniqueItems": _repeated,
+    "not": _refused_key,
 }
 
 

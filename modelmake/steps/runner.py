@@ -17,10 +17,12 @@ from . import worker
 RECORDED_FAILURE = "recorded_failure"
 # The steps that run in the doit process (package, report, publish) run one at a time, however doit runs tasks.
 _in_process = threading.Lock()
+# The result line of each step this process ran successfully, by task name (read by modelmake/cache/hook.py).
+SUMMARIES: dict[str, str | None] = {}
 
 
 def run_step(
-    step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None,
+    step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None, cache=None,
     file_dep=(), outputs=(), clean_dirs=(),
 ):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
@@ -43,6 +45,14 @@ def run_step(
     the package step then refuses the bundle, or a selecting target drops the
     candidate and ships the next one.
     """
+    if cache is not None:
+        # A cacheable task (contracts.CacheableTask): fetched from the shared cache when its key is there, else run
+        # and uploaded (modelmake/cache/hook.py); with no cache in force it simply runs.
+        from ..cache.hook import run_cached
+
+        return run_cached(cache, task_name, lambda: run_step(
+            step, task_name, job, record_failures, timeout_minutes, file_dep=file_dep, outputs=outputs, clean_dirs=clean_dirs,
+        ))
     from doit.exceptions import TaskFailed
 
     log = layout.log_file(task_name)
@@ -75,6 +85,7 @@ def run_step(
     Path(layout.failure_record(task_name)).unlink(missing_ok=True)
     if summary:
         print(summary)
+    SUMMARIES[task_name] = summary  # the shared cache keeps it with the outputs, for the line a fetch prints
     return None
 
 

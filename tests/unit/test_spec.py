@@ -224,13 +224,13 @@ def test_an_unknown_key_names_its_line_and_column_and_suggests_the_right_one(tmp
 def test_a_misspelt_top_level_key_is_unknown_and_leaves_the_real_one_missing(tmp_path):
     assert problems_for(tmp_path, ("bundle:", "bundel:")) == [
         "models.yaml:1:1: (top level): missing required key 'bundle'",
-        "models.yaml:2:1: bundel: unknown key 'bundel'; did you mean 'bundle'? allowed keys: bundle, format, models, publish",
+        "models.yaml:2:1: bundel: unknown key 'bundel'; did you mean 'bundle'? allowed keys: bundle, cache, format, models, publish",
     ]
 
 
 def test_an_unknown_key_with_no_close_match_lists_the_allowed_keys(tmp_path):
     assert problems_for(tmp_path, ("format: 1\n", "format: 1\nversion: 2\n")) == [
-        "models.yaml:2:1: version: unknown key 'version'; allowed keys: bundle, format, models, publish",
+        "models.yaml:2:1: version: unknown key 'version'; allowed keys: bundle, cache, format, models, publish",
     ]
 
 

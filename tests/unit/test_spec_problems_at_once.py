@@ -111,7 +111,7 @@ def test_a_model_key_at_the_top_level_says_where_it_belongs(tmp_path):
     dedented = BUDGETS + "targets:\n  pixel-8: [fp32, fp16, int8]\n  snapdragon-8-gen-3: [int8]\n"
 
     assert problems_for(tmp_path, (TARGETS + BUDGETS, dedented)) == [
-        "models.yaml:21:1: targets: unknown key 'targets'; allowed keys: bundle, format, models, publish; "
+        "models.yaml:21:1: targets: unknown key 'targets'; allowed keys: bundle, cache, format, models, publish; "
         "it looks like a key of a model; indent it under the model it belongs to",
     ]
 

@@ -132,7 +132,7 @@ def test_schema_problems_are_sorted_by_position(tmp_path):
         "models.yaml:1:1: (top level): missing required key 'bundle'",
         "models.yaml:1:9: models: must not be empty",
         "models.yaml:2:9: format: must be 1, got 2",
-        "models.yaml:3:1: extra: unknown key 'extra'; allowed keys: bundle, format, models, publish",
+        "models.yaml:3:1: extra: unknown key 'extra'; allowed keys: bundle, cache, format, models, publish",
     ]
 
 
