@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,13 +28,12 @@ LOCAL_CLUSTER_CONFIG = {"distributed.scheduler.allowed-failures": ALLOWED_FAILUR
 # Of the steps waiting for a worker, sources go first: they are the long poles (a recipe that trains) and every
 # other step of their model waits for them.
 PRIORITY = {"source": 30, "data": 20, "reference": 10}
-# One thread per worker for the numeric libraries that honour these (ONNX Runtime's sessions already use one).
-# TensorFlow keeps its own default, the number of cores, as in a local build: a recipe that trains with another
-# thread count computes other weights (the order of its sums changes), and the bytes must be a local build's.
+# The numeric libraries keep the thread counts of a local build: Dask's nanny would set OMP_NUM_THREADS and its
+# kin to 1, and Core ML's palettization (k-means) gives other bytes with another OpenMP thread count, as TensorFlow
+# training does with its own (both seen on the example).  A step runs one at a time per worker, in its step process.
 WORKER_ENVIRONMENT = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
+    name: os.environ.get(name, str(len(os.sched_getaffinity(0))))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 }
 
 
