@@ -4,11 +4,14 @@ A benchmark's verdict is a line ending in PASS or FAIL; the key figures are prin
 """
 import sys
 
-from . import build_overhead, graph_load, key_figures, monitor, onnx_rebuild, protect, telemetry, training
+from . import build_overhead, cluster_schedule, graph_load, key_figures, monitor, onnx_rebuild, parallel_build, protect, telemetry, training
 from . import cache as shared_cache
 
 # Each module runs the benchmarks of its NAMES that were asked for.
-MODULES = (graph_load, build_overhead, protect, key_figures, onnx_rebuild, telemetry, monitor, training, shared_cache)
+MODULES = (
+    graph_load, build_overhead, protect, key_figures, onnx_rebuild, telemetry, monitor, training,
+    shared_cache, parallel_build, cluster_schedule,
+)
 ALL = tuple(name for module in MODULES for name in module.NAMES)
 
 

@@ -313,12 +313,19 @@ def cmd_build(doit_args: list[str]) -> int:
 
     before = os.getcwd()
     try:
+        doit_args, cluster = _on_cluster(doit_args)
+    except ModelmakeError as error:
+        print(f"modelmake build: {error}", file=sys.stderr)
+        return exit_code_for(error)
+    try:
         result = DoitMain(Loader()).run(doit_args)
     except SystemExit as stop:  # the graph could not be loaded: the message is out, the code is modelmake's
         return stop.code if isinstance(stop.code, int) else 1
     finally:
         workspace = Path.cwd()
         os.chdir(before)
+        if cluster is not None:
+            cluster()
     _print_cache_line(workspace)
     if result == DOIT_OK:
         return 0
@@ -457,6 +464,84 @@ def cmd_rollout_advance(args) -> int:
             print(f"  {reason}")
     broken = any(entry["action"] in ("hold", "rollback") for entry in entries)
     return errors.AlertRaised.exit_code if broken else 0
+# doit's commands other than `run`: they run no step, so they start no cluster and take no -n.
+DOIT_OTHER_COMMANDS = frozenset(
+    {"list", "info", "clean", "forget", "ignore", "dumpdb", "strace", "tabcompletion", "auto", "help", "reset-dep"}
+)
+
+
+def _cluster_options(doit_args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Take ``-j N`` / ``--jobs N`` (a LocalCluster of N worker processes) and ``--dask ADDRESS`` out of doit's arguments."""
+    from . import distributed
+
+    rest, environ = [], {}
+    arguments = iter(doit_args)
+    for argument in arguments:
+        name, equals, value = argument.partition("=")
+        if argument.startswith("-j") and len(argument) > 2 and not argument.startswith("--"):
+            name, equals, value = "-j", "=", argument[2:]
+        if name in ("-j", "--jobs", "--dask"):
+            if not equals:
+                value = next(arguments, "")
+            if not value:
+                raise ModelmakeError(f"{name} needs a value: -j N for N local worker processes, --dask tcp://HOST:8786 for a cluster")
+            if name == "--dask":
+                environ[distributed.ADDRESS_VARIABLE] = value
+            else:
+                environ[distributed.WORKERS_VARIABLE] = value
+            continue
+        rest.append(argument)
+    return rest, environ
+
+
+def _on_cluster(doit_args: list[str]):
+    """doit's arguments for a build whose model steps go to Dask, and the function that ends the cluster session.
+
+    With ``-j N``, ``--dask ADDRESS`` or MODELMAKE_DASK, the client connects
+    (or starts the LocalCluster) before doit loads, so an unreachable scheduler
+    is one message and nothing built; doit then runs twice as many tasks at
+    once as the cluster has threads (``-n K -P thread``: each task waits on its
+    future, and the next task's inputs upload while a worker runs), unless the
+    command line sets ``-n`` itself.
+    """
+    from . import distributed
+
+    rest, environ = _cluster_options(doit_args)
+    saved = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
+    command = next((a for a in rest if not a.startswith("-")), "run")
+    if not distributed.configured() or command in DOIT_OTHER_COMMANDS:
+        _restore(saved)
+        return rest, None
+    from .distributed import client
+
+    try:
+        settings = distributed.settings()
+        threads = client.session().threads()
+    except BaseException:
+        _restore(saved)
+        raise
+    if not any(a in ("-n", "--process") or a.startswith(("-n", "--process=")) for a in rest):
+        at = rest.index("run") + 1 if rest[:1] == ["run"] else 0
+        rest[at:at] = ["-n", str(2 * threads), "-P", "thread"]
+    where = settings.address or f"a local cluster of {settings.workers} worker process{'es' if settings.workers > 1 else ''}"
+    print(f"modelmake build: model steps run on {where} ({threads} at once)", flush=True)
+
+    def end() -> None:
+        client.shutdown()
+        _restore(saved)
+
+    return rest, end
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def _print_cache_line(workspace: Path) -> None:
     """The build console's one line on the shared cache, when this build used one."""
     from .cache.hook import build_id, console_line, last_build

@@ -145,6 +145,13 @@ class OutputError(ModelmakeError):
     meaning = "build: an output could not be written (disk full, read-only or not permitted); earlier outputs are intact"
 
 
+class ClusterUnreachable(ModelmakeError):
+    """The Dask scheduler named by MODELMAKE_DASK or --dask does not answer, or the local cluster could not start."""
+
+    exit_code = 25
+    meaning = "build: the Dask scheduler (MODELMAKE_DASK or --dask) could not be reached or started; nothing was built"
+
+
 class AlertRaised(ModelmakeError):
     """`modelmake monitor` or `rollout advance` found an alert: drift, a budget, a rate or a worse arm or version."""
 

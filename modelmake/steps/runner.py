@@ -5,20 +5,26 @@ import importlib
 import json
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import layout
+from .. import distributed, layout
 from ..errors import WRITE_REFUSED, ModelmakeError, StepError, exit_code_for, output_error
 from . import worker
 
 # The value a task that recorded its failure leaves in doit's state, so that the next build runs it again.
 RECORDED_FAILURE = "recorded_failure"
+# The steps that run in the doit process (package, report, publish) run one at a time, however doit runs tasks.
+_in_process = threading.Lock()
 # The result line of each step this process ran successfully, by task name (read by modelmake/cache/hook.py).
 SUMMARIES: dict[str, str | None] = {}
 
 
-def run_step(step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None, cache=None):
+def run_step(
+    step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None, cache=None,
+    file_dep=(), outputs=(), clean_dirs=(),
+):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
 
     The step module is imported here, not when the graph loads, so that a
@@ -44,17 +50,20 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False, time
         # and uploaded (modelmake/cache/hook.py); with no cache in force it simply runs.
         from ..cache.hook import run_cached
 
-        return run_cached(cache, task_name, lambda: run_step(step, task_name, job, record_failures, timeout_minutes))
+        return run_cached(cache, task_name, lambda: run_step(
+            step, task_name, job, record_failures, timeout_minutes, file_dep=file_dep, outputs=outputs, clean_dirs=clean_dirs,
+        ))
     from doit.exceptions import TaskFailed
 
     log = layout.log_file(task_name)
     module_name, function_name = step.rsplit(".", 1)
     try:
         if module_name in worker.MODEL_STEPS:
-            summary = _in_worker(step, task_name, job, log, timeout_minutes)
+            summary = _in_worker(step, task_name, job, log, timeout_minutes, file_dep=file_dep, outputs=outputs, clean_dirs=clean_dirs)
         else:
             function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
-            with output_captured_in(Path(log)):
+            # doit runs tasks in threads when model steps go to a cluster: descriptors 1 and 2 are the process's.
+            with _in_process, output_captured_in(Path(log)):
                 summary = function(job)
     except ModelmakeError as error:
         if record_failures:
@@ -80,10 +89,12 @@ def run_step(step: str, task_name: str, job, record_failures: bool = False, time
     return None
 
 
-def _in_worker(step: str, task_name: str, job, log: str, timeout_minutes: float | None):
+def _in_worker(step: str, task_name: str, job, log: str, timeout_minutes: float | None, *, file_dep=(), outputs=(), clean_dirs=()):
     timeout = worker.STEP_TIMEOUT_SECONDS if timeout_minutes is None else timeout_minutes * 60
     kind = step.split(".", 1)[0]
     try:
+        if distributed.configured():  # MODELMAKE_DASK or `modelmake build -j N`: a Dask worker runs it
+            return distributed.run_step(step, task_name, job, log, timeout, file_dep=file_dep, targets=outputs, clean_dirs=clean_dirs)
         return worker.run(step, job, log, timeout)
     except worker.StepTimedOut as late:
         raise StepError(

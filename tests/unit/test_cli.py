@@ -33,7 +33,7 @@ VARIANTS = {
 EXIT = {
     "ok": 0, "error": 1, "usage": 2, "key": 5, "verification": 6, "decryption": 7, "format_version": 8,
     "tampered": 9, "file_set": 10, "wrong_key": 11, "unsafe_archive": 12, "signature_format": 13, "publish": 14,
-    "spec": 20, "step": 21, "budget": 22, "busy": 23, "output": 24, "alert": 30, "rollout_log": 31, "bug": 70,
+    "spec": 20, "step": 21, "budget": 22, "busy": 23, "output": 24, "cluster": 25, "alert": 30, "rollout_log": 31, "bug": 70,
 }
 # doit's own exit codes: a build failure that reached a process as one of these could not be told apart.
 DOIT_CODES = {0, 1, 2, 3}
@@ -160,7 +160,7 @@ def test_every_failure_class_has_its_own_exit_code():
         "tampered": errors.TamperedFileError, "file_set": errors.FileSetError, "wrong_key": errors.WrongKeyError,
         "unsafe_archive": errors.UnsafeArchiveError, "signature_format": errors.SignatureFormatError,
         "publish": errors.PublishError, "step": errors.StepError, "budget": errors.BudgetExceeded,
-        "busy": errors.BuildInProgressError, "output": errors.OutputError,
+        "busy": errors.BuildInProgressError, "output": errors.OutputError, "cluster": errors.ClusterUnreachable,
     }
     for name, kind in classes.items():
         assert errors.exit_code_for(kind("x")) == EXIT[name], name

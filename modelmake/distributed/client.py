@@ -1,0 +1,208 @@
+"""The doit process's side: one Dask client per build, the task's inputs uploaded, its future awaited, its outputs fetched.
+
+The client (and, for ``-j N``, the LocalCluster) is started once, on the
+first model step or by ``modelmake build`` before doit runs, and closed when
+the build ends.  A LocalCluster's workers are processes with one thread each
+(one step at a time); see WORKER_ENVIRONMENT for the frameworks' own threads.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from ..errors import ClusterUnreachable, ModelmakeError, StepError
+from . import ClusterSettings, remote, settings, store_url, transfer
+
+# A worker that dies while running a step (killed, out of memory, its machine gone) is replaced and the step tried
+# again this many times in all before the task fails; a LocalCluster's scheduler is told so (a remote one keeps its own
+# distributed.scheduler.allowed-failures).
+ALLOWED_FAILURES = 2
+BACKSTOP_SECONDS = 120  # beyond the step's timeout: a worker that has not answered by then is restarted
+# A LocalCluster's configuration: how often a step whose worker died runs again.
+LOCAL_CLUSTER_CONFIG = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES - 1}
+# Of the steps waiting for a worker, sources go first: they are the long poles (a recipe that trains) and every
+# other step of their model waits for them.
+PRIORITY = {"source": 30, "data": 20, "reference": 10}
+# The numeric libraries keep the thread counts of a local build: Dask's nanny would set OMP_NUM_THREADS and its
+# kin to 1, and Core ML's palettization (k-means) gives other bytes with another OpenMP thread count, as TensorFlow
+# training does with its own (both seen on the example).  A step runs one at a time per worker, in its step process.
+WORKER_ENVIRONMENT = {
+    name: os.environ.get(name, str(len(os.sched_getaffinity(0))))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+}
+
+
+# Where each step's time went in the last build on a cluster: uploading its inputs, waiting for a worker and fetching
+# them there, the step itself, uploading its outputs, and fetching them into the workspace.
+TIMINGS = "build/.modelmake/cluster-timings.json"
+
+
+class Session:
+    def __init__(self, config: ClusterSettings):
+        self.settings = config
+        self.client, self.cluster = self._connect(config)
+        self._stores: dict[str, object] = {}
+        self._uploaded: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so an unchanged input is hashed once
+        self.timings: list[dict] = []  # per step, where its wall time went (TIMINGS)
+        self.workspace: Path | None = None
+
+    @staticmethod
+    def _connect(config: ClusterSettings):
+        import dask
+        from distributed import Client, LocalCluster
+
+        if config.address is None:
+            try:
+                with dask.config.set(LOCAL_CLUSTER_CONFIG):
+                    cluster = LocalCluster(
+                        n_workers=config.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR, env=WORKER_ENVIRONMENT,
+                    )
+            except Exception as error:  # noqa: BLE001 - whatever stops the workers from starting, nothing can be built
+                raise ClusterUnreachable(
+                    f"could not start {config.workers} local worker processes (-j {config.workers}): {type(error).__name__}: {error}; "
+                    "build without -j, or with fewer workers"
+                ) from None
+            return Client(cluster, set_as_default=False), cluster
+        try:
+            return Client(config.address, timeout=config.connect_timeout, set_as_default=False), None
+        except (OSError, TimeoutError) as error:
+            raise ClusterUnreachable(
+                f"cannot reach the Dask scheduler at {config.address} (MODELMAKE_DASK or --dask): {error}. "
+                "Start it (`dask scheduler`, then `dask worker ADDRESS --nthreads 1`), correct the address, "
+                "or build on this machine without it (unset MODELMAKE_DASK; `modelmake build -j N` for local workers)"
+            ) from None
+
+    def threads(self) -> int:
+        """How many steps the cluster runs at once."""
+        return max(1, sum(self.client.nthreads().values()))
+
+    def store(self, workspace: Path):
+        url = store_url(self.settings, workspace)
+        if url not in self._stores:
+            from ..cache.store import CacheStore
+
+            self._stores[url] = CacheStore(url)
+        return self._stores[url]
+
+    def upload(self, store, workspace: Path, path: str) -> str:
+        file = workspace / path
+        status = file.stat()
+        key = (str(file), status.st_size, status.st_mtime_ns)
+        digest = self._uploaded.get(key)
+        if digest is None:
+            digest = self._uploaded[key] = store.put_blob(file)
+        return digest
+
+    def close(self) -> None:
+        if self.workspace is not None and self.timings:
+            from ..fsutil import write_json
+
+            write_json(self.workspace / TIMINGS, {"steps": self.timings})
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+_session: Session | None = None
+_lock = threading.Lock()
+
+
+def session() -> Session:
+    """This build's session, connected (and its LocalCluster started) on first use."""
+    global _session
+    with _lock:
+        if _session is None:
+            config = settings()
+            if config is None:
+                raise ModelmakeError("no Dask cluster is configured: set MODELMAKE_DASK or pass -j N / --dask ADDRESS")
+            _session = Session(config)
+            atexit.register(shutdown)
+        return _session
+
+
+def shutdown() -> None:
+    """Close the client and stop the LocalCluster, if this process started one."""
+    global _session
+    with _lock:
+        if _session is not None:
+            current, _session = _session, None
+            current.close()
+
+
+def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_dep, targets, clean_dirs):
+    """Send one step to the cluster, wait for it and move its outputs into the workspace; returns its summary line.
+
+    Raises the step's ModelmakeError as it was raised on the worker, a bug's
+    exception with the worker's traceback as its cause, ``StepTimedOut`` when
+    it runs past ``timeout`` and ``WorkerCrashed`` when its step process dies
+    (both as a local build raises them), and a StepError naming the task when
+    the Dask workers running it kept dying.
+    """
+    from distributed import TimeoutError as DaskTimeout
+
+    from ..steps.worker import RemoteTraceback, StepTimedOut, WorkerCrashed
+
+    current = session()
+    workspace = Path.cwd()
+    current.workspace = workspace
+    store = current.store(workspace)
+    started = time.perf_counter()
+    inputs = {path: current.upload(store, workspace, path) for path in transfer.input_files(workspace, job, file_dep)}
+    request = remote.RemoteStep(
+        step=step, task_name=task_name, job=job, log=log, store=store_url(current.settings, workspace), inputs=inputs,
+        targets=tuple(targets), clean_dirs=tuple(clean_dirs), timeout=timeout,
+    )
+    key = f"{task_name}-{uuid.uuid4().hex[:12]}"
+    submitted = time.perf_counter()
+    priority = PRIORITY.get(task_name.split(":", 1)[0], 0)
+    future = current.client.submit(remote.run, request, key=key, pure=False, priority=priority)
+    try:
+        # The step process stops a step past its timeout itself; this is for a worker that does not answer.
+        result = future.result(timeout=timeout + BACKSTOP_SECONDS)
+    except (DaskTimeout, TimeoutError):
+        _stop(current.client, future)
+        raise StepTimedOut(timeout) from None
+    except Exception as error:
+        if type(error).__name__ == "KilledWorker":
+            raise StepError(
+                f"{task_name}: the Dask worker running this step died {ALLOWED_FAILURES} times (killed, out of memory, or its "
+                "machine went away), so it was not tried again. Run the build again if workers were lost; if the worker "
+                f"dies each time, give the workers more memory, or run `modelmake build {task_name}` without Dask to see "
+                f"what the step does in {log}"
+            ) from None
+        raise
+    returned = time.perf_counter()
+    transfer.deliver(store, result.outputs, workspace, targets=targets, clean_dirs=clean_dirs)
+    remote_time = sum(result.timings.values())
+    current.timings.append({
+        "task": task_name, "worker": result.worker, "upload_inputs": round(submitted - started, 4),
+        "queued": round(returned - submitted - remote_time, 4), **{k: round(v, 4) for k, v in result.timings.items()},
+        "deliver": round(time.perf_counter() - returned, 4),
+    })
+    if result.stopped is not None:
+        how, value = result.stopped
+        raise WorkerCrashed(value) if how == "crashed" else StepTimedOut(value)
+    if result.error is not None:
+        if result.traceback:
+            result.error.__cause__ = RemoteTraceback(f"(Dask worker {result.worker})\n{result.traceback}")
+        raise result.error
+    return result.summary
+
+
+def _stop(client, future) -> None:
+    """Stop the step where it is: cancel it (or the scheduler would run it again elsewhere), then restart the worker
+    running it, since a thread cannot be killed."""
+    try:
+        workers = [worker for worker, keys in client.processing().items() if future.key in keys]
+        future.cancel()
+        if workers:
+            client.restart_workers(workers)
+    except Exception as error:  # noqa: BLE001 - the timeout is reported either way
+        logging.getLogger(__name__).warning("could not restart the worker running %s: %s", future.key, error)
