@@ -60,7 +60,7 @@ def train(job: TrainJob) -> str:
     metadata = recipe_metadata(module)
     _seed(metadata.get("seed", 0), TF_KERAS)
     keras = keras_module(TF_KERAS)
-    import tensorflow_model_optimization as tfmot
+    tfmot = _model_optimization(what)
 
     try:
         model = keras.models.load_model(job.keras_model, compile=False)
@@ -119,6 +119,17 @@ def train(job: TrainJob) -> str:
     ).write(job.record)
     pruned = f", kernels {kernel_sparsity:.1%} zero" if job.prune else ""
     return f"{job.variant}: {settings.method} for {settings.epochs} epochs at learning rate {settings.learning_rate:g}{pruned}"
+
+
+def _model_optimization(what: str):
+    try:
+        import tensorflow_model_optimization
+    except ImportError:
+        raise StepError(
+            f"{what}: tensorflow-model-optimization is not installed; ./run setup installs it, or: "
+            "pip install --no-deps -c constraints.txt tensorflow-model-optimization (its absl-py pin is stale)"
+        ) from None
+    return tensorflow_model_optimization
 
 
 def _wrapped(model, job: TrainJob, settings: FineTuning, tfmot, what: str):
