@@ -387,6 +387,7 @@ def convert_task(plan: BuildPlan, model: Model, artifact: Artifact):
         out=layout.artifact_file(artifact),
         out_record=layout.artifact_record(artifact),
         export_record=export_record_of(plan, model, artifact),
+        prune=artifact.prune,
     )
     return _task(
         "convert",

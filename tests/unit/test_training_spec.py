@@ -40,6 +40,9 @@ def test_qat_and_pruned_variants_compile_to_train_tasks_whose_records_their_conv
     assert "build/trained/digits/qat/source.json" in qat_convert["file_dep"]
     assert "build/sources/digits/source.json" not in qat_convert["file_dep"]
     assert "build/sources/digits/source.json" in tasks["convert:digits.int8.tflite@pixel-8"]["file_dep"]
+    # The conversion encodes the zeros sparse and measures them: it is told the variant prunes.
+    assert tasks["convert:digits.sparse.tflite@pixel-8"]["actions"][0][1][2].prune == Pruning(0.5)
+    assert tasks["convert:digits.int8.tflite@pixel-8"]["actions"][0][1][2].prune is None
 
 
 def test_a_model_without_training_variants_gets_no_train_task(tmp_path):
