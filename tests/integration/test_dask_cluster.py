@@ -230,4 +230,4 @@ def test_the_test_workspace_built_with_two_local_workers_is_byte_identical_to_it
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "model steps run on a local cluster of 2 worker processes" in run.stdout
-    assert workspace.bundle_bytes() == built.bundle_bytes
+    assert workspace.bundle_bytes() == built.bundle

@@ -488,7 +488,8 @@ def test_core_ml_packages_load_and_carry_the_requested_precision(example, spec, 
 
         measured = _read_json(artifact["metrics"])
         # What can be read from the package is measured; what needs Core ML itself is not.
-        assert set(measured["metrics"]) <= {"size_kb", "quantized_share", "accelerator_coverage"}, measured["metrics"]
+        readable = {"size_kb", "quantized_share", "accelerator_coverage"} | ({"sparsity"} if vconf.get("prune") else set())
+        assert set(measured["metrics"]) <= readable, measured["metrics"]
         assert measured["metrics"]["quantized_share"] >= 0.9, measured["metrics"]
         classifier = _kind(spec, artifact["model"]) == "classes"
         needs_core_ml = ("top1", "accuracy_drop", "top1_agreement") if classifier else ("mean_iou", "iou_drop", "mask_agreement")
