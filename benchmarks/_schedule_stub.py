@@ -21,7 +21,7 @@ _lock = threading.Lock()
 _in_flight = [0, 0]  # now, most at once
 
 
-def stub_run_step(step, task_name, job, record_failures=False, timeout_minutes=None, file_dep=(), outputs=(), clean_dirs=()):
+def stub_run_step(step, task_name, job, record_failures=False, timeout_minutes=None, cache=None, file_dep=(), outputs=(), clean_dirs=()):
     from modelmake.distributed import transfer
     from modelmake.steps.worker import MODEL_STEPS
 

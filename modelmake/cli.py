@@ -517,6 +517,8 @@ def _on_cluster(doit_args: list[str]):
 
     try:
         settings = distributed.settings()
+        if settings is None:
+            raise RuntimeError("modelmake build: a cluster is configured but its settings read as none (a bug)")
         threads = client.session().threads()
     except BaseException:
         _restore(saved)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 
 TELEMETRY_FORMAT = 1
 BASELINE_FORMAT = 1
@@ -51,7 +52,7 @@ class BaselineFormatError(ValueError):
 # --- histogram semantics, shared with the build step that writes the baseline -----------------
 
 
-def bin_indices(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+def bin_indices(edges: np.ndarray, values: npt.ArrayLike) -> np.ndarray:
     """The bin of each value: bins are left-closed [e_i, e_i+1), the last one closed [e_n-1, e_n];
     a value below the first edge counts in the first bin, above the last edge (or NaN) in the last."""
     index = np.searchsorted(edges, values, side="right") - 1
@@ -369,10 +370,10 @@ class TelemetryRecorder:
             array = _named(outputs, name, "output")
             samples = _same_batch(samples, array, name)
             part.add(array)
-        for name, part in self._inputs.items():
+        for name, reader in self._inputs.items():
             array = _named(inputs, name, "input")
             samples = _same_batch(samples, array, name)
-            part.add(array)
+            reader.add(array)
         latency = np.asarray(latency_ms, dtype=np.float64)
         if samples is None:
             samples = latency.size

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -34,6 +35,10 @@ class Alert:
         return {"guardrail": self.guardrail, "where": self.where, "chipset": self.chipset, "message": self.message}
 
 
+@overload
+def _round(value: float) -> float: ...
+@overload
+def _round(value: None) -> None: ...
 def _round(value: float | None) -> float | None:
     return None if value is None else float(f"{value:.6g}")
 
@@ -102,10 +107,11 @@ def group_figures(key: GroupKey, tally: Tally, settings: MonitorSettings, alerts
         expected = _baseline_counts(baseline, path)
         if expected is None or len(expected) != len(observed):
             continue
-        entry = {"distribution": path, "psi": _round(psi(expected, observed)), "js_distance": _round(js_distance(expected, observed))}
-        broken = [f"PSI {entry['psi']:.3g} > {settings.max_psi:g}"] if entry["psi"] > settings.max_psi else []
-        if settings.max_js_distance is not None and entry["js_distance"] > settings.max_js_distance:
-            broken.append(f"JS distance {entry['js_distance']:.3g} > {settings.max_js_distance:g}")
+        psi_value, js_value = _round(psi(expected, observed)), _round(js_distance(expected, observed))
+        entry: dict[str, object] = {"distribution": path, "psi": psi_value, "js_distance": js_value}
+        broken = [f"PSI {psi_value:.3g} > {settings.max_psi:g}"] if psi_value > settings.max_psi else []
+        if settings.max_js_distance is not None and js_value > settings.max_js_distance:
+            broken.append(f"JS distance {js_value:.3g} > {settings.max_js_distance:g}")
         entry["verdict"] = NOT_ENOUGH if not enough else ALERT if broken else OK
         if enough and broken:
             alert("drift", f"{path} drifted from its baseline: {', '.join(broken)}")
@@ -176,7 +182,7 @@ class Totals:
 def compare(label: str, chipset: str | None, base_name: str, base: Totals, new_name: str, new: Totals,
              settings: MonitorSettings, alerts: list[Alert]) -> dict:
     """``new`` against ``base``: accuracy proxy and failure rate, each a difference (new - base) with its interval."""
-    figures = {}
+    figures: dict[str, dict[str, object]] = {}
     for name, hits, trials, minimum, worse_if, margin in (
         ("accuracy_proxy", "correct", "labelled", settings.min_labelled, "lower", settings.max_accuracy_drop),
         ("failure_rate", "failures", "inferences", settings.min_inferences, "higher", settings.max_failure_rate_increase),

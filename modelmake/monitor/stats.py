@@ -7,25 +7,26 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+import numpy.typing as npt
 
 # A bin empty on one side would make PSI infinite: proportions are floored at this (a common choice).
 _FLOOR = 1e-4
 
 
-def proportions(counts: Sequence[float]) -> np.ndarray:
-    counts = np.asarray(counts, dtype=np.float64)
-    total = counts.sum()
-    return counts / total if total > 0 else np.full(len(counts), 1.0 / max(len(counts), 1))
+def proportions(counts: npt.ArrayLike) -> np.ndarray:
+    array = np.asarray(counts, dtype=np.float64)
+    total = array.sum()
+    return array / total if total > 0 else np.full(len(array), 1.0 / max(len(array), 1))
 
 
-def psi(expected: Sequence[float], observed: Sequence[float]) -> float:
+def psi(expected: npt.ArrayLike, observed: npt.ArrayLike) -> float:
     """Population stability index of ``observed`` against ``expected`` (same bins): sum (o - e) ln(o / e)."""
     e = np.maximum(proportions(expected), _FLOOR)
     o = np.maximum(proportions(observed), _FLOOR)
     return float(np.sum((o - e) * np.log(o / e)))
 
 
-def js_distance(expected: Sequence[float], observed: Sequence[float]) -> float:
+def js_distance(expected: npt.ArrayLike, observed: npt.ArrayLike) -> float:
     """Jensen-Shannon distance (base 2, from 0 for the same distribution to 1 for disjoint ones)."""
     p, q = proportions(expected), proportions(observed)
     m = (p + q) / 2

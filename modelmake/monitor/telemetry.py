@@ -97,9 +97,9 @@ class Tally:
             summed = _column_sums(rows)
             self.latency[edges] = self.latency[edges] + summed if edges in self.latency else summed
         for name, (totals, squares) in self._feature_buffer.items():
-            summed = (np.asarray(totals, dtype=np.float64).sum(axis=0), np.asarray(squares, dtype=np.float64).sum(axis=0))
+            sums = (np.asarray(totals, dtype=np.float64).sum(axis=0), np.asarray(squares, dtype=np.float64).sum(axis=0))
             before = self.features.get(name)
-            self.features[name] = summed if before is None else (before[0] + summed[0], before[1] + summed[1])
+            self.features[name] = sums if before is None else (before[0] + sums[0], before[1] + sums[1])
         self._feature_buffer = {}
         self.buffer, self._latency_buffer, self._pending = {}, {}, 0
 
@@ -334,7 +334,8 @@ def _layout(known: KnownFile) -> dict:
         if known.baseline is None:
             layout[section] = None
             continue
-        layout[section] = {}
+        described: dict[str, dict] = {}
+        layout[section] = described
         for name, spec in (known.baseline.get(section) or {}).items():
             parts = {}
             for part, histogram in (spec.items() if isinstance(spec, dict) else ()):
@@ -343,7 +344,7 @@ def _layout(known: KnownFile) -> dict:
                     parts[part] = (f"{section}.{name}.{part}", bins)
             if isinstance(spec, dict) and "mean" in spec:
                 parts["count"] = (f"{section}.{name}", len(spec["mean"]))
-            layout[section][name] = parts
+            described[name] = parts
     return layout
 
 

@@ -260,11 +260,12 @@ def publish_index(
         return PublishResult(previous["index_version"], changed=False, new_blobs=0)
     if now + expires_after <= time.time():
         raise PublishError(f"the index would expire at {timestamp(now + expires_after)}, which is already past: check the clock")
+    index_version: int = (previous["index_version"] + 1) if previous else 1
     document |= {
-        "index_version": (previous["index_version"] + 1) if previous else 1,
+        "index_version": index_version,
         "published": timestamp(now),
         "expires": timestamp(now + expires_after),
     }
     with fsutil.atomic_output(index_path) as out:
         out.write(sign_index(document, signing_key))
-    return PublishResult(document["index_version"], changed=True, new_blobs=0)
+    return PublishResult(index_version, changed=True, new_blobs=0)

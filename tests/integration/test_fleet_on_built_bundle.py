@@ -166,8 +166,10 @@ class Fleet:
         for device in self.devices:
             chosen = {}
             for model in MODELS:
-                decision = choose_release(index.offer(CHANNEL, model), repository=BUNDLE, channel=CHANNEL, model=model,
-                                          device=device)
+                offer = index.offer(CHANNEL, model)
+                assert offer is not None, model
+                decision = choose_release(offer, repository=BUNDLE, channel=CHANNEL, model=model, device=device)
+                assert decision.version is not None, decision
                 variant = choose_variant(index.releases[decision.version], model, device)
                 chosen[model] = (decision.version, decision.arm, variant)
             placed[device.device_id] = chosen
@@ -252,6 +254,7 @@ class Phones:
                 result = client.update(device, model)
                 assert result.status in (UpdateStatus.INSTALLED, UpdateStatus.CURRENT), result
                 installed = client.installed(model)
+                assert installed is not None and installed.baseline is not None, model
                 version, _, variant = placed[device.device_id][model]
                 assert (installed.version, installed.variant_id, installed.sha256) == (version, variant.id, variant.sha256)
                 assert json.loads(installed.baseline.read_bytes()) == self.fleet.baseline(variant)

@@ -130,7 +130,9 @@ def test_a_chipset_over_its_latency_budget_rolls_every_device_back_when_so_decla
 def install(client: Client, device) -> str:
     result = client.update(device, F.MODEL)
     assert result.status in (UpdateStatus.INSTALLED, UpdateStatus.CURRENT), result
-    return client.installed(F.MODEL).version
+    installed = client.installed(F.MODEL)
+    assert installed is not None
+    return installed.version
 
 
 def test_a_chipset_over_its_latency_budget_holds_the_rollout_when_so_declared(tmp_path):

@@ -37,7 +37,7 @@ PUBLIC_KEY = SIGNING_KEY.public_key()
 DAY = 86_400
 # Three kinds of phone: two with a target of their own, one served by the generic target.
 CHIPSETS = {"Tensor G3": "pixel-8", "SM8650": "snapdragon-8-gen-3", "Exynos 2400": "android-arm64-cpu"}
-TARGETS = {
+TARGETS: dict[str, dict] = {
     "pixel-8": {"platform": "android", "chipsets": ["Tensor G3"], "min_os_version": None},
     "snapdragon-8-gen-3": {"platform": "android", "chipsets": ["SM8650"], "min_os_version": None},
     "android-arm64-cpu": {"platform": "android", "chipsets": [], "min_os_version": None},
@@ -178,7 +178,8 @@ class Fleet:
         index = verify_index(data, {public_key_hint(PUBLIC_KEY): PUBLIC_KEY}, repository=BUNDLE, now=now, trusted=self.trusted)
         self.trusted = TrustState(index.index_version, index.sha256)
         offer = index.offer(channel, MODEL)
-        placed = {}
+        assert offer is not None, f"the index offers no {MODEL} on {channel}"
+        placed: dict[str, tuple[str | None, str | None, str | None]] = {}
         for device in self.devices:
             decision = choose_release(offer, repository=BUNDLE, channel=channel, model=MODEL, device=device)
             if decision.version is None:
