@@ -14,14 +14,17 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SUBMISSIONS: list[dict] = []
 _lock = threading.Lock()
 _in_flight = [0, 0]  # now, most at once
 
 
-def stub_run_step(step, task_name, job, record_failures=False, timeout_minutes=None, cache=None, file_dep=(), outputs=(), clean_dirs=()):
+def stub_run_step(step, task_name, job, targets, record_failures=False, timeout_minutes=None, cache=None):
+    """runner.run_step's signature, with ``targets``, which doit passes to an action that names it."""
     from modelmake.distributed import transfer
     from modelmake.steps.worker import MODEL_STEPS
 
@@ -30,10 +33,10 @@ def stub_run_step(step, task_name, job, record_failures=False, timeout_minutes=N
         _in_flight[1] = max(_in_flight[1], _in_flight[0])
     try:
         if step.split(".", 1)[0] in MODEL_STEPS:
-            inputs = transfer.input_files(Path.cwd(), job, file_dep)
+            inputs = transfer.input_files(Path.cwd(), job, cache.file_dep)
             with _lock:
-                SUBMISSIONS.append({"task": task_name, "inputs": len(inputs), "outputs": len(outputs), "at": time.perf_counter()})
-        for target in outputs:
+                SUBMISSIONS.append({"task": task_name, "inputs": len(inputs), "outputs": len(targets), "at": time.perf_counter()})
+        for target in targets:
             path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(task_name + "\n", encoding="utf-8")
@@ -49,12 +52,14 @@ def main(workspace: str, threads: str, out: str) -> int:
     from doit.cmd_base import DodoTaskLoader
     from doit.doit_cmd import DoitMain
 
+    import modelmake.graph
     from modelmake.steps import runner
 
-    runner.run_step = stub_run_step  # the graph's actions name runner.run_step
-    import modelmake.graph
-
-    modelmake.graph.run_step = stub_run_step
+    # The graph's actions name runner.run_step; the stub also takes the task's targets, which doit passes to an
+    # action that names them, so it is not typed as run_step.
+    stub: Callable[..., Any] = stub_run_step
+    runner.run_step = stub
+    modelmake.graph.run_step = stub
     os.chdir(workspace)
     start = time.perf_counter()
     result = DoitMain(DodoTaskLoader()).run(["-n", threads, "-P", "thread", "--continue"])

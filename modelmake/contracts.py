@@ -477,7 +477,8 @@ class MetricsRecord(_JsonRecord):
 
 @dataclass(frozen=True)
 class CacheableTask:
-    """What the runner needs to key a task in the shared cache and to fetch or upload its outputs (modelmake/cache/).
+    """What the runner needs to key a model step in the shared cache and to fetch or upload its outputs (modelmake/cache/),
+    and what the step reads and writes when a Dask worker runs it (modelmake/distributed/).
 
     ``hashed`` is what the task's ``JobUnchanged`` hashes (its job, tool versions and keys), the very same dict;
     the key adds the task kind, the job's type and the SHA-256 of each ``file_dep`` at run time.  Handed to the

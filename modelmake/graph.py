@@ -161,12 +161,7 @@ def _task(
     from .task_checks import JobUnchanged, RemoveOutputs
 
     task_name = f"{kind}:{name}"
-    action = (run_step, [step, task_name, job], {
-        "record_failures": record_failures, "timeout_minutes": timeout_minutes,
-        # What the task reads and writes, for a step that runs elsewhere (distributed/) and the cache
-        # ("targets" as a parameter name is doit's own: it would pass the task's targets itself).
-        "file_dep": sorted(set(file_dep)), "outputs": list(targets), "clean_dirs": list(clean_dirs),
-    })
+    action = (run_step, [step, task_name, job], {"record_failures": record_failures, "timeout_minutes": timeout_minutes})
     unchanged = JobUnchanged(type(job).__name__, config_hash(job), tool_versions(*(tools or STEP_TOOLS[kind])), also_hash)
     cacheable = _cacheable(kind, step, job, unchanged, file_dep, targets, clean_dirs)
     if cacheable is not None:

@@ -21,10 +21,7 @@ _in_process = threading.Lock()
 SUMMARIES: dict[str, str | None] = {}
 
 
-def run_step(
-    step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None, cache=None,
-    file_dep=(), outputs=(), clean_dirs=(),
-):
+def run_step(step: str, task_name: str, job, record_failures: bool = False, timeout_minutes: float | None = None, cache=None):
     """Run ``modelmake.steps.<module>.<function>(job)`` for the task ``task_name``.
 
     The step module is imported here, not when the graph loads, so that a
@@ -44,22 +41,28 @@ def run_step(
     and the task succeeds, so that the report is still written and says why;
     the package step then refuses the bundle, or a selecting target drops the
     candidate and ships the next one.
+
+    ``cache`` (a model step's ``contracts.CacheableTask``) keys the task in the
+    shared cache and says what it reads and writes, for a step run on a Dask
+    worker (``distributed/``).
     """
     if cache is not None:
         # A cacheable task (contracts.CacheableTask): fetched from the shared cache when its key is there, else run
         # and uploaded (modelmake/cache/hook.py); with no cache in force it simply runs.
         from ..cache.hook import run_cached
 
-        return run_cached(cache, task_name, lambda: run_step(
-            step, task_name, job, record_failures, timeout_minutes, file_dep=file_dep, outputs=outputs, clean_dirs=clean_dirs,
-        ))
+        return run_cached(cache, task_name, lambda: _run(step, task_name, job, record_failures, timeout_minutes, cache))
+    return _run(step, task_name, job, record_failures, timeout_minutes, None)
+
+
+def _run(step: str, task_name: str, job, record_failures: bool, timeout_minutes: float | None, task_io):
     from doit.exceptions import TaskFailed
 
     log = layout.log_file(task_name)
     module_name, function_name = step.rsplit(".", 1)
     try:
         if module_name in worker.MODEL_STEPS:
-            summary = _in_worker(step, task_name, job, log, timeout_minutes, file_dep=file_dep, outputs=outputs, clean_dirs=clean_dirs)
+            summary = _in_worker(step, task_name, job, log, timeout_minutes, task_io)
         else:
             function = getattr(importlib.import_module(f"modelmake.steps.{module_name}"), function_name)
             # doit runs tasks in threads when model steps go to a cluster: descriptors 1 and 2 are the process's.
@@ -89,12 +92,16 @@ def run_step(
     return None
 
 
-def _in_worker(step: str, task_name: str, job, log: str, timeout_minutes: float | None, *, file_dep=(), outputs=(), clean_dirs=()):
+def _in_worker(step: str, task_name: str, job, log: str, timeout_minutes: float | None, task_io):
     timeout = worker.STEP_TIMEOUT_SECONDS if timeout_minutes is None else timeout_minutes * 60
     kind = step.split(".", 1)[0]
     try:
         if distributed.configured():  # MODELMAKE_DASK or `modelmake build -j N`: a Dask worker runs it
-            return distributed.run_step(step, task_name, job, log, timeout, file_dep=file_dep, targets=outputs, clean_dirs=clean_dirs)
+            if task_io is None:
+                raise RuntimeError(f"{task_name}: a step sent to the cluster needs what it reads and writes (a CacheableTask): a bug")
+            return distributed.run_step(
+                step, task_name, job, log, timeout, file_dep=task_io.file_dep, targets=task_io.targets, clean_dirs=task_io.output_dirs,
+            )
         return worker.run(step, job, log, timeout)
     except worker.StepTimedOut as late:
         raise StepError(

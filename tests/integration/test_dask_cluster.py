@@ -189,15 +189,13 @@ def on_cluster(cluster, tmp_path, monkeypatch):
 
 
 def _data_step(split: str, timeout_minutes: float | None = None):
-    from modelmake.contracts import DataJob
+    from modelmake.contracts import CacheableTask, DataJob
     from modelmake.plan import Dataset
     from modelmake.steps.runner import run_step
 
     job = DataJob(Dataset(role="evaluation", path="recipe.py", from_recipe=True, function="load_data", split=split), f"out/{split}.npz")
-    return run_step(
-        "data.materialize", f"data:m.{split}", job, timeout_minutes=timeout_minutes,
-        file_dep=["recipe.py"], outputs=[job.out], clean_dirs=[],
-    )
+    io = CacheableTask(kind="data", job_type="DataJob", hashed={}, file_dep=("recipe.py",), targets=(job.out,))
+    return run_step("data.materialize", f"data:m.{split}", job, timeout_minutes=timeout_minutes, cache=io)
 
 
 def test_a_native_crash_on_a_worker_fails_its_task_and_the_cluster_builds_on(on_cluster):
