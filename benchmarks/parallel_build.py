@@ -46,7 +46,7 @@ def _where_time_went(workspace: Path) -> str:
     totals: dict[str, float] = defaultdict(float)
     for step in steps:
         for key, value in step.items():
-            if isinstance(value, (int, float)):
+            if isinstance(value, (int, float)) and key != "submitted_at":
                 totals[key] += value
     by_kind: dict[str, float] = defaultdict(float)
     for step in steps:

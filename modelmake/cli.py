@@ -499,10 +499,9 @@ def _on_cluster(doit_args: list[str]):
 
     With ``-j N``, ``--dask ADDRESS`` or MODELMAKE_DASK, the client connects
     (or starts the LocalCluster) before doit loads, so an unreachable scheduler
-    is one message and nothing built; doit then runs twice as many tasks at
-    once as the cluster has threads (``-n K -P thread``: each task waits on its
-    future, and the next task's inputs upload while a worker runs), unless the
-    command line sets ``-n`` itself.
+    is one message and nothing built; doit then runs IN_FLIGHT_PER_THREAD
+    times as many tasks at once as the cluster has threads (``-n K -P thread``:
+    each task waits on its future), unless the command line sets ``-n`` itself.
     """
     from . import distributed
 
@@ -520,12 +519,13 @@ def _on_cluster(doit_args: list[str]):
         if settings is None:
             raise RuntimeError("modelmake build: a cluster is configured but its settings read as none (a bug)")
         threads = client.session().threads()
+        client.session().check_store(Path.cwd())
     except BaseException:
         _restore(saved)
         raise
     if not any(a in ("-n", "--process") or a.startswith(("-n", "--process=")) for a in rest):
         at = rest.index("run") + 1 if rest[:1] == ["run"] else 0
-        rest[at:at] = ["-n", str(2 * threads), "-P", "thread"]
+        rest[at:at] = ["-n", str(IN_FLIGHT_PER_THREAD * threads), "-P", "thread"]
     where = settings.address or f"a local cluster of {settings.workers} worker process{'es' if settings.workers > 1 else ''}"
     print(f"modelmake build: model steps run on {where} ({threads} at once)", flush=True)
 
@@ -534,6 +534,12 @@ def _on_cluster(doit_args: list[str]):
         _restore(saved)
 
     return rest, end
+
+
+# Tasks in flight per cluster thread.  A task waiting for a worker holds one of doit's slots; with few slots, quick
+# steps queued behind a long training kept the next source model from being submitted at all, and so from going first
+# by its priority (client.PRIORITY).  Waiting costs a thread each, not a core.
+IN_FLIGHT_PER_THREAD = 4
 
 
 def _restore(saved: dict[str, str | None]) -> None:

@@ -146,10 +146,13 @@ class OutputError(ModelmakeError):
 
 
 class ClusterUnreachable(ModelmakeError):
-    """The Dask scheduler named by MODELMAKE_DASK or --dask does not answer, or the local cluster could not start."""
+    """The Dask scheduler (MODELMAKE_DASK, --dask) does not answer or its workers cannot see the store, or a LocalCluster did not start."""
 
     exit_code = 25
-    meaning = "build: the Dask scheduler (MODELMAKE_DASK or --dask) could not be reached or started; nothing was built"
+    meaning = (
+        "build: the Dask scheduler (MODELMAKE_DASK or --dask) could not be reached or started, or its workers cannot see the store; "
+        "nothing was built"
+    )
 
 
 class AlertRaised(ModelmakeError):

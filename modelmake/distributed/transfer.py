@@ -1,9 +1,11 @@
 """Which files a model step reads and writes, and how its outputs reach the workspace: all of them or none.
 
 A task's inputs are its ``file_dep`` plus what its records stand for: a
-source record (``build/sources/<model>/source.json``) stands for the model
-directory beside it, an artifact record for the artifact file it describes
-(absent when the conversion failed).  Its outputs are its ``targets``, every
+source record (``build/sources/<model>/source.json``, or a fine-tuned
+variant's under ``build/trained/``) stands for the model directory beside
+it, an export record for the exported files it names, an evaluation's
+artifact record for the artifact file it describes (absent when the
+conversion failed).  Its outputs are its ``targets``, every
 file under its ``clean_dirs`` (the source's model directory) and its log.
 """
 from __future__ import annotations
@@ -33,14 +35,23 @@ def input_files(workspace: Path, job, file_dep: Iterable[str]) -> list[str]:
     files: dict[str, None] = {}
     for dep in file_dep:
         files[relative(dep)] = None
-        if dep.startswith(f"{layout.BUILD}/sources/") and Path(dep).name == SOURCE_RECORD_NAME:
-            for path in sorted((workspace / dep).parent.rglob("*")):
-                if path.is_file() and not _temporary(path):
-                    files[path.relative_to(workspace).as_posix()] = None
+        for path in _described_by(workspace, relative(dep)):
+            files[path] = None
     artifact = getattr(job, "artifact", None)  # an evaluation reads the file its record describes
     if isinstance(artifact, str) and (workspace / artifact).is_file():
         files[relative(artifact)] = None
     return list(files)
+
+
+def _described_by(workspace: Path, record: str) -> list[str]:
+    """The files a record in a task's file_dep stands for (none for any other file)."""
+    if record.startswith((f"{layout.BUILD}/sources/", f"{layout.BUILD}/trained/")) and Path(record).name == SOURCE_RECORD_NAME:
+        directory = (workspace / record).parent
+        return [p.relative_to(workspace).as_posix() for p in sorted(directory.rglob("*")) if p.is_file() and not _temporary(p)]
+    if record.startswith(f"{layout.EXPORTS}/") and record.endswith(".json"):
+        export = fsutil.read_json(workspace / record)
+        return [relative(export["model"]), *(relative(p["file"]) for _, p in sorted(export.get("prepared", {}).items()))]
+    return []
 
 
 def output_files(root: Path, targets: Iterable[str], clean_dirs: Iterable[str], log: str) -> list[str]:

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelmake.distributed.client import WORKER_ENVIRONMENT
-
 
 @dataclass(frozen=True)
 class RunningCluster:
@@ -32,7 +30,7 @@ def local_cluster(directory: Path, *, workers: int = 2) -> Iterator[RunningClust
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-            local_directory=str(directory), silence_logs=logging.ERROR, env=WORKER_ENVIRONMENT,
+            local_directory=str(directory), silence_logs=logging.ERROR,
         )
     try:
         yield RunningCluster(cluster.scheduler_address, directory)

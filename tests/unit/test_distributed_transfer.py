@@ -1,6 +1,7 @@
 """What a step on a cluster uploads, and how its outputs reach the workspace: all of them, verified, or none."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,26 @@ def test_a_source_record_brings_its_model_directory_and_an_evaluation_its_artifa
     ]
     # A failed conversion leaves no artifact: the evaluation still runs (and records why), with nothing to upload for it.
     assert "build/artifacts/t/m.int8.onnx" not in transfer.input_files(tmp_path, _Evaluation("build/artifacts/t/m.int8.onnx"), [])
+
+
+def test_a_fine_tuned_record_brings_its_model_and_an_export_record_the_files_it_names(tmp_path):
+    _write(tmp_path, "build/trained/m/sparse50/source.json", "{}")
+    _write(tmp_path, "build/trained/m/sparse50/saved_model/saved_model.pb", "graph")
+    _write(tmp_path, "build/exports/m/onnx-opset17.onnx", "model")
+    _write(tmp_path, "build/exports/m/onnx-opset17.prepared-batch-1.onnx", "prepared")
+    _write(tmp_path, "build/exports/m/onnx-opset18.onnx", "another opset's export, not read")
+    _write(tmp_path, "build/exports/m/onnx-opset17.onnx.json", json.dumps({
+        "model": "build/exports/m/onnx-opset17.onnx",
+        "prepared": {"batch-1": {"file": "build/exports/m/onnx-opset17.prepared-batch-1.onnx", "sha256": "0" * 64}},
+    }))
+    files = transfer.input_files(tmp_path, object(), ["build/trained/m/sparse50/source.json", "build/exports/m/onnx-opset17.onnx.json"])
+    assert files == [
+        "build/trained/m/sparse50/source.json",
+        "build/trained/m/sparse50/saved_model/saved_model.pb",
+        "build/exports/m/onnx-opset17.onnx.json",
+        "build/exports/m/onnx-opset17.onnx",
+        "build/exports/m/onnx-opset17.prepared-batch-1.onnx",
+    ]
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "../outside", "build/../../outside"])
@@ -91,3 +112,35 @@ def test_settings_come_from_the_environment_and_a_bad_number_names_its_variable(
     assert remote is not None and remote.address == "tcp://h:8786" and remote.store == "s3://b/p"
     with pytest.raises(ModelmakeError, match="MODELMAKE_DASK_WORKERS='two'"):
         distributed.settings({"MODELMAKE_DASK_WORKERS": "two"})
+
+
+class _ClusterOf:
+    """What Session.check_store asks of a Dask client: each worker's answer to a function run there."""
+
+    def __init__(self, answers: dict[str, bool]):
+        self.answers = answers
+
+    def run(self, function, *args):
+        return {worker: answer and function(*args) for worker, answer in self.answers.items()}
+
+
+def _session(tmp_path: Path, answers: dict[str, bool], *, address: str | None = "tcp://10.1.2.3:8786", store: str | None = None):
+    from modelmake.distributed import client
+
+    session = object.__new__(client.Session)
+    session.settings = distributed.ClusterSettings(address=address, workers=2, store=store)
+    session.client, session._stores = _ClusterOf(answers), {}
+    return session
+
+
+def test_a_cluster_whose_workers_cannot_see_the_workspace_store_is_refused_before_anything_runs(tmp_path):
+    from modelmake.errors import ClusterUnreachable
+
+    with pytest.raises(ClusterUnreachable) as refused:
+        _session(tmp_path, {"tcp://10.1.2.4:40000": True, "tcp://10.1.2.5:40000": False}).check_store(tmp_path)
+    store = (tmp_path / distributed.TRANSFER_STORE).as_uri()
+    assert str(refused.value).startswith(f"the Dask workers tcp://10.1.2.5:40000 cannot see {store}, where each step's files travel")
+    assert "Set MODELMAKE_CACHE (or MODELMAKE_DASK_STORE) to object storage" in str(refused.value)
+    # Workers on this machine see it; a LocalCluster's always do.
+    _session(tmp_path, {"tcp://127.0.0.1:40000": True}).check_store(tmp_path)
+    _session(tmp_path, {"w": False}, address=None).check_store(tmp_path)

@@ -90,3 +90,29 @@ def test_sparsity_is_measured_from_an_onnx_files_weight_tensors(tmp_path):
 def test_a_pruning_plan_and_a_training_plan_are_plain_hashable_data():
     assert hash(Pruning(0.5)) == hash(Pruning(0.5, "polynomial"))
     assert Training("qat").function == "fine_tune"
+
+
+ENVIRONMENT_RECIPE = textwrap.dedent(
+    """\
+    import os
+
+    import numpy as np
+
+
+    def load_data(split):
+        seen = {name: os.environ.get(name) for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")}
+        if seen != {"TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": None}:
+            raise RuntimeError(f"the step process saw {seen}")
+        return np.zeros((2, 3), np.float32), np.zeros(2, np.int64)
+    """
+)
+
+
+def test_a_step_process_computes_on_one_thread_each_with_the_allocators_defaults_whatever_its_parent_has(workspace, monkeypatch):
+    """A Dask worker's nanny sets OMP_NUM_THREADS and MALLOC_TRIM_THRESHOLD_; a developer's shell may set others."""
+    (workspace / "recipe.py").write_text(ENVIRONMENT_RECIPE, encoding="utf-8")
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    job = DataJob(Dataset(role="evaluation", path="recipe.py", from_recipe=True, function="load_data", split="test"), "out.npz")
+    assert "2 samples" in worker.run("data.materialize", job, str(workspace / "data.log"), 120)
+    assert (os.environ["OMP_NUM_THREADS"], os.environ["MALLOC_TRIM_THRESHOLD_"]) == ("8", "65536")
