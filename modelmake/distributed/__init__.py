@@ -70,8 +70,8 @@ def _positive_int(text: str, variable: str, what: str) -> int:
     return value
 
 
-def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_dep, targets, clean_dirs):
+def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_dep, targets, clean_dirs, tools):
     """Run one model step on the cluster (``client.run_step``); returns its summary line."""
     from .client import run_step as run
 
-    return run(step, task_name, job, log, timeout, file_dep=file_dep, targets=targets, clean_dirs=clean_dirs)
+    return run(step, task_name, job, log, timeout, file_dep=file_dep, targets=targets, clean_dirs=clean_dirs, tools=tools)

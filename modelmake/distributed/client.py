@@ -155,7 +155,7 @@ def shutdown() -> None:
             current.close()
 
 
-def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_dep, targets, clean_dirs):
+def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_dep, targets, clean_dirs, tools):
     """Send one step to the cluster, wait for it and move its outputs into the workspace; returns its summary line.
 
     Raises the step's ModelmakeError as it was raised on the worker, a bug's
@@ -176,7 +176,7 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
     inputs = {path: current.upload(store, workspace, path) for path in transfer.input_files(workspace, job, file_dep)}
     request = remote.RemoteStep(
         step=step, task_name=task_name, job=job, log=log, store=store_url(current.settings, workspace), inputs=inputs,
-        targets=tuple(targets), clean_dirs=tuple(clean_dirs), timeout=timeout,
+        targets=tuple(targets), clean_dirs=tuple(clean_dirs), timeout=timeout, tools=dict(tools),
     )
     key = f"{task_name}-{uuid.uuid4().hex[:12]}"
     submitted = time.perf_counter()

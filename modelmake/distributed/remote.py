@@ -16,10 +16,11 @@ import shutil
 import tempfile
 import threading
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ModelmakeError
+from ..errors import ModelmakeError, StepError
 from . import transfer
 
 _one_step_at_a_time = threading.Lock()
@@ -39,6 +40,7 @@ class RemoteStep:
     targets: tuple[str, ...]
     clean_dirs: tuple[str, ...] = ()
     timeout: float = 45 * 60  # seconds; the step process is stopped past it
+    tools: Mapping[str, str] = field(default_factory=dict)  # the tool versions the task's key holds (JobUnchanged)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ def run(request: RemoteStep) -> RemoteResult:
     """Run the step on this worker (the function the client submits)."""
     import time
 
+    other_tools = _other_tools(request)
+    if other_tools is not None:
+        return RemoteResult({}, error=other_tools, worker=_worker_address())
     with _one_step_at_a_time:
         started = time.perf_counter()
         root = _worker_root()
@@ -81,6 +86,22 @@ def run(request: RemoteStep) -> RemoteResult:
         finally:
             os.chdir(before)
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _other_tools(request: RemoteStep) -> StepError | None:
+    """A worker whose tools differ from the client's would write other bytes under the key the client gave the step
+    (into the shared cache too): the step is refused there instead."""
+    from ..versions import version_of
+
+    differing = {tool: (wanted, version_of(tool)) for tool, wanted in sorted(request.tools.items()) if version_of(tool) != wanted}
+    if not differing:
+        return None
+    listed = ", ".join(f"{tool} {theirs} (this build has {ours})" for tool, (ours, theirs) in differing.items())
+    return StepError(
+        f"{request.task_name}: the Dask worker {_worker_address() or 'running it'} has {listed}, and would give other bytes "
+        "than this build's tools: install the same versions on the workers as where `modelmake build` runs "
+        "(the same image, or pip install -c constraints.txt)"
+    )
 
 
 def _run_step(request: RemoteStep):

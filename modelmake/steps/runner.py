@@ -101,6 +101,7 @@ def _in_worker(step: str, task_name: str, job, log: str, timeout_minutes: float 
                 raise RuntimeError(f"{task_name}: a step sent to the cluster needs what it reads and writes (a CacheableTask): a bug")
             return distributed.run_step(
                 step, task_name, job, log, timeout, file_dep=task_io.file_dep, targets=task_io.targets, clean_dirs=task_io.output_dirs,
+                tools=task_io.hashed.get("tools", {}),
             )
         return worker.run(step, job, log, timeout)
     except worker.StepTimedOut as late:

@@ -188,13 +188,14 @@ def on_cluster(cluster, tmp_path, monkeypatch):
     client.shutdown()
 
 
-def _data_step(split: str, timeout_minutes: float | None = None):
+def _data_step(split: str, timeout_minutes: float | None = None, tools: dict | None = None):
     from modelmake.contracts import CacheableTask, DataJob
     from modelmake.plan import Dataset
     from modelmake.steps.runner import run_step
 
     job = DataJob(Dataset(role="evaluation", path="recipe.py", from_recipe=True, function="load_data", split=split), f"out/{split}.npz")
-    io = CacheableTask(kind="data", job_type="DataJob", hashed={}, file_dep=("recipe.py",), targets=(job.out,))
+    hashed = {"tools": tools} if tools else {}
+    io = CacheableTask(kind="data", job_type="DataJob", hashed=hashed, file_dep=("recipe.py",), targets=(job.out,))
     return run_step("data.materialize", f"data:m.{split}", job, timeout_minutes=timeout_minutes, cache=io)
 
 
@@ -207,6 +208,19 @@ def test_a_native_crash_on_a_worker_fails_its_task_and_the_cluster_builds_on(on_
     assert not (on_cluster / "out" / "crash.npz").exists()
     assert _data_step("good") is None
     assert (on_cluster / "out" / "good.npz").is_file()
+
+
+def test_a_worker_with_other_tool_versions_than_the_build_refuses_the_step(on_cluster):
+    """The task's key holds the client's versions: a worker with others would write other bytes under it."""
+    import numpy as np
+    from doit.exceptions import TaskFailed
+
+    result = _data_step("other", tools={"numpy": "1.0.0"})
+    assert isinstance(result, TaskFailed)
+    assert f"has numpy {np.__version__} (this build has 1.0.0), and would give other bytes than this build's tools" in str(result)
+    assert "pip install -c constraints.txt" in str(result)
+    assert not (on_cluster / "out" / "other.npz").exists()
+    assert _data_step("same", tools={"numpy": np.__version__}) is None
 
 
 def test_a_step_past_its_timeout_is_stopped_with_its_worker(on_cluster):
