@@ -519,7 +519,6 @@ def _on_cluster(doit_args: list[str]):
         if settings is None:
             raise RuntimeError("modelmake build: a cluster is configured but its settings read as none (a bug)")
         threads = client.session().threads()
-        client.session().check_store(Path.cwd())
     except BaseException:
         _restore(saved)
         raise

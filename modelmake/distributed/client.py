@@ -95,8 +95,8 @@ class Session:
         return self._stores[url]
 
     def check_store(self, workspace: Path) -> None:
-        """A running cluster's workers must see the store that each step's files travel through: checked before doit
-        runs, since a worker that cannot would fail every step it is given, one by one."""
+        """A running cluster's workers must see the store that each step's files travel through: checked on connecting
+        (before doit runs, with `modelmake build`), since a worker that cannot would fail every step it is given."""
         store = self.store(workspace)
         if self.settings.address is None or not store.local:
             return
@@ -141,7 +141,13 @@ def session() -> Session:
             config = settings()
             if config is None:
                 raise ModelmakeError("no Dask cluster is configured: set MODELMAKE_DASK or pass -j N / --dask ADDRESS")
-            _session = Session(config)
+            current = Session(config)
+            try:
+                current.check_store(Path.cwd())  # the doit process runs in the workspace
+            except BaseException:
+                current.close()
+                raise
+            _session = current
             atexit.register(shutdown)
         return _session
 
