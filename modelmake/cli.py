@@ -464,6 +464,8 @@ def cmd_rollout_advance(args) -> int:
             print(f"  {reason}")
     broken = any(entry["action"] in ("hold", "rollback") for entry in entries)
     return errors.AlertRaised.exit_code if broken else 0
+
+
 # doit's commands other than `run`: they run no step, so they start no cluster and take no -n.
 DOIT_OTHER_COMMANDS = frozenset(
     {"list", "info", "clean", "forget", "ignore", "dumpdb", "strace", "tabcompletion", "auto", "help", "reset-dep"}
@@ -515,10 +517,8 @@ def _on_cluster(doit_args: list[str]):
     from .distributed import client
 
     try:
-        settings = distributed.settings()
-        if settings is None:
-            raise RuntimeError("modelmake build: a cluster is configured but its settings read as none (a bug)")
-        threads = client.session().threads()
+        current = client.session()
+        settings, threads = current.settings, current.threads()
     except BaseException:
         _restore(saved)
         raise

@@ -48,7 +48,6 @@ class Session:
     def __init__(self, config: ClusterSettings):
         self.settings = config
         self.client, self.cluster = self._connect(config)
-        self._stores: dict[str, object] = {}
         self._uploaded: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, so an unchanged input is hashed once
         self.timings: list[dict] = []  # per step, where its wall time went (TIMINGS)
         self.started = time.perf_counter()
@@ -87,12 +86,7 @@ class Session:
         return max(1, sum(self.client.nthreads().values()))
 
     def store(self, workspace: Path):
-        url = store_url(self.settings, workspace)
-        if url not in self._stores:
-            from ..cache.store import CacheStore
-
-            self._stores[url] = CacheStore(url)
-        return self._stores[url]
+        return transfer.store(store_url(self.settings, workspace))
 
     def check_store(self, workspace: Path) -> None:
         """A running cluster's workers must see the store that each step's files travel through: checked on connecting
@@ -105,7 +99,7 @@ class Session:
         blind = sorted(worker for worker, sees in seen.items() if not sees)
         if blind:
             raise ClusterUnreachable(
-                f"the Dask workers {', '.join(blind)} cannot see {store_url(self.settings, workspace)}, where each step's "
+                f"the Dask workers {', '.join(blind)} cannot see {store.url}, where each step's "
                 f"files travel: a cluster on other machines needs a store they all reach. Set {CACHE_VARIABLE} (or "
                 f"{STORE_VARIABLE}) to object storage (s3://bucket/prefix) or to a folder every worker mounts"
             )

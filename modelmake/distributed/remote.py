@@ -24,7 +24,6 @@ from ..errors import ModelmakeError, StepError
 from . import transfer
 
 _one_step_at_a_time = threading.Lock()
-_stores: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
@@ -66,16 +65,14 @@ def run(request: RemoteStep) -> RemoteResult:
     with _one_step_at_a_time:
         started = time.perf_counter()
         root = _worker_root()
-        store = _store(request.store)
+        store = transfer.store(request.store)
         scratch = Path(tempfile.mkdtemp(prefix="task.", dir=root / "tasks"))
         before = os.getcwd()
         try:
             _materialize(store, request.inputs, root / "blobs", scratch)
             fetched = time.perf_counter()
             os.chdir(scratch)
-            summary, error, trace = _run_step(request)
-            stopped = trace if isinstance(trace, tuple) else None
-            trace = None if stopped else trace
+            summary, error, trace, stopped = _run_step(request)
             ran = time.perf_counter()
             written = transfer.output_files(scratch, request.targets, request.clean_dirs, request.log)
             if error is not None or stopped is not None:
@@ -93,10 +90,11 @@ def _other_tools(request: RemoteStep) -> StepError | None:
     (into the shared cache too): the step is refused there instead."""
     from ..versions import version_of
 
-    differing = {tool: (wanted, version_of(tool)) for tool, wanted in sorted(request.tools.items()) if version_of(tool) != wanted}
+    here = {tool: version_of(tool) for tool in sorted(request.tools)}
+    differing = [tool for tool, version in here.items() if version != request.tools[tool]]
     if not differing:
         return None
-    listed = ", ".join(f"{tool} {theirs} (this build has {ours})" for tool, (ours, theirs) in differing.items())
+    listed = ", ".join(f"{tool} {here[tool]} (this build has {request.tools[tool]})" for tool in differing)
     return StepError(
         f"{request.task_name}: the Dask worker {_worker_address() or 'running it'} has {listed}, and would give other bytes "
         "than this build's tools: install the same versions on the workers as where `modelmake build` runs "
@@ -105,7 +103,8 @@ def _other_tools(request: RemoteStep) -> StepError | None:
 
 
 def _run_step(request: RemoteStep):
-    """The step in this worker's warm step process (``steps/worker.py``), as a local build runs it.
+    """The step in this worker's warm step process (``steps/worker.py``), as a local build runs it: its summary, its
+    error, a bug's traceback, and how its step process stopped (RemoteResult.stopped).
 
     Not in the Dask worker's own thread: TensorFlow training there, next to
     the worker's event loop, was seen to compute other weights from run to run
@@ -121,17 +120,17 @@ def _run_step(request: RemoteStep):
     # The step process exits with this one all the same: it is a daemon itself and watches its parent.
     multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
     try:
-        return worker.run(request.step, request.job, request.log, request.timeout), None, None
+        return worker.run(request.step, request.job, request.log, request.timeout), None, None, None
     except worker.WorkerCrashed as crash:  # raised again by the client (these two do not survive pickling)
-        return None, None, ("crashed", crash.exitcode)
+        return None, None, None, ("crashed", crash.exitcode)
     except worker.StepTimedOut as late:
-        return None, None, ("timed_out", late.seconds)
+        return None, None, None, ("timed_out", late.seconds)
     except ModelmakeError as error:
-        return None, error, None
+        return None, error, None, None
     except Exception as error:
         remote = error.__cause__.text if isinstance(error.__cause__, worker.RemoteTraceback) else traceback.format_exc()
         error.__cause__ = None
-        return None, error, remote
+        return None, error, remote, None
 
 
 def _materialize(store, inputs: dict[str, str], blobs: Path, scratch: Path) -> None:
@@ -169,12 +168,3 @@ def _worker_address() -> str:
         return get_worker().address
     except (ImportError, ValueError):
         return ""
-
-
-def _store(url: str):
-    store = _stores.get(url)
-    if store is None:
-        from ..cache.store import CacheStore
-
-        store = _stores[url] = CacheStore(url)
-    return store

@@ -14,12 +14,21 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 from .. import fsutil, layout
 
 SOURCE_RECORD_NAME = "source.json"
 INCOMING = f"{layout.STATE}/incoming"  # where the client stages a task's outputs before they move into place
+
+
+@cache
+def store(url: str):
+    """The store at ``url`` (a ``cache.store.CacheStore``), opened once per process: the client's and each worker's."""
+    from ..cache.store import CacheStore
+
+    return CacheStore(url)
 
 
 def relative(path: str) -> str:

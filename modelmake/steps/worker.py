@@ -124,7 +124,7 @@ def run(step: str, job, log: str, timeout: float = STEP_TIMEOUT_SECONDS):
     with _lock:
         current = _worker if flavour == KERAS else _workers.get(flavour)
         if current is None or not current.alive():
-            current = _Worker(ONE_THREAD_EACH | (LEGACY_KERAS_ENVIRONMENT if flavour == TF_KERAS else {}))
+            current = _Worker(LEGACY_KERAS_ENVIRONMENT if flavour == TF_KERAS else {})
             if flavour == KERAS:
                 _worker = current
             else:
@@ -165,19 +165,21 @@ _lock = threading.Lock()
 
 class _Worker:
     def __init__(self, environment: dict[str, str] | None = None):
+        """A step process with ONE_THREAD_EACH and ``environment`` set, and without NOT_INHERITED."""
+        environment = ONE_THREAD_EACH | (environment or {})
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
         # daemon: multiprocessing terminates it when this process exits, doit subprocesses included
         # (they leave through multiprocessing's exit path, which skips atexit).
         self.process = context.Process(
-            target=_serve, args=(child, os.getpid(), environment or {}), name="modelmake-step-worker", daemon=True
+            target=_serve, args=(child, os.getpid(), environment), name="modelmake-step-worker", daemon=True
         )
         # A spawned child starts with this process's environment: set for the start only, so the variables are there
         # before the child imports anything (its bootstrap included), and this process keeps its own.
-        saved = {name: os.environ.get(name) for name in [*(environment or {}), *NOT_INHERITED]}
+        saved = {name: os.environ.get(name) for name in [*environment, *NOT_INHERITED]}
         for name in NOT_INHERITED:
             os.environ.pop(name, None)
-        os.environ.update(environment or {})
+        os.environ.update(environment)
         try:
             self.process.start()
         finally:

@@ -26,8 +26,11 @@ def local_cluster(directory: Path, *, workers: int = 2) -> Iterator[RunningClust
     import dask
     from distributed import LocalCluster
 
+    from modelmake.distributed.client import LOCAL_CLUSTER_CONFIG
+
     directory.mkdir(parents=True, exist_ok=True)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    # The settings of `modelmake build -j N`'s own LocalCluster (allowed-failures 1 among them).
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
             local_directory=str(directory), silence_logs=logging.ERROR,

@@ -129,7 +129,7 @@ def _session(tmp_path: Path, answers: dict[str, bool], *, address: str | None = 
 
     session = object.__new__(client.Session)
     session.settings = distributed.ClusterSettings(address=address, workers=2, store=store)
-    session.client, session._stores = _ClusterOf(answers), {}
+    session.client = _ClusterOf(answers)
     return session
 
 
