@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from ..errors import ClusterUnreachable, ModelmakeError, StepError
@@ -22,6 +23,10 @@ from . import CACHE_VARIABLE, STORE_VARIABLE, ClusterSettings, remote, settings,
 # again this many times in all before the task fails; a LocalCluster's scheduler is told so (a remote one keeps its own
 # distributed.scheduler.allowed-failures).
 ALLOWED_FAILURES = 2
+# The scheduler also counts a death against the steps only queued on that worker: a step that was waiting there rather
+# than running at one of its deaths is sent again, this many times at most, instead of failing beside the step that
+# killed the worker.
+BYSTANDER_RETRIES = 2
 BACKSTOP_SECONDS = 120  # beyond the step's timeout: a worker that has not answered by then is restarted
 # A LocalCluster's configuration: how often a step whose worker died runs again, and less of Dask's own upkeep.  A
 # worker's thread only waits for its step process, so Dask's profiler (which samples it every 10 ms) learns nothing,
@@ -52,6 +57,8 @@ class Session:
         self.timings: list[dict] = []  # per step, where its wall time went (TIMINGS)
         self.started = time.perf_counter()
         self.workspace: Path | None = None
+        self.runs: Counter[str] = Counter()  # Dask key -> how many times a worker began it (remote.STARTED_TOPIC)
+        self.client.subscribe_topic(remote.STARTED_TOPIC, lambda event: self.runs.update((event[1],)))
 
     @staticmethod
     def _connect(config: ClusterSettings):
@@ -178,25 +185,30 @@ def run_step(step: str, task_name: str, job, log: str, timeout: float, *, file_d
         step=step, task_name=task_name, job=job, log=log, store=store_url(current.settings, workspace), inputs=inputs,
         targets=tuple(targets), clean_dirs=tuple(clean_dirs), timeout=timeout, tools=dict(tools),
     )
-    key = f"{task_name}-{uuid.uuid4().hex[:12]}"
     submitted = time.perf_counter()
     priority = PRIORITY.get(task_name.split(":", 1)[0], 0)
-    future = current.client.submit(remote.run, request, key=key, pure=False, priority=priority)
-    try:
-        # The step process stops a step past its timeout itself; this is for a worker that does not answer.
-        result = future.result(timeout=timeout + BACKSTOP_SECONDS)
-    except (DaskTimeout, TimeoutError):
-        _stop(current.client, future)
-        raise StepTimedOut(timeout) from None
-    except Exception as error:
-        if type(error).__name__ == "KilledWorker":
+    for retries_left in range(BYSTANDER_RETRIES, -1, -1):
+        key = f"{task_name}-{uuid.uuid4().hex[:12]}"
+        future = current.client.submit(remote.run, request, key=key, pure=False, priority=priority)
+        try:
+            # The step process stops a step past its timeout itself; this is for a worker that does not answer.
+            result = future.result(timeout=timeout + BACKSTOP_SECONDS)
+            break
+        except (DaskTimeout, TimeoutError):
+            _stop(current.client, future)
+            raise StepTimedOut(timeout) from None
+        except Exception as error:
+            if type(error).__name__ != "KilledWorker":
+                raise
+            deaths = error.allowed_failures + 1  # type: ignore[attr-defined]
+            if retries_left and current.runs[key] < deaths:
+                continue
             raise StepError(
-                f"{task_name}: the Dask worker running this step died {ALLOWED_FAILURES} times (killed, out of memory, or its "
+                f"{task_name}: the Dask worker running this step died {deaths} times (killed, out of memory, or its "
                 "machine went away), so it was not tried again. Run the build again if workers were lost; if the worker "
                 f"dies each time, give the workers more memory, or run `modelmake build {task_name}` without Dask to see "
                 f"what the step does in {log}"
             ) from None
-        raise
     returned = time.perf_counter()
     transfer.deliver(store, result.outputs, workspace, targets=targets, clean_dirs=clean_dirs)
     remote_time = sum(result.timings.values())

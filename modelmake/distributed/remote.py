@@ -24,6 +24,8 @@ from ..errors import ModelmakeError, StepError
 from . import transfer
 
 _one_step_at_a_time = threading.Lock()
+# A Dask event topic: the key of each step as its worker begins it (not when the step is only queued there).
+STARTED_TOPIC = "modelmake-step-started"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ def run(request: RemoteStep) -> RemoteResult:
     if other_tools is not None:
         return RemoteResult({}, error=other_tools, worker=_worker_address())
     with _one_step_at_a_time:
+        _announce_start()
         started = time.perf_counter()
         root = _worker_root()
         store = transfer.store(request.store)
@@ -159,6 +162,15 @@ def _worker_root() -> Path:
     (root / "tasks").mkdir(parents=True, exist_ok=True)
     (root / "blobs").mkdir(parents=True, exist_ok=True)
     return root
+
+
+def _announce_start() -> None:
+    """The scheduler counts a worker's death against every step handed to that worker, the ones queued there too:
+    this tells the client which steps were running (client.run_step tries a step again that was only waiting)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    worker.log_event(STARTED_TOPIC, worker.get_current_task())
 
 
 def _worker_address() -> str:

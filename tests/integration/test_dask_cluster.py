@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -230,6 +232,64 @@ def test_a_step_past_its_timeout_is_stopped_with_its_worker(on_cluster):
     assert isinstance(result, TaskFailed)
     assert "ran longer than 0.05 minutes" in str(result) and "timeout_minutes" in str(result)
     assert _data_step("after") is None  # the worker was restarted: the next step runs
+
+
+# A data recipe whose "kill" split, once told to go, kills the Dask worker running it each time it runs.
+KILLER_RECIPE = textwrap.dedent(
+    """\
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    RUNNING, GO = Path({running!r}), Path({go!r})
+
+
+    def load_data(split):
+        if split == "kill":
+            RUNNING.touch()
+            while not GO.exists():
+                time.sleep(0.05)
+            os.kill(os.getppid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return np.arange(24, dtype=np.float32).reshape(6, 4), np.arange(6, dtype=np.int64)
+    """
+)
+
+
+def _until(condition, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds} s for {what}")
+        time.sleep(0.05)
+
+
+def test_a_step_queued_behind_one_that_kills_its_worker_is_sent_again_and_built(tmp_path, monkeypatch):
+    """The scheduler counts a worker's death against the step queued there too: with one worker, the second step is
+    queued behind the first when it kills its worker twice, and must still be built."""
+    from modelmake.distributed import client
+
+    running, go = tmp_path / "running", tmp_path / "go"
+    (tmp_path / "recipe.py").write_text(KILLER_RECIPE.format(running=str(running), go=str(go)), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with local_cluster(tmp_path / "dask-workers", workers=1) as cluster, ThreadPoolExecutor(2) as steps:
+        monkeypatch.setenv("MODELMAKE_DASK", cluster.address)
+        try:
+            killer = steps.submit(_data_step, "kill")
+            _until(running.exists, "the first step to run")
+            bystander = steps.submit(_data_step, "good")
+            _until(lambda: any(len(keys) == 2 for keys in client.session().client.processing().values()),
+                   "the second step to be queued on the worker")
+            go.touch()
+            assert "data:m.kill: the Dask worker running this step died 2 times" in str(killer.result(timeout=300))
+            assert bystander.result(timeout=300) is None
+        finally:
+            client.shutdown()
+    assert (tmp_path / "out" / "good.npz").is_file()
+    assert not (tmp_path / "out" / "kill.npz").exists()
 
 
 @pytest.mark.slow
